@@ -1,0 +1,290 @@
+"""The ``ivr`` command: provisioning, serving, simulating, operating.
+
+Subcommand groups live in their own modules and are imported lazily (so
+``ivr tenants list`` does not load the call engine). Every error ends with a
+non-zero exit and one clear line on stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from datetime import date
+from typing import Any
+
+import click
+
+from esl_app.config.tenants import ConfigError, load_tenants
+
+__all__ = ["cli", "fail", "open_db"]
+
+# name → "module:attribute" of commands implemented elsewhere (lazy).
+LAZY_COMMANDS: dict[str, str] = {
+}
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print one clear line on stderr and exit non-zero."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class LazyGroup(click.Group):
+    """A click group that imports subcommands only when they are used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            module, attr = LAZY_COMMANDS[cmd_name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup)
+@click.option("--db", "db_url", envvar="IVR_DATABASE_URL", default="sqlite:///ivr.db",
+              show_default=True, help="Database URL (sqlite:///file.db or postgresql://…).")
+@click.option("--tenants", "tenants_path", envvar="IVR_TENANTS", default="tenants.yaml",
+              show_default=True, help="tenants.yaml path.")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.pass_context
+def cli(ctx: click.Context, db_url: str, tenants_path: str, verbose: int) -> None:
+    """Multi-tenant AI voice appointment bot for clinics (ivr)."""
+    import logging
+
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.ensure_object(dict)
+    ctx.obj["db_url"] = db_url
+    ctx.obj["tenants_path"] = tenants_path
+
+
+def open_db(ctx: click.Context) -> None:
+    """Open the database named by ``--db`` / IVR_DATABASE_URL or exit with a clear error."""
+    from esl_app.db import DatabaseError, init_db
+
+    try:
+        init_db(ctx.find_root().obj["db_url"])
+    except DatabaseError as exc:
+        fail(str(exc))
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    widths = {c: max(len(c), *(len(str(r.get(c, "") or "")) for r in rows)) for c in columns}
+    click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for r in rows:
+        click.echo("  ".join(str(r.get(c, "") or "").ljust(widths[c]) for c in columns).rstrip())
+
+
+def _scheduling_errors():
+    from esl_app.scheduling.errors import SchedulingError
+
+    return SchedulingError
+
+
+# --------------------------------------------------------------------------- db
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("init")
+@click.pass_context
+def db_init(ctx: click.Context) -> None:
+    """Create the tables (idempotent)."""
+    open_db(ctx)
+    click.echo(f"database ready: {ctx.find_root().obj['db_url']}")
+
+
+# ---------------------------------------------------------------------- tenants
+@cli.group()
+def tenants() -> None:
+    """Clinics: import, list, show, export, remove, tokens."""
+
+
+@tenants.command("import")
+@click.argument("file", required=False)
+@click.pass_context
+def tenants_import(ctx: click.Context, file: str | None) -> None:
+    """Upsert the tenants of FILE (default: --tenants) into the database."""
+    from esl_app.scheduling.provisioning import import_tenants
+
+    path = file or ctx.find_root().obj["tenants_path"]
+    try:
+        tset = load_tenants(path)
+    except ConfigError as exc:
+        fail(str(exc))
+    open_db(ctx)
+    try:
+        report = import_tenants(tset)
+    except ConfigError as exc:
+        fail(str(exc))
+    for line in report.lines():
+        click.echo(line)
+    click.echo(f"imported {len(tset)} tenant(s) from {path}: "
+               f"{len(report.added)} added, {len(report.updated)} updated, "
+               f"{len(report.unchanged)} unchanged")
+
+
+def _stored_tenants(ctx: click.Context):
+    from esl_app.scheduling.provisioning import load_tenant_set
+
+    open_db(ctx)
+    try:
+        return load_tenant_set()
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+@tenants.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_context
+def tenants_list(ctx: click.Context, as_json: bool) -> None:
+    """List the tenants stored in the database."""
+    rows = [{"id": t.id, "name": t.name, "dids": ",".join(t.dids), "timezone": t.timezone,
+             "agent": t.agent, "doctors": len(t.doctors)} for t in _stored_tenants(ctx)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["id", "name", "dids", "timezone", "agent", "doctors"])
+
+
+@tenants.command("show")
+@click.argument("tenant_id")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_context
+def tenants_show(ctx: click.Context, tenant_id: str, as_json: bool) -> None:
+    """Show one tenant's configuration."""
+    import yaml
+
+    tenant = _stored_tenants(ctx).get(tenant_id)
+    if tenant is None:
+        fail(f"unknown tenant '{tenant_id}'")
+    if as_json:
+        click.echo(json.dumps(tenant.to_dict(), indent=2))
+    else:
+        click.echo(yaml.safe_dump(tenant.to_dict(), sort_keys=False, allow_unicode=True), nl=False)
+
+
+@tenants.command("export")
+@click.pass_context
+def tenants_export(ctx: click.Context) -> None:
+    """Print every stored tenant as tenants.yaml."""
+    import yaml
+
+    data = {"tenants": [t.to_dict() for t in _stored_tenants(ctx)]}
+    click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+
+
+@tenants.command("remove")
+@click.argument("tenant_id")
+@click.option("--force", is_flag=True, help="Remove even with upcoming appointments.")
+@click.pass_context
+def tenants_remove(ctx: click.Context, tenant_id: str, force: bool) -> None:
+    """Delete a tenant and its data."""
+    from esl_app.scheduling.provisioning import remove_tenant
+
+    open_db(ctx)
+    try:
+        remove_tenant(tenant_id, force=force)
+    except _scheduling_errors() as exc:
+        fail(str(exc))
+    click.echo(f"removed tenant {tenant_id}")
+
+
+@tenants.command("token")
+@click.argument("tenant_id")
+@click.option("--revoke", is_flag=True, help="Revoke every token of the tenant instead.")
+@click.pass_context
+def tenants_token(ctx: click.Context, tenant_id: str, revoke: bool) -> None:
+    """Issue a new API token (printed once) or revoke the tenant's tokens."""
+    from esl_app.scheduling.tokens import issue_token, revoke_tokens
+
+    open_db(ctx)
+    if revoke:
+        click.echo(f"revoked {revoke_tokens(tenant_id)} token(s) of {tenant_id}")
+        return
+    try:
+        token = issue_token(tenant_id)
+    except _scheduling_errors() as exc:
+        fail(str(exc))
+    click.echo(token)
+    click.echo("store it now: it is not kept in readable form", err=True)
+
+
+# ------------------------------------------------------------------------ slots
+@cli.group()
+def slots() -> None:
+    """Bookable slots."""
+
+
+@slots.command("generate")
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id.")
+@click.option("--days", type=click.IntRange(1, 800), default=30, show_default=True)
+@click.pass_context
+def slots_generate(ctx: click.Context, tenant_id: str, days: int) -> None:
+    """Create the missing slots from the clinic hours (idempotent)."""
+    from esl_app.scheduling.slots import generate_slots
+
+    open_db(ctx)
+    try:
+        created = generate_slots(tenant_id, days)
+    except _scheduling_errors() as exc:
+        fail(str(exc))
+    click.echo(f"created {created} slot(s) for {tenant_id} over {days} day(s)")
+
+
+# ----------------------------------------------------------------- appointments
+@cli.group()
+def appointments() -> None:
+    """Appointments of a clinic."""
+
+
+@appointments.command("list")
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id.")
+@click.option("--date", "day", default=None, help="Only this local day (YYYY-MM-DD).")
+@click.option("--all", "include_cancelled", is_flag=True, help="Include cancelled ones.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_context
+def appointments_list(ctx: click.Context, tenant_id: str, day: str | None,
+                      include_cancelled: bool, as_json: bool) -> None:
+    """List appointments (patient names are shown: this is the clinic's own tool)."""
+    from esl_app.scheduling.service import list_appointments
+
+    parsed: date | None = None
+    if day:
+        try:
+            parsed = date.fromisoformat(day)
+        except ValueError:
+            fail(f"--date '{day}' is not YYYY-MM-DD")
+    open_db(ctx)
+    try:
+        views = list_appointments(tenant_id, day=parsed, include_cancelled=include_cancelled)
+    except _scheduling_errors() as exc:
+        fail(str(exc))
+    rows = [v.to_dict() for v in views]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["confirmation", "start", "doctor", "patient_name", "status"])
+
+
+@appointments.command("cancel")
+@click.argument("code")
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id.")
+@click.pass_context
+def appointments_cancel(ctx: click.Context, code: str, tenant_id: str) -> None:
+    """Cancel an appointment by its confirmation code."""
+    from esl_app.scheduling.service import cancel
+
+    open_db(ctx)
+    try:
+        view = cancel(tenant_id, code)
+    except _scheduling_errors() as exc:
+        fail(str(exc))
+    click.echo(f"cancelled {view.confirmation} ({view.start.isoformat()}, {view.doctor})")

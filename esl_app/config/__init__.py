@@ -1,0 +1,1 @@
+"""Configuration: settings from arguments/environment, tenants.yaml."""

@@ -1,0 +1,121 @@
+"""Storage: the database chosen by URL, bound to the peewee models.
+
+``sqlite:///ivr.db`` (default; WAL mode, busy timeout) or
+``postgresql://user@host:5432/db``. Connections are pooled so that thousands
+of call greenlets share a handful of connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import peewee as pw
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+
+from esl_app.db.models import ALL_MODELS, database_proxy
+
+__all__ = ["DEFAULT_URL", "DatabaseError", "close_db", "database", "init_db", "write_txn"]
+
+DEFAULT_URL = "sqlite:///ivr.db"
+
+
+class DatabaseError(RuntimeError):
+    """The database URL is unusable or the database cannot be reached."""
+
+
+def database() -> pw.Database:
+    """The bound database (after :func:`init_db`)."""
+    db = database_proxy.obj
+    if db is None:
+        raise DatabaseError("database not initialised (call init_db first)")
+    return db
+
+
+def init_db(url: str | None = None, *, create: bool = True, max_connections: int = 32
+            ) -> pw.Database:
+    """Open the database at ``url`` (argument → IVR_DATABASE_URL → default) and bind the models."""
+    url = url or os.environ.get("IVR_DATABASE_URL") or DEFAULT_URL
+    parsed = urlparse(url)
+    scheme = parsed.scheme.split("+", 1)[0]
+    if scheme == "sqlite":
+        path = url.split("://", 1)[1]
+        path = path[1:] if path.startswith("/") else path
+        if not path:
+            raise DatabaseError(f"database URL '{url}' has no file name")
+        if path != ":memory:":
+            parent = os.path.dirname(os.path.abspath(path))
+            os.makedirs(parent, exist_ok=True)
+        db: pw.Database = PooledSqliteDatabase(
+            path,
+            max_connections=max_connections,
+            stale_timeout=300,
+            timeout=30,
+            pragmas={
+                "journal_mode": "wal",
+                "busy_timeout": 10000,
+                "foreign_keys": 1,
+                "synchronous": "normal",
+            },
+            check_same_thread=False,
+        )
+    elif scheme in ("postgres", "postgresql"):
+        db = PooledPostgresqlDatabase(
+            (parsed.path or "/postgres").lstrip("/") or "postgres",
+            user=parsed.username or None,
+            password=parsed.password or None,
+            host=parsed.hostname or None,
+            port=parsed.port or None,
+            max_connections=max_connections,
+            stale_timeout=300,
+            timeout=30,
+        )
+    else:
+        raise DatabaseError(
+            f"unsupported database URL '{url}' (use sqlite:///file.db or postgresql://…)")
+    old = database_proxy.obj
+    if old is not None and old is not db:
+        with contextlib.suppress(Exception):
+            old.close_all() if hasattr(old, "close_all") else old.close()
+    database_proxy.initialize(db)
+    if create:
+        try:
+            with db.connection_context():
+                db.create_tables(ALL_MODELS, safe=True)
+        except pw.OperationalError as exc:
+            raise DatabaseError(f"cannot open database '{_redact(url)}': {exc}") from None
+    return db
+
+
+def close_db() -> None:
+    """Close every pooled connection (tests, shutdown)."""
+    db = database_proxy.obj
+    if db is not None:
+        with contextlib.suppress(Exception):
+            db.close_all() if hasattr(db, "close_all") else db.close()
+
+
+@contextlib.contextmanager
+def write_txn() -> Iterator[pw.Database]:
+    """A write transaction that takes the write lock up front on SQLite.
+
+    ``BEGIN IMMEDIATE`` avoids the deadlock-prone upgrade from a read to a
+    write lock when many callers race for the same slot.
+    """
+    db = database()
+    with db.connection_context():
+        if isinstance(db, pw.SqliteDatabase):
+            with db.atomic("IMMEDIATE"):
+                yield db
+        else:
+            with db.atomic():
+                yield db
+
+
+def _redact(url: str) -> str:
+    p = urlparse(url)
+    if p.password:
+        return url.replace(f":{p.password}@", ":***@")
+    return url

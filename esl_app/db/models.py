@@ -1,0 +1,146 @@
+"""peewee models: tenants, DIDs, doctors, slots, appointments, tokens, calls.
+
+All times are stored as naive UTC datetimes; conversion to a clinic's zone
+happens at the edges (scheduling views, API, speech). Double booking is made
+impossible by the database, not by Python: a slot changes from ``open`` to
+``booked`` only through a conditional UPDATE inside a transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import peewee as pw
+
+__all__ = [
+    "ALL_MODELS",
+    "ApiToken",
+    "Appointment",
+    "BaseModel",
+    "CallRecord",
+    "Did",
+    "Doctor",
+    "Slot",
+    "TenantRow",
+    "database_proxy",
+    "utcnow",
+]
+
+database_proxy = pw.DatabaseProxy()
+
+
+def utcnow() -> datetime:
+    """Naive UTC now, the form every stored timestamp has."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class BaseModel(pw.Model):
+    """Binds every model to the database chosen at start-up."""
+
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class TenantRow(BaseModel):
+    """A clinic; ``config`` holds its validated tenants.yaml entry as JSON."""
+
+    id = pw.CharField(primary_key=True, max_length=64)
+    name = pw.CharField(max_length=200)
+    timezone = pw.CharField(max_length=64)
+    config = pw.TextField()
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "tenant"
+
+
+class Did(BaseModel):
+    """A dialled number; each belongs to exactly one tenant."""
+
+    number = pw.CharField(max_length=32, unique=True)
+    tenant = pw.ForeignKeyField(TenantRow, backref="dids", on_delete="CASCADE")
+
+
+class Doctor(BaseModel):
+    """A practitioner; retired (``active=False``) instead of deleted so bookings stay valid."""
+
+    tenant = pw.ForeignKeyField(TenantRow, backref="doctors", on_delete="CASCADE")
+    slug = pw.CharField(max_length=64)
+    name = pw.CharField(max_length=200)
+    specialty = pw.CharField(max_length=200, default="")
+    active = pw.BooleanField(default=True)
+
+    class Meta:
+        indexes = ((("tenant", "slug"), True),)
+
+
+class Slot(BaseModel):
+    """A bookable time of one doctor; ``state`` is open, booked, held or removed."""
+
+    tenant = pw.ForeignKeyField(TenantRow, backref="slots", on_delete="CASCADE")
+    doctor = pw.ForeignKeyField(Doctor, backref="slots", on_delete="CASCADE")
+    start = pw.DateTimeField()
+    end = pw.DateTimeField()
+    state = pw.CharField(max_length=16, default="open")
+    hold_until = pw.DateTimeField(null=True)
+    hold_owner = pw.CharField(max_length=64, null=True)
+
+    class Meta:
+        indexes = (
+            (("doctor", "start"), True),
+            (("tenant", "state", "start"), False),
+        )
+
+
+class Appointment(BaseModel):
+    """A booking; cancelled ones are kept (status) for the audit trail."""
+
+    tenant = pw.ForeignKeyField(TenantRow, backref="appointments", on_delete="CASCADE")
+    slot = pw.ForeignKeyField(Slot, backref="appointments", on_delete="CASCADE")
+    code = pw.CharField(max_length=16)
+    patient_name = pw.CharField(max_length=200)
+    phone = pw.CharField(max_length=32, null=True)
+    email = pw.CharField(max_length=254, null=True)
+    status = pw.CharField(max_length=16, default="booked")
+    call_id = pw.CharField(max_length=64, null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = (
+            (("tenant", "code"), True),
+            (("tenant", "status"), False),
+        )
+
+
+class ApiToken(BaseModel):
+    """A tenant's API bearer token, stored as a SHA-256 hash only."""
+
+    tenant = pw.ForeignKeyField(TenantRow, backref="tokens", on_delete="CASCADE")
+    token_hash = pw.CharField(max_length=64, unique=True)
+    created_at = pw.DateTimeField(default=utcnow)
+    revoked_at = pw.DateTimeField(null=True)
+
+
+class CallRecord(BaseModel):
+    """One call as the bot saw it: outcome, transcript turns, usage."""
+
+    call_id = pw.CharField(max_length=64, unique=True)
+    tenant_id = pw.CharField(max_length=64, null=True, index=True)
+    did = pw.CharField(max_length=32, null=True)
+    caller = pw.CharField(max_length=32, null=True)
+    started_at = pw.DateTimeField(default=utcnow, index=True)
+    ended_at = pw.DateTimeField(null=True)
+    outcome = pw.CharField(max_length=32, null=True)
+    confirmation = pw.CharField(max_length=16, null=True)
+    transfer_to = pw.CharField(max_length=128, null=True)
+    turns = pw.TextField(default="[]")
+    usage = pw.TextField(default="{}")
+    emergency = pw.BooleanField(default=False)
+
+
+ALL_MODELS: tuple[type[BaseModel], ...] = (
+    TenantRow, Did, Doctor, Slot, Appointment, ApiToken, CallRecord,
+)

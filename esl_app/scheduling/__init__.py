@@ -1,0 +1,1 @@
+"""Scheduling core: slots, bookings, codes, provisioning — no I/O framework, no gevent."""

@@ -1,0 +1,451 @@
+"""Slot search, atomic booking, cancel and reschedule — every query scoped by tenant.
+
+The database guarantees the invariants: a booking claims its slot with a
+conditional ``UPDATE … WHERE state = 'open'`` inside a write transaction, so
+when many callers race for one slot exactly one row is changed and exactly one
+caller wins, on SQLite and on Postgres alike. Reschedule claims the new slot
+and releases the old one in the same transaction, so a patient never ends up
+with zero or two appointments.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time as _time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import peewee as pw
+
+from esl_app.config.tenants import WEEKDAYS, ConfigError, Tenant, parse_tenants
+from esl_app.db import database, write_txn
+from esl_app.db.models import Appointment, Doctor, Slot, TenantRow, utcnow
+from esl_app.scheduling.codes import new_code, normalize_code
+from esl_app.scheduling.errors import (
+    InvalidRequest,
+    NotAllowed,
+    NotFound,
+    SchedulingError,
+    SlotTaken,
+)
+
+__all__ = [
+    "AppointmentView",
+    "InvalidRequest",
+    "NotAllowed",
+    "NotFound",
+    "PARTS_OF_DAY",
+    "SchedulingError",
+    "SlotTaken",
+    "SlotView",
+    "book",
+    "cancel",
+    "find_appointments",
+    "forget_tenants",
+    "get_appointment",
+    "get_tenant",
+    "list_appointments",
+    "reschedule",
+    "search_slots",
+]
+
+PARTS_OF_DAY = {
+    "morning": (dtime(0, 0), dtime(12, 0)),
+    "afternoon": (dtime(12, 0), dtime(17, 0)),
+    "evening": (dtime(17, 0), dtime(23, 59, 59)),
+}
+MAX_SEARCH_DAYS = 366
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,185}\.[A-Za-z]{2,}$")
+_TENANT_CACHE: dict[tuple[int, str], tuple[float, datetime, Tenant]] = {}
+_TENANT_TTL = 2.0
+
+
+@dataclass(frozen=True)
+class SlotView:
+    """An open slot as callers and APIs see it (times in the clinic's zone)."""
+
+    slot_id: str
+    doctor: str
+    doctor_name: str
+    start: datetime
+    end: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"slot_id": self.slot_id, "doctor": self.doctor,
+                "start": self.start.isoformat(), "end": self.end.isoformat()}
+
+
+@dataclass(frozen=True)
+class AppointmentView:
+    """A booking as callers and APIs see it (times in the clinic's zone)."""
+
+    confirmation: str
+    doctor: str
+    doctor_name: str
+    start: datetime
+    end: datetime
+    status: str
+    patient_name: str
+    phone: str | None
+    email: str | None
+    call_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"confirmation": self.confirmation, "doctor": self.doctor,
+                "start": self.start.isoformat(), "end": self.end.isoformat(),
+                "status": self.status, "patient_name": self.patient_name,
+                "phone": self.phone, "email": self.email}
+
+
+def _now(now: datetime | None) -> datetime:
+    """Naive UTC for comparisons with stored times."""
+    if now is None:
+        return utcnow()
+    if now.tzinfo is None:
+        return now
+    return now.astimezone(UTC).replace(tzinfo=None)
+
+
+def _local(dt_utc: datetime, tz: ZoneInfo) -> datetime:
+    return dt_utc.replace(tzinfo=UTC).astimezone(tz)
+
+
+def get_tenant(tenant_id: str) -> Tenant:
+    """The tenant's stored configuration (cached for a moment: searches are hot)."""
+    db = database()
+    key = (id(db), tenant_id)
+    hit = _TENANT_CACHE.get(key)
+    mono = _time.monotonic()
+    if hit and mono - hit[0] < _TENANT_TTL:
+        return hit[2]
+    with db.connection_context():
+        row = TenantRow.get_or_none(TenantRow.id == tenant_id)
+    if row is None:
+        _TENANT_CACHE.pop(key, None)
+        raise NotFound(f"unknown tenant '{tenant_id}'")
+    if hit and hit[1] == row.updated_at:
+        _TENANT_CACHE[key] = (mono, row.updated_at, hit[2])
+        return hit[2]
+    try:
+        tenant = parse_tenants(json.dumps({"tenants": [json.loads(row.config)]}),
+                               source="database").tenants[0]
+    except (ConfigError, ValueError) as exc:
+        raise NotFound(f"tenant '{tenant_id}' has an unreadable configuration: {exc}") from None
+    _TENANT_CACHE[key] = (mono, row.updated_at, tenant)
+    return tenant
+
+
+def forget_tenants() -> None:
+    """Drop cached tenant configurations (after an import in this process)."""
+    _TENANT_CACHE.clear()
+
+
+def _inside_hours(tenant: Tenant, start: datetime, end: datetime) -> bool:
+    ranges = tenant.hours.get(WEEKDAYS[start.weekday()], ())
+    s, e = start.time(), end.time()
+    if end.date() != start.date():
+        return False
+    return any(a <= s and e <= b for a, b in ranges)
+
+
+def _slot_id(slot_id: str | int) -> int:
+    try:
+        value = int(str(slot_id).strip())
+    except (TypeError, ValueError):
+        raise NotFound("unknown slot") from None
+    if value <= 0 or value > 2**62:
+        raise NotFound("unknown slot")
+    return value
+
+
+def search_slots(
+    tenant_id: str,
+    *,
+    doctor: str | None = None,
+    date: date | None = None,  # noqa: A002 - the contract's parameter name
+    date_to: date | None = None,
+    part_of_day: str | None = None,
+    after: datetime | None = None,
+    limit: int = 3,
+    now: datetime | None = None,
+) -> list[SlotView]:
+    """Future open slots inside the clinic's hours, earliest first."""
+    tenant = get_tenant(tenant_id)
+    tz = tenant.tz
+    if not 1 <= limit <= 50:
+        raise InvalidRequest("limit must be between 1 and 50")
+    if part_of_day is not None and part_of_day not in PARTS_OF_DAY:
+        raise InvalidRequest("part of day must be morning, afternoon or evening")
+    now_utc = _now(now)
+    lower = now_utc
+    if after is not None:
+        lower = max(lower, _now(after))
+    upper = now_utc + timedelta(days=MAX_SEARCH_DAYS)
+    if date is not None:
+        last = date_to or date
+        if last < date:
+            raise InvalidRequest("the end date is before the start date")
+        day_start = datetime.combine(date, dtime(0), tz).astimezone(UTC).replace(tzinfo=None)
+        day_end = datetime.combine(last + timedelta(days=1), dtime(0), tz)
+        lower = max(lower, day_start)
+        upper = min(upper, day_end.astimezone(UTC).replace(tzinfo=None))
+    elif date_to is not None:
+        day_end = datetime.combine(date_to + timedelta(days=1), dtime(0), tz)
+        upper = min(upper, day_end.astimezone(UTC).replace(tzinfo=None))
+    if upper <= lower:
+        return []
+    query = (
+        Slot.select(Slot.id, Slot.start, Slot.end, Doctor.slug, Doctor.name)
+        .join(Doctor)
+        .where(
+            (Slot.tenant == tenant_id)
+            & (Slot.state == "open")
+            & (Slot.start >= lower)
+            & (Slot.start < upper)
+            & (Doctor.active == True)  # noqa: E712 - peewee expression
+        )
+        .order_by(Slot.start, Doctor.slug)
+    )
+    if doctor:
+        query = query.where(Doctor.slug == doctor)
+    out: list[SlotView] = []
+    band = PARTS_OF_DAY.get(part_of_day) if part_of_day else None
+    batch = max(limit * 4, 16)
+    offset = 0
+    db = database()
+    with db.connection_context():
+        while len(out) < limit:
+            rows = list(query.limit(batch).offset(offset).tuples())
+            if not rows:
+                break
+            offset += len(rows)
+            for sid, start, end, dslug, dname in rows:
+                ls, le = _local(start, tz), _local(end, tz)
+                if band and not (band[0] <= ls.time() < band[1]):
+                    continue
+                if not _inside_hours(tenant, ls, le):
+                    continue
+                out.append(SlotView(str(sid), dslug, dname, ls, le))
+                if len(out) >= limit:
+                    break
+            if len(rows) < batch:
+                break
+            batch = min(batch * 4, 2000)
+    return out
+
+
+def _clean_patient(patient_name: str, phone: str | None, email: str | None
+                   ) -> tuple[str, str | None, str | None]:
+    name = " ".join(str(patient_name or "").split())
+    if not name or len(name) > 200:
+        raise InvalidRequest("the patient's name is required (at most 200 characters)")
+    if phone is not None and str(phone).strip():
+        digits = re.sub(r"[^0-9+]", "", str(phone))
+        if not re.fullmatch(r"\+?[0-9]{3,15}", digits):
+            raise InvalidRequest("the phone number is not valid")
+        phone = digits
+    else:
+        phone = None
+    if email is not None and str(email).strip():
+        email = str(email).strip()
+        if not _EMAIL.match(email) or len(email) > 254:
+            raise InvalidRequest("the e-mail address is not valid")
+    else:
+        email = None
+    return name, phone, email
+
+
+def _view(appt: Appointment, slot: Slot, doctor: Doctor, tz: ZoneInfo) -> AppointmentView:
+    return AppointmentView(
+        confirmation=appt.code, doctor=doctor.slug, doctor_name=doctor.name,
+        start=_local(slot.start, tz), end=_local(slot.end, tz), status=appt.status,
+        patient_name=appt.patient_name, phone=appt.phone, email=appt.email,
+        call_id=appt.call_id,
+    )
+
+
+def _claim_slot(tenant_id: str, slot_pk: int, now_utc: datetime) -> Slot:
+    """Inside a write transaction: flip one open future slot to booked, or explain why not."""
+    changed = (
+        Slot.update(state="booked")
+        .where((Slot.id == slot_pk) & (Slot.tenant == tenant_id) & (Slot.state == "open")
+               & (Slot.start > now_utc))
+        .execute()
+    )
+    slot = Slot.get_or_none((Slot.id == slot_pk) & (Slot.tenant == tenant_id))
+    if slot is None:
+        raise NotFound("unknown slot")
+    if changed != 1:
+        if slot.start <= now_utc:
+            raise NotAllowed("that time has already passed")
+        raise SlotTaken("that time is no longer available")
+    return slot
+
+
+def book(
+    tenant_id: str,
+    slot_id: str | int,
+    *,
+    patient_name: str,
+    phone: str | None = None,
+    email: str | None = None,
+    call_id: str | None = None,
+    now: datetime | None = None,
+) -> AppointmentView:
+    """Book one slot atomically; exactly one of many concurrent callers wins."""
+    tenant = get_tenant(tenant_id)
+    name, phone, email = _clean_patient(patient_name, phone, email)
+    slot_pk = _slot_id(slot_id)
+    now_utc = _now(now)
+    with write_txn() as db:
+        slot = _claim_slot(tenant_id, slot_pk, now_utc)
+        doctor = Doctor.get_by_id(slot.doctor_id)
+        for _ in range(20):
+            try:
+                with db.atomic():  # savepoint: a code collision must not abort the booking
+                    appt = Appointment.create(
+                        tenant=tenant_id, slot=slot_pk, code=new_code(), patient_name=name,
+                        phone=phone, email=email, call_id=(call_id or None),
+                    )
+                break
+            except pw.IntegrityError:
+                continue
+        else:  # pragma: no cover - 20 collisions in a 30-bit space
+            raise SchedulingError("could not allocate a confirmation code")
+    return _view(appt, slot, doctor, tenant.tz)
+
+
+def _get_appt(tenant_id: str, code: str, *, status: str | None = "booked"
+              ) -> tuple[Appointment, Slot, Doctor]:
+    norm = normalize_code(code)
+    if norm is None:
+        raise NotFound("no appointment with that confirmation code")
+    query = (Appointment.select(Appointment, Slot, Doctor).join(Slot).join(Doctor)
+             .where((Appointment.tenant == tenant_id) & (Appointment.code == norm)))
+    if status:
+        query = query.where(Appointment.status == status)
+    appt = query.first()
+    if appt is None:
+        raise NotFound("no appointment with that confirmation code")
+    return appt, appt.slot, appt.slot.doctor
+
+
+def get_appointment(tenant_id: str, code: str) -> AppointmentView:
+    """An appointment (booked or cancelled) by its confirmation code."""
+    tenant = get_tenant(tenant_id)
+    with database().connection_context():
+        appt, slot, doctor = _get_appt(tenant_id, code, status=None)
+    return _view(appt, slot, doctor, tenant.tz)
+
+
+def _name_matches(a: str, b: str) -> bool:
+    def norm(s: str) -> list[str]:
+        return re.sub(r"[^a-z ]", "", s.lower()).split()
+
+    wa, wb = norm(a), norm(b)
+    if not wa or not wb:
+        return False
+    return wa == wb or wa[-1] == wb[-1]
+
+
+def _verify(appt: Appointment, verify: str | None) -> None:
+    if verify is None or not str(verify).strip():
+        return
+    v = str(verify).strip()
+    digits = re.sub(r"[^0-9]", "", v)
+    if appt.phone and len(digits) >= 7 and re.sub(r"[^0-9]", "", appt.phone).endswith(digits[-7:]):
+        return
+    if _name_matches(v, appt.patient_name):
+        return
+    raise NotAllowed("the name or phone number does not match this appointment")
+
+
+def cancel(tenant_id: str, code: str, *, verify: str | None = None,
+           now: datetime | None = None) -> AppointmentView:
+    """Cancel a booked appointment and reopen its slot, in one transaction."""
+    tenant = get_tenant(tenant_id)
+    now_utc = _now(now)
+    with write_txn():
+        appt, slot, doctor = _get_appt(tenant_id, code)
+        _verify(appt, verify)
+        changed = (Appointment.update(status="cancelled", updated_at=utcnow())
+                   .where((Appointment.id == appt.id) & (Appointment.status == "booked"))
+                   .execute())
+        if changed != 1:
+            raise NotFound("no appointment with that confirmation code")
+        if slot.start > now_utc:
+            Slot.update(state="open").where((Slot.id == slot.id) & (Slot.state == "booked")
+                                            ).execute()
+        appt.status = "cancelled"
+    return _view(appt, slot, doctor, tenant.tz)
+
+
+def reschedule(tenant_id: str, code: str, new_slot_id: str | int, *,
+               verify: str | None = None, now: datetime | None = None) -> AppointmentView:
+    """Move an appointment to another slot atomically; the code stays the same."""
+    tenant = get_tenant(tenant_id)
+    new_pk = _slot_id(new_slot_id)
+    now_utc = _now(now)
+    with write_txn():
+        appt, old_slot, _ = _get_appt(tenant_id, code)
+        _verify(appt, verify)
+        if old_slot.id == new_pk:
+            raise InvalidRequest("that is already the appointment's time")
+        new_slot = _claim_slot(tenant_id, new_pk, now_utc)
+        changed = (Appointment.update(slot=new_pk, updated_at=utcnow())
+                   .where((Appointment.id == appt.id) & (Appointment.status == "booked")
+                          & (Appointment.slot == old_slot.id))
+                   .execute())
+        if changed != 1:
+            raise SlotTaken("the appointment changed meanwhile; please try again")
+        if old_slot.start > now_utc:
+            Slot.update(state="open").where((Slot.id == old_slot.id) & (Slot.state == "booked")
+                                            ).execute()
+        appt.slot = new_slot
+        doctor = Doctor.get_by_id(new_slot.doctor_id)
+    return _view(appt, new_slot, doctor, tenant.tz)
+
+
+def find_appointments(tenant_id: str, *, phone: str | None = None, name: str | None = None,
+                      now: datetime | None = None) -> list[AppointmentView]:
+    """Upcoming booked appointments of a caller, identified by phone and/or name."""
+    tenant = get_tenant(tenant_id)
+    if not phone and not name:
+        raise InvalidRequest("a phone number or a name is needed")
+    now_utc = _now(now)
+    query = (Appointment.select(Appointment, Slot, Doctor).join(Slot).join(Doctor)
+             .where((Appointment.tenant == tenant_id) & (Appointment.status == "booked")
+                    & (Slot.start > now_utc))
+             .order_by(Slot.start))
+    out: list[AppointmentView] = []
+    digits = re.sub(r"[^0-9]", "", phone or "")
+    with database().connection_context():
+        for appt in query:
+            if digits and len(digits) >= 7:
+                if not appt.phone or not re.sub(r"[^0-9]", "", appt.phone).endswith(digits[-7:]):
+                    continue
+            if name and not _name_matches(name, appt.patient_name):
+                continue
+            out.append(_view(appt, appt.slot, appt.slot.doctor, tenant.tz))
+    return out
+
+
+def list_appointments(tenant_id: str, *, day: date | None = None,
+                      include_cancelled: bool = False) -> list[AppointmentView]:
+    """Appointments of a tenant (optionally one local day), earliest first."""
+    tenant = get_tenant(tenant_id)
+    query = (Appointment.select(Appointment, Slot, Doctor).join(Slot).join(Doctor)
+             .where(Appointment.tenant == tenant_id).order_by(Slot.start))
+    if not include_cancelled:
+        query = query.where(Appointment.status == "booked")
+    if day is not None:
+        lo = datetime.combine(day, dtime(0), tenant.tz).astimezone(UTC).replace(tzinfo=None)
+        hi = datetime.combine(day + timedelta(days=1), dtime(0), tenant.tz)
+        query = query.where((Slot.start >= lo)
+                            & (Slot.start < hi.astimezone(UTC).replace(tzinfo=None)))
+    with database().connection_context():
+        return [_view(a, a.slot, a.slot.doctor, tenant.tz) for a in query]

@@ -1,0 +1,128 @@
+"""The agent tools as plain functions: one implementation for every agent.
+
+The local agent calls them in process; the Bedrock agent reaches the same
+behaviour through the Lambdas and the HTTP API (or RETURN_CONTROL). Each tool
+is scoped to the call's tenant, returns a JSON-able dict with speakable text,
+and never raises a scheduling error: refusals come back as
+``{"ok": False, "error": code, "message": …}`` for the agent to explain.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from esl_app.config.tenants import Tenant
+from esl_app.scheduling import service
+from esl_app.scheduling.errors import SchedulingError
+
+__all__ = [
+    "cancel_appointment",
+    "confirm_appointment",
+    "find_appointments",
+    "handoff_to_human",
+    "reschedule_appointment",
+    "search_slots",
+    "spoken_time",
+]
+
+_MESSAGES = {
+    "slot_taken": "Sorry, that time was just taken.",
+    "not_found": "I could not find that.",
+    "not_allowed": "Sorry, I can't do that.",
+    "invalid": "Sorry, something in that request was not valid.",
+}
+
+
+def spoken_time(dt: datetime, *, with_day: bool = True) -> str:
+    """``Tuesday, November 24 at 9 AM`` / ``at 9:30 AM`` — how times are read aloud."""
+    hour = dt.hour % 12 or 12
+    clock = f"{hour}" if dt.minute == 0 else f"{hour}:{dt.minute:02d}"
+    clock += " AM" if dt.hour < 12 else " PM"
+    if dt.hour == 12 and dt.minute == 0:
+        clock = "noon"
+    if not with_day:
+        return clock
+    return f"{dt:%A}, {dt:%B} {dt.day} at {clock}"
+
+
+def _fail(exc: SchedulingError) -> dict[str, Any]:
+    return {"ok": False, "error": exc.code, "message": _MESSAGES.get(exc.code, str(exc)),
+            "detail": str(exc)}
+
+
+def _appt(view: service.AppointmentView) -> dict[str, Any]:
+    out = view.to_dict()
+    out["doctor_name"] = view.doctor_name
+    out["spoken"] = f"{spoken_time(view.start)} with {view.doctor_name}"
+    out["ok"] = True
+    return out
+
+
+def search_slots(tenant: Tenant, *, doctor: str | None = None, date: date | None = None,  # noqa: A002
+                 part_of_day: str | None = None, after: datetime | None = None, limit: int = 3,
+                 now: datetime | None = None) -> dict[str, Any]:
+    """Open times, at most ``limit``, each with a phrase to read aloud."""
+    try:
+        views = service.search_slots(tenant.id, doctor=doctor, date=date,
+                                     part_of_day=part_of_day, after=after, limit=limit, now=now)
+    except SchedulingError as exc:
+        return _fail(exc)
+    slots = []
+    for v in views:
+        item = v.to_dict()
+        item["doctor_name"] = v.doctor_name
+        item["spoken"] = f"{spoken_time(v.start)} with {v.doctor_name}"
+        slots.append(item)
+    return {"ok": True, "slots": slots}
+
+
+def confirm_appointment(tenant: Tenant, *, slot_id: str, patient_name: str,
+                        email: str | None = None, phone: str | None = None,
+                        call_id: str | None = None, now: datetime | None = None
+                        ) -> dict[str, Any]:
+    """Book the slot; ``ok`` is True only once the booking has committed."""
+    try:
+        view = service.book(tenant.id, slot_id, patient_name=patient_name, phone=phone,
+                            email=email, call_id=call_id, now=now)
+    except SchedulingError as exc:
+        return _fail(exc)
+    return _appt(view)
+
+
+def handoff_to_human(tenant: Tenant, *, reason: str | None = None) -> dict[str, Any]:
+    """The signal the call engine turns into a transfer to the clinic's human line."""
+    if not tenant.handoff:
+        return {"ok": False, "error": "not_allowed",
+                "message": "Sorry, nobody is available to take the call right now."}
+    return {"ok": True, "action": "transfer", "to": tenant.handoff,
+            "reason": (reason or "caller request")[:200]}
+
+
+def cancel_appointment(tenant: Tenant, *, code: str, verify: str | None = None,
+                       now: datetime | None = None) -> dict[str, Any]:
+    """Cancel by confirmation code (optionally checking the name or phone)."""
+    try:
+        return _appt(service.cancel(tenant.id, code, verify=verify, now=now))
+    except SchedulingError as exc:
+        return _fail(exc)
+
+
+def reschedule_appointment(tenant: Tenant, *, code: str, slot_id: str,
+                           verify: str | None = None, now: datetime | None = None
+                           ) -> dict[str, Any]:
+    """Move an appointment to another open slot, atomically."""
+    try:
+        return _appt(service.reschedule(tenant.id, code, slot_id, verify=verify, now=now))
+    except SchedulingError as exc:
+        return _fail(exc)
+
+
+def find_appointments(tenant: Tenant, *, phone: str | None = None, name: str | None = None,
+                      now: datetime | None = None) -> dict[str, Any]:
+    """A returning caller's upcoming appointments."""
+    try:
+        views = service.find_appointments(tenant.id, phone=phone, name=name, now=now)
+    except SchedulingError as exc:
+        return _fail(exc)
+    return {"ok": True, "appointments": [_appt(v) for v in views]}
