@@ -21,6 +21,8 @@ __all__ = ["cli", "fail", "open_db"]
 
 # name → "module:attribute" of commands implemented elsewhere (lazy).
 LAZY_COMMANDS: dict[str, str] = {
+    "dialplan": "esl_app.dialplan:dialplan",
+    "emulator": "esl_app.emulator.cli:emulator",
 }
 
 
@@ -264,7 +266,8 @@ def appointments_list(ctx: click.Context, tenant_id: str, day: str | None,
             fail(f"--date '{day}' is not YYYY-MM-DD")
     open_db(ctx)
     try:
-        views = list_appointments(tenant_id, day=parsed, include_cancelled=include_cancelled)
+        views = list_appointments(tenant_id, day=parsed, include_cancelled=include_cancelled,
+                                  actor="cli")
     except _scheduling_errors() as exc:
         fail(str(exc))
     rows = [v.to_dict() for v in views]
@@ -284,7 +287,96 @@ def appointments_cancel(ctx: click.Context, code: str, tenant_id: str) -> None:
 
     open_db(ctx)
     try:
-        view = cancel(tenant_id, code)
+        view = cancel(tenant_id, code, actor="cli", enforce_window=False)
     except _scheduling_errors() as exc:
         fail(str(exc))
     click.echo(f"cancelled {view.confirmation} ({view.start.isoformat()}, {view.doctor})")
+
+
+# -------------------------------------------------------------------- callbacks
+@cli.group()
+def callbacks() -> None:
+    """Callback tickets left by callers when nobody could take the call."""
+
+
+@callbacks.command("list")
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id.")
+@click.option("--all", "show_all", is_flag=True, help="Include tickets already done.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_context
+def callbacks_list(ctx: click.Context, tenant_id: str, show_all: bool, as_json: bool) -> None:
+    """List open callback tickets (phone numbers shown: this is the clinic's own tool)."""
+    from esl_app.scheduling.callbacks import list_tickets
+
+    open_db(ctx)
+    rows = [t.to_dict() for t in list_tickets(tenant_id, status=None if show_all else "open",
+                                              actor="cli")]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["id", "created_at", "name", "phone", "reason", "status"])
+
+
+@callbacks.command("done")
+@click.argument("ticket_id", type=int)
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id.")
+@click.pass_context
+def callbacks_done(ctx: click.Context, ticket_id: int, tenant_id: str) -> None:
+    """Mark a ticket done once the patient has been called back."""
+    from esl_app.scheduling.callbacks import mark_done
+
+    open_db(ctx)
+    try:
+        ticket = mark_done(tenant_id, ticket_id, actor="cli")
+    except _scheduling_errors() as exc:
+        fail(str(exc))
+    click.echo(f"callback {ticket.id} is {ticket.status}")
+
+
+# ------------------------------------------------------------------------ audit
+@cli.group()
+def audit() -> None:
+    """The append-only audit log of appointment reads and changes."""
+
+
+@audit.command("list")
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id.")
+@click.option("--code", default=None, help="Only entries about this confirmation code.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_context
+def audit_list(ctx: click.Context, tenant_id: str, code: str | None, limit: int,
+               as_json: bool) -> None:
+    """Newest entries first."""
+    from esl_app.scheduling.audit import list_audit
+    from esl_app.scheduling.codes import normalize_code
+
+    open_db(ctx)
+    rows = list_audit(tenant_id, limit=limit,
+                      entity_id=(normalize_code(code) or code) if code else None)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["id", "at", "actor", "action", "entity", "entity_id"])
+
+
+# ------------------------------------------------------------------ maintenance
+@cli.group()
+def maintenance() -> None:
+    """Housekeeping."""
+
+
+@maintenance.command("purge")
+@click.option("--dry-run", is_flag=True, help="Only count what would be removed.")
+@click.pass_context
+def maintenance_purge(ctx: click.Context, dry_run: bool) -> None:
+    """Remove call records and closed tickets past each tenant's retention period."""
+    from esl_app.scheduling.retention import purge
+
+    open_db(ctx)
+    report = purge(dry_run=dry_run, actor="cli")
+    verb = "would remove" if dry_run else "removed"
+    for tenant_id in sorted(report.calls):
+        click.echo(f"{tenant_id}: {verb} {report.calls[tenant_id]} call record(s), "
+                   f"{report.callbacks[tenant_id]} callback ticket(s)")
+    click.echo(f"{verb} {report.total} row(s) in all")

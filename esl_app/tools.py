@@ -21,6 +21,8 @@ __all__ = [
     "confirm_appointment",
     "find_appointments",
     "handoff_to_human",
+    "hold_slot",
+    "release_holds",
     "reschedule_appointment",
     "search_slots",
     "spoken_time",
@@ -29,7 +31,6 @@ __all__ = [
 _MESSAGES = {
     "slot_taken": "Sorry, that time was just taken.",
     "not_found": "I could not find that.",
-    "not_allowed": "Sorry, I can't do that.",
     "invalid": "Sorry, something in that request was not valid.",
 }
 
@@ -47,8 +48,9 @@ def spoken_time(dt: datetime, *, with_day: bool = True) -> str:
 
 
 def _fail(exc: SchedulingError) -> dict[str, Any]:
-    return {"ok": False, "error": exc.code, "message": _MESSAGES.get(exc.code, str(exc)),
-            "detail": str(exc)}
+    """Refusals as data; policy refusals keep their own words ("…24 hours' notice")."""
+    message = _MESSAGES.get(exc.code) or f"Sorry, {str(exc).rstrip('.')}."
+    return {"ok": False, "error": exc.code, "message": message, "detail": str(exc)}
 
 
 def _appt(view: service.AppointmentView) -> dict[str, Any]:
@@ -61,11 +63,12 @@ def _appt(view: service.AppointmentView) -> dict[str, Any]:
 
 def search_slots(tenant: Tenant, *, doctor: str | None = None, date: date | None = None,  # noqa: A002
                  part_of_day: str | None = None, after: datetime | None = None, limit: int = 3,
-                 now: datetime | None = None) -> dict[str, Any]:
+                 visit_type: str | None = None, now: datetime | None = None) -> dict[str, Any]:
     """Open times, at most ``limit``, each with a phrase to read aloud."""
     try:
         views = service.search_slots(tenant.id, doctor=doctor, date=date,
-                                     part_of_day=part_of_day, after=after, limit=limit, now=now)
+                                     part_of_day=part_of_day, after=after, limit=limit,
+                                     visit_type=visit_type, now=now)
     except SchedulingError as exc:
         return _fail(exc)
     slots = []
@@ -79,15 +82,44 @@ def search_slots(tenant: Tenant, *, doctor: str | None = None, date: date | None
 
 def confirm_appointment(tenant: Tenant, *, slot_id: str, patient_name: str,
                         email: str | None = None, phone: str | None = None,
-                        call_id: str | None = None, now: datetime | None = None
+                        call_id: str | None = None, visit_type: str | None = None,
+                        actor: str | None = None, now: datetime | None = None
                         ) -> dict[str, Any]:
-    """Book the slot; ``ok`` is True only once the booking has committed."""
+    """Book the slot; ``ok`` is True only once the booking has committed.
+
+    A hold taken by the same ``call_id`` is consumed atomically.
+    """
     try:
         view = service.book(tenant.id, slot_id, patient_name=patient_name, phone=phone,
-                            email=email, call_id=call_id, now=now)
+                            email=email, call_id=call_id, visit_type=visit_type,
+                            actor=actor or _actor(call_id), now=now)
     except SchedulingError as exc:
         return _fail(exc)
     return _appt(view)
+
+
+def hold_slot(tenant: Tenant, *, slot_id: str, call_id: str, visit_type: str | None = None,
+              now: datetime | None = None) -> dict[str, Any]:
+    """Hold the time the caller picked while their details are taken."""
+    try:
+        view = service.hold_slot(tenant.id, slot_id, owner=call_id, visit_type=visit_type,
+                                 now=now)
+    except SchedulingError as exc:
+        return _fail(exc)
+    item = view.to_dict()
+    item.update(ok=True, doctor_name=view.doctor_name,
+                spoken=f"{spoken_time(view.start)} with {view.doctor_name}",
+                hold_minutes=tenant.policy.hold_minutes)
+    return item
+
+
+def release_holds(call_id: str) -> dict[str, Any]:
+    """Give back what a call still holds (hang-up, change of mind)."""
+    return {"ok": True, "released": service.release_holds(call_id)}
+
+
+def _actor(call_id: str | None) -> str:
+    return f"call:{call_id}" if call_id else "agent"
 
 
 def handoff_to_human(tenant: Tenant, *, reason: str | None = None) -> dict[str, Any]:
@@ -100,29 +132,37 @@ def handoff_to_human(tenant: Tenant, *, reason: str | None = None) -> dict[str, 
 
 
 def cancel_appointment(tenant: Tenant, *, code: str, verify: str | None = None,
-                       now: datetime | None = None) -> dict[str, Any]:
-    """Cancel by confirmation code (optionally checking the name or phone)."""
+                       actor: str | None = None, now: datetime | None = None
+                       ) -> dict[str, Any]:
+    """Cancel by confirmation code (optionally checking the name or phone).
+
+    Inside the clinic's cancellation window the answer is ``too_late``: offer a transfer.
+    """
     try:
-        return _appt(service.cancel(tenant.id, code, verify=verify, now=now))
+        return _appt(service.cancel(tenant.id, code, verify=verify, actor=actor or "agent",
+                                    now=now))
     except SchedulingError as exc:
         return _fail(exc)
 
 
 def reschedule_appointment(tenant: Tenant, *, code: str, slot_id: str,
-                           verify: str | None = None, now: datetime | None = None
-                           ) -> dict[str, Any]:
+                           verify: str | None = None, actor: str | None = None,
+                           now: datetime | None = None) -> dict[str, Any]:
     """Move an appointment to another open slot, atomically."""
     try:
-        return _appt(service.reschedule(tenant.id, code, slot_id, verify=verify, now=now))
+        return _appt(service.reschedule(tenant.id, code, slot_id, verify=verify,
+                                        actor=actor or "agent", now=now))
     except SchedulingError as exc:
         return _fail(exc)
 
 
 def find_appointments(tenant: Tenant, *, phone: str | None = None, name: str | None = None,
-                      now: datetime | None = None) -> dict[str, Any]:
+                      actor: str | None = None, now: datetime | None = None
+                      ) -> dict[str, Any]:
     """A returning caller's upcoming appointments."""
     try:
-        views = service.find_appointments(tenant.id, phone=phone, name=name, now=now)
+        views = service.find_appointments(tenant.id, phone=phone, name=name,
+                                          actor=actor or "agent", now=now)
     except SchedulingError as exc:
         return _fail(exc)
     return {"ok": True, "appointments": [_appt(v) for v in views]}

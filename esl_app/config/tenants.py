@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import date, time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,7 +21,10 @@ __all__ = [
     "BargeInConfig",
     "BedrockConfig",
     "ConfigError",
+    "DataPolicy",
     "Doctor",
+    "Policy",
+    "VisitType",
     "Tenant",
     "TenantSet",
     "WEEKDAYS",
@@ -68,6 +71,35 @@ class BargeInConfig:
 
 
 @dataclass(frozen=True)
+class VisitType:
+    """A kind of visit with its own length (e.g. new patient 40 min)."""
+
+    id: str
+    name: str
+    minutes: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A clinic's booking rules, honoured by slot search, booking and the agents."""
+
+    min_notice_minutes: int = 0
+    booking_window_days: int = 180
+    buffer_minutes: int = 0
+    closed_dates: tuple[date, ...] = ()
+    cancel_window_hours: int = 0
+    hold_minutes: int = 3
+
+
+@dataclass(frozen=True)
+class DataPolicy:
+    """A clinic's patient-data obligations."""
+
+    retention_days: int = 365
+    store_transcripts: bool = True
+
+
+@dataclass(frozen=True)
 class Tenant:
     """One clinic, as validated from tenants.yaml."""
 
@@ -93,10 +125,19 @@ class Tenant:
     no_input_action: str = "transfer"
     max_call_seconds: int = 900
     emergency_number: str = "911"
+    urgent_line: str = ""
+    transfer_timeout_seconds: int = 25
+    policy: Policy = field(default_factory=Policy)
+    visit_types: tuple[VisitType, ...] = ()
+    data: DataPolicy = field(default_factory=DataPolicy)
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def visit_type(self, visit_id: str | None) -> VisitType | None:
+        """The visit type with this id, or None."""
+        return next((v for v in self.visit_types if v.id == visit_id), None)
 
     def doctor(self, doctor_id: str) -> Doctor | None:
         """The doctor with this id, or None."""
@@ -129,9 +170,26 @@ class Tenant:
         ]
         defaults = Tenant(id="x", name="x", dids=(), timezone="UTC")
         for key in ("address", "stt", "tts", "sample_rate", "no_input_seconds",
-                    "no_input_action", "max_call_seconds", "emergency_number"):
+                    "no_input_action", "max_call_seconds", "emergency_number", "urgent_line",
+                    "transfer_timeout_seconds"):
             if getattr(self, key) != getattr(defaults, key):
                 out[key] = getattr(self, key)
+        if self.policy != defaults.policy:
+            p = self.policy
+            out["policy"] = {
+                "min_notice_minutes": p.min_notice_minutes,
+                "booking_window_days": p.booking_window_days,
+                "buffer_minutes": p.buffer_minutes,
+                "closed_dates": [d.isoformat() for d in p.closed_dates],
+                "cancel_window_hours": p.cancel_window_hours,
+                "hold_minutes": p.hold_minutes,
+            }
+        if self.visit_types:
+            out["visit_types"] = [{"id": v.id, "name": v.name, "minutes": v.minutes}
+                                  for v in self.visit_types]
+        if self.data != defaults.data:
+            out["data"] = {"retention_days": self.data.retention_days,
+                           "store_transcripts": self.data.store_transcripts}
         if self.barge_in != defaults.barge_in:
             out["barge_in"] = {
                 "vad_mode": self.barge_in.vad_mode,
@@ -254,7 +312,8 @@ _KEYS = {
     "id", "name", "dids", "timezone", "language", "voice", "greeting", "hours",
     "slot_minutes", "handoff", "agent", "bedrock", "doctors", "address", "stt", "tts",
     "sample_rate", "barge_in", "no_input_seconds", "no_input_action", "max_call_seconds",
-    "emergency_number",
+    "emergency_number", "urgent_line", "transfer_timeout_seconds", "policy", "visit_types",
+    "data",
 }
 _REQUIRED = ("id", "name", "dids", "timezone", "hours", "doctors")
 
@@ -356,6 +415,81 @@ def _parse_tenant(item: Any, where: str) -> Tenant:
         no_input_action=action,
         max_call_seconds=num("max_call_seconds", 900, 30, 7200),
         emergency_number=s("emergency_number", "911") or "911",
+        urgent_line=s("urgent_line", ""),
+        transfer_timeout_seconds=num("transfer_timeout_seconds", 25, 5, 120),
+        policy=_parse_policy(item.get("policy"), where),
+        visit_types=_parse_visit_types(item.get("visit_types"), where),
+        data=_parse_data_policy(item.get("data"), where),
+    )
+
+
+def _int_in(raw: dict[str, Any], key: str, default: int, lo: int, hi: int, where: str) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{where}: key '{key}' must be a whole number between {lo} and {hi}")
+    return value
+
+
+def _parse_policy(raw: Any, where: str) -> Policy:
+    if raw is None:
+        return Policy()
+    keys = {"min_notice_minutes", "booking_window_days", "buffer_minutes", "closed_dates",
+            "cancel_window_hours", "hold_minutes"}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: key 'policy' must be a mapping")
+    for key in raw:
+        if key not in keys:
+            raise ConfigError(f"{where}: key 'policy.{key}' is unknown")
+    w = f"{where}: policy"
+    closed: list[date] = []
+    for value in raw.get("closed_dates") or []:
+        try:
+            closed.append(value if isinstance(value, date) else date.fromisoformat(str(value)))
+        except ValueError:
+            raise ConfigError(f"{where}: key 'policy.closed_dates': '{value}' is not "
+                              "YYYY-MM-DD") from None
+    return Policy(
+        min_notice_minutes=_int_in(raw, "min_notice_minutes", 0, 0, 60 * 24 * 30, w),
+        booking_window_days=_int_in(raw, "booking_window_days", 180, 1, 800, w),
+        buffer_minutes=_int_in(raw, "buffer_minutes", 0, 0, 240, w),
+        closed_dates=tuple(sorted(set(closed))),
+        cancel_window_hours=_int_in(raw, "cancel_window_hours", 0, 0, 24 * 14, w),
+        hold_minutes=_int_in(raw, "hold_minutes", 3, 1, 60, w),
+    )
+
+
+def _parse_visit_types(raw: Any, where: str) -> tuple[VisitType, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: key 'visit_types' must be a list")
+    out: list[VisitType] = []
+    for v in raw:
+        if not isinstance(v, dict) or set(v) - {"id", "name", "minutes"}:
+            raise ConfigError(f"{where}: key 'visit_types': each is a mapping of id, name, "
+                              "minutes")
+        vid, name, minutes = v.get("id"), v.get("name"), v.get("minutes")
+        if not isinstance(vid, str) or not _SLUG.match(vid):
+            raise ConfigError(f"{where}: key 'visit_types': id '{vid}' is not a slug")
+        if any(o.id == vid for o in out):
+            raise ConfigError(f"{where}: key 'visit_types': duplicate id '{vid}'")
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 5 <= minutes <= 480:
+            raise ConfigError(f"{where}: key 'visit_types': '{vid}' minutes must be 5..480")
+        out.append(VisitType(vid, str(name or vid).strip(), minutes))
+    return tuple(out)
+
+
+def _parse_data_policy(raw: Any, where: str) -> DataPolicy:
+    if raw is None:
+        return DataPolicy()
+    if not isinstance(raw, dict) or set(raw) - {"retention_days", "store_transcripts"}:
+        raise ConfigError(f"{where}: key 'data' takes retention_days, store_transcripts")
+    store = raw.get("store_transcripts", True)
+    if not isinstance(store, bool):
+        raise ConfigError(f"{where}: key 'data.store_transcripts' must be true or false")
+    return DataPolicy(
+        retention_days=_int_in(raw, "retention_days", 365, 1, 3650, f"{where}: data"),
+        store_transcripts=store,
     )
 
 

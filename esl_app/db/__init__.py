@@ -82,11 +82,32 @@ def init_db(url: str | None = None, *, create: bool = True, max_connections: int
     database_proxy.initialize(db)
     if create:
         try:
-            with db.connection_context():
+            with db.connection_context(), db.atomic():
+                if not isinstance(db, pw.SqliteDatabase):  # serialise concurrent workers
+                    db.execute_sql("SELECT pg_advisory_xact_lock(7240011)")
                 db.create_tables(ALL_MODELS, safe=True)
+                _append_only_audit(db)
         except pw.OperationalError as exc:
             raise DatabaseError(f"cannot open database '{_redact(url)}': {exc}") from None
     return db
+
+
+def _append_only_audit(db: pw.Database) -> None:
+    """Make the audit table append-only in the database itself."""
+    if isinstance(db, pw.SqliteDatabase):
+        for op in ("UPDATE", "DELETE"):
+            db.execute_sql(
+                f"CREATE TRIGGER IF NOT EXISTS audit_log_no_{op.lower()} BEFORE {op} ON audit_log "
+                "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END")
+    else:
+        db.execute_sql(
+            "CREATE OR REPLACE FUNCTION ivr_audit_append_only() RETURNS trigger AS $$ "
+            "BEGIN RAISE EXCEPTION 'audit_log is append-only'; END; $$ LANGUAGE plpgsql")
+        db.execute_sql(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = "
+            "'audit_log_append_only') THEN CREATE TRIGGER audit_log_append_only BEFORE UPDATE "
+            "OR DELETE ON audit_log FOR EACH ROW EXECUTE FUNCTION ivr_audit_append_only(); "
+            "END IF; END $$")
 
 
 def close_db() -> None:

@@ -16,6 +16,8 @@ __all__ = [
     "ALL_MODELS",
     "ApiToken",
     "Appointment",
+    "AuditLog",
+    "CallbackTicket",
     "BaseModel",
     "CallRecord",
     "Did",
@@ -105,6 +107,8 @@ class Appointment(BaseModel):
     email = pw.CharField(max_length=254, null=True)
     status = pw.CharField(max_length=16, default="booked")
     call_id = pw.CharField(max_length=64, null=True)
+    visit_type = pw.CharField(max_length=64, null=True)
+    slot_ids = pw.CharField(max_length=200, default="")  # every slot the visit occupies
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
 
@@ -141,6 +145,31 @@ class CallRecord(BaseModel):
     emergency = pw.BooleanField(default=False)
 
 
+class CallbackTicket(BaseModel):
+    """A message left by a caller whose transfer failed: the clinic calls back."""
+
+    tenant = pw.ForeignKeyField(TenantRow, backref="callbacks", on_delete="CASCADE")
+    call_id = pw.CharField(max_length=64, null=True)
+    name = pw.CharField(max_length=200, default="")
+    phone = pw.CharField(max_length=32, default="")
+    reason = pw.TextField(default="")
+    status = pw.CharField(max_length=16, default="open")
+    created_at = pw.DateTimeField(default=utcnow, index=True)
+    done_at = pw.DateTimeField(null=True)
+
+
+class AuditLog(BaseModel):
+    """Append-only record of who read or changed an appointment (triggers forbid edits)."""
+
+    at = pw.DateTimeField(default=utcnow, index=True)
+    tenant_id = pw.CharField(max_length=64, index=True)
+    actor = pw.CharField(max_length=128)
+    action = pw.CharField(max_length=32)
+    entity = pw.CharField(max_length=32)
+    entity_id = pw.CharField(max_length=64, default="")
+    detail = pw.TextField(default="{}")
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
-    TenantRow, Did, Doctor, Slot, Appointment, ApiToken, CallRecord,
+    TenantRow, Did, Doctor, Slot, Appointment, ApiToken, CallRecord, CallbackTicket, AuditLog,
 )

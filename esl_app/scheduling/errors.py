@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["InvalidRequest", "NotAllowed", "NotFound", "SchedulingError", "SlotTaken"]
+__all__ = ["InvalidRequest", "NotAllowed", "NotFound", "SchedulingError", "SlotTaken", "TooLate"]
 
 
 class SchedulingError(Exception):
@@ -33,3 +33,9 @@ class InvalidRequest(SchedulingError):
     """The request is malformed (empty name, bad date, bad part of day)."""
 
     code = "invalid"
+
+
+class TooLate(NotAllowed):
+    """Inside the clinic's cancellation window: a human must handle it."""
+
+    code = "too_late"

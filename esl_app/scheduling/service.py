@@ -24,6 +24,7 @@ import peewee as pw
 from esl_app.config.tenants import WEEKDAYS, ConfigError, Tenant, parse_tenants
 from esl_app.db import database, write_txn
 from esl_app.db.models import Appointment, Doctor, Slot, TenantRow, utcnow
+from esl_app.scheduling import audit
 from esl_app.scheduling.codes import new_code, normalize_code
 from esl_app.scheduling.errors import (
     InvalidRequest,
@@ -31,6 +32,7 @@ from esl_app.scheduling.errors import (
     NotFound,
     SchedulingError,
     SlotTaken,
+    TooLate,
 )
 
 __all__ = [
@@ -42,7 +44,11 @@ __all__ = [
     "SchedulingError",
     "SlotTaken",
     "SlotView",
+    "TooLate",
     "book",
+    "hold_slot",
+    "release_holds",
+    "slots_needed",
     "cancel",
     "find_appointments",
     "forget_tenants",
@@ -162,6 +168,36 @@ def _slot_id(slot_id: str | int) -> int:
     return value
 
 
+def slots_needed(tenant: Tenant, visit_type: str | None) -> int:
+    """How many consecutive slots a visit (plus the clinic's buffer) occupies."""
+    minutes = tenant.slot_minutes
+    if visit_type:
+        vt = tenant.visit_type(visit_type)
+        if vt is None:
+            raise InvalidRequest(f"unknown visit type '{visit_type}'")
+        minutes = vt.minutes
+    minutes += tenant.policy.buffer_minutes
+    return max(1, -(-minutes // tenant.slot_minutes))
+
+
+def _claimable(now_utc: datetime, owner: str | None = None) -> pw.Expression:
+    """Open, or held by a hold that has expired (or that ``owner`` holds)."""
+    cond = (Slot.state == "open") | ((Slot.state == "held") & (Slot.hold_until < now_utc))
+    if owner:
+        cond = cond | ((Slot.state == "held") & (Slot.hold_owner == owner))
+    return cond
+
+
+def _window(tenant: Tenant, now_utc: datetime) -> tuple[datetime, datetime]:
+    p = tenant.policy
+    return (now_utc + timedelta(minutes=p.min_notice_minutes),
+            now_utc + timedelta(days=min(p.booking_window_days, MAX_SEARCH_DAYS)))
+
+
+def _followers(doctor_pk: int, start: datetime, count: int, step: timedelta) -> list[datetime]:
+    return [start + step * i for i in range(1, count)]
+
+
 def search_slots(
     tenant_id: str,
     *,
@@ -171,20 +207,22 @@ def search_slots(
     part_of_day: str | None = None,
     after: datetime | None = None,
     limit: int = 3,
+    visit_type: str | None = None,
     now: datetime | None = None,
 ) -> list[SlotView]:
-    """Future open slots inside the clinic's hours, earliest first."""
+    """Future bookable slots inside the clinic's hours and policy, earliest first."""
     tenant = get_tenant(tenant_id)
     tz = tenant.tz
     if not 1 <= limit <= 50:
         raise InvalidRequest("limit must be between 1 and 50")
     if part_of_day is not None and part_of_day not in PARTS_OF_DAY:
         raise InvalidRequest("part of day must be morning, afternoon or evening")
+    need = slots_needed(tenant, visit_type)
+    step = timedelta(minutes=tenant.slot_minutes)
     now_utc = _now(now)
-    lower = now_utc
+    lower, upper = _window(tenant, now_utc)
     if after is not None:
         lower = max(lower, _now(after))
-    upper = now_utc + timedelta(days=MAX_SEARCH_DAYS)
     if date is not None:
         last = date_to or date
         if last < date:
@@ -199,11 +237,12 @@ def search_slots(
     if upper <= lower:
         return []
     query = (
-        Slot.select(Slot.id, Slot.start, Slot.end, Doctor.slug, Doctor.name)
+        Slot.select(Slot.id, Slot.start, Slot.end, Slot.doctor, Doctor.slug, Doctor.name)
         .join(Doctor)
         .where(
             (Slot.tenant == tenant_id)
-            & (Slot.state == "open")
+            & Slot.state.in_(("open", "held"))
+            & _claimable(now_utc)
             & (Slot.start >= lower)
             & (Slot.start < upper)
             & (Doctor.active == True)  # noqa: E712 - peewee expression
@@ -214,6 +253,7 @@ def search_slots(
         query = query.where(Doctor.slug == doctor)
     out: list[SlotView] = []
     band = PARTS_OF_DAY.get(part_of_day) if part_of_day else None
+    closed = set(tenant.policy.closed_dates)
     batch = max(limit * 4, 16)
     offset = 0
     db = database()
@@ -223,12 +263,23 @@ def search_slots(
             if not rows:
                 break
             offset += len(rows)
-            for sid, start, end, dslug, dname in rows:
-                ls, le = _local(start, tz), _local(end, tz)
+            for sid, start, end, doctor_pk, dslug, dname in rows:
+                ls = _local(start, tz)
                 if band and not (band[0] <= ls.time() < band[1]):
                     continue
+                if ls.date() in closed:
+                    continue
+                last_end = end + step * (need - 1)
+                le = _local(last_end, tz)
                 if not _inside_hours(tenant, ls, le):
                     continue
+                if need > 1:
+                    starts = _followers(doctor_pk, start, need, step)
+                    free = (Slot.select(Slot.id)
+                            .where((Slot.doctor == doctor_pk) & Slot.start.in_(starts)
+                                   & _claimable(now_utc)).count())
+                    if free != need - 1:
+                        continue
                 out.append(SlotView(str(sid), dslug, dname, ls, le))
                 if len(out) >= limit:
                     break
@@ -259,31 +310,60 @@ def _clean_patient(patient_name: str, phone: str | None, email: str | None
     return name, phone, email
 
 
-def _view(appt: Appointment, slot: Slot, doctor: Doctor, tz: ZoneInfo) -> AppointmentView:
+def _view(appt: Appointment, slot: Slot, doctor: Doctor, tz: ZoneInfo,
+          end: datetime | None = None) -> AppointmentView:
+    if end is None:
+        ids = [int(x) for x in (appt.slot_ids or "").split(",") if x]
+        end = slot.end
+        if len(ids) > 1:
+            last = Slot.select(pw.fn.MAX(Slot.end)).where(Slot.id.in_(ids)).scalar()
+            end = last or slot.end
     return AppointmentView(
         confirmation=appt.code, doctor=doctor.slug, doctor_name=doctor.name,
-        start=_local(slot.start, tz), end=_local(slot.end, tz), status=appt.status,
+        start=_local(slot.start, tz), end=_local(end, tz), status=appt.status,
         patient_name=appt.patient_name, phone=appt.phone, email=appt.email,
         call_id=appt.call_id,
     )
 
 
-def _claim_slot(tenant_id: str, slot_pk: int, now_utc: datetime) -> Slot:
-    """Inside a write transaction: flip one open future slot to booked, or explain why not."""
+def _check_policy(tenant: Tenant, start_utc: datetime, now_utc: datetime) -> None:
+    lower, upper = _window(tenant, now_utc)
+    if start_utc <= now_utc:
+        raise NotAllowed("that time has already passed")
+    if start_utc < lower:
+        hours = tenant.policy.min_notice_minutes / 60
+        raise NotAllowed(f"appointments need at least {hours:g} hours' notice")
+    if start_utc >= upper:
+        raise NotAllowed(f"appointments can be booked at most "
+                         f"{tenant.policy.booking_window_days} days ahead")
+    if _local(start_utc, tenant.tz).date() in tenant.policy.closed_dates:
+        raise NotAllowed("the clinic is closed that day")
+
+
+def _claim_slots(tenant: Tenant, slot_pk: int, now_utc: datetime, *, need: int,
+                 owner: str | None, state: str = "booked",
+                 hold_until: datetime | None = None) -> list[Slot]:
+    """Inside a write transaction: take ``need`` consecutive slots, or explain why not."""
+    first = Slot.get_or_none((Slot.id == slot_pk) & (Slot.tenant == tenant.id))
+    if first is None:
+        raise NotFound("unknown slot")
+    _check_policy(tenant, first.start, now_utc)
+    step = timedelta(minutes=tenant.slot_minutes)
+    starts = [first.start, *_followers(first.doctor_id, first.start, need, step)]
+    slots = list(Slot.select().where((Slot.doctor == first.doctor_id) & Slot.start.in_(starts)
+                                     ).order_by(Slot.start))
+    if len(slots) != need:
+        raise SlotTaken("that time is not long enough for this visit")
+    ids = [x.id for x in slots]
     changed = (
-        Slot.update(state="booked")
-        .where((Slot.id == slot_pk) & (Slot.tenant == tenant_id) & (Slot.state == "open")
-               & (Slot.start > now_utc))
+        Slot.update(state=state, hold_until=hold_until,
+                    hold_owner=owner if state == "held" else None)
+        .where(Slot.id.in_(ids) & _claimable(now_utc, owner))
         .execute()
     )
-    slot = Slot.get_or_none((Slot.id == slot_pk) & (Slot.tenant == tenant_id))
-    if slot is None:
-        raise NotFound("unknown slot")
-    if changed != 1:
-        if slot.start <= now_utc:
-            raise NotAllowed("that time has already passed")
+    if changed != need:
         raise SlotTaken("that time is no longer available")
-    return slot
+    return slots
 
 
 def book(
@@ -294,15 +374,23 @@ def book(
     phone: str | None = None,
     email: str | None = None,
     call_id: str | None = None,
+    visit_type: str | None = None,
+    actor: str = "system",
     now: datetime | None = None,
 ) -> AppointmentView:
-    """Book one slot atomically; exactly one of many concurrent callers wins."""
+    """Book one slot (or the consecutive slots a visit needs) atomically.
+
+    Exactly one of many concurrent callers wins; a hold taken by the same call
+    (``call_id``) is consumed, anyone else's live hold makes the slot taken.
+    """
     tenant = get_tenant(tenant_id)
     name, phone, email = _clean_patient(patient_name, phone, email)
     slot_pk = _slot_id(slot_id)
     now_utc = _now(now)
+    need = slots_needed(tenant, visit_type)
     with write_txn() as db:
-        slot = _claim_slot(tenant_id, slot_pk, now_utc)
+        slots = _claim_slots(tenant, slot_pk, now_utc, need=need, owner=call_id or None)
+        slot = slots[0]
         doctor = Doctor.get_by_id(slot.doctor_id)
         for _ in range(20):
             try:
@@ -310,13 +398,42 @@ def book(
                     appt = Appointment.create(
                         tenant=tenant_id, slot=slot_pk, code=new_code(), patient_name=name,
                         phone=phone, email=email, call_id=(call_id or None),
+                        visit_type=visit_type, slot_ids=",".join(str(x.id) for x in slots),
                     )
                 break
             except pw.IntegrityError:
                 continue
         else:  # pragma: no cover - 20 collisions in a 30-bit space
             raise SchedulingError("could not allocate a confirmation code")
-    return _view(appt, slot, doctor, tenant.tz)
+        audit.record(tenant_id, actor, "create", "appointment", appt.code,
+                     slot=slot_pk, doctor=doctor.slug)
+    return _view(appt, slot, doctor, tenant.tz, slots[-1].end)
+
+
+def hold_slot(tenant_id: str, slot_id: str | int, *, owner: str, visit_type: str | None = None,
+              now: datetime | None = None) -> SlotView:
+    """Hold a slot for ``owner`` (a call) for the tenant's hold time while details are taken."""
+    if not owner:
+        raise InvalidRequest("a hold needs an owner")
+    tenant = get_tenant(tenant_id)
+    now_utc = _now(now)
+    until = now_utc + timedelta(minutes=tenant.policy.hold_minutes)
+    with write_txn():
+        slots = _claim_slots(tenant, _slot_id(slot_id), now_utc,
+                             need=slots_needed(tenant, visit_type), owner=owner,
+                             state="held", hold_until=until)
+        doctor = Doctor.get_by_id(slots[0].doctor_id)
+    return SlotView(str(slots[0].id), doctor.slug, doctor.name,
+                    _local(slots[0].start, tenant.tz), _local(slots[-1].end, tenant.tz))
+
+
+def release_holds(owner: str) -> int:
+    """Give back every slot ``owner`` still holds (the call hung up or moved on)."""
+    if not owner:
+        return 0
+    with write_txn():
+        return (Slot.update(state="open", hold_until=None, hold_owner=None)
+                .where((Slot.state == "held") & (Slot.hold_owner == owner)).execute())
 
 
 def _get_appt(tenant_id: str, code: str, *, status: str | None = "booked"
@@ -334,12 +451,13 @@ def _get_appt(tenant_id: str, code: str, *, status: str | None = "booked"
     return appt, appt.slot, appt.slot.doctor
 
 
-def get_appointment(tenant_id: str, code: str) -> AppointmentView:
+def get_appointment(tenant_id: str, code: str, *, actor: str = "system") -> AppointmentView:
     """An appointment (booked or cancelled) by its confirmation code."""
     tenant = get_tenant(tenant_id)
     with database().connection_context():
         appt, slot, doctor = _get_appt(tenant_id, code, status=None)
-    return _view(appt, slot, doctor, tenant.tz)
+        audit.record(tenant_id, actor, "read", "appointment", appt.code)
+        return _view(appt, slot, doctor, tenant.tz)
 
 
 def _name_matches(a: str, b: str) -> bool:
@@ -364,28 +482,45 @@ def _verify(appt: Appointment, verify: str | None) -> None:
     raise NotAllowed("the name or phone number does not match this appointment")
 
 
-def cancel(tenant_id: str, code: str, *, verify: str | None = None,
-           now: datetime | None = None) -> AppointmentView:
-    """Cancel a booked appointment and reopen its slot, in one transaction."""
+def _slot_pks(appt: Appointment) -> list[int]:
+    ids = [int(x) for x in (appt.slot_ids or "").split(",") if x]
+    return ids or [appt.slot_id]
+
+
+def _check_change_window(tenant: Tenant, slot: Slot, now_utc: datetime) -> None:
+    hours = tenant.policy.cancel_window_hours
+    if hours and slot.start - now_utc < timedelta(hours=hours):
+        raise TooLate(f"changes within {hours} hours of the appointment must be made with "
+                      "the front desk")
+
+
+def cancel(tenant_id: str, code: str, *, verify: str | None = None, actor: str = "system",
+           enforce_window: bool = True, now: datetime | None = None) -> AppointmentView:
+    """Cancel a booked appointment and reopen its slots, in one transaction."""
     tenant = get_tenant(tenant_id)
     now_utc = _now(now)
     with write_txn():
         appt, slot, doctor = _get_appt(tenant_id, code)
         _verify(appt, verify)
+        if enforce_window:
+            _check_change_window(tenant, slot, now_utc)
+        view_end = _view(appt, slot, doctor, tenant.tz).end
         changed = (Appointment.update(status="cancelled", updated_at=utcnow())
                    .where((Appointment.id == appt.id) & (Appointment.status == "booked"))
                    .execute())
         if changed != 1:
             raise NotFound("no appointment with that confirmation code")
         if slot.start > now_utc:
-            Slot.update(state="open").where((Slot.id == slot.id) & (Slot.state == "booked")
-                                            ).execute()
+            Slot.update(state="open").where(Slot.id.in_(_slot_pks(appt))
+                                            & (Slot.state == "booked")).execute()
+        audit.record(tenant_id, actor, "cancel", "appointment", appt.code)
         appt.status = "cancelled"
-    return _view(appt, slot, doctor, tenant.tz)
+    return _view(appt, slot, doctor, tenant.tz, view_end.astimezone(UTC).replace(tzinfo=None))
 
 
 def reschedule(tenant_id: str, code: str, new_slot_id: str | int, *,
-               verify: str | None = None, now: datetime | None = None) -> AppointmentView:
+               verify: str | None = None, actor: str = "system",
+               enforce_window: bool = True, now: datetime | None = None) -> AppointmentView:
     """Move an appointment to another slot atomically; the code stays the same."""
     tenant = get_tenant(tenant_id)
     new_pk = _slot_id(new_slot_id)
@@ -393,25 +528,33 @@ def reschedule(tenant_id: str, code: str, new_slot_id: str | int, *,
     with write_txn():
         appt, old_slot, _ = _get_appt(tenant_id, code)
         _verify(appt, verify)
+        if enforce_window:
+            _check_change_window(tenant, old_slot, now_utc)
         if old_slot.id == new_pk:
             raise InvalidRequest("that is already the appointment's time")
-        new_slot = _claim_slot(tenant_id, new_pk, now_utc)
-        changed = (Appointment.update(slot=new_pk, updated_at=utcnow())
+        old_ids = _slot_pks(appt)
+        new_slots = _claim_slots(tenant, new_pk, now_utc,
+                                 need=slots_needed(tenant, appt.visit_type), owner=appt.call_id)
+        changed = (Appointment.update(slot=new_pk, updated_at=utcnow(),
+                                      slot_ids=",".join(str(x.id) for x in new_slots))
                    .where((Appointment.id == appt.id) & (Appointment.status == "booked")
                           & (Appointment.slot == old_slot.id))
                    .execute())
         if changed != 1:
             raise SlotTaken("the appointment changed meanwhile; please try again")
         if old_slot.start > now_utc:
-            Slot.update(state="open").where((Slot.id == old_slot.id) & (Slot.state == "booked")
+            Slot.update(state="open").where(Slot.id.in_(old_ids) & (Slot.state == "booked")
                                             ).execute()
-        appt.slot = new_slot
-        doctor = Doctor.get_by_id(new_slot.doctor_id)
-    return _view(appt, new_slot, doctor, tenant.tz)
+        audit.record(tenant_id, actor, "reschedule", "appointment", appt.code,
+                     from_slot=old_slot.id, to_slot=new_pk)
+        appt.slot = new_slots[0]
+        doctor = Doctor.get_by_id(new_slots[0].doctor_id)
+    return _view(appt, new_slots[0], doctor, tenant.tz, new_slots[-1].end)
 
 
 def find_appointments(tenant_id: str, *, phone: str | None = None, name: str | None = None,
-                      now: datetime | None = None) -> list[AppointmentView]:
+                      actor: str = "system", now: datetime | None = None
+                      ) -> list[AppointmentView]:
     """Upcoming booked appointments of a caller, identified by phone and/or name."""
     tenant = get_tenant(tenant_id)
     if not phone and not name:
@@ -431,11 +574,14 @@ def find_appointments(tenant_id: str, *, phone: str | None = None, name: str | N
             if name and not _name_matches(name, appt.patient_name):
                 continue
             out.append(_view(appt, appt.slot, appt.slot.doctor, tenant.tz))
+        for view in out:
+            audit.record(tenant_id, actor, "read", "appointment", view.confirmation)
     return out
 
 
 def list_appointments(tenant_id: str, *, day: date | None = None,
-                      include_cancelled: bool = False) -> list[AppointmentView]:
+                      include_cancelled: bool = False, actor: str = "system"
+                      ) -> list[AppointmentView]:
     """Appointments of a tenant (optionally one local day), earliest first."""
     tenant = get_tenant(tenant_id)
     query = (Appointment.select(Appointment, Slot, Doctor).join(Slot).join(Doctor)
@@ -448,4 +594,7 @@ def list_appointments(tenant_id: str, *, day: date | None = None,
         query = query.where((Slot.start >= lo)
                             & (Slot.start < hi.astimezone(UTC).replace(tzinfo=None)))
     with database().connection_context():
-        return [_view(a, a.slot, a.slot.doctor, tenant.tz) for a in query]
+        views = [_view(a, a.slot, a.slot.doctor, tenant.tz) for a in query]
+        audit.record(tenant_id, actor, "list", "appointment", "",
+                     day=day.isoformat() if day else None, count=len(views))
+    return views
