@@ -1,0 +1,573 @@
+"""The emulated switch: core identity, event bus, channel registry and API commands.
+
+One :class:`Switch` plays the part of the FreeSWITCH process: it numbers events
+(``Event-Sequence``), stamps them with the core's identity headers in the order
+``switch_event_create`` adds them, delivers each event to every ESL listener whose
+subscription matches (event list, CUSTOM subclasses, ``filter`` headers, ``myevents``),
+and answers the API commands ops scripts and the bot use, with FreeSWITCH's reply texts.
+Outbound channels and inbound connections share one Switch, so ``show channels`` from an
+inbound client lists the calls the emulator placed into the bot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket as _socket
+import time
+import uuid as _uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import gevent
+
+from esl_app.emulator import wire
+
+if TYPE_CHECKING:
+    from esl_app.emulator.outbound import Channel
+
+__all__ = ["EVENT_NAMES", "Event", "Subscription", "Switch"]
+
+log = logging.getLogger(__name__)
+
+#: Event names the subscription commands accept (switch_event.c EVENT_NAMES, abridged to
+#: the ones a channel or this emulator can raise, plus ALL).
+EVENT_NAMES = frozenset(
+    """CUSTOM CLONE CHANNEL_CREATE CHANNEL_DESTROY CHANNEL_STATE CHANNEL_CALLSTATE
+    CHANNEL_ANSWER CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE CHANNEL_EXECUTE
+    CHANNEL_EXECUTE_COMPLETE CHANNEL_HOLD CHANNEL_UNHOLD CHANNEL_BRIDGE CHANNEL_UNBRIDGE
+    CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_OUTGOING CHANNEL_PARK CHANNEL_UNPARK
+    CHANNEL_APPLICATION CHANNEL_ORIGINATE CHANNEL_UUID API LOG INBOUND_CHAN OUTBOUND_CHAN
+    STARTUP SHUTDOWN PUBLISH UNPUBLISH TALK NOTALK SESSION_CRASH MODULE_LOAD MODULE_UNLOAD
+    DTMF MESSAGE PRESENCE_IN NOTIFY_IN PRESENCE_OUT PRESENCE_PROBE MESSAGE_WAITING
+    MESSAGE_QUERY ROSTER CODEC BACKGROUND_JOB DETECTED_SPEECH DETECTED_TONE PRIVATE_COMMAND
+    HEARTBEAT TRAP ADD_SCHEDULE DEL_SCHEDULE EXE_SCHEDULE RE_SCHEDULE RELOADXML NOTIFY
+    PHONE_FEATURE PHONE_FEATURE_SUBSCRIBE SEND_MESSAGE RECV_MESSAGE REQUEST_PARAMS
+    CHANNEL_DATA GENERAL COMMAND SESSION_HEARTBEAT CLIENT_DISCONNECTED SERVER_DISCONNECTED
+    SEND_INFO RECV_INFO RECV_RTCP_MESSAGE SEND_RTCP_MESSAGE CALL_SECURE NAT RECORD_START
+    RECORD_STOP PLAYBACK_START PLAYBACK_STOP CALL_UPDATE FAILURE SOCKET_DATA MEDIA_BUG_START
+    MEDIA_BUG_STOP CONFERENCE_DATA_QUERY CONFERENCE_DATA CALL_SETUP_REQ CALL_SETUP_RESULT
+    CALL_DETAIL DEVICE_STATE TEXT SHUTDOWN_REQUESTED ALL""".split()
+)
+
+#: The event list ``myevents`` switches on (parse_command).
+MYEVENTS = frozenset(
+    """CHANNEL_ANSWER CHANNEL_APPLICATION CHANNEL_BRIDGE CHANNEL_CREATE CHANNEL_DATA
+    CHANNEL_DESTROY CHANNEL_EXECUTE CHANNEL_EXECUTE_COMPLETE CHANNEL_HANGUP
+    CHANNEL_HANGUP_COMPLETE CHANNEL_ORIGINATE CHANNEL_UUID CHANNEL_OUTGOING CHANNEL_PARK
+    CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_STATE CHANNEL_UNBRIDGE CHANNEL_UNPARK
+    DETECTED_SPEECH DTMF NOTALK TALK""".split()
+)
+
+
+@dataclass
+class Event:
+    """A fired event: ordered headers (already including base and channel data) and a body."""
+
+    name: str
+    headers: list[tuple[str, str]]
+    body: str | None = None
+    subclass: str | None = None
+
+    def get(self, name: str) -> str | None:
+        """Case-insensitive header lookup (switch_event_get_header)."""
+        low = name.lower()
+        for k, v in self.headers:
+            if k.lower() == low:
+                return v
+        return None
+
+    def serialize(self, fmt: str = "plain") -> bytes:
+        """The bytes FS puts after the outer ``text/event-<fmt>`` frame headers."""
+        if fmt == "json":
+            obj: dict[str, Any] = {}
+            for k, v in self.headers:
+                obj[k] = v
+            if self.body:
+                obj["Content-Length"] = str(len(self.body.encode()))
+                obj["_body"] = self.body
+            return json.dumps(obj).encode()
+        return wire.serialize_event(self.headers, self.body)
+
+
+@dataclass
+class Subscription:
+    """What one ESL listener wants: the event_list/event_hash/filters of mod_event_socket."""
+
+    enabled: bool = False
+    all: bool = False
+    names: set[str] = field(default_factory=set)
+    custom: set[str] = field(default_factory=set)
+    filters: list[tuple[str, str]] = field(default_factory=list)
+    my_uuid: str | None = None
+    fmt: str = "plain"
+
+    def wants(self, ev: Event) -> bool:
+        """Apply event_handler's rules in its order: list, CUSTOM hash, filters, myevents."""
+        if not self.enabled:
+            return False
+        send = self.all
+        if not send and ev.name in self.names:
+            send = ev.name != "CUSTOM" or not ev.subclass or ev.subclass in self.custom
+        if send and self.filters:
+            send = self._filtered(ev)
+        if send and self.my_uuid is not None:
+            uid = ev.get("Unique-ID")
+            if not uid or uid != self.my_uuid:
+                send = False
+        return send
+
+    def _filtered(self, ev: Event) -> bool:
+        send = False
+        for hname, hval in self.filters:
+            val = ev.get(hname)
+            if val is None:
+                continue
+            comp = hval
+            pos = True
+            while comp and comp[0] in "+- ":
+                if comp[0] == "+":
+                    pos = True
+                elif comp[0] == "-":
+                    pos = False
+                comp = comp[1:]
+            if send and pos:
+                continue
+            if not comp:
+                continue
+            if hval.startswith("/"):
+                import re
+
+                pattern = comp.strip("/")
+                cmp = re.search(pattern, val) is not None
+            else:
+                cmp = val.lower() == comp.lower()
+            if cmp:
+                if pos:
+                    send = True
+                else:
+                    return False
+        return send
+
+    def command(self, verb: str, rest: str) -> str:
+        """Handle ``event``/``nixevent``/``noevents``; return the Reply-Text FS would send."""
+        if verb == "noevents":
+            if self.enabled:
+                self.enabled = False
+                self.all = False
+                self.names.clear()
+                self.custom.clear()
+                return "+OK no longer listening for events"
+            return "-ERR not listening for events"
+        words = [w for w in rest.split(" ") if w]
+        key_count = 0
+        custom = False
+        if verb == "event":
+            for i, w in enumerate(words):
+                if i == 0 and w.lower() in ("plain", "json", "xml"):
+                    self.fmt = w.lower()
+                    continue
+                if custom:
+                    self.custom.add(w)
+                elif w.upper() in EVENT_NAMES:
+                    key_count += 1
+                    if w.upper() == "ALL":
+                        self.all = True
+                    self.names.add(w.upper())
+                    if w.upper() == "CUSTOM":
+                        custom = True
+            if not key_count:
+                return "-ERR no keywords supplied"
+            self.enabled = True
+            return f"+OK event listener enabled {self.fmt}"
+        # nixevent
+        for w in words:
+            if custom:
+                self.custom.discard(w)
+            elif w.upper() in EVENT_NAMES:
+                key_count += 1
+                up = w.upper()
+                if up == "CUSTOM":
+                    custom = True
+                elif up == "ALL":
+                    self.all = False
+                    self.names.clear()
+                else:
+                    if self.all:
+                        self.all = False
+                        self.names = set(EVENT_NAMES) - {"ALL"}
+                    self.names.discard(up)
+        if not key_count:
+            return "-ERR no keywords supplied"
+        self.enabled = True
+        return "+OK events nixed"
+
+    def filter_command(self, rest: str) -> str:
+        """``filter <header> <value>`` / ``filter delete <header> [value]`` replies."""
+        rest = rest.lstrip(" ")
+        name, _, val = rest.partition(" ")
+        if name.lower() == "delete" and val:
+            hname, _, hval = val.partition(" ")
+            if hname.lower() == "all":
+                self.filters.clear()
+            else:
+                self.filters = [
+                    (k, v)
+                    for k, v in self.filters
+                    if not (k.lower() == hname.lower() and (not hval or v == hval))
+                ]
+            return f"+OK filter deleted. [{hname}][{hval or '(null)'}]"
+        if val:
+            if name.lower() == "add":
+                name, _, val = val.partition(" ")
+            self.filters.append((name, val))
+            return f"+OK filter added. [{name}]=[{val}]"
+        return "-ERR invalid syntax"
+
+
+Listener = Callable[[Event], None]
+
+
+def _epoch_us() -> int:
+    return int(time.time() * 1_000_000)
+
+
+class Switch:
+    """Process-wide emulator state shared by outbound channels and inbound clients."""
+
+    version = "1.10.12-release"
+
+    def __init__(
+        self,
+        *,
+        hostname: str = "ivr-emulator",
+        ipv4: str = "127.0.0.1",
+        password: str = "ClueCon",
+        bot_address: tuple[str, int] | None = None,
+        time_scale: float = 1.0,
+    ) -> None:
+        self.core_uuid = str(_uuid.uuid4())
+        self.hostname = hostname
+        self.ipv4 = ipv4
+        self.password = password
+        self.bot_address = bot_address
+        self.time_scale = time_scale
+        self.started = time.monotonic()
+        self.global_vars: dict[str, str] = {
+            "hostname": hostname,
+            "local_ip_v4": ipv4,
+            "domain": ipv4,
+            "core_uuid": self.core_uuid,
+        }
+        self.channels: dict[str, Channel] = {}
+        self.sessions_since_start = 0
+        self.peak_sessions = 0
+        self._seq = 0
+        self._listeners: list[Listener] = []
+        #: factory(switch, did, caller, variables, address) -> started call, for originate
+        self.originate_hook: Callable[..., Any] | None = None
+
+    # -- events -----------------------------------------------------------------------
+    def next_sequence(self) -> int:
+        """Event-Sequence is process-wide and monotonically increasing."""
+        self._seq += 1
+        return self._seq
+
+    def base_headers(
+        self, name: str, calling: tuple[str, str, int], subclass: str | None = None
+    ) -> list[tuple[str, str]]:
+        """The headers switch_event_create puts first, in its order."""
+        now = datetime.now(UTC)
+        local = datetime.now().astimezone()
+        hdrs = [("Event-Name", name)]
+        if subclass:
+            hdrs.append(("Event-Subclass", subclass))
+        hdrs += [
+            ("Core-UUID", self.core_uuid),
+            ("FreeSWITCH-Hostname", self.hostname),
+            ("FreeSWITCH-Switchname", self.hostname),
+            ("FreeSWITCH-IPv4", self.ipv4),
+            ("FreeSWITCH-IPv6", "::1"),
+            ("Event-Date-Local", local.strftime("%Y-%m-%d %H:%M:%S")),
+            ("Event-Date-GMT", now.strftime("%a, %d %b %Y %H:%M:%S GMT")),
+            ("Event-Date-Timestamp", str(_epoch_us())),
+            ("Event-Calling-File", calling[0]),
+            ("Event-Calling-Function", calling[1]),
+            ("Event-Calling-Line-Number", str(calling[2])),
+            ("Event-Sequence", str(self.next_sequence())),
+        ]
+        return hdrs
+
+    def add_listener(self, fn: Listener) -> None:
+        """Register an ESL connection's delivery function."""
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Listener) -> None:
+        """Forget a closed connection."""
+        try:
+            self._listeners.remove(fn)
+        except ValueError:
+            pass
+
+    def fire(self, ev: Event) -> None:
+        """Deliver an event to every listener (each applies its own subscription)."""
+        for fn in list(self._listeners):
+            try:
+                fn(ev)
+            except Exception:  # a broken listener must not break the channel
+                log.exception("event listener failed")
+
+    # -- channels ---------------------------------------------------------------------
+    def register(self, ch: Channel) -> None:
+        """Track a live channel (for API commands and ``show channels``)."""
+        self.channels[ch.uuid] = ch
+        self.sessions_since_start += 1
+        self.peak_sessions = max(self.peak_sessions, len(self.channels))
+
+    def unregister(self, ch: Channel) -> None:
+        """Drop a destroyed channel."""
+        self.channels.pop(ch.uuid, None)
+
+    # -- API --------------------------------------------------------------------------
+    def api(self, command: str, arg: str | None) -> str:
+        """Run one API command and return its output text, as switch_api_execute would."""
+        cmd = command.strip()
+        fn = self._API.get(cmd.lower())
+        if fn is None:
+            return f"-ERR {cmd} Command not found!\n"
+        return fn(self, (arg or "").strip())
+
+    def bgapi(self, command: str, arg: str | None, job_uuid: str) -> None:
+        """Run an API command in the background and fire BACKGROUND_JOB with its output."""
+
+        def run() -> None:
+            out = self.api(command, arg) or "Command returned no output!"
+            hdrs = self.base_headers("BACKGROUND_JOB", ("mod_event_socket.c", "api_exec", 1572))
+            hdrs += [("Job-UUID", job_uuid), ("Job-Command", command)]
+            if arg:
+                hdrs.append(("Job-Command-Arg", arg))
+            self.fire(Event("BACKGROUND_JOB", hdrs, out))
+
+        gevent.spawn(run)
+
+    def _chan(self, uid: str) -> Channel | None:
+        return self.channels.get(uid)
+
+    def _api_status(self, arg: str) -> str:
+        up = time.monotonic() - self.started
+        secs = int(up)
+        ms = int((up - secs) * 1000)
+        us = int((up - secs) * 1_000_000) % 1000
+        days, rem = divmod(secs, 86400)
+        hours, rem = divmod(rem, 3600)
+        mins, s = divmod(rem, 60)
+        n = len(self.channels)
+        return (
+            f"UP 0 years, {days} days, {hours} hours, {mins} minutes, {s} seconds, "
+            f"{ms} milliseconds, {us} microseconds\n"
+            f"FreeSWITCH ({self.hostname}) is ready\n"
+            f"{self.sessions_since_start} session(s) since startup\n"
+            f"{n} session(s) - peak {self.peak_sessions}, last 5min {self.peak_sessions} \n"
+            "0 session(s) per Sec out of max 30, peak 0, last 5min 0 \n"
+            "1000 session(s) max\n"
+            "min idle cpu 0.00/99.00\n"
+            "Current Stack Size/Max 240K/8192K\n"
+        )
+
+    def _api_show(self, arg: str) -> str:
+        words = arg.split()
+        what = words[0].lower() if words else ""
+        as_json = len(words) >= 3 and words[-2].lower() == "as" and words[-1].lower() == "json"
+        if what not in ("channels", "calls"):
+            return "-USAGE: codec|endpoint|application|api|dialplan|file|timer|calls [count]|"\
+                "channels [count|like <match string>]|calls|detailed_calls|bridged_calls|"\
+                "detailed_bridged_calls|aliases|complete|chat|management|modules|nat_map|say|"\
+                "interfaces|interface_types|tasks|limits|status\n"
+        rows = [ch.show_row() for ch in list(self.channels.values()) if not ch.destroyed]
+        if what == "calls":
+            for r in rows:
+                r["b_uuid"] = ""
+        if as_json:
+            if not rows:
+                return json.dumps({"row_count": 0}) + "\n"
+            return json.dumps({"row_count": len(rows), "rows": rows}) + "\n"
+        if not rows:
+            return "uuid,direction,created,created_epoch,name,state\n\n0 total.\n"
+        keys = list(rows[0].keys())
+        out = ",".join(keys) + "\n"
+        for r in rows:
+            out += ",".join(str(r[k]) for k in keys) + "\n"
+        return out + f"\n{len(rows)} total.\n"
+
+    def _api_uuid_kill(self, arg: str) -> str:
+        if not arg:
+            return "-USAGE: <uuid> [cause]\n"
+        uid, _, cause = arg.partition(" ")
+        ch = self._chan(uid)
+        if ch is None or ch.hung_up:
+            return "-ERR No Such Channel!\n"
+        ch.hangup(cause.strip() or "NORMAL_CLEARING", by="api")
+        return "+OK\n"
+
+    def _api_uuid_break(self, arg: str) -> str:
+        if not arg:
+            return "-USAGE: <uuid> [all]\n"
+        uid, _, flag = arg.partition(" ")
+        ch = self._chan(uid)
+        if ch is None or ch.hung_up:
+            return "-ERR No Such Channel!\n"
+        ch.do_break(all_="all" in flag)
+        return "+OK\n"
+
+    def _api_uuid_setvar(self, arg: str) -> str:
+        parts = arg.split(" ", 2)
+        if len(parts) < 2:
+            return "-USAGE: <uuid> <var> [value]\n"
+        ch = self._chan(parts[0])
+        if ch is None or ch.hung_up:
+            return "-ERR No such channel!\n"
+        if len(parts) == 3 and parts[2]:
+            ch.variables[parts[1]] = parts[2]
+        else:
+            ch.variables.pop(parts[1], None)
+        return "+OK\n"
+
+    def _api_uuid_getvar(self, arg: str) -> str:
+        parts = arg.split(" ")
+        if len(parts) < 2:
+            return "-USAGE: <uuid> <var>\n"
+        ch = self._chan(parts[0])
+        if ch is None or ch.hung_up:
+            return "-ERR No such channel!\n"
+        val = ch.get_variable(parts[1])
+        return val if val is not None else "_undef_"
+
+    def _api_uuid_dump(self, arg: str) -> str:
+        parts = arg.split()
+        if not parts:
+            return "-USAGE: <uuid> [format]\n"
+        ch = self._chan(parts[0])
+        if ch is None:
+            return "-ERR No such channel!\n"
+        hdrs = self.base_headers("CHANNEL_DATA", ("mod_commands.c", "uuid_dump_function", 6138))
+        hdrs += ch.channel_data()
+        if len(parts) > 1 and parts[1] == "json":
+            return json.dumps(dict(hdrs))
+        return "".join(f"{k}: {wire.url_encode(v)}\n" for k, v in hdrs)
+
+    def _api_uuid_transfer(self, arg: str) -> str:
+        parts = arg.split()
+        if len(parts) > 1 and parts[1] in ("-bleg", "-both"):
+            parts.pop(1)
+        if len(parts) < 2:
+            return "-USAGE: <uuid> [-bleg|-both] <dest-exten> [<dialplan>] [<context>]\n"
+        ch = self._chan(parts[0])
+        if ch is None or ch.hung_up:
+            return "-ERR No such channel!\n"
+        ch.transfer(parts[1], parts[2] if len(parts) > 2 else "XML",
+                    parts[3] if len(parts) > 3 else "default")
+        return "+OK\n"
+
+    def _api_uuid_audio_fork(self, arg: str) -> str:
+        parts = arg.split(" ")
+        if len(parts) < 2:
+            return (
+                "-USAGE: <uuid> [start | stop | send_text | pause | resume | graceful-shutdown ]"
+                " [wss-url | path] [mono | mixed | stereo]"
+                " [8000 | 16000 | 24000 | 32000 | 64000] [bugname] [metadata]\n"
+            )
+        ch = self._chan(parts[0])
+        if ch is None or ch.hung_up:
+            return "-ERR Operation Failed\n"
+        return ch.audio_fork(parts[1], parts[2:])
+
+    def _api_global_getvar(self, arg: str) -> str:
+        if not arg:
+            return "".join(f"{k}={v}\n" for k, v in self.global_vars.items())
+        return self.global_vars.get(arg, "")
+
+    def _api_global_setvar(self, arg: str) -> str:
+        name, sep, val = arg.partition("=")
+        if not sep or not name.strip():
+            return "-USAGE: <var>[=<value>]\n"
+        self.global_vars[name.strip()] = val.strip()
+        return "+OK\n"
+
+    def _api_reloadxml(self, arg: str) -> str:
+        hdrs = self.base_headers("RELOADXML", ("switch_xml.c", "switch_xml_open_root", 2409))
+        self.fire(Event("RELOADXML", hdrs))
+        return "+OK [Success]\n"
+
+    def _api_sofia(self, arg: str) -> str:
+        if arg.split()[:1] != ["status"]:
+            return "-ERR Unknown command!\n"
+        ip = self.ipv4
+        sep = "=" * 99
+        head = "Name\t   Type\t                                      Data\tState\n"
+        return (
+            " " * 21 + head +
+            f"{sep}\n"
+            f"            external\tprofile\t           sip:mod_sofia@{ip}:5080\tRUNNING (0)\n"
+            f"              {ip}\t  alias\t                                  internal\tALIASED\n"
+            f"            internal\tprofile\t           sip:mod_sofia@{ip}:5060\t"
+            f"RUNNING ({len(self.channels)})\n"
+            f"{sep}\n2 profiles 1 alias\n\n"
+        )
+
+    def _api_hostname(self, arg: str) -> str:
+        return _socket.gethostname() if not self.hostname else self.hostname
+
+    def _api_version(self, arg: str) -> str:
+        return f"FreeSWITCH Version {self.version} (emulator)\n"
+
+    def _api_originate(self, arg: str) -> str:
+        """``originate [{vars}]loopback/<did>[/<context>] <&app(args)|exten>``."""
+        parts = arg.split(" ", 1)
+        if len(parts) < 2:
+            return "-USAGE: <call url> <exten>|&<application_name>(<app_args>) [<dialplan>] "\
+                "[<context>] [<cid_name>] [<cid_num>] [<timeout_sec>]\n"
+        url, target = parts[0], parts[1].strip()
+        variables: dict[str, str] = {}
+        if url.startswith("{") and "}" in url:
+            spec, url = url[1:].split("}", 1)
+            for kv in spec.split(","):
+                k, _, v = kv.partition("=")
+                if k:
+                    variables[k.strip()] = v.strip()
+        if not url.startswith("loopback/"):
+            return "-ERR CHAN_NOT_IMPLEMENTED\n"
+        segs = url.split("/")
+        did = segs[1] if len(segs) > 1 else ""
+        if not did:
+            return "-ERR INVALID_NUMBER_FORMAT\n"
+        address = self.bot_address
+        if target.startswith("&socket(") and target.endswith(")"):
+            hostport = target[len("&socket(") : -1].split()[0]
+            host, _, port = hostport.rpartition(":")
+            address = (host or "127.0.0.1", int(port or 8084))
+        if address is None or self.originate_hook is None:
+            return "-ERR DESTINATION_OUT_OF_ORDER\n"
+        caller = variables.pop("origination_caller_id_number", "0000000000")
+        call = self.originate_hook(self, did, caller, variables, address)
+        return f"+OK {call.uuid}\n"
+
+    _API: dict[str, Callable[[Switch, str], str]] = {
+        "status": _api_status,
+        "show": _api_show,
+        "uuid_kill": _api_uuid_kill,
+        "uuid_break": _api_uuid_break,
+        "uuid_setvar": _api_uuid_setvar,
+        "uuid_getvar": _api_uuid_getvar,
+        "uuid_dump": _api_uuid_dump,
+        "uuid_transfer": _api_uuid_transfer,
+        "uuid_audio_fork": _api_uuid_audio_fork,
+        "global_getvar": _api_global_getvar,
+        "global_setvar": _api_global_setvar,
+        "reloadxml": _api_reloadxml,
+        "sofia": _api_sofia,
+        "hostname": _api_hostname,
+        "version": _api_version,
+        "originate": _api_originate,
+    }

@@ -1,0 +1,1173 @@
+"""Emulated FreeSWITCH channels that dial *into* the bot's outbound ESL server.
+
+:class:`Channel` is the call leg: channel data, variables, the application queue that
+``sendmsg`` feeds (applications run one after another, as with ``event-lock: true``),
+media timing (playback/speak last their real duration × ``time_scale``), ASR in "text
+mode" (``detect_speech`` → DETECTED_SPEECH), DTMF, bridge outcomes and hang-up.
+:class:`OutboundConnection` is the ``socket`` application's listener on top of it, and
+:class:`EmulatedCall` is the driver API used by tests, ``ivr simulate`` and the load
+generator. :class:`RawEslClient` sends arbitrary bytes for fault tests.
+
+Event order, reply texts and header order follow mod_event_socket.c and
+switch_core_session.c; see ``docs/call-wire-contract.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid as _uuid
+import wave
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from xml.sax.saxutils import escape as _xml_escape
+
+import gevent
+import gevent.event
+from gevent import socket as gsocket
+from gevent.queue import Empty, Queue
+
+from esl_app.emulator import wire
+from esl_app.emulator.connection import EslConnection
+from esl_app.emulator.core import MYEVENTS, Event, Switch
+
+__all__ = [
+    "AudioForkHook",
+    "BridgeOutcome",
+    "Channel",
+    "EmulatedCall",
+    "OutboundConnection",
+    "RawEslClient",
+    "Turn",
+    "originate_into_bot",
+]
+
+log = logging.getLogger(__name__)
+
+#: Realistic speech rate for ``speak`` and for the caller's own words.
+SECONDS_PER_CHAR = 0.065
+#: DTMF digit length in samples at 8 kHz (FS reports DTMF-Duration in samples).
+DTMF_DURATION_SAMPLES = 2000
+
+_SOCKET_FILE = ("mod_event_socket.c", "parse_command", 2011)
+_EXEC_FILE = ("switch_core_session.c", "switch_core_session_exec", 2984)
+_EXEC_DONE_FILE = ("switch_core_session.c", "switch_core_session_exec", 3027)
+_ANSWER_FILE = ("switch_channel.c", "switch_channel_perform_mark_answered", 3776)
+_HANGUP_FILE = ("switch_channel.c", "switch_channel_perform_hangup", 3578)
+_HANGUP_DONE_FILE = ("switch_core_state_machine.c", "switch_core_session_reporting_state", 1005)
+_DTMF_FILE = ("switch_channel.c", "switch_channel_dequeue_dtmf", 519)
+_SPEECH_FILE = ("switch_ivr_async.c", "speech_thread", 4676)
+_BRIDGE_FILE = ("switch_ivr_bridge.c", "audio_bridge_on_exchange_media", 1208)
+
+
+class AudioForkHook(Protocol):
+    """What ``esl_app/emulator/audio.py`` plugs in to stream caller audio like mod_audio_fork."""
+
+    def start(self, url: str, mix: str, rate: str, metadata: str | None, call: Channel) -> None:
+        """Open the WebSocket and begin streaming (in its own greenlet)."""
+
+    def stop(self) -> None:
+        """Close the WebSocket (``uuid_audio_fork <uuid> stop`` or hang-up)."""
+
+
+@dataclass(frozen=True)
+class BridgeOutcome:
+    """Scripted result of ``bridge``: answer (then the far end hangs up) or a failure."""
+
+    kind: str = "answer"  # answer | busy | no_answer | fail
+    ring_seconds: float = 1.0
+    talk_seconds: float = 3.0
+    cause: str = "USER_NOT_REGISTERED"  # for kind == "fail"
+    caller_hangs_up_after: bool = True
+
+
+@dataclass
+class Turn:
+    """One line of the transcript as the emulator saw it."""
+
+    speaker: str
+    text: str
+    at_ms: int
+    barged_in: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The DESIGN.md 3.3 turn shape."""
+        return {"speaker": self.speaker, "text": self.text, "at_ms": self.at_ms,
+                "barged_in": self.barged_in}
+
+
+@dataclass
+class _App:
+    name: str
+    arg: str
+    app_uuid: str
+    loops: int = 1
+
+
+@dataclass
+class Playback:
+    """What the channel is playing now (for audio hooks that need to know)."""
+
+    text: str
+    source: str
+    duration: float
+    started: float = field(default_factory=time.monotonic)
+
+
+def _now_us() -> int:
+    return int(time.time() * 1_000_000)
+
+
+def wav_duration(path: str) -> float:
+    """Seconds of audio in a WAV file, from its header (falls back to 8 kHz L16 by size)."""
+    try:
+        with wave.open(path, "rb") as w:
+            rate = w.getframerate() or 8000
+            return w.getnframes() / float(rate)
+    except (wave.Error, EOFError, OSError):
+        size = os.path.getsize(path)
+        return max(0, size - 44) / 16000.0
+
+
+def _text_for(path: str) -> str:
+    for cand in (path + ".txt", str(Path(path).with_suffix(".txt"))):
+        try:
+            return Path(cand).read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+    return ""
+
+
+class Channel:
+    """One emulated call leg: state, variables, events and application execution."""
+
+    def __init__(
+        self,
+        switch: Switch,
+        did: str,
+        caller: str,
+        *,
+        caller_name: str | None = None,
+        variables: dict[str, str] | None = None,
+        time_scale: float | None = None,
+        bridge_outcome: BridgeOutcome | None = None,
+        audio_fork: Callable[[], AudioForkHook] | None = None,
+        context: str = "public",
+        socket_data: str = "127.0.0.1:8084 async full",
+        listen_settle: float = 0.2,
+        uuid: str | None = None,
+    ) -> None:
+        self.switch = switch
+        self.uuid = uuid or str(_uuid.uuid4())
+        self.did = did
+        self.caller = caller
+        self.caller_name = caller_name or caller
+        self.context = context
+        self.time_scale = switch.time_scale if time_scale is None else time_scale
+        self.bridge_outcome = bridge_outcome or BridgeOutcome()
+        self.audio_fork_factory = audio_fork
+        self.listen_settle = listen_settle
+        self.name = f"sofia/external/{caller}@{switch.ipv4}"
+        self.created_us = _now_us()
+        self.created_mono = time.monotonic()
+        self.answered_us = 0
+        self.hangup_us = 0
+        self.bridged_us = 0
+        self.transfer_us = 0
+        self.state = "CS_EXECUTE"
+        self.state_number = 4
+        self.call_state = "RINGING"
+        self.answer_state = "ringing"
+        self.hung_up = False
+        self.destroyed = False
+        self.hangup_cause: str | None = None
+        self.hangup_by: str | None = None
+        self.transfer_to: str | None = None
+        self.resumed = False
+        self.conn: OutboundConnection | None = None
+        self.variables: dict[str, str] = {
+            "direction": "inbound",
+            "uuid": self.uuid,
+            "session_id": str(switch.sessions_since_start + 1),
+            "sip_from_user": caller,
+            "sip_from_host": switch.ipv4,
+            "sip_to_user": did,
+            "sip_to_host": switch.ipv4,
+            "sip_req_user": did,
+            "channel_name": self.name,
+            "sip_call_id": f"{_uuid.uuid4().hex}@{switch.ipv4}",
+            "read_codec": "PCMU",
+            "read_rate": "8000",
+            "write_codec": "PCMU",
+            "write_rate": "8000",
+            "dtmf_type": "rfc2833",
+            "call_uuid": self.uuid,
+        }
+        self.variables.update(variables or {})
+        host, _, _ = socket_data.split(" ")[0].rpartition(":")
+        self.variables.update({
+            "current_application_data": socket_data,
+            "current_application": "socket",
+            "socket_host": host or "127.0.0.1",
+        })
+        # driver-facing state
+        self.out_events: Queue[dict[str, Any]] = Queue()
+        self.turns: list[Turn] = []
+        self.ended = gevent.event.Event()
+        self.listening = gevent.event.Event()
+        self.playback_idle = gevent.event.Event()
+        self.playback_idle.set()
+        self.current_playback: Playback | None = None
+        self.caller_speech: Queue[str] = Queue()
+        self.fork_hook: AudioForkHook | None = None
+        self.fork_url: str | None = None
+        # ASR ("text mode")
+        self.asr_active = False
+        self.asr_paused = False
+        self.asr_grammar = "ivr"
+        # application queue
+        self._apps: Queue[_App] = Queue()
+        self._app_running: _App | None = None
+        self._app_idle = gevent.event.Event()
+        self._app_idle.set()
+        self._break = gevent.event.Event()
+        self._bot_spoke = False
+        self._asr_resumed = False
+        self._listen_timer: gevent.Greenlet | None = None
+        self._runner = gevent.spawn(self._run_apps)
+        self._bg: list[gevent.Greenlet] = []
+        switch.register(self)
+
+    # -- event construction ------------------------------------------------------------
+    def _profile(self, prefix: str) -> list[tuple[str, str]]:
+        p = prefix
+        return [
+            (f"{p}-Direction", "inbound"),
+            (f"{p}-Logical-Direction", "inbound"),
+            (f"{p}-Username", self.caller),
+            (f"{p}-Dialplan", "XML"),
+            (f"{p}-Caller-ID-Name", self.caller_name),
+            (f"{p}-Caller-ID-Number", self.caller),
+            (f"{p}-Orig-Caller-ID-Name", self.caller_name),
+            (f"{p}-Orig-Caller-ID-Number", self.caller),
+            (f"{p}-Network-Addr", self.switch.ipv4),
+            (f"{p}-ANI", self.caller),
+            (f"{p}-Destination-Number", self.did),
+            (f"{p}-Unique-ID", self.uuid),
+            (f"{p}-Source", "mod_sofia"),
+            (f"{p}-Context", self.context),
+            (f"{p}-Channel-Name", self.name),
+            (f"{p}-Profile-Index", "1"),
+            (f"{p}-Profile-Created-Time", str(self.created_us)),
+            (f"{p}-Channel-Created-Time", str(self.created_us)),
+            (f"{p}-Channel-Answered-Time", str(self.answered_us)),
+            (f"{p}-Channel-Progress-Time", "0"),
+            (f"{p}-Channel-Progress-Media-Time", "0"),
+            (f"{p}-Channel-Hangup-Time", str(self.hangup_us)),
+            (f"{p}-Channel-Transfer-Time", str(self.transfer_us)),
+            (f"{p}-Channel-Resurrect-Time", "0"),
+            (f"{p}-Channel-Bridged-Time", str(self.bridged_us)),
+            (f"{p}-Channel-Last-Hold", "0"),
+            (f"{p}-Channel-Hold-Accum", "0"),
+            (f"{p}-Screen-Bit", "true"),
+            (f"{p}-Privacy-Hide-Name", "false"),
+            (f"{p}-Privacy-Hide-Number", "false"),
+        ]
+
+    def channel_data(self) -> list[tuple[str, str]]:
+        """switch_channel_event_set_data: state, identity, codecs, caller profile, variables."""
+        hdrs = [
+            ("Channel-State", self.state),
+            ("Channel-Call-State", self.call_state),
+            ("Channel-State-Number", str(self.state_number)),
+            ("Channel-Name", self.name),
+            ("Unique-ID", self.uuid),
+            ("Call-Direction", "inbound"),
+            ("Presence-Call-Direction", "inbound"),
+            ("Channel-HIT-Dialplan", "true"),
+            ("Channel-Call-UUID", self.uuid),
+            ("Answer-State", self.answer_state),
+            ("Channel-Read-Codec-Name", "PCMU"),
+            ("Channel-Read-Codec-Rate", "8000"),
+            ("Channel-Read-Codec-Bit-Rate", "64000"),
+            ("Channel-Write-Codec-Name", "PCMU"),
+            ("Channel-Write-Codec-Rate", "8000"),
+            ("Channel-Write-Codec-Bit-Rate", "64000"),
+        ]
+        hdrs += self._profile("Caller")
+        hdrs += [(f"variable_{k}", v) for k, v in self.variables.items()]
+        return hdrs
+
+    def connect_reply(self, async_: bool = True, full: bool = True) -> bytes:
+        """The serialized CHANNEL_DATA event FS writes in answer to ``connect``."""
+        hdrs = self.switch.base_headers("CHANNEL_DATA", _SOCKET_FILE)
+        hdrs += self._profile("Channel")
+        hdrs += self.channel_data()
+        hdrs += [
+            ("Content-Type", "command/reply"),
+            ("Reply-Text", "+OK\n"),
+            ("Socket-Mode", "async" if async_ else "static"),
+            ("Control", "full" if full else "single-channel"),
+        ]
+        return wire.serialize_event(hdrs)
+
+    def fire(
+        self,
+        name: str,
+        calling: tuple[str, str, int],
+        *,
+        before: Iterable[tuple[str, str]] = (),
+        after: Iterable[tuple[str, str]] = (),
+        body: str | None = None,
+        subclass: str | None = None,
+    ) -> Event:
+        """Build and fire a channel event: base, ``before``, channel data, ``after``."""
+        hdrs = self.switch.base_headers(name, calling, subclass)
+        hdrs += list(before)
+        hdrs += self.channel_data()
+        hdrs += list(after)
+        ev = Event(name, hdrs, body, subclass)
+        self.switch.fire(ev)
+        return ev
+
+    def fire_custom(
+        self, subclass: str, headers: Iterable[tuple[str, str]] = (), body: str | None = None
+    ) -> Event:
+        """Raise a CUSTOM event (e.g. ``mod_audio_fork::connect``) for this channel."""
+        return self.fire("CUSTOM", ("mod_audio_fork.c", "responseHandler", 58),
+                         before=headers, body=body, subclass=subclass)
+
+    def get_variable(self, name: str) -> str | None:
+        """Channel variable lookup including a few built-ins FS resolves."""
+        if name in self.variables:
+            return self.variables[name]
+        builtin = {
+            "caller_id_number": self.caller,
+            "caller_id_name": self.caller_name,
+            "destination_number": self.did,
+            "context": self.context,
+            "state": self.state,
+        }
+        return builtin.get(name)
+
+    # -- driver helpers ------------------------------------------------------------------
+    def _elapsed_ms(self) -> int:
+        return int((time.monotonic() - self.created_mono) * 1000)
+
+    def _emit(self, obj: dict[str, Any]) -> None:
+        self.out_events.put(obj)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep scaled emulated time."""
+        gevent.sleep(max(0.0, seconds * self.time_scale))
+
+    # -- applications ---------------------------------------------------------------------
+    def execute(self, name: str, arg: str, app_uuid: str | None = None, loops: int = 1) -> None:
+        """Queue an application (sendmsg call-command: execute)."""
+        if self.hung_up:
+            return
+        self._cancel_listen()
+        self._apps.put(_App(name, arg, app_uuid or str(_uuid.uuid4()), max(1, loops)))
+
+    def _run_apps(self) -> None:
+        while True:
+            app = self._apps.get()
+            if app is None:  # type: ignore[comparison-overlap]
+                return
+            if self.hung_up:
+                continue
+            self._app_running = app
+            self._app_idle.clear()
+            try:
+                for _ in range(app.loops):
+                    self._exec(app)
+                    if self.hung_up:
+                        break
+            except Exception:
+                log.exception("emulator application %s failed", app.name)
+            finally:
+                self._app_running = None
+                self._app_idle.set()
+            self._maybe_listening()
+
+    _APPS = frozenset({"answer", "pre_answer", "ring_ready", "playback", "speak",
+                       "detect_speech", "bridge", "hangup", "sleep", "set", "export",
+                       "unset", "multiset", "log", "park", "transfer", "info",
+                       "playback_terminators"})
+
+    def _exec(self, app: _App) -> None:
+        if app.name not in self._APPS:
+            # switch_core_session_execute_application: "Invalid Application" → hang up
+            self.hangup("DESTINATION_OUT_OF_ORDER", by="invalid_application")
+            return
+        self.variables["current_application"] = app.name
+        if app.arg:
+            self.variables["current_application_data"] = app.arg
+        else:
+            self.variables.pop("current_application_data", None)
+        self.variables.pop("current_application_response", None)
+        self.fire("CHANNEL_EXECUTE", _EXEC_FILE, after=[
+            ("Application", app.name), ("Application-Data", app.arg),
+            ("Application-UUID", app.app_uuid)])
+        self._break.clear()
+        handler = getattr(self, "_app_" + app.name, None)
+        if handler is not None:
+            handler(app)
+        resp = self.variables.get("current_application_response") or "_none_"
+        self.fire("CHANNEL_EXECUTE_COMPLETE", _EXEC_DONE_FILE, after=[
+            ("Application", app.name), ("Application-Data", app.arg),
+            ("Application-Response", resp), ("Application-UUID", app.app_uuid)])
+
+    def _app_answer(self, app: _App) -> None:
+        if self.answered_us:
+            return
+        self.answered_us = _now_us()
+        self.call_state = "ACTIVE"
+        self.answer_state = "answered"
+        self.variables["endpoint_disposition"] = "ANSWER"
+        self.fire("CHANNEL_ANSWER", _ANSWER_FILE)
+
+    def _app_pre_answer(self, app: _App) -> None:
+        self.call_state = "EARLY"
+        self.answer_state = "early"
+
+    def _app_ring_ready(self, app: _App) -> None:
+        self.call_state = "RINGING"
+
+    def _app_set(self, app: _App) -> None:
+        name, _, val = app.arg.partition("=")
+        if name:
+            if val:
+                self.variables[name] = val
+            else:
+                self.variables.pop(name, None)
+
+    _app_export = _app_set
+
+    def _app_unset(self, app: _App) -> None:
+        self.variables.pop(app.arg.strip(), None)
+
+    def _app_multiset(self, app: _App) -> None:
+        for part in app.arg.split():
+            self._app_set(_App("set", part, app.app_uuid))
+
+    def _app_sleep(self, app: _App) -> None:
+        try:
+            ms = int(app.arg.strip() or "0")
+        except ValueError:
+            ms = 0
+        self._wait(ms / 1000.0)
+
+    def _app_hangup(self, app: _App) -> None:
+        self.hangup(app.arg.strip() or "NORMAL_CLEARING", by="bot")
+
+    def _wait(self, seconds: float | None) -> str:
+        """Wait scaled media time; return 'done', 'break' or 'hangup'."""
+        timeout = None if seconds is None else max(0.0, seconds * self.time_scale)
+        broke = self._break.wait(timeout)
+        if self.hung_up:
+            return "hangup"
+        if broke:
+            self._break.clear()
+            return "break"
+        return "done"
+
+    def _play(self, text: str, source: str, duration: float | None) -> str:
+        turn = None
+        if text:
+            turn = Turn("bot", text, self._elapsed_ms())
+            self.turns.append(turn)
+            self._bot_spoke = True
+            self._emit({"event": "bot_said", "text": text})
+        self.current_playback = Playback(text, source, duration if duration is not None else -1)
+        self.playback_idle.clear()
+        try:
+            result = self._wait(duration)
+        finally:
+            self.current_playback = None
+            self.playback_idle.set()
+        if result == "break" and turn is not None:
+            turn.barged_in = True
+        return result
+
+    def _app_playback(self, app: _App) -> None:
+        path = app.arg.strip()
+        if path.startswith("silence_stream://"):
+            try:
+                ms = int(path[len("silence_stream://"):].split(",")[0])
+            except ValueError:
+                ms = 0
+            result = self._play("", path, None if ms < 0 else ms / 1000.0)
+        elif not os.path.isfile(path):
+            self.variables["current_application_response"] = "FILE NOT FOUND"
+            return
+        else:
+            dur = wav_duration(path)
+            result = self._play(_text_for(path), path, dur)
+            samples = int(dur * 8000)
+            self.variables["playback_seconds"] = str(int(dur))
+            self.variables["playback_ms"] = str(int(dur * 1000))
+            self.variables["playback_samples"] = str(samples)
+        self.variables["current_application_response"] = (
+            "PLAYBACK ERROR" if result == "hangup" else "FILE PLAYED")
+
+    def _app_speak(self, app: _App) -> None:
+        parts = app.arg.split("|", 2)
+        text = parts[2] if len(parts) == 3 else app.arg
+        self._play(text, app.arg, max(0.3, len(text) * SECONDS_PER_CHAR))
+
+    def _app_detect_speech(self, app: _App) -> None:
+        words = app.arg.split()
+        verb = words[0].lower() if words else ""
+        if verb == "stop":
+            self.asr_active = False
+            self.asr_paused = False
+        elif verb == "pause":
+            self.asr_paused = True
+        elif verb == "resume":
+            if self.asr_active:
+                self.asr_paused = False
+                self._asr_resumed = True
+        elif verb in ("grammar", "nogrammar", "grammaron", "grammaroff", "grammarsalloff",
+                      "param", "start_input_timers", "init"):
+            if verb == "grammar" and len(words) > 1:
+                self.asr_grammar = words[1]
+        elif len(words) >= 2:
+            self.asr_active = True
+            self.asr_paused = False
+            self.asr_grammar = words[1]
+            self._asr_resumed = True
+
+    def _app_bridge(self, app: _App) -> None:
+        target = app.arg.strip()
+        self.transfer_to = target
+        self._emit({"event": "transfer", "to": target})
+        out = self.bridge_outcome
+        if out.kind == "answer":
+            if self._wait(out.ring_seconds) == "hangup":
+                self.variables["originate_disposition"] = "ORIGINATOR_CANCEL"
+                return
+            b_uuid = str(_uuid.uuid4())
+            self.bridged_us = _now_us()
+            self.variables.update({"originate_disposition": "SUCCESS", "DIALSTATUS": "SUCCESS",
+                                   "bridge_channel": target, "bridge_uuid": b_uuid,
+                                   "signal_bond": b_uuid, "last_bridge_to": b_uuid})
+            self.fire("CHANNEL_BRIDGE", _BRIDGE_FILE, before=[
+                ("Bridge-A-Unique-ID", self.uuid), ("Bridge-B-Unique-ID", b_uuid)],
+                after=[("Other-Type", "originatee"), ("Other-Leg-Unique-ID", b_uuid),
+                       ("Other-Leg-Destination-Number", target.split("/")[-1])])
+            deadline = time.monotonic() + out.talk_seconds * self.time_scale
+            while not self.hung_up and time.monotonic() < deadline:
+                gevent.sleep(max(0.0, deadline - time.monotonic()))
+            if self.hung_up:
+                return
+            self.variables["bridge_hangup_cause"] = "NORMAL_CLEARING"
+            self.variables["last_bridge_hangup_cause"] = "NORMAL_CLEARING"
+            self.variables["last_bridge_role"] = "originator"
+            self.fire("CHANNEL_UNBRIDGE", _BRIDGE_FILE, before=[
+                ("Bridge-A-Unique-ID", self.uuid), ("Bridge-B-Unique-ID", b_uuid)])
+            if out.caller_hangs_up_after:
+                self._later(0, lambda: self.hangup("NORMAL_CLEARING", by="caller"))
+            elif self.variables.get("hangup_after_bridge", "").lower() == "true":
+                self.hangup("NORMAL_CLEARING", by="bridge_end")
+            return
+        cause = {"busy": "USER_BUSY", "no_answer": "NO_ANSWER"}.get(out.kind, out.cause)
+        dial = {"USER_BUSY": "BUSY", "NO_ANSWER": "NOANSWER"}.get(cause, "CHANUNAVAIL")
+        if self._wait(out.ring_seconds if out.kind == "no_answer" else 0.1) == "hangup":
+            return
+        self.variables.update({"originate_disposition": cause, "DIALSTATUS": dial,
+                               "originate_failed_cause": cause})
+        cof = self.variables.get("continue_on_fail", "")
+        keep = cof.lower() == "true" or cause in [c.strip() for c in cof.split(",")]
+        if not keep:
+            # switch_channel_handle_cause: without continue_on_fail the A-leg hangs up
+            self.hangup(cause, by="bridge_failed")
+
+    def _app_transfer(self, app: _App) -> None:
+        parts = app.arg.split()
+        if parts:
+            self.transfer(parts[0], *(parts[1:3]))
+
+    def _app_park(self, app: _App) -> None:
+        pass
+
+    _app_log = _app_park
+    _app_info = _app_park
+    _app_playback_terminators = _app_park
+
+    # -- API-driven actions ---------------------------------------------------------------
+    def do_break(self, all_: bool = False) -> None:
+        """uuid_break: stop the media now; ``all`` also drops queued applications."""
+        if all_:
+            while True:
+                try:
+                    self._apps.get_nowait()
+                except Empty:
+                    break
+        self._break.set()
+        self._maybe_listening()
+
+    def transfer(self, dest: str, dialplan: str = "XML", context: str = "default") -> None:
+        """uuid_transfer: the call leaves the bot for ``dest`` (then ends after the talk)."""
+        self.transfer_us = _now_us()
+        self.transfer_to = dest
+        self._emit({"event": "transfer", "to": dest})
+        self.do_break(all_=True)
+        talk = self.bridge_outcome.talk_seconds
+        self._later(talk, lambda: self.hangup("NORMAL_CLEARING", by="caller"))
+
+    def audio_fork(self, action: str, args: list[str]) -> str:
+        """uuid_audio_fork start/stop/...; hands streaming to the installed hook."""
+        action = action.lower()
+        if action == "start":
+            if len(args) < 3:
+                return "-USAGE: start <wss-url> <mix-type> <sampling-rate> [bugname] [metadata]\n"
+            url, mix, rate = args[0], args[1], args[2]
+            rest = args[3:]
+            metadata = None
+            if rest:
+                joined = " ".join(rest)
+                if rest[0].startswith(("{", "'")):
+                    metadata = joined
+                elif len(rest) > 1:
+                    metadata = " ".join(rest[1:])
+            if metadata and metadata.startswith("'") and metadata.endswith("'"):
+                metadata = metadata[1:-1]
+            self.fork_url = url
+            if self.audio_fork_factory is not None:
+                hook = self.audio_fork_factory()
+                self.fork_hook = hook
+                hook.start(url, mix, rate, metadata, self)
+            self._maybe_listening()
+            return "+OK Success\n"
+        if action == "stop":
+            self._stop_fork()
+            return "+OK Success\n"
+        if action in ("pause", "resume", "send_text", "graceful-shutdown"):
+            return "+OK Success\n"
+        return "-ERR Operation Failed\n"
+
+    def _stop_fork(self) -> None:
+        hook, self.fork_hook = self.fork_hook, None
+        self.fork_url = None
+        if hook is not None:
+            try:
+                hook.stop()
+            except Exception:
+                log.exception("audio fork hook stop failed")
+
+    # -- the caller ----------------------------------------------------------------------
+    @property
+    def input_ready(self) -> bool:
+        """True when something is listening to the caller (ASR or an audio fork)."""
+        return (self.asr_active and not self.asr_paused) or self.fork_url is not None
+
+    @property
+    def idle(self) -> bool:
+        """No application running or queued."""
+        return self._app_running is None and self._apps.qsize() == 0
+
+    def _cancel_listen(self) -> None:
+        if self._listen_timer is not None:
+            self._listen_timer.kill(block=False)
+            self._listen_timer = None
+        self.listening.clear()
+
+    def _maybe_listening(self) -> None:
+        if self.hung_up or self.listening.is_set() or self._listen_timer is not None:
+            return
+        if self.idle and self.input_ready and (self._bot_spoke or self._asr_resumed):
+            self._listen_timer = gevent.spawn_later(self.listen_settle, self._settle)
+
+    def _settle(self) -> None:
+        self._listen_timer = None
+        if (not self.hung_up and self.idle and self.input_ready
+                and (self._bot_spoke or self._asr_resumed)):
+            self.listening.set()
+            self._emit({"event": "listening"})
+
+    def _caller_input(self) -> None:
+        self._cancel_listen()
+        self._bot_spoke = False
+        self._asr_resumed = False
+
+    def say(self, text: str) -> None:
+        """The caller speaks ``text`` now (through ASR events or the audio fork)."""
+        if self.hung_up:
+            return
+        self.turns.append(Turn("caller", text, self._elapsed_ms()))
+        self._caller_input()
+        if self.fork_url is not None:
+            self.caller_speech.put(text)
+            return
+        if self.asr_active and not self.asr_paused:
+            self._bg.append(gevent.spawn(self._recognise, text))
+
+    def _recognise(self, text: str) -> None:
+        self.fire("DETECTED_SPEECH", _SPEECH_FILE, before=[("Speech-Type", "begin-speaking")])
+        gevent.sleep(max(0.05, len(text) * SECONDS_PER_CHAR) * self.time_scale)
+        if self.hung_up or not self.asr_active or self.asr_paused:
+            return
+        g = _xml_escape(self.asr_grammar, {'"': "&quot;"})
+        body = (f'<?xml version="1.0"?><result grammar="{g}">'
+                f'<interpretation grammar="{g}" confidence="90">'
+                f'<input mode="speech">{_xml_escape(text)}</input>'
+                "</interpretation></result>")
+        self.asr_paused = True  # the ASR waits for "detect_speech resume" after a result
+        self.fire("DETECTED_SPEECH", _SPEECH_FILE, before=[("Speech-Type", "detected-speech")],
+                  body=body)
+
+    def next_utterance(self, timeout: float | None = None) -> str | None:
+        """For audio hooks: block until the caller's next line (None on timeout/hang-up)."""
+        try:
+            text = self.caller_speech.get(timeout=timeout)
+        except Empty:
+            return None
+        return text or None
+
+    def press(self, digits: str) -> None:
+        """The caller presses keys: one DTMF event per digit at a human pace."""
+        if self.hung_up:
+            return
+        self.turns.append(Turn("caller", f"#dtmf {digits}", self._elapsed_ms()))
+        self._caller_input()
+
+        def run() -> None:
+            for d in digits:
+                if self.hung_up:
+                    return
+                self.fire("DTMF", _DTMF_FILE, after=[
+                    ("DTMF-Digit", d), ("DTMF-Duration", str(DTMF_DURATION_SAMPLES)),
+                    ("DTMF-Source", "RTP")])
+                gevent.sleep(0.35 * self.time_scale)
+
+        self._bg.append(gevent.spawn(run))
+
+    # -- hang-up ----------------------------------------------------------------------------
+    def _later(self, seconds: float, fn: Callable[[], None]) -> None:
+        self._bg.append(gevent.spawn_later(max(0.0, seconds * self.time_scale), fn))
+
+    def hangup(self, cause: str = "NORMAL_CLEARING", by: str = "caller") -> None:
+        """Hang the channel up (caller BYE, sendmsg hangup, uuid_kill, ...)."""
+        if self.hung_up:
+            return
+        self.hung_up = True
+        self.hangup_cause = cause
+        self.hangup_by = by
+        self.hangup_us = _now_us()
+        self.call_state = "HANGUP"
+        self.answer_state = "hangup"
+        self.variables["hangup_cause"] = cause
+        self.variables["sip_hangup_disposition"] = "recv_bye" if by == "caller" else "send_bye"
+        self._cancel_listen()
+        self.fire("CHANNEL_HANGUP", _HANGUP_FILE, before=[("Hangup-Cause", cause)])
+        self._break.set()
+        self.caller_speech.put("")
+        gevent.spawn(self._finish_hangup)
+
+    def _finish_hangup(self) -> None:
+        # let the running application return and report its completion first
+        self._app_idle.wait()
+        self._stop_fork()
+        if self.conn is not None:
+            self.conn.channel_down()
+        self.state = "CS_REPORTING"
+        self.state_number = 11
+        self.fire("CHANNEL_HANGUP_COMPLETE", _HANGUP_DONE_FILE, before=[("Hangup-Cause",
+                                                                      self.hangup_cause or "")])
+        self.destroyed = True
+        self.switch.unregister(self)
+        self._apps.put(None)  # type: ignore[arg-type]
+        for g in self._bg:
+            g.kill(block=False)
+        self._emit(self.summary())
+        self.ended.set()
+
+    def summary(self) -> dict[str, Any]:
+        """The ``call_ended`` event: what the emulator observed of the call."""
+        return {
+            "event": "call_ended",
+            "call_id": self.uuid,
+            "did": self.did,
+            "hangup_cause": self.hangup_cause,
+            "hangup_by": self.hangup_by,
+            "transfer_to": self.transfer_to,
+            "answered": bool(self.answered_us),
+            "variables": {k: v for k, v in self.variables.items() if k.startswith("ivr_")},
+            "turns": [t.as_dict() for t in self.turns],
+        }
+
+    def show_row(self) -> dict[str, str]:
+        """A ``show channels`` row."""
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created_us / 1e6))
+        app = self._app_running
+        return {
+            "uuid": self.uuid, "direction": "inbound", "created": created,
+            "created_epoch": str(int(self.created_us / 1e6)), "name": self.name,
+            "state": self.state, "cid_name": self.caller_name, "cid_num": self.caller,
+            "ip_addr": self.switch.ipv4, "dest": self.did,
+            "application": app.name if app else "socket",
+            "application_data": app.arg if app else self.variables.get(
+                "current_application_data", ""),
+            "dialplan": "XML", "context": self.context, "read_codec": "PCMU",
+            "read_rate": "8000", "read_bit_rate": "64000", "write_codec": "PCMU",
+            "write_rate": "8000", "write_bit_rate": "64000", "secure": "",
+            "hostname": self.switch.hostname, "presence_id": "", "presence_data": "",
+            "accountcode": "", "callstate": self.call_state, "callee_name": "",
+            "callee_num": "", "callee_direction": "", "call_uuid": self.uuid,
+            "sent_callee_name": "", "sent_callee_num": "",
+            "initial_cid_name": self.caller_name, "initial_cid_num": self.caller,
+            "initial_ip_addr": self.switch.ipv4, "initial_dest": self.did,
+            "initial_dialplan": "XML", "initial_context": self.context,
+        }
+
+
+class OutboundConnection(EslConnection):
+    """The ``socket`` application's listener: async + full control over one channel."""
+
+    def __init__(self, switch: Switch, sock: gsocket.socket, channel: Channel) -> None:
+        self.channel = channel
+        self.session_uuid = channel.uuid
+        self.linger: int | None = None  # None = not lingering, -1 = until exit
+        self.connected = False
+        self._handled_down = False
+        self._linger_timer: gevent.Greenlet | None = None
+        super().__init__(switch, sock)
+        channel.conn = self
+
+    def on_command(self, cmd: wire.Command) -> None:
+        """Session commands first, then the generic ones (full control)."""
+        low = cmd.line.lower()
+        ch = self.channel
+        if low.startswith("resume"):
+            ch.variables["socket_resume"] = "true"
+            ch.resumed = True
+            self.reply("+OK")
+        elif low.startswith("connect"):
+            self.connected = True
+            self.send(ch.connect_reply())
+        elif low.startswith("getvar"):
+            name = cmd.line[6:].strip()
+            val = ch.get_variable(name) if name else ""
+            self.reply(val or "-ERR command not found")
+        elif low.startswith("myevents"):
+            if self.sub.my_uuid is not None:
+                self.reply("-ERR aready enabled.")
+                return
+            self.sub.names |= MYEVENTS
+            self.sub.my_uuid = ch.uuid
+            self.sub.enabled = True
+            if "xml" in cmd.line or "XML" in cmd.line:
+                self.sub.fmt = "xml"
+            if "json" in cmd.line or "JSON" in cmd.line:
+                self.sub.fmt = "json"
+            self.reply("+OK Events Enabled")
+        elif low.startswith("sendmsg"):
+            self._sendmsg(cmd)
+        elif low.startswith("linger"):
+            rest = cmd.line[6:]
+            if rest.startswith(" ") and rest[1:2]:
+                try:
+                    secs = int(rest[1:].split()[0])
+                except ValueError:
+                    secs = 0
+                self.linger = secs
+                self.reply(f"+OK will linger {secs} seconds")
+            else:
+                self.linger = -1
+                self.reply("+OK will linger")
+        elif low.startswith("nolinger"):
+            self.linger = None
+            self.reply("+OK will not linger")
+        else:
+            super().on_command(cmd)
+
+    def _sendmsg(self, cmd: wire.Command) -> None:
+        target = cmd.line[7:].strip() or (cmd.header("session-id") or "")
+        ch: Channel | None = self.channel
+        if target and target != self.channel.uuid:
+            ch = self.switch.channels.get(target)
+            if ch is None:
+                self.reply(f"-ERR invalid session id [{target}]")
+                return
+        self.reply("+OK")
+        assert ch is not None
+        verb = (cmd.header("call-command") or "").lower()
+        if verb == "execute":
+            name = cmd.header("execute-app-name") or ""
+            arg = cmd.header("execute-app-arg") or ""
+            ctype = (cmd.header("content-type") or "").lower()
+            if ctype == "text/plain" and cmd.body is not None:
+                arg = cmd.body.decode("utf-8", "replace")
+            try:
+                loops = int(cmd.header("loops") or "1")
+            except ValueError:
+                loops = 1
+            ch.execute(name, arg, cmd.header("Event-UUID"), loops)
+        elif verb == "hangup":
+            cause = cmd.header("hangup-cause") or "NORMAL_CLEARING"
+            target_ch = ch
+            gevent.spawn(lambda: target_ch.hangup(cause, by="bot"))
+
+    def channel_down(self) -> None:
+        """The channel hung up: linger notice, or disconnect and close (read_packet)."""
+        if self._handled_down or self.closed.is_set():
+            return
+        self._handled_down = True
+        if self.linger is not None:
+            self.send(wire.linger_notice(self.channel.uuid, self.channel.name, self.linger))
+            if self.linger >= 0:
+                self._linger_timer = gevent.spawn_later(self.linger, self._linger_expired)
+        else:
+            self.running = False
+            self.send(wire.disconnect_notice(self.channel.uuid))
+            self.close()
+
+    def _linger_expired(self) -> None:
+        self.running = False
+        self.send(wire.disconnect_notice(self.channel.uuid))
+        self.close()
+
+    def on_peer_closed(self) -> None:
+        """The bot closed the socket: a call it still controlled is hung up."""
+        super().on_peer_closed()
+        if not self.channel.hung_up:
+            self.channel.hangup("NORMAL_CLEARING", by="socket_closed")
+
+    def shutdown_after_exit(self) -> None:
+        """``exit``: +OK bye was queued; disconnect notice, close, and drop the call."""
+        super().shutdown_after_exit()
+        if not self.channel.hung_up:
+            self.channel.hangup("NORMAL_CLEARING", by="socket_closed")
+
+    def on_closed(self) -> None:
+        """Cancel a pending linger timer."""
+        if self._linger_timer is not None:
+            self._linger_timer.kill(block=False)
+
+
+class EmulatedCall:
+    """Driver API: place one call into an outbound ESL server and act as the caller.
+
+    ``events`` yields DESIGN.md 3.3 out-events (``bot_said``, ``listening``, ``transfer``,
+    ``call_ended``); ``commands`` lists every command the bot sent (raw, parsed, ``at``).
+    """
+
+    def __init__(
+        self,
+        server: tuple[str, int],
+        did: str,
+        caller: str = "+15550100100",
+        *,
+        caller_name: str | None = None,
+        time_scale: float = 1.0,
+        bridge_outcome: BridgeOutcome | None = None,
+        variables: dict[str, str] | None = None,
+        switch: Switch | None = None,
+        audio_fork: Callable[[], AudioForkHook] | None = None,
+        context: str = "public",
+        listen_settle: float = 0.2,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.server = server
+        self.switch = switch or Switch(time_scale=time_scale)
+        self.connect_timeout = connect_timeout
+        self.channel = Channel(
+            self.switch, did, caller, caller_name=caller_name, variables=variables,
+            time_scale=time_scale, bridge_outcome=bridge_outcome, audio_fork=audio_fork,
+            context=context, socket_data=f"{server[0]}:{server[1]} async full",
+            listen_settle=listen_settle)
+        self.conn: OutboundConnection | None = None
+
+    # convenience views -------------------------------------------------------------------
+    @property
+    def uuid(self) -> str:
+        """The channel's Unique-ID."""
+        return self.channel.uuid
+
+    @property
+    def events(self) -> Queue[dict[str, Any]]:
+        """Out-events queue (dicts shaped like ``ivr simulate --jsonl`` output)."""
+        return self.channel.out_events
+
+    @property
+    def commands(self) -> list[wire.Command]:
+        """Every command block received from the bot, in order."""
+        return self.conn.commands if self.conn else []
+
+    @property
+    def ended(self) -> bool:
+        """True once the channel has hung up and reported."""
+        return self.channel.ended.is_set()
+
+    @property
+    def transcript(self) -> dict[str, Any]:
+        """The call_ended summary (valid once ended; partial before)."""
+        return self.channel.summary()
+
+    # actions --------------------------------------------------------------------------------
+    def start(self) -> EmulatedCall:
+        """Connect to the bot like the ``socket`` app; raises OSError if it is unreachable."""
+        try:
+            sock = gsocket.create_connection(self.server, timeout=self.connect_timeout)
+        except OSError:
+            self.channel.hangup("DESTINATION_OUT_OF_ORDER", by="socket_failed")
+            raise
+        sock.settimeout(None)
+        sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+        self.conn = OutboundConnection(self.switch, sock, self.channel)
+        self.conn.start()
+        return self
+
+    def say(self, text: str) -> None:
+        """The caller speaks now (does not wait for the bot)."""
+        self.channel.say(text)
+
+    def press(self, digits: str) -> None:
+        """The caller presses DTMF keys."""
+        self.channel.press(digits)
+
+    def hang_up(self, cause: str = "NORMAL_CLEARING") -> None:
+        """The caller hangs up."""
+        self.channel.hangup(cause, by="caller")
+
+    def wait_until_listening(self, timeout: float | None = None) -> bool:
+        """Block until the bot has finished talking and listens (False on timeout/end)."""
+        waiter = gevent.wait([self.channel.listening, self.channel.ended], timeout=timeout,
+                             count=1)
+        return bool(waiter) and self.channel.listening.is_set() and not self.ended
+
+    def wait_ended(self, timeout: float | None = None) -> bool:
+        """Block until the call is over."""
+        return self.channel.ended.wait(timeout)
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Block until the ESL socket is closed (after linger/exit)."""
+        if self.conn is None:
+            return True
+        return self.conn.closed.wait(timeout)
+
+    def run_script(self, lines: Iterable[str], timeout: float = 30.0) -> dict[str, Any]:
+        """Play a caller script: text, ``#dtmf 12``, ``#silence 6``, ``#hangup``.
+
+        Each line waits until the bot listens; returns the ``call_ended`` summary.
+        """
+        for raw in lines:
+            line = raw.strip()
+            if not line:
+                continue
+            if self.ended:
+                break
+            if line == "#hangup":
+                self.hang_up()
+                break
+            if line.startswith("#silence"):
+                try:
+                    secs = float(line.split()[1])
+                except (IndexError, ValueError):
+                    secs = 1.0
+                self.channel._caller_input()
+                gevent.sleep(secs * self.channel.time_scale)
+                continue
+            if not self.wait_until_listening(timeout):
+                break
+            if line.startswith("#dtmf"):
+                self.press(line[5:].strip())
+            else:
+                self.say(line)
+        self.wait_ended(timeout)
+        return self.transcript
+
+    # fault injection ------------------------------------------------------------------------
+    def inject_raw(self, data: bytes) -> None:
+        """Send arbitrary bytes on the live socket, in order with replies and events."""
+        if self.conn is not None:
+            self.conn.send(data)
+
+    def reset(self) -> None:
+        """Abort the TCP connection with a RST (SO_LINGER 0) and drop the call."""
+        if self.conn is None:
+            return
+        import struct
+
+        try:
+            self.conn.sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_LINGER,
+                                      struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.conn.abort()
+        if not self.channel.hung_up:
+            self.channel.hangup("NORMAL_CLEARING", by="reset")
+
+    def close(self) -> None:
+        """Hang up if needed and close the socket (test teardown)."""
+        if not self.channel.hung_up:
+            self.channel.hangup("NORMAL_CLEARING", by="caller")
+        if self.conn is not None:
+            self.conn.close()
+
+
+def originate_into_bot(
+    switch: Switch, did: str, caller: str, variables: dict[str, str],
+    address: tuple[str, int],
+) -> EmulatedCall:
+    """Switch.originate_hook: ``originate loopback/<did>`` places a call into the bot."""
+    call = EmulatedCall(address, did, caller, switch=switch, variables=variables,
+                        time_scale=switch.time_scale)
+    try:
+        call.start()
+    except OSError:
+        log.warning("originate: bot at %s:%s unreachable", *address)
+    return call
+
+
+class RawEslClient:
+    """A bare socket that plays FreeSWITCH toward the bot with hand-made bytes."""
+
+    def __init__(self, server: tuple[str, int], timeout: float = 5.0) -> None:
+        self.sock = gsocket.create_connection(server, timeout=timeout)
+        self.parser = wire.CommandParser()
+        self._pending: list[wire.Command] = []
+
+    def send(self, data: bytes) -> None:
+        """Write raw bytes (frames, garbage, partial frames)."""
+        self.sock.sendall(data)
+
+    def read_command(self, timeout: float = 5.0) -> wire.Command | None:
+        """Next command block the bot sent (None on EOF/timeout)."""
+        self.sock.settimeout(timeout)
+        while not self._pending:
+            try:
+                data = self.sock.recv(65536)
+            except (TimeoutError, OSError):
+                return None
+            if not data:
+                return None
+            self._pending.extend(self.parser.feed(data))
+        return self._pending.pop(0)
+
+    def is_closed_by_peer(self, timeout: float = 5.0) -> bool:
+        """True if the bot closes the connection within ``timeout``."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self._pending.extend(self.parser.feed(data))
+        except (TimeoutError, OSError) as exc:
+            return not isinstance(exc, TimeoutError)
+
+    def reset(self) -> None:
+        """Abort with a TCP RST."""
+        import struct
+
+        self.sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def close(self) -> None:
+        """Close normally."""
+        self.sock.close()
