@@ -1,0 +1,993 @@
+"""The embedded dialogue agent: deterministic, offline, and honest about the calendar.
+
+It drives one conversation per call as a small state machine whose whole
+memory lives in ``call.state`` (JSON-able values only), so another agent can
+pick up where it stopped. It never invents a time or a booking: every slot it
+offers came from :func:`esl_app.tools.search_slots`, and it only says
+"booked" after :func:`esl_app.tools.confirm_appointment` returned ``ok``.
+Replies are short and ask one thing at a time, because they are spoken.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from esl_app import tools
+from esl_app.config.tenants import WEEKDAYS, Doctor, Tenant
+from esl_app.providers.agent.base import AgentError, AgentReply, CallContext, Utterance
+from esl_app.providers.agent.local import nlu
+from esl_app.speech_markup import say_characters
+
+__all__ = ["LocalAgent", "format_hours"]
+
+log = logging.getLogger(__name__)
+
+MAX_MISSES = 3
+_YES_NO_HINTS = ("yes", "no")
+_DIGIT_HINTS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                "nine")
+_DAY_NAMES = {d: n for d, n in zip(WEEKDAYS, ("Monday", "Tuesday", "Wednesday", "Thursday",
+                                               "Friday", "Saturday", "Sunday"), strict=True)}
+_DTMF_YES_NO = {"1": "yes", "2": "no"}
+
+
+def format_hours(tenant: Tenant) -> str:
+    """Opening hours as a sentence: "Monday to Friday from 8 AM to 5 PM, and Saturday …"."""
+    groups: list[tuple[list[str], tuple]] = []
+    for day in WEEKDAYS:
+        ranges = tenant.hours.get(day)
+        if not ranges:
+            continue
+        if groups and groups[-1][1] == ranges and \
+                WEEKDAYS.index(groups[-1][0][-1]) == WEEKDAYS.index(day) - 1:
+            groups[-1][0].append(day)
+        else:
+            groups.append(([day], ranges))
+    parts = []
+    for days, ranges in groups:
+        label = _DAY_NAMES[days[0]] if len(days) == 1 else \
+            f"{_DAY_NAMES[days[0]]} to {_DAY_NAMES[days[-1]]}"
+        spans = " and ".join(f"from {_clock(a)} to {_clock(b)}" for a, b in ranges)
+        parts.append(f"{label} {spans}")
+    if not parts:
+        return "I don't have our opening hours at hand."
+    text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + ", and " + parts[-1]
+    return f"We're open {text}."
+
+
+def _clock(t: time) -> str:
+    if t.hour == 12 and t.minute == 0:
+        return "noon"
+    hour = t.hour % 12 or 12
+    clock = f"{hour}" if t.minute == 0 else f"{hour}:{t.minute:02d}"
+    return clock + (" AM" if t.hour < 12 else " PM")
+
+
+def _short_doctor(name: str) -> str:
+    """'Dr. Sarah Smith' -> 'Dr. Smith': shorter to say, still unambiguous in one clinic."""
+    words = name.replace("Dr.", "").replace("Dr ", "").split()
+    if not words:
+        return name
+    return f"Dr. {words[-1]}"
+
+
+def _digits_spoken(digits: str) -> str:
+    return " ".join(digits)
+
+
+class LocalAgent:
+    """The deterministic local agent (``agent: local`` in tenants.yaml).
+
+    Stateless itself (one instance serves every call); per-call memory is
+    ``call.state``. ``tool_set`` is the module of agent tools, replaceable
+    only so a test or an operator can wrap it (e.g. to count calls).
+    """
+
+    name = "local"
+
+    def __init__(self, tool_set: Any = tools) -> None:
+        self.tools = tool_set
+
+    # ------------------------------------------------------------ protocol
+
+    def greet(self, call: CallContext) -> AgentReply:
+        """Open the conversation: ask what the caller wants."""
+        st = call.state
+        st.setdefault("agent", self.name)
+        st.setdefault("stage", "start")
+        st.setdefault("misses", 0)
+        return self._say(call, "How can I help you today? You can book, change or cancel "
+                         "an appointment.", hints=("book an appointment", "cancel",
+                                                   "reschedule", "operator"))
+
+    def respond(self, call: CallContext, utterance: Utterance) -> AgentReply:
+        """One caller turn in, one reply out; a broken calendar becomes :class:`AgentError`.
+
+        The engine answers an ``AgentError`` with its own fallback (a transfer),
+        so a database outage never leaves the caller in silence.
+        """
+        try:
+            return self._respond(call, utterance)
+        except AgentError:
+            raise
+        except Exception as exc:
+            log.exception("call %s: local agent failed", call.call_id)
+            raise AgentError(f"local agent failed: {type(exc).__name__}") from exc
+
+    def _respond(self, call: CallContext, utterance: Utterance) -> AgentReply:
+        st = call.state
+        st.setdefault("stage", "start")
+        st.setdefault("misses", 0)
+        text = utterance.text or ""
+        if utterance.dtmf:
+            keys = utterance.dtmf.strip()
+            if keys == "0":
+                return self._handoff(call, "caller pressed zero")
+            text = self._dtmf_text(call, keys) or text
+        t = nlu.normalize(text)
+        if not t:
+            return self._miss(call, "Sorry, I didn't catch that.")
+        goal = nlu.intent(t)
+        if goal == "emergency":
+            st["outcome"] = "emergency"
+            number = call.tenant.emergency_number or "911"
+            return AgentReply(f"If this is a medical emergency, please hang up and call "
+                              f"{number} now.", action="hangup", outcome="emergency")
+        if goal == "operator":
+            return self._handoff(call, "caller asked for a person")
+        if nlu._has(t, "repeat", "say that again", "say again", "come again", "pardon",
+                    "what was that", "one more time") and st.get("last_text"):
+            return self._say(call, st["last_text"], hints=tuple(st.get("last_hints", ())))
+        if goal in ("hours", "address"):
+            return self._answer_question(call, goal)
+        if goal == "goodbye" and st["stage"] not in ("phone",):
+            return self._goodbye(call)
+        handler: Callable[[CallContext, str, str | None], AgentReply] = getattr(
+            self, f"_on_{st['stage']}", self._on_start)
+        return handler(call, t, goal)
+
+    def end(self, call: CallContext) -> None:
+        """Nothing to release: the session is ``call.state``, which stays for the record."""
+        try:
+            call.state["ended"] = True
+        except Exception:  # noqa: BLE001 - end() must never raise
+            pass
+
+    # ------------------------------------------------------------ helpers
+
+    def _now(self, call: CallContext) -> datetime:
+        tz = call.tenant.tz
+        return (call.now or datetime.now(tz)).astimezone(tz)
+
+    def _say(self, call: CallContext, text: str, *, hints: tuple[str, ...] = (),
+             **kw: Any) -> AgentReply:
+        st = call.state
+        st["last_text"] = text
+        st["last_hints"] = list(hints)
+        return AgentReply(text, hints=hints, **kw)
+
+    def _understood(self, call: CallContext) -> None:
+        call.state["misses"] = 0
+
+    def _miss(self, call: CallContext, rephrase: str) -> AgentReply:
+        """A turn we could not use: rephrase, and after repeated failures offer a person."""
+        st = call.state
+        st["misses"] = st.get("misses", 0) + 1
+        if st["misses"] >= MAX_MISSES and call.tenant.handoff and st["stage"] != "offer_handoff":
+            st["resume_stage"] = st["stage"]
+            st["stage"] = "offer_handoff"
+            return self._say(call, "I'm sorry, I'm having trouble understanding. Would you "
+                             "like me to connect you with someone at the front desk?",
+                             hints=_YES_NO_HINTS)
+        prompt, hints = self._prompt(call)
+        return self._say(call, f"{rephrase} {prompt}".strip(), hints=hints)
+
+    def _dtmf_text(self, call: CallContext, keys: str) -> str | None:
+        """Keys as words the stage understands: digits for numbers, 1/2 for yes/no."""
+        stage = call.state.get("stage")
+        if stage in ("phone", "phone_callerid") and len(keys) >= 7:
+            return keys
+        if stage == "offer" and keys.isdigit() and len(keys) == 1:
+            return f"option {keys}"
+        if stage in ("confirm", "cancel_confirm", "resched_confirm", "phone_callerid",
+                     "anything_else", "offer_handoff") and keys in _DTMF_YES_NO:
+            return _DTMF_YES_NO[keys]
+        return keys
+
+    def _handoff(self, call: CallContext, reason: str) -> AgentReply:
+        result = self.tools.handoff_to_human(call.tenant, reason=reason)
+        if not result.get("ok"):
+            call.state["misses"] = 0
+            prompt, hints = self._prompt(call)
+            return self._say(call, f"{result.get('message', 'Sorry, nobody is available.')} "
+                             f"{prompt}", hints=hints)
+        call.state["outcome"] = "handoff"
+        call.state["stage"] = "transferred"
+        return AgentReply("Sure, I'll connect you with the front desk now. Please hold.",
+                          action="transfer", transfer_to=result["to"], outcome="handoff")
+
+    def _goodbye(self, call: CallContext) -> AgentReply:
+        call.state["stage"] = "done"
+        return AgentReply(f"Thank you for calling {call.tenant.name}. Goodbye!",
+                          action="hangup")
+
+    def _answer_question(self, call: CallContext, goal: str) -> AgentReply:
+        tenant = call.tenant
+        if goal == "hours":
+            answer = format_hours(tenant)
+        elif tenant.address:
+            answer = f"We're at {tenant.address}."
+        else:
+            answer = "I don't have the address at hand, but the front desk can help."
+        self._understood(call)
+        stage = call.state.get("stage", "start")
+        if stage in ("start", "anything_else", "done"):
+            call.state["stage"] = "anything_else"
+            return self._say(call, f"{answer} Is there anything else I can help you with?",
+                             hints=_YES_NO_HINTS + ("book an appointment",))
+        prompt, hints = self._prompt(call)
+        return self._say(call, f"{answer} {prompt}", hints=hints)
+
+    def _prompt(self, call: CallContext) -> tuple[str, tuple[str, ...]]:
+        """The question of the current stage (asked again after a miss or a side question)."""
+        st = call.state
+        stage = st.get("stage", "start")
+        tenant = call.tenant
+        if stage == "doctor":
+            names = [_short_doctor(d.name) for d in tenant.doctors]
+            listed = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+            return (f"Which doctor would you like to see: {listed}? Or any doctor.",
+                    tuple(names) + tuple(d.name for d in tenant.doctors) + ("any doctor",))
+        if stage == "date":
+            if st.get("intent") == "reschedule":
+                return ("What day would you like instead?", ("tomorrow", "next week"))
+            return ("What day would you like to come in?",
+                    ("today", "tomorrow", "next week", "the earliest") + tuple(
+                        n.lower() for n in _DAY_NAMES.values()))
+        if stage == "part":
+            return ("Do you prefer the morning or the afternoon?",
+                    ("morning", "afternoon", "any time"))
+        if stage == "offer":
+            return self._offer_text(call, st.get("offered", []), lead="")
+        if stage == "name":
+            return "May I have your first and last name?", ()
+        if stage == "phone_callerid":
+            last4 = _digits_spoken(re.sub(r"\D", "", call.caller or "")[-4:])
+            return (f"Can we reach you at the number you're calling from, ending in {last4}?",
+                    _YES_NO_HINTS)
+        if stage == "phone":
+            return ("What's the best phone number to reach you? Please say it digit by digit.",
+                    _DIGIT_HINTS)
+        if stage == "confirm":
+            return self._confirm_text(call), _YES_NO_HINTS
+        if stage == "change":
+            return ("What would you like to change: the time, the name, or the phone number?",
+                    ("the time", "the name", "the phone number", "nothing"))
+        if stage == "code":
+            return ("What's your confirmation code? Please say it one character at a time, "
+                    "or say you don't have it.", _DIGIT_HINTS + ("I don't have it",))
+        if stage in ("verify_name", "lookup_name"):
+            return "What name is the appointment under?", ()
+        if stage == "lookup_phone":
+            return "What phone number did you book with?", _DIGIT_HINTS
+        if stage == "pick_appt":
+            return self._appts_text(call), ("the first one", "the second one")
+        if stage == "cancel_confirm":
+            appt = st.get("appointment") or {}
+            return (f"Shall I cancel your appointment on {appt.get('spoken_short', '')}?",
+                    _YES_NO_HINTS)
+        if stage == "resched_confirm":
+            chosen = st.get("chosen") or {}
+            return (f"Shall I move your appointment to {self._when(call, chosen)}?",
+                    _YES_NO_HINTS)
+        if stage == "offer_handoff":
+            return "Would you like me to connect you with the front desk?", _YES_NO_HINTS
+        if stage == "anything_else":
+            return "Is there anything else I can help you with?", _YES_NO_HINTS
+        return ("You can book, change or cancel an appointment. What would you like to do?",
+                ("book an appointment", "cancel", "reschedule", "operator"))
+
+    def _ask(self, call: CallContext, stage: str, lead: str = "") -> AgentReply:
+        call.state["stage"] = stage
+        prompt, hints = self._prompt(call)
+        return self._say(call, f"{lead} {prompt}".strip(), hints=hints)
+
+    # ------------------------------------------------------------ slot wording
+
+    def _local(self, call: CallContext, iso: str) -> datetime:
+        return datetime.fromisoformat(iso).astimezone(call.tenant.tz)
+
+    def _when(self, call: CallContext, slot: dict[str, Any], *, doctor: bool = True) -> str:
+        start = self._local(call, slot["start"])
+        text = tools.spoken_time(start)
+        if doctor:
+            text += f" with {_short_doctor(slot.get('doctor_name') or slot['doctor'])}"
+        return text
+
+    def _offer_text(self, call: CallContext, slots: list[dict[str, Any]], lead: str
+                    ) -> tuple[str, tuple[str, ...]]:
+        if not slots:
+            return "What other day would suit you?", ()
+        starts = [self._local(call, s["start"]) for s in slots]
+        clocks = [tools.spoken_time(s, with_day=False) for s in starts]
+        hints = ("the first one", "the second one", "the last one", "anything later",
+                 *clocks)
+        if len(slots) == 1:
+            return f"{lead} I have {self._when(call, slots[0])}. Would that work?".strip(), \
+                hints + _YES_NO_HINTS
+        doctors = {s["doctor"] for s in slots}
+        days = {s.date() for s in starts}
+
+        def join(items: list[str]) -> str:
+            return ", ".join(items[:-1]) + f" or {items[-1]}"
+
+        if len(days) == 1:
+            day = tools.spoken_time(starts[0]).split(" at ")[0]
+            if len(doctors) == 1:
+                who = _short_doctor(slots[0].get("doctor_name") or slots[0]["doctor"])
+                body = f"On {day} I have {join(clocks)} with {who}."
+            else:
+                items = [f"{c} with {_short_doctor(s.get('doctor_name') or s['doctor'])}"
+                         for c, s in zip(clocks, slots, strict=True)]
+                body = f"On {day} I have {join(items)}."
+        elif len(doctors) == 1:
+            who = _short_doctor(slots[0].get("doctor_name") or slots[0]["doctor"])
+            body = f"With {who} I have {join([tools.spoken_time(s) for s in starts])}."
+        else:
+            body = f"I have {join([self._when(call, s) for s in slots])}."
+        return f"{lead} {body} Which would you like?".strip(), hints
+
+    def _confirm_text(self, call: CallContext) -> str:
+        st = call.state
+        chosen = st.get("chosen") or {}
+        contact = ""
+        if st.get("phone") and st.get("phone_spoken"):
+            contact = f", phone number {_digits_spoken(st['phone'])}"
+        return f"Shall I book {self._when(call, chosen)} for {st.get('name', '')}{contact}?"
+
+    def _appts_text(self, call: CallContext) -> str:
+        appts = call.state.get("candidates", [])
+        items = [a["spoken_short"] for a in appts]
+        listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" or {items[-1]}"
+        return f"I found appointments on {listed}. Which one do you mean?"
+
+    # ------------------------------------------------------------ understanding criteria
+
+    def _absorb(self, call: CallContext, t: str, *, allow_doctor: bool = True) -> bool:
+        """Take doctor, day and time preferences from ``t`` into the state; True if any."""
+        st = call.state
+        today = self._now(call).date()
+        got = False
+        if allow_doctor:
+            doc = nlu.match_doctor(t, call.tenant.doctors)
+            if isinstance(doc, Doctor):
+                st["doctor"] = doc.id
+                got = True
+            elif doc == nlu.ANY_DOCTOR and st.get("stage") in ("doctor", "start", "offer",
+                                                                "date", "change"):
+                st["doctor"] = nlu.ANY_DOCTOR
+                got = True
+        toks = nlu.tokens(t)
+        found = nlu._find_date(toks, today)
+        skip: set[int] = set()
+        if found:
+            rng, skip = found
+            st["date_first"] = rng.first.isoformat()
+            st["date_last"] = rng.last.isoformat()
+            st["earliest"] = False
+            st.pop("after", None)
+            got = True
+        pref = nlu._find_time(toks, skip)
+        if pref:
+            if found or pref.part or pref.at or pref.after or pref.before:
+                st.pop("after", None)
+            st["part"] = pref.part
+            st["at"] = pref.at.strftime("%H:%M") if pref.at else None
+            st["after_time"] = pref.after.strftime("%H:%M") if pref.after else None
+            st["before_time"] = pref.before.strftime("%H:%M") if pref.before else None
+            if pref.earliest:
+                st["earliest"] = True
+                if not found:
+                    st["date_first"] = st["date_last"] = None
+            got = True
+        elif found:
+            # a new day keeps the part of day asked before, but not a clock time
+            st["at"] = None
+        if nlu._has(t, "any time", "anytime", "whenever", "does not matter", "either",
+                    "all day", "any part") and st.get("stage") == "part":
+            st["part"] = None
+            st["any_time"] = True
+            got = True
+        return got
+
+    def _start_booking(self, call: CallContext, t: str) -> AgentReply:
+        st = call.state
+        st["intent"] = "book"
+        for key in ("date_first", "date_last", "part", "at", "after_time", "before_time",
+                    "earliest", "after", "any_time", "offered", "chosen"):
+            st.pop(key, None)
+        if len(call.tenant.doctors) == 1:
+            st["doctor"] = call.tenant.doctors[0].id
+        else:
+            st.pop("doctor", None)
+        st["stage"] = "start"
+        self._absorb(call, t)
+        return self._book_next(call)
+
+    def _book_next(self, call: CallContext, lead: str = "") -> AgentReply:
+        """Ask for the next missing criterion, or search and offer times."""
+        st = call.state
+        if not st.get("doctor") and len(call.tenant.doctors) > 1:
+            return self._ask(call, "doctor", lead)
+        if not st.get("doctor") and call.tenant.doctors:
+            st["doctor"] = call.tenant.doctors[0].id
+        if not st.get("date_first") and not st.get("earliest") and not st.get("after"):
+            return self._ask(call, "date", lead)
+        single = st.get("date_first") and st.get("date_first") == st.get("date_last")
+        if single and not (st.get("part") or st.get("at") or st.get("after_time")
+                           or st.get("before_time") or st.get("any_time")
+                           or st.get("earliest")):
+            return self._ask(call, "part", lead)
+        return self._search_and_offer(call, lead)
+
+    # ------------------------------------------------------------ searching
+
+    def _search(self, call: CallContext, **overrides: Any) -> list[dict[str, Any]]:
+        st = {**call.state, **overrides}
+        tz = call.tenant.tz
+        now = self._now(call)
+        doctor = st.get("doctor")
+        doctor = None if doctor in (None, nlu.ANY_DOCTOR) else doctor
+        first = date.fromisoformat(st["date_first"]) if st.get("date_first") else None
+        last = date.fromisoformat(st["date_last"]) if st.get("date_last") else None
+        after: datetime | None = None
+        if st.get("after"):
+            after = datetime.fromisoformat(st["after"])
+        day: date | None = None
+        if first and first == last:
+            day = first
+        elif first:
+            start = datetime.combine(first, time(0), tz)
+            after = max(after, start) if after else start
+        if st.get("after_time") and day:
+            lower = datetime.combine(day, time.fromisoformat(st["after_time"]), tz)
+            after = max(after, lower) if after else lower
+        at = time.fromisoformat(st["at"]) if st.get("at") else None
+        if at and day:
+            # start an hour early so the times around the wished one fit in one page
+            near = datetime.combine(day, at, tz) - timedelta(hours=1)
+            after = max(after, near) if after else near
+        limit = 12 if (at or st.get("before_time")) else 3
+        result = self.tools.search_slots(call.tenant, doctor=doctor, date=day,
+                                         part_of_day=st.get("part"), after=after,
+                                         limit=limit, now=now)
+        if not result.get("ok"):
+            log.warning("slot search failed: %s", result.get("error"))
+            return []
+        slots = [{k: s[k] for k in ("slot_id", "doctor", "doctor_name", "start")}
+                 for s in result["slots"]]
+        if st.get("before_time"):
+            bound = time.fromisoformat(st["before_time"])
+            kept = [s for s in slots if self._local(call, s["start"]).time() < bound]
+            slots = kept or slots
+        if at:
+            def distance(s: dict[str, Any]) -> float:
+                local = self._local(call, s["start"])
+                wanted = datetime.combine(local.date(), at, tz)
+                return abs((local - wanted).total_seconds())
+
+            exact = [s for s in slots if distance(s) == 0]
+            if exact:
+                return exact[:1]
+            slots = sorted(sorted(slots, key=distance)[:3], key=lambda s: s["start"])
+        return slots[:3]
+
+    def _search_and_offer(self, call: CallContext, lead: str = "") -> AgentReply:
+        """Search with the caller's criteria, relaxing them step by step when nothing fits."""
+        st = call.state
+        slots = self._search(call)
+        note = ""
+        if slots and st.get("date_last") and st.get("date_first") != st.get("date_last"):
+            last = date.fromisoformat(st["date_last"])
+            if self._local(call, slots[0]["start"]).date() > last:
+                note = "I have nothing open in that week."
+        if not slots and (st.get("part") or st.get("at") or st.get("after_time")
+                          or st.get("before_time")) and st.get("date_first"):
+            slots = self._search(call, part=None, at=None, after_time=None, before_time=None)
+            if slots:
+                note = "That time of day is fully booked."
+        if not slots and st.get("date_first"):
+            last = date.fromisoformat(st["date_last"])
+            after = datetime.combine(last + timedelta(days=1), time(0), call.tenant.tz)
+            slots = self._search(call, date_first=None, date_last=None, after=after.isoformat(),
+                                 at=None, before_time=None, after_time=None)
+            if slots:
+                note = "There's nothing open on that day. The next available times are:"
+        if not slots and st.get("doctor") not in (None, nlu.ANY_DOCTOR):
+            slots = self._search(call, doctor=None, date_first=None, date_last=None,
+                                 at=None, before_time=None, after_time=None)
+            if slots:
+                note = "That doctor has no open times soon, but other doctors do."
+        if not slots:
+            st["offered"] = []
+            if call.tenant.handoff:
+                st["resume_stage"] = "date"
+                st["stage"] = "offer_handoff"
+                return self._say(call, f"{lead} I'm sorry, I don't see any open times. Would "
+                                 "you like me to connect you with the front desk?".strip(),
+                                 hints=_YES_NO_HINTS)
+            return self._ask(call, "date", f"{lead} I'm sorry, I don't see any open times "
+                             "then.".strip())
+        st["offered"] = slots
+        st["stage"] = "offer"
+        text, hints = self._offer_text(call, slots, lead=f"{lead} {note}".strip())
+        return self._say(call, text, hints=hints)
+
+    # ------------------------------------------------------------ stages: start
+
+    def _on_start(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        if goal == "book":
+            self._understood(call)
+            return self._start_booking(call, t)
+        if goal in ("cancel", "reschedule"):
+            self._understood(call)
+            return self._start_identify(call, t, goal)
+        if goal == "yes":
+            return self._ask(call, "start", "Sure.")
+        if goal in ("no", "goodbye"):
+            return self._goodbye(call)
+        today = self._now(call).date()
+        if nlu.match_doctor(t, call.tenant.doctors) or nlu.parse_date(t, today) or \
+                goal in ("earliest",) or nlu.parse_time(t):
+            self._understood(call)
+            return self._start_booking(call, t)
+        return self._miss(call, "Sorry, I didn't get that.")
+
+    _on_done = _on_start
+    _on_transferred = _on_start
+
+    def _on_anything_else(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        if goal in ("no", "goodbye"):
+            return self._goodbye(call)
+        if goal == "yes" and not nlu.match_doctor(t, call.tenant.doctors):
+            self._understood(call)
+            return self._ask(call, "start", "Sure.")
+        return self._on_start(call, t, goal)
+
+    def _on_offer_handoff(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        st = call.state
+        yn = nlu.yes_no(t)
+        if yn is True:
+            return self._handoff(call, "caller could not be understood")
+        if yn is False:
+            st["misses"] = 0
+            return self._ask(call, st.pop("resume_stage", "start") or "start",
+                             "Okay, let's try again.")
+        return self._miss(call, "Please say yes or no.")
+
+    # ------------------------------------------------------------ stages: booking
+
+    def _on_doctor(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        if self._absorb(call, t) and call.state.get("doctor"):
+            self._understood(call)
+            return self._book_next(call)
+        if goal == "earliest":
+            call.state["doctor"] = nlu.ANY_DOCTOR
+            call.state["earliest"] = True
+            return self._book_next(call)
+        return self._miss(call, "Sorry, which doctor was that?")
+
+    def _on_date(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        st = call.state
+        if goal == "earliest" or nlu._has(t, "any day", "whenever", "does not matter"):
+            st["earliest"] = True
+            st["date_first"] = st["date_last"] = None
+            self._absorb(call, t)
+            self._understood(call)
+            return self._book_next(call)
+        if self._absorb(call, t) and (st.get("date_first") or st.get("earliest")):
+            self._understood(call)
+            return self._book_next(call)
+        if st.get("intent") == "reschedule" and goal == "no":
+            return self._keep_appointment(call)
+        return self._miss(call, "Sorry, I didn't catch the day.")
+
+    def _on_part(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        if self._absorb(call, t):
+            self._understood(call)
+            return self._book_next(call)
+        return self._miss(call, "Sorry.")
+
+    def _on_offer(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        st = call.state
+        offered: list[dict[str, Any]] = st.get("offered", [])
+        options = [nlu.Option(self._local(call, s["start"]), s["doctor"],
+                              s.get("doctor_name", "")) for s in offered]
+        correction = nlu.is_correction(t)
+        idx = None if correction and not nlu._has(t, "first", "second", "last", "third") \
+            else nlu.choose(t, options, call.tenant.doctors)
+        if idx is not None:
+            self._understood(call)
+            return self._chosen(call, offered[idx])
+        if goal == "later" and offered:
+            last = self._local(call, offered[-1]["start"]) + timedelta(minutes=1)
+            st["after"] = last.isoformat()
+            st["at"] = None
+            if st.get("date_first") != st.get("date_last"):
+                st["date_first"] = st["date_last"] = None
+            self._understood(call)
+            return self._search_and_offer(call)
+        if goal == "earlier":
+            st.pop("after", None)
+            st["at"] = st["after_time"] = None
+            slots = self._search(call)
+            if slots and slots[0]["slot_id"] == offered[0]["slot_id"]:
+                st["offered"] = slots
+                return self._say(call, "Those are the earliest times I have. " +
+                                 self._offer_text(call, slots, "")[0],
+                                 hints=self._offer_text(call, slots, "")[1])
+            return self._search_and_offer(call)
+        if goal == "earliest":
+            st["earliest"] = True
+            st["date_first"] = st["date_last"] = st["part"] = st["at"] = None
+            st.pop("after", None)
+            self._understood(call)
+            return self._search_and_offer(call)
+        if self._absorb(call, t):
+            self._understood(call)
+            return self._book_next(call)
+        yn = nlu.yes_no(t)
+        if yn is True:
+            if len(offered) == 1:
+                self._understood(call)
+                return self._chosen(call, offered[0])
+            return self._say(call, "Which one: the first, the second or the last?",
+                             hints=("the first one", "the second one", "the last one"))
+        if yn is False:
+            self._understood(call)
+            for key in ("date_first", "date_last", "part", "at", "after_time", "before_time",
+                        "after", "earliest", "any_time"):
+                st.pop(key, None)
+            st["stage"] = "date"
+            return self._say(call, "No problem. What other day or time would suit you?",
+                             hints=("tomorrow", "next week", "morning", "afternoon"))
+        return self._miss(call, "Sorry, which time would you like?")
+
+    def _chosen(self, call: CallContext, slot: dict[str, Any]) -> AgentReply:
+        st = call.state
+        st["chosen"] = slot
+        if st.get("intent") == "reschedule":
+            return self._ask(call, "resched_confirm")
+        if not st.get("name"):
+            return self._ask(call, "name", "Great.")
+        return self._contact_next(call, "Great.")
+
+    def _on_name(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        st = call.state
+        name = nlu.parse_name(t)
+        if name and not (nlu.is_correction(t) and self._criteria_in(call, t)):
+            st["name"] = name
+            self._understood(call)
+            if st.get("intent") in ("cancel", "reschedule"):
+                return self._after_identify_name(call)
+            return self._contact_next(call, "Thank you.")
+        if st.get("intent") == "book" and self._absorb(call, t):
+            self._understood(call)
+            return self._book_next(call)
+        return self._miss(call, "Sorry, could you say your name again? You can also spell it.")
+
+    def _criteria_in(self, call: CallContext, t: str) -> bool:
+        today = self._now(call).date()
+        return bool(nlu.parse_date(t, today) or nlu.parse_time(t)
+                    or isinstance(nlu.match_doctor(t, call.tenant.doctors), Doctor))
+
+    def _contact_next(self, call: CallContext, lead: str = "") -> AgentReply:
+        st = call.state
+        if st.get("phone") or st.get("email"):
+            return self._ask(call, "confirm", lead)
+        caller = re.sub(r"\D", "", call.caller or "")
+        if len(caller) >= 7:
+            return self._ask(call, "phone_callerid", lead)
+        return self._ask(call, "phone", lead)
+
+    def _on_phone_callerid(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        st = call.state
+        number = nlu.parse_phone(t)
+        if number:
+            st["phone"] = number
+            st["phone_spoken"] = True
+            self._understood(call)
+            return self._ask(call, "confirm")
+        yn = nlu.yes_no(t)
+        if yn is True:
+            st["phone"] = call.caller
+            st["phone_spoken"] = False
+            self._understood(call)
+            return self._ask(call, "confirm")
+        if yn is False:
+            self._understood(call)
+            return self._ask(call, "phone", "Okay.")
+        return self._miss(call, "Sorry.")
+
+    def _on_phone(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        st = call.state
+        email = nlu.parse_email(t)
+        if email:
+            st["email"] = email
+            self._understood(call)
+            return self._ask(call, "confirm")
+        number = nlu.parse_phone(t)
+        if number:
+            st["phone"] = number
+            st["phone_spoken"] = True
+            self._understood(call)
+            return self._ask(call, "confirm")
+        return self._miss(call, "Sorry, I didn't get the whole number. You can also key it in.")
+
+    def _on_confirm(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        st = call.state
+        yn = nlu.yes_no(t)
+        if yn is True and not nlu.is_correction(t):
+            self._understood(call)
+            return self._book(call)
+        if nlu._has(t, "name", "my name", "name is", "spelled", "spelt"):
+            # checked before times and doctors: "john smith" must not pick Dr. Smith
+            self._understood(call)
+            name = nlu.parse_name(re.sub(r"^(no |actually |sorry |wait )+", "", t))
+            if name:
+                st["name"] = name
+                return self._ask(call, "confirm", "Thanks.")
+            return self._ask(call, "name")
+        if self._criteria_in(call, t) and (yn is False or nlu.is_correction(t)
+                                           or yn is None):
+            self._absorb(call, t)
+            self._understood(call)
+            return self._book_next(call, "Okay.")
+        if yn is False:
+            self._understood(call)
+            return self._ask(call, "change")
+        return self._miss(call, "Sorry, please say yes or no.")
+
+    def _on_change(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        st = call.state
+        self._understood(call)
+        if self._criteria_in(call, t):
+            self._absorb(call, t)
+            return self._book_next(call)
+        if nlu._has(t, "time", "day", "date", "doctor", "appointment"):
+            for key in ("date_first", "date_last", "part", "at", "after_time", "before_time",
+                        "after", "earliest"):
+                st.pop(key, None)
+            if nlu._has(t, "doctor"):
+                st.pop("doctor", None)
+            return self._book_next(call)
+        if nlu._has(t, "name"):
+            st.pop("name", None)
+            return self._ask(call, "name")
+        if nlu._has(t, "phone", "number", "contact", "email"):
+            st.pop("phone", None)
+            st.pop("email", None)
+            return self._ask(call, "phone")
+        if nlu.yes_no(t) is not None or nlu._has(t, "nothing"):
+            return self._ask(call, "confirm")
+        return self._miss(call, "Sorry.")
+
+    def _book(self, call: CallContext) -> AgentReply:
+        """Book the chosen slot; only an ``ok`` from the tool makes it "booked"."""
+        st = call.state
+        chosen = st["chosen"]
+        result = self.tools.confirm_appointment(
+            call.tenant, slot_id=chosen["slot_id"], patient_name=st["name"],
+            email=st.get("email"), phone=st.get("phone"), call_id=call.call_id,
+            now=self._now(call))
+        if result.get("ok"):
+            code = result["confirmation"]
+            st["confirmation"] = code
+            st.setdefault("booked", []).append(code)
+            st["outcome"] = "booked"
+            st["appointment"] = {"doctor": result["doctor"], "start": result["start"]}
+            self._finish_task(call)
+            when = self._when(call, {"start": result["start"], "doctor": result["doctor"],
+                                     "doctor_name": result.get("doctor_name")})
+            log.info("call %s: appointment booked", call.call_id)
+            return self._say(call, f"You're booked for {when}. Your confirmation code is "
+                             f"{say_characters(code)}. Is there anything else I can help you "
+                             "with?", hints=_YES_NO_HINTS, outcome="booked", confirmation=code,
+                             appointment={"doctor": result["doctor"], "start": result["start"]})
+        if result.get("error") == "slot_taken":
+            st.pop("chosen", None)
+            return self._search_and_offer(call, "I'm sorry, that time was just taken.")
+        log.warning("booking failed: %s", result.get("error"))
+        return self._failed(call, result)
+
+    def _failed(self, call: CallContext, result: dict[str, Any]) -> AgentReply:
+        st = call.state
+        msg = result.get("message") or "Sorry, something went wrong."
+        if call.tenant.handoff:
+            st["resume_stage"] = "anything_else"
+            st["stage"] = "offer_handoff"
+            return self._say(call, f"{msg} Would you like me to connect you with the front "
+                             "desk?", hints=_YES_NO_HINTS)
+        return self._ask(call, "anything_else", msg)
+
+    def _finish_task(self, call: CallContext) -> None:
+        """Forget the finished task's criteria; keep who the caller is."""
+        st = call.state
+        for key in ("intent", "doctor", "date_first", "date_last", "part", "at", "after_time",
+                    "before_time", "after", "earliest", "any_time", "offered", "chosen",
+                    "candidates", "code", "resume_stage"):
+            st.pop(key, None)
+        st["stage"] = "anything_else"
+
+    # ------------------------------------------------------------ cancel / reschedule
+
+    def _start_identify(self, call: CallContext, t: str, goal: str) -> AgentReply:
+        st = call.state
+        st["intent"] = goal
+        for key in ("code", "appointment", "candidates", "chosen", "offered", "date_first",
+                    "date_last", "part", "at", "after_time", "before_time", "after",
+                    "earliest", "any_time"):
+            st.pop(key, None)
+        st["id_failures"] = 0
+        code = nlu.parse_code(t)
+        if code:
+            st["code"] = code
+            if st.get("name"):
+                return self._after_identify_name(call)
+            return self._ask(call, "verify_name", "Thanks.")
+        return self._ask(call, "code", "Sure.")
+
+    def _on_code(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        st = call.state
+        code = nlu.parse_code(t)
+        if code:
+            st["code"] = code
+            self._understood(call)
+            if st.get("name"):
+                return self._after_identify_name(call)
+            return self._ask(call, "verify_name", "Thanks.")
+        if nlu.yes_no(t) is False or nlu._has(t, "do not have", "lost", "can not find",
+                                              "do not know", "forgot", "no code"):
+            self._understood(call)
+            st.pop("code", None)
+            if not re.sub(r"\D", "", call.caller or "") and not st.get("phone"):
+                return self._ask(call, "lookup_phone", "No problem.")
+            if st.get("name"):
+                return self._after_identify_name(call)
+            return self._ask(call, "lookup_name", "No problem.")
+        return self._miss(call, "Sorry, I didn't get the code.")
+
+    def _on_lookup_phone(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        number = nlu.parse_phone(t)
+        if not number:
+            return self._miss(call, "Sorry, I didn't get the number.")
+        call.state["lookup_phone"] = number
+        self._understood(call)
+        if call.state.get("name"):
+            return self._after_identify_name(call)
+        return self._ask(call, "lookup_name")
+
+    _on_verify_name = _on_name
+    _on_lookup_name = _on_name
+
+    def _after_identify_name(self, call: CallContext) -> AgentReply:
+        """With a name (and a code or a phone number), find the appointment to act on."""
+        st = call.state
+        name = st["name"]
+        code = st.get("code")
+        phone = st.get("lookup_phone") or call.caller
+        if code:
+            result = self.tools.find_appointments(call.tenant, name=name, now=self._now(call))
+            appts = [a for a in result.get("appointments", []) if a["confirmation"] == code]
+        elif phone and re.sub(r"\D", "", phone):
+            result = self.tools.find_appointments(call.tenant, phone=phone, name=name,
+                                                  now=self._now(call))
+            appts = result.get("appointments", [])
+        else:
+            appts = []
+        appts = [self._appt_record(call, a) for a in appts][:3]
+        if not appts:
+            st["id_failures"] = st.get("id_failures", 0) + 1
+            st.pop("code", None)
+            if st["id_failures"] >= 2:
+                return self._failed(call, {"message": "I'm sorry, I couldn't find that "
+                                           "appointment."})
+            if code:
+                return self._ask(call, "code", "I couldn't find an appointment with that code "
+                                 "and name. Let's try the code again.")
+            return self._ask(call, "code", "I couldn't find an upcoming appointment under "
+                             "that name for this number.")
+        if len(appts) == 1:
+            return self._identified(call, appts[0])
+        st["candidates"] = appts
+        st["stage"] = "pick_appt"
+        return self._say(call, self._appts_text(call), hints=("the first one", "the last one"))
+
+    def _appt_record(self, call: CallContext, a: dict[str, Any]) -> dict[str, Any]:
+        rec = {k: a.get(k) for k in ("confirmation", "doctor", "doctor_name", "start")}
+        rec["spoken_short"] = self._when(call, rec)
+        return rec
+
+    def _on_pick_appt(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        cands = call.state.get("candidates", [])
+        options = [nlu.Option(self._local(call, a["start"]), a["doctor"],
+                              a.get("doctor_name") or "") for a in cands]
+        idx = nlu.choose(t, options, call.tenant.doctors)
+        if idx is None:
+            return self._miss(call, "Sorry, which appointment?")
+        self._understood(call)
+        return self._identified(call, cands[idx])
+
+    def _identified(self, call: CallContext, appt: dict[str, Any]) -> AgentReply:
+        st = call.state
+        st["appointment"] = appt
+        st["code"] = appt["confirmation"]
+        if st.get("intent") == "cancel":
+            return self._ask(call, "cancel_confirm")
+        st["doctor"] = appt["doctor"]
+        return self._ask(call, "date", f"Your appointment is on {appt['spoken_short']}.")
+
+    def _on_cancel_confirm(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        st = call.state
+        yn = nlu.yes_no(t)
+        if yn is None:
+            return self._miss(call, "Sorry, please say yes or no.")
+        self._understood(call)
+        if yn is False:
+            return self._keep_appointment(call)
+        appt = st["appointment"]
+        result = self.tools.cancel_appointment(call.tenant, code=st["code"],
+                                               verify=st.get("name"), now=self._now(call))
+        if not result.get("ok"):
+            return self._failed(call, result)
+        st["outcome"] = "cancelled"
+        st["confirmation"] = st["code"]
+        self._finish_task(call)
+        log.info("call %s: appointment cancelled", call.call_id)
+        return self._say(call, f"Your appointment on {appt['spoken_short']} is cancelled. "
+                         "Is there anything else I can help you with?", hints=_YES_NO_HINTS,
+                         outcome="cancelled", confirmation=result.get("confirmation"),
+                         appointment={"doctor": appt["doctor"], "start": appt["start"]})
+
+    def _keep_appointment(self, call: CallContext) -> AgentReply:
+        self._finish_task(call)
+        return self._ask(call, "anything_else", "Okay, I'll leave your appointment as it is.")
+
+    def _on_resched_confirm(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        st = call.state
+        yn = nlu.yes_no(t)
+        if self._criteria_in(call, t) and yn is not True:
+            self._absorb(call, t)
+            self._understood(call)
+            return self._book_next(call, "Okay.")
+        if yn is None:
+            return self._miss(call, "Sorry, please say yes or no.")
+        self._understood(call)
+        if yn is False:
+            return self._ask(call, "date", "Okay.")
+        chosen = st["chosen"]
+        result = self.tools.reschedule_appointment(
+            call.tenant, code=st["code"], slot_id=chosen["slot_id"], verify=st.get("name"),
+            now=self._now(call))
+        if result.get("ok"):
+            code = result.get("confirmation") or st["code"]
+            st["outcome"] = "rescheduled"
+            st["confirmation"] = code
+            st["appointment"] = {"doctor": result["doctor"], "start": result["start"]}
+            self._finish_task(call)
+            when = self._when(call, {"start": result["start"], "doctor": result["doctor"],
+                                     "doctor_name": result.get("doctor_name")})
+            log.info("call %s: appointment rescheduled", call.call_id)
+            return self._say(call, f"Done. Your appointment is now {when}. Your confirmation "
+                             f"code stays {say_characters(code)}. Is there anything else I "
+                             "can help you with?", hints=_YES_NO_HINTS, outcome="rescheduled",
+                             confirmation=code,
+                             appointment={"doctor": result["doctor"], "start": result["start"]})
+        if result.get("error") == "slot_taken":
+            st.pop("chosen", None)
+            return self._search_and_offer(call, "I'm sorry, that time was just taken.")
+        return self._failed(call, result)

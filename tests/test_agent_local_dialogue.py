@@ -1,0 +1,391 @@
+"""Full conversations with the local agent against a real SQLite calendar."""
+
+import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from esl_app import tools
+from esl_app.providers.agent.base import AgentReply, CallContext, Utterance
+from esl_app.providers.agent.local import LocalAgent
+from esl_app.scheduling import service
+from esl_app.speech_markup import say_characters, to_plain
+from esl_app.testing import make_db
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=ZoneInfo("America/New_York"))  # Tuesday
+CALLER = "+15551234567"
+
+
+@pytest.fixture
+def tenants(tmp_path):
+    return make_db(tmp_path, days=14, now=NOW)
+
+
+@pytest.fixture
+def tenant(tenants):
+    return tenants.get("sunrise")
+
+
+class Conversation:
+    """One call: greet, then caller turns, keeping every reply."""
+
+    def __init__(self, tenant, caller=CALLER, call_id="call-1"):
+        self.agent = LocalAgent()
+        self.call = CallContext(call_id=call_id, tenant=tenant, caller=caller, did="1001",
+                                now=NOW)
+        self.replies: list[AgentReply] = [self.agent.greet(self.call)]
+
+    def say(self, text: str | None = None, dtmf: str | None = None) -> AgentReply:
+        reply = self.agent.respond(self.call, Utterance(text=text, dtmf=dtmf))
+        self.replies.append(reply)
+        json.dumps(self.call.state)  # the session must stay resumable by another agent
+        return reply
+
+    @property
+    def state(self):
+        return self.call.state
+
+    @property
+    def offered(self):
+        return self.call.state["offered"]
+
+
+def local(iso: str) -> datetime:
+    return datetime.fromisoformat(iso).astimezone(NOW.tzinfo)
+
+
+def assert_offers_are_real(tenant, slots):
+    """Every offered slot is an open slot of the calendar (never invented)."""
+    open_ids = {s.slot_id for s in service.search_slots(tenant.id, limit=50, now=NOW,
+                                                        date=local(slots[0]["start"]).date())}
+    for s in slots:
+        if local(s["start"]).date() == local(slots[0]["start"]).date():
+            assert s["slot_id"] in open_ids
+
+
+def book_directly(tenant, name="Jane Doe", phone=CALLER, day="2026-11-26", part="morning"):
+    slot = tools.search_slots(tenant, date=datetime.fromisoformat(day).date(),
+                              part_of_day=part, doctor="smith", now=NOW)["slots"][0]
+    res = tools.confirm_appointment(tenant, slot_id=slot["slot_id"], patient_name=name,
+                                    phone=phone, now=NOW)
+    assert res["ok"]
+    return res
+
+
+def test_booking_step_by_step(tenant):
+    c = Conversation(tenant)
+    assert "book" in c.replies[0].text
+    r = c.say("hi i'd like to book an appointment")
+    assert "Which doctor" in r.text and "Dr. Smith" in r.text and "Dr. Patel" in r.text
+    assert "any doctor" in r.hints
+    r = c.say("doctor smith")
+    assert "What day" in r.text
+    r = c.say("tomorrow")
+    assert "morning or the afternoon" in r.text
+    r = c.say("in the morning")
+    assert c.state["stage"] == "offer"
+    assert 1 <= len(c.offered) <= 3
+    assert_offers_are_real(tenant, c.offered)
+    assert all(s["doctor"] == "smith" for s in c.offered)
+    assert all(local(s["start"]).date().isoformat() == "2026-11-25" for s in c.offered)
+    assert all(local(s["start"]).hour < 12 for s in c.offered)
+    assert "Wednesday, November 25" in r.text and "Dr. Smith" in r.text
+    second = c.offered[1]
+    r = c.say("the second one")
+    assert c.state["chosen"] == second
+    assert "name" in r.text
+    r = c.say("my name is john smith")
+    assert "ending in 4 5 6 7" in r.text
+    r = c.say("yes")
+    assert r.text.startswith("Shall I book Wednesday, November 25 at")
+    assert "John Smith" in r.text
+    assert r.hints == ("yes", "no")
+    r = c.say("yes please")
+    assert r.outcome == "booked"
+    code = r.confirmation
+    assert code and say_characters(code) in r.text
+    assert "booked" in r.text and "anything else" in r.text
+    assert r.appointment == {"doctor": "smith", "start": second["start"]}
+    appt = service.get_appointment(tenant.id, code)
+    assert appt.patient_name == "John Smith" and appt.status == "booked"
+    assert appt.phone and appt.phone.endswith("5551234567") and appt.call_id == "call-1"
+    assert appt.start == local(second["start"])
+    r = c.say("no thanks bye")
+    assert r.action == "hangup" and "Goodbye" in r.text
+    assert c.state["outcome"] == "booked" and c.state["confirmation"] == code
+
+
+def test_booking_in_one_breath_with_spoken_phone(tenant):
+    c = Conversation(tenant)
+    r = c.say("i need an appointment with dr patel tomorrow at 10")
+    assert c.state["stage"] == "offer"
+    assert len(c.offered) == 1
+    assert local(c.offered[0]["start"]).hour == 10 and c.offered[0]["doctor"] == "patel"
+    assert "Would that work" in r.text
+    c.say("yes that works")
+    assert c.state["stage"] == "name"
+    c.say("it's mary o'brien")
+    r = c.say("no")
+    assert "phone number" in r.text
+    r = c.say("five five five oh one oh one double oh two")
+    assert "5 5 5 0 1 0 1 0 0 2" in r.text and "Mary O'Brien" in r.text
+    r = c.say("yeah")
+    assert r.outcome == "booked"
+    appt = service.get_appointment(tenant.id, r.confirmation)
+    assert appt.phone == "5550101002" and appt.doctor == "patel"
+
+
+def test_booking_without_caller_id_takes_email(tenant):
+    c = Conversation(tenant, caller=None)
+    c.say("book with any doctor the earliest")
+    assert c.state["stage"] == "offer"
+    first = c.offered[0]
+    assert local(first["start"]) >= NOW
+    c.say("the first one")
+    r = c.say("john")
+    assert "phone number" in r.text
+    c.say("john dot smith at gmail dot com")
+    r = c.say("yes")
+    assert r.outcome == "booked"
+    assert service.get_appointment(tenant.id, r.confirmation).email == "john.smith@gmail.com"
+
+
+def test_slot_taken_between_offer_and_confirm(tenant):
+    c = Conversation(tenant)
+    c.say("book an appointment with doctor smith on thursday morning")
+    wanted = c.offered[0]
+    c.say("the first one")
+    c.say("john smith")
+    r = c.say("yes")
+    assert r.text.startswith("Shall I book")
+    # another caller takes the very slot before this caller says yes
+    other = tools.confirm_appointment(tenant, slot_id=wanted["slot_id"],
+                                      patient_name="Someone Else", now=NOW)
+    assert other["ok"]
+    r = c.say("yes")
+    assert r.outcome is None and r.confirmation is None
+    assert "just taken" in r.text and "booked" not in r.text
+    assert c.state["stage"] == "offer"
+    assert wanted["slot_id"] not in {s["slot_id"] for s in c.offered}
+    r = c.say("the first one")  # name and phone are remembered: straight to confirmation
+    assert "Shall I book" in r.text
+    r = c.say("yes")
+    assert r.outcome == "booked"
+    assert service.get_appointment(tenant.id, r.confirmation).patient_name == "John Smith"
+
+
+def test_corrections_during_booking(tenant):
+    c = Conversation(tenant)
+    c.say("book with doctor patel wednesday afternoon")
+    assert all(local(s["start"]).day == 25 for s in c.offered)
+    c.say("no i said thursday")
+    assert all(local(s["start"]).day == 26 for s in c.offered)
+    assert all(local(s["start"]).hour >= 12 for s in c.offered)  # part of day kept
+    c.say("the last one")
+    c.say("my name is jon smith")
+    r = c.say("sure")
+    assert "Thursday, November 26" in r.text
+    r = c.say("actually make it friday")
+    assert c.state["stage"] == "offer"
+    assert all(local(s["start"]).day == 27 for s in c.offered)
+    c.say("the first one")
+    r = c.say("no my name is john smith")
+    assert "Shall I book Friday" in r.text and "for John Smith" in r.text
+    r = c.say("yes")
+    assert r.outcome == "booked"
+    appt = service.get_appointment(tenant.id, r.confirmation)
+    assert appt.start.day == 27 and appt.patient_name == "John Smith"
+
+
+def test_anything_later_offers_later_times(tenant):
+    c = Conversation(tenant)
+    c.say("i'd like to see doctor smith next monday morning")
+    first = list(c.offered)
+    c.say("anything later")
+    assert c.state["stage"] == "offer"
+    assert min(local(s["start"]) for s in c.offered) > max(local(s["start"]) for s in first)
+
+
+def test_hours_question_mid_booking_keeps_the_thread(tenant):
+    c = Conversation(tenant)
+    c.say("i want to make an appointment")
+    r = c.say("what are your hours")
+    assert "Monday to Friday from 8 AM to 5 PM" in r.text and "Saturday from 9 AM to noon" in r.text
+    assert "Which doctor" in r.text
+    r = c.say("where are you located")
+    assert "120 Main Street" in r.text and "Which doctor" in r.text
+    c.say("any doctor")
+    assert c.state["stage"] == "date"
+
+
+def test_cancel_with_code(tenant):
+    booked = book_directly(tenant, name="Jane Doe")
+    code = booked["confirmation"]
+    c = Conversation(tenant)
+    r = c.say("i need to cancel my appointment")
+    assert "confirmation code" in r.text
+    r = c.say(" ".join(code.replace("-", "")).lower())
+    assert "name" in r.text
+    r = c.say("jane doe")
+    assert r.text.startswith("Shall I cancel your appointment on Thursday, November 26")
+    r = c.say("yes")
+    assert r.outcome == "cancelled" and "cancelled" in r.text
+    assert service.get_appointment(tenant.id, code).status == "cancelled"
+    assert c.say("no").action == "hangup"
+
+
+def test_cancel_by_caller_id_and_name(tenant):
+    booked = book_directly(tenant, name="Jane Doe")
+    c = Conversation(tenant)
+    c.say("cancel")
+    c.say("i don't have it")
+    r = c.say("jane doe")
+    assert "Shall I cancel" in r.text
+    r = c.say("no")
+    assert r.outcome is None and "leave your appointment" in r.text
+    assert service.get_appointment(tenant.id, booked["confirmation"]).status == "booked"
+
+
+def test_cancel_wrong_name_is_refused(tenant):
+    booked = book_directly(tenant, name="Jane Doe")
+    c = Conversation(tenant)
+    c.say("cancel my appointment")
+    c.say(" ".join(booked["confirmation"].replace("-", "")).lower())
+    r = c.say("bob jones")
+    assert "couldn't find" in r.text and r.outcome is None
+    assert service.get_appointment(tenant.id, booked["confirmation"]).status == "booked"
+
+
+def test_reschedule(tenant):
+    booked = book_directly(tenant, name="Jane Doe")
+    code = booked["confirmation"]
+    c = Conversation(tenant)
+    c.say("i want to move my appointment")
+    c.say(code)
+    r = c.say("jane doe")
+    assert "Thursday, November 26" in r.text and "instead" in r.text
+    r = c.say("next monday afternoon")
+    assert c.state["stage"] == "offer"
+    assert all(s["doctor"] == "smith" for s in c.offered)  # same doctor by default
+    target = c.offered[0]
+    r = c.say("the first one")
+    assert r.text.startswith("Shall I move your appointment to Monday, November 30")
+    r = c.say("yes")
+    assert r.outcome == "rescheduled" and r.confirmation == code
+    assert say_characters(code) in r.text
+    appt = service.get_appointment(tenant.id, code)
+    assert appt.start == local(target["start"]) and appt.status == "booked"
+
+
+def test_transfer_on_request(tenant):
+    c = Conversation(tenant)
+    r = c.say("can i talk to a real person")
+    assert r.action == "transfer" and r.transfer_to == "user/1000" and r.outcome == "handoff"
+
+
+def test_transfer_on_dtmf_zero_mid_booking(tenant):
+    c = Conversation(tenant)
+    c.say("book an appointment")
+    r = c.say(dtmf="0")
+    assert r.action == "transfer" and r.transfer_to == tenant.handoff
+
+
+def test_misunderstanding_rephrases_then_offers_a_person(tenant):
+    c = Conversation(tenant)
+    c.say("book an appointment")
+    first = c.say("blue elephants")
+    assert "Sorry" in first.text and "Which doctor" in first.text
+    second = c.say("")
+    assert "Which doctor" in second.text
+    third = c.say("purple")
+    assert "front desk" in third.text and c.state["stage"] == "offer_handoff"
+    r = c.say("no")
+    assert "Which doctor" in r.text and c.state["stage"] == "doctor"
+    c.say("blah")
+    c.say("blah blah")
+    c.say("more blah")
+    r = c.say("yes")
+    assert r.action == "transfer"
+
+
+def test_emergency_and_goodbye(tenant):
+    c = Conversation(tenant)
+    r = c.say("i'm having chest pain")
+    assert r.outcome == "emergency" and "911" in r.text and r.action == "hangup"
+    c = Conversation(tenant)
+    r = c.say("never mind goodbye")
+    assert r.action == "hangup" and r.outcome is None
+
+
+def test_other_tenant_is_isolated(tenants):
+    lakeside = tenants.get("lakeside")
+    c = Conversation(lakeside)
+    r = c.say("book with dr garcia tomorrow morning")
+    assert c.state["stage"] == "offer" and "Dr. Garcia" in r.text
+    assert all(s["doctor"] == "garcia" for s in c.offered)
+    booked = book_directly(tenants.get("sunrise"))
+    c = Conversation(lakeside)
+    c.say("cancel")
+    c.say(booked["confirmation"])
+    r = c.say("jane doe")
+    assert "couldn't find" in r.text
+
+
+def test_end_never_raises_and_keeps_state(tenant):
+    c = Conversation(tenant)
+    c.say("book")
+    c.agent.end(c.call)
+    assert c.state["ended"] is True
+    assert to_plain(c.replies[-1].text)
+
+
+def test_keypad_phone_and_any_time(tenant):
+    c = Conversation(tenant, caller=None)
+    c.say("appointment with the pediatrician")
+    c.say("friday")
+    r = c.say("any time is fine")
+    assert c.state["stage"] == "offer" and "Dr. Patel" in r.text
+    c.say(dtmf="1")  # option 1 on the keypad
+    c.say("it's ann lee")
+    r = c.say(dtmf="5550101003")
+    assert "5 5 5 0 1 0 1 0 0 3" in r.text
+    r = c.say(dtmf="1")  # 1 = yes
+    assert r.outcome == "booked"
+    assert service.get_appointment(tenant.id, r.confirmation).phone == "5550101003"
+
+
+def test_next_week_searches_that_week(tenant):
+    c = Conversation(tenant)
+    r = c.say("can i see doctor smith next week")
+    assert c.state["stage"] == "offer", r.text
+    days = {local(s["start"]).date().isoformat() for s in c.offered}
+    assert all("2026-11-30" <= d <= "2026-12-06" for d in days)
+
+
+def test_earliest_with_any_doctor_then_reject_all(tenant):
+    c = Conversation(tenant)
+    c.say("book the first available with any doctor")
+    assert c.state["stage"] == "offer"
+    assert all(local(s["start"]) >= NOW for s in c.offered)
+    r = c.say("none of those")
+    assert c.state["stage"] == "date" and "other day" in r.text
+    c.say("thursday at 3 pm")
+    assert c.state["stage"] == "offer"
+    assert any(local(s["start"]).hour == 15 for s in c.offered)
+
+
+def test_tool_failure_becomes_agent_error(tenant):
+    class Broken:
+        def __getattr__(self, name):
+            def fail(*a, **kw):
+                raise RuntimeError("database is down")
+            return fail
+
+    from esl_app.providers.agent.base import AgentError
+
+    agent = LocalAgent(tool_set=Broken())
+    call = CallContext(call_id="x", tenant=tenant, caller=CALLER, now=NOW)
+    agent.greet(call)
+    with pytest.raises(AgentError):
+        agent.respond(call, Utterance(text="book with dr smith tomorrow morning"))
