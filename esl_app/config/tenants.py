@@ -31,6 +31,7 @@ __all__ = [
     "load_tenants",
     "normalize_did",
     "parse_tenants",
+    "tenants_from_data",
 ]
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -277,6 +278,11 @@ def parse_tenants(text: str, source: str = "tenants.yaml") -> TenantSet:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{source}:{where}: invalid YAML: {problem}") from None
+    return tenants_from_data(data, source)
+
+
+def tenants_from_data(data: Any, source: str = "tenants") -> TenantSet:
+    """Validate already-parsed tenants data (e.g. JSON stored in the database)."""
     if not isinstance(data, dict) or set(data) != {"tenants"}:
         raise ConfigError(f"{source}: the top level must be a mapping with the one key 'tenants'")
     items = data["tenants"]

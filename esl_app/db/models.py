@@ -85,6 +85,7 @@ class Slot(BaseModel):
     doctor = pw.ForeignKeyField(Doctor, backref="slots", on_delete="CASCADE")
     start = pw.DateTimeField()
     end = pw.DateTimeField()
+    local_minute = pw.SmallIntegerField(default=0)  # minutes after local midnight (part of day)
     state = pw.CharField(max_length=16, default="open")
     hold_until = pw.DateTimeField(null=True)
     hold_owner = pw.CharField(max_length=64, null=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from esl_app.config.tenants import ConfigError, Tenant, TenantSet, did_forms, parse_tenants
+from esl_app.config.tenants import ConfigError, Tenant, TenantSet, did_forms, tenants_from_data
 from esl_app.db import database, write_txn
 from esl_app.db.models import Appointment, Did, Doctor, Slot, TenantRow, utcnow
 from esl_app.scheduling.errors import NotAllowed, NotFound
@@ -111,7 +111,7 @@ def load_tenant_set() -> TenantSet:
     with database().connection_context():
         rows = list(TenantRow.select().order_by(TenantRow.id))
     items = [json.loads(r.config) for r in rows]
-    return parse_tenants(json.dumps({"tenants": items}), source="database")
+    return tenants_from_data({"tenants": items}, source="database")
 
 
 def remove_tenant(tenant_id: str, *, force: bool = False) -> None:

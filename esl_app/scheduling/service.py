@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import peewee as pw
 
-from esl_app.config.tenants import WEEKDAYS, ConfigError, Tenant, parse_tenants
+from esl_app.config.tenants import WEEKDAYS, ConfigError, Tenant, tenants_from_data
 from esl_app.db import database, write_txn
 from esl_app.db.models import Appointment, Doctor, Slot, TenantRow, utcnow
 from esl_app.scheduling import audit
@@ -137,8 +137,8 @@ def get_tenant(tenant_id: str) -> Tenant:
         _TENANT_CACHE[key] = (mono, row.updated_at, hit[2])
         return hit[2]
     try:
-        tenant = parse_tenants(json.dumps({"tenants": [json.loads(row.config)]}),
-                               source="database").tenants[0]
+        tenant = tenants_from_data({"tenants": [json.loads(row.config)]},
+                                   source="database").tenants[0]
     except (ConfigError, ValueError) as exc:
         raise NotFound(f"tenant '{tenant_id}' has an unreadable configuration: {exc}") from None
     _TENANT_CACHE[key] = (mono, row.updated_at, tenant)
@@ -236,56 +236,63 @@ def search_slots(
         upper = min(upper, day_end.astimezone(UTC).replace(tzinfo=None))
     if upper <= lower:
         return []
-    query = (
+    base = (
         Slot.select(Slot.id, Slot.start, Slot.end, Slot.doctor, Doctor.slug, Doctor.name)
         .join(Doctor)
         .where(
             (Slot.tenant == tenant_id)
             & Slot.state.in_(("open", "held"))
             & _claimable(now_utc)
-            & (Slot.start >= lower)
-            & (Slot.start < upper)
             & (Doctor.active == True)  # noqa: E712 - peewee expression
         )
         .order_by(Slot.start, Doctor.slug)
     )
     if doctor:
-        query = query.where(Doctor.slug == doctor)
-    out: list[SlotView] = []
+        base = base.where(Doctor.slug == doctor)
     band = PARTS_OF_DAY.get(part_of_day) if part_of_day else None
+    if band:  # filtered in SQL: the local wall-clock minute is stored with each slot
+        lo_min = band[0].hour * 60 + band[0].minute
+        hi_min = band[1].hour * 60 + band[1].minute + (1 if band[1].second else 0)
+        base = base.where((Slot.local_minute >= lo_min) & (Slot.local_minute < hi_min))
+    out: list[SlotView] = []
     closed = set(tenant.policy.closed_dates)
-    batch = max(limit * 4, 16)
-    offset = 0
     db = database()
+    # Walk forward in growing time windows: each query sorts only a few days of
+    # slots, so "the earliest" stays fast with a year of slots in the table.
+    span = timedelta(days=1)
+    w0 = lower
     with db.connection_context():
-        while len(out) < limit:
-            rows = list(query.limit(batch).offset(offset).tuples())
-            if not rows:
-                break
-            offset += len(rows)
-            for sid, start, end, doctor_pk, dslug, dname in rows:
-                ls = _local(start, tz)
-                if band and not (band[0] <= ls.time() < band[1]):
-                    continue
-                if ls.date() in closed:
-                    continue
-                last_end = end + step * (need - 1)
-                le = _local(last_end, tz)
-                if not _inside_hours(tenant, ls, le):
-                    continue
-                if need > 1:
-                    starts = _followers(doctor_pk, start, need, step)
-                    free = (Slot.select(Slot.id)
-                            .where((Slot.doctor == doctor_pk) & Slot.start.in_(starts)
-                                   & _claimable(now_utc)).count())
-                    if free != need - 1:
+        while len(out) < limit and w0 < upper:
+            w1 = min(upper, w0 + span)
+            query = base.where((Slot.start >= w0) & (Slot.start < w1))
+            batch, offset = max(limit * 8, 32), 0
+            while len(out) < limit:
+                rows = list(query.limit(batch).offset(offset).tuples())
+                offset += len(rows)
+                for sid, start, end, doctor_pk, dslug, dname in rows:
+                    ls = _local(start, tz)
+                    if band and not (band[0] <= ls.time() < band[1]):
                         continue
-                out.append(SlotView(str(sid), dslug, dname, ls, le))
-                if len(out) >= limit:
+                    if ls.date() in closed:
+                        continue
+                    le = _local(end + step * (need - 1), tz)
+                    if not _inside_hours(tenant, ls, le):
+                        continue
+                    if need > 1:
+                        starts = _followers(doctor_pk, start, need, step)
+                        free = (Slot.select(Slot.id)
+                                .where((Slot.doctor == doctor_pk) & Slot.start.in_(starts)
+                                       & _claimable(now_utc)).count())
+                        if free != need - 1:
+                            continue
+                    out.append(SlotView(str(sid), dslug, dname, ls, le))
+                    if len(out) >= limit:
+                        break
+                if len(rows) < batch:
                     break
-            if len(rows) < batch:
-                break
-            batch = min(batch * 4, 2000)
+                batch = min(batch * 4, 2000)
+            w0 = w1
+            span = min(span * 2, timedelta(days=32))
     return out
 
 

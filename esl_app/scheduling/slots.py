@@ -55,10 +55,11 @@ def generate_slots(tenant_id: str, days: int, *, now: datetime | None = None) ->
                 end_utc = end_utc.astimezone(UTC).replace(tzinfo=None)
                 for doc in doctors:
                     rows.append({"tenant": tenant_id, "doctor": doc.id, "start": start_utc,
-                                 "end": end_utc, "state": "open"})
+                                 "end": end_utc, "state": "open",
+                                 "local_minute": local.hour * 60 + local.minute})
     created = 0
-    for i in range(0, len(rows), 500):
-        chunk = rows[i:i + 500]
+    for i in range(0, len(rows), 1000):
+        chunk = rows[i:i + 1000]
         with write_txn():
             created += Slot.insert_many(chunk).on_conflict_ignore().as_rowcount().execute()
     return created
