@@ -1,0 +1,143 @@
+"""Turn detection: when the caller starts talking (barge-in) and stops (end of turn).
+
+Positions are stream milliseconds (audio received so far), so results do not
+depend on wall-clock scheduling and tests are exact.
+
+Rules:
+
+- ``speech_start`` fires once ``min_speech_ms`` of voiced frames have run
+  (one unvoiced frame inside the run is tolerated: webrtcvad flickers inside
+  words). Its ``at_ms`` is the onset, the first voiced frame of the run; its
+  ``detected_ms`` the position when it fired. Shorter blips (a click, a cough,
+  line noise) never fire.
+- webrtcvad keeps saying "speech" for a few frames after a loud burst (its
+  hangover), which would stretch a 60 ms click past ``min_speech_ms``; a frame
+  therefore only counts as voiced if its level is at least ``min_rms`` too.
+- ``speech_end`` fires after ``end_silence_ms`` of unvoiced frames; ``at_ms`` is
+  where the silence began, ``detected_ms`` when it fired.
+
+Echo guard (``set_bot_speaking(True)`` while our prompt plays): with a mono fork
+we only hear the caller leg, but on analogue/speakerphone lines the bot's own
+voice leaks back. While the bot talks a frame only counts as voiced if its level
+is also at least ``echo_min_rms`` and ``echo_ratio`` times the running level of
+the leaked audio (an exponential average over frames the VAD did not accept),
+and the run must last ``echo_min_speech_ms`` (longer than normal). Real
+barge-in is louder and longer than echo; echo attenuated by the network (about
+-20 dB or more) does not pass. A reference-based canceller would need the
+``stereo`` fork (channel 1 = what FreeSWITCH plays); this guard works without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from esl_app.media.vad import VoiceDetector
+
+__all__ = ["EchoGuard", "TurnDetector", "TurnEvent"]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEvent:
+    """A caller-turn boundary in stream milliseconds."""
+
+    kind: Literal["speech_start", "speech_end"]
+    at_ms: int
+    detected_ms: int
+
+
+@dataclass(frozen=True)
+class EchoGuard:
+    """Stricter speech rules while the bot is playing (see module docstring)."""
+
+    echo_min_rms: float = 300.0
+    echo_ratio: float = 2.0
+    echo_min_speech_ms: int = 200
+
+
+class TurnDetector:
+    """Streaming speech start/end detector over one call's caller audio."""
+
+    def __init__(self, sample_rate: int = 8000, vad_mode: int = 2, min_speech_ms: int = 120,
+                 end_silence_ms: int = 600, frame_ms: int = 20,
+                 echo_guard: EchoGuard | None = None, min_rms: float = 100.0) -> None:
+        self.sample_rate = sample_rate
+        self.min_speech_ms = min_speech_ms
+        self.end_silence_ms = end_silence_ms
+        self.echo = echo_guard or EchoGuard()
+        self.min_rms = min_rms
+        self._vad = VoiceDetector(sample_rate, vad_mode, frame_ms)
+        self._frame_ms = frame_ms
+        self._bot_speaking = False
+        self._echo_level = 0.0
+        self.in_speech = False
+        self._run_ms = 0
+        self._onset = 0
+        self._gap = 0
+        self._silence_ms = 0
+        self._silence_start = 0
+
+    @classmethod
+    def for_tenant(cls, tenant: object) -> TurnDetector:
+        """Build from a Tenant (its ``sample_rate`` and ``barge_in`` settings)."""
+        b = tenant.barge_in  # type: ignore[attr-defined]
+        return cls(tenant.sample_rate, b.vad_mode, b.min_speech_ms,  # type: ignore[attr-defined]
+                   b.end_silence_ms)
+
+    @property
+    def position_ms(self) -> int:
+        """Milliseconds of audio analysed so far."""
+        return self._vad.position_ms
+
+    def set_bot_speaking(self, speaking: bool) -> None:
+        """Turn the echo guard on while a prompt plays, off when it ends."""
+        self._bot_speaking = speaking
+        if not speaking:
+            self._echo_level = 0.0
+
+    def feed(self, pcm: bytes) -> list[TurnEvent]:
+        """Analyse more audio (any chunking); return the boundaries it completes."""
+        guard = self._bot_speaking
+        events: list[TurnEvent] = []
+        fm = self._frame_ms
+        for f in self._vad.process(pcm, with_level=True):
+            level = f.level or 0.0
+            voiced = f.voiced and level >= self.min_rms
+            if guard:
+                floor = max(self.echo.echo_min_rms, self.echo.echo_ratio * self._echo_level)
+                loud = level >= floor
+                if not (voiced and loud):
+                    # What we hear while talking and do not accept: track it as echo.
+                    self._echo_level = 0.9 * self._echo_level + 0.1 * level
+                voiced = voiced and loud
+            end = f.start_ms + fm
+            if not self.in_speech:
+                if voiced:
+                    if self._run_ms == 0:
+                        self._onset = f.start_ms
+                    self._run_ms += fm + self._gap
+                    self._gap = 0
+                    need = max(self.min_speech_ms, self.echo.echo_min_speech_ms) if guard \
+                        else self.min_speech_ms
+                    if self._run_ms >= need:
+                        self.in_speech = True
+                        self._silence_ms = 0
+                        events.append(TurnEvent("speech_start", self._onset, end))
+                elif self._run_ms and self._gap == 0:
+                    self._gap = fm  # tolerate one unvoiced frame inside a run
+                else:
+                    self._run_ms = 0
+                    self._gap = 0
+            else:
+                if voiced:
+                    self._silence_ms = 0
+                else:
+                    if self._silence_ms == 0:
+                        self._silence_start = f.start_ms
+                    self._silence_ms += fm
+                    if self._silence_ms >= self.end_silence_ms:
+                        self.in_speech = False
+                        self._run_ms = 0
+                        self._gap = 0
+                        events.append(TurnEvent("speech_end", self._silence_start, end))
+        return events

@@ -1,0 +1,108 @@
+"""Offline text-to-speech: espeak-ng, resampled by sox to the call's rate, cached.
+
+Why two tools: espeak-ng only writes 22.05 kHz; sox resamples with a proper
+low-pass filter (naive decimation to 8 kHz aliases audibly). Both run through
+``gevent.subprocess``, so waiting for them never blocks the hub. Text goes in on
+stdin, never argv (a reply starting with ``-`` must not become an option).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from gevent import subprocess
+
+from esl_app.media.pcm import wav_duration_ms
+from esl_app.providers.tts.base import PlayInstruction, TtsCapabilities, TtsError
+from esl_app.providers.tts.cache import DEFAULT_DIR, PromptCache
+from esl_app.speech_markup import to_plain, to_spoken
+
+__all__ = ["POLLY_TO_ESPEAK", "LocalTts", "espeak_voice", "synthesize_pcm"]
+
+# Polly voice id -> espeak-ng voice+variant (accent and gender kept).
+POLLY_TO_ESPEAK: Mapping[str, str] = {
+    "Joanna": "en-us+f3", "Salli": "en-us+f2", "Kimberly": "en-us+f4", "Kendra": "en-us+f5",
+    "Ivy": "en-us+f1", "Ruth": "en-us+f3", "Danielle": "en-us+f2",
+    "Matthew": "en-us+m3", "Joey": "en-us+m1", "Justin": "en-us+m2", "Kevin": "en-us+m4",
+    "Stephen": "en-us+m5", "Gregory": "en-us+m6",
+    "Amy": "en-gb+f3", "Emma": "en-gb+f2", "Brian": "en-gb+m3", "Arthur": "en-gb+m2",
+    "Olivia": "en-gb+f4", "Aria": "en-gb+f5",
+}
+
+_LANG_DEFAULT = {"en-US": "en-us", "en-GB": "en-gb", "en-AU": "en-gb", "en-IN": "en-gb"}
+
+
+def espeak_voice(voice: str, language: str = "en-US") -> str:
+    """The espeak-ng voice for a tenant's voice setting (Polly id or espeak name)."""
+    if voice in POLLY_TO_ESPEAK:
+        return POLLY_TO_ESPEAK[voice]
+    if voice and voice[0].islower():  # already an espeak name such as "en-us+f2"
+        return voice
+    return _LANG_DEFAULT.get(language, "en-us")
+
+
+def _need(tool: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        raise TtsError(f"{tool} not found: install it (Debian: apt-get install espeak-ng sox)")
+    return path
+
+
+def _run(args: list[str], data: bytes) -> bytes:
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise TtsError(f"cannot run {args[0]}: {exc}") from None
+    out, err = proc.communicate(data, timeout=30)
+    if proc.returncode:
+        raise TtsError(f"{Path(args[0]).name} failed ({proc.returncode}): "
+                       f"{err.decode(errors='replace').strip()[:200]}")
+    return out
+
+
+def _espeak_sox(text: str, voice: str, sample_rate: int, speed: int, out: str) -> bytes:
+    wav = _run([_need("espeak-ng"), "-v", voice, "-s", str(speed), "--stdout"],
+               text.encode("utf-8"))
+    return _run([_need("sox"), "-q", "-t", "wav", "-", "-r", str(sample_rate), "-c", "1",
+                 "-b", "16", "-e", "signed-integer", "-t", out.split(":")[0],
+                 out.split(":", 1)[1] if ":" in out else "-"], wav)
+
+
+def synthesize_pcm(text: str, voice: str = "en-us", sample_rate: int = 8000,
+                   speed: int = 160) -> bytes:
+    """Raw L16 mono PCM of ``text`` (plain text; used by the emulator and benches)."""
+    return _espeak_sox(text, voice, sample_rate, speed, "raw")
+
+
+class LocalTts:
+    """espeak-ng provider behind the prompt cache (implements ``TtsProvider``)."""
+
+    name = "local"
+    capabilities = TtsCapabilities(ssml=False, sample_rates=(8000, 16000))
+
+    def __init__(self, cache: PromptCache | None = None, cache_dir: str | Path = DEFAULT_DIR,
+                 speed: int = 160) -> None:
+        self.cache = cache or PromptCache(cache_dir)
+        self.speed = speed
+
+    def synthesize(self, text: str, *, voice: str, sample_rate: int,
+                   language: str = "en-US") -> PlayInstruction:
+        """Synthesise (or reuse) one sentence; returns a ``playback`` instruction."""
+        if sample_rate not in (8000, 16000):
+            raise TtsError(f"unsupported sample rate {sample_rate}")
+        spoken = to_spoken(text).strip()
+        plain = to_plain(text).strip()
+        if not spoken:
+            raise TtsError("nothing to say")
+        ev = espeak_voice(voice, language)
+
+        def synth(tmp: Path) -> None:
+            _espeak_sox(spoken, ev, sample_rate, self.speed, f"wav:{tmp}")
+
+        prompt = self.cache.get_or_create(self.name, f"{ev}@{self.speed}", sample_rate, spoken,
+                                          plain, synth)
+        return PlayInstruction(app="playback", arg=str(prompt.path), text=plain,
+                               duration_ms=wav_duration_ms(prompt.path), cached=prompt.cached)

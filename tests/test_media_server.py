@@ -1,0 +1,134 @@
+import json
+import struct
+
+import gevent
+import gevent.event
+import pytest
+import websocket
+
+from esl_app.media.server import MediaRegistry, MediaServer, fork_metadata
+
+
+class Sink:
+    def __init__(self):
+        self.meta = None
+        self.audio = bytearray()
+        self.reasons = []
+        self.ended = gevent.event.Event()
+        self.got = gevent.event.Event()
+
+    def on_stream_start(self, metadata):
+        self.meta = metadata
+
+    def on_audio(self, pcm):
+        self.audio += pcm
+        self.got.set()
+
+    def on_stream_end(self, reason):
+        self.reasons.append(reason)
+        self.ended.set()
+
+
+@pytest.fixture
+def media():
+    registry = MediaRegistry()
+    server = MediaServer("127.0.0.1", 0, registry, stall_ms=300).start()
+    yield server, registry
+    server.stop()
+
+
+def connect(server, uuid):
+    host, port = server.address
+    return websocket.create_connection(f"ws://{host}:{port}/fork/{uuid}",
+                                       subprotocols=["audio.drachtio.org"], timeout=5)
+
+
+def close_code(ws):
+    while True:
+        opcode, frame = ws.recv_data_frame(True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return struct.unpack("!H", frame.data[:2])[0]
+
+
+def test_valid_fork_delivers_metadata_and_exact_bytes(media):
+    server, registry = media
+    sink = Sink()
+    token = registry.register("abc-123", sink)
+    ws = connect(server, "abc-123")
+    assert ws.getsubprotocol() == "audio.drachtio.org"
+    ws.send(fork_metadata(token, did="1001"))
+    frames = [bytes((i + j) % 256 for j in range(320)) for i in range(25)]
+    frames.append(b"\x01\x02\x03")  # odd chunking is passed through as is
+    for f in frames:
+        ws.send_binary(f)
+    # server -> FS JSON text frame
+    assert sink.got.wait(5)
+    while len(sink.audio) < sum(map(len, frames)):
+        gevent.sleep(0.01)
+    assert server.send_json("abc-123", {"type": "killAudio"})
+    assert json.loads(ws.recv()) == {"type": "killAudio"}
+    ws.close(1000)
+    assert sink.ended.wait(5)
+    assert sink.meta == {"token": token, "did": "1001"}
+    assert bytes(sink.audio) == b"".join(frames)
+    assert sink.reasons == ["closed"]
+
+
+def test_unknown_uuid_is_refused(media):
+    server, registry = media
+    ws = connect(server, "nobody")
+    assert close_code(ws) == 1008
+
+
+def test_bad_token_is_refused(media):
+    server, registry = media
+    sink = Sink()
+    registry.register("call-1", sink)
+    ws = connect(server, "call-1")
+    ws.send(json.dumps({"token": "wrong"}))
+    assert close_code(ws) == 1008
+    assert sink.meta is None and not sink.reasons
+    assert not server.send_json("call-1", {"type": "killAudio"})
+
+
+def test_audio_before_metadata_is_refused(media):
+    server, registry = media
+    registry.register("call-2", Sink())
+    ws = connect(server, "call-2")
+    ws.send_binary(b"\0" * 320)
+    assert close_code(ws) == 1008
+
+
+def test_stall_is_noticed(media):
+    server, registry = media
+    sink = Sink()
+    token = registry.register("call-3", sink)
+    ws = connect(server, "call-3")
+    ws.send(fork_metadata(token))
+    ws.send_binary(b"\0" * 320)
+    assert sink.ended.wait(5)  # nothing more is sent: stall_ms=300 passes
+    assert sink.reasons == ["stalled"]
+    assert close_code(ws) == 1011
+
+
+def test_unregister_closes_stream_and_reconnect_replaces(media):
+    server, registry = media
+    sink = Sink()
+    token = registry.register("call-4", sink)
+    ws1 = connect(server, "call-4")
+    ws1.send(fork_metadata(token))
+    ws2 = connect(server, "call-4")
+    ws2.send(fork_metadata(token))
+    assert sink.ended.wait(5)
+    assert sink.reasons == ["replaced"]
+    assert close_code(ws1) == 1000
+    registry.unregister("call-4")
+    assert close_code(ws2) == 1000
+    assert sink.reasons == ["replaced"]  # unregister does not notify
+
+
+def test_bad_path_is_rejected(media):
+    server, _ = media
+    host, port = server.address
+    with pytest.raises(websocket.WebSocketBadStatusException):
+        websocket.create_connection(f"ws://{host}:{port}/other", timeout=5)

@@ -1,0 +1,83 @@
+import random
+import struct
+
+import pytest
+
+from esl_app.media.endpoint import TurnDetector
+from esl_app.media.pcm import rms, silence
+from esl_app.media.vad import FrameSplitter, VoiceDetector
+from esl_app.providers.tts.local import synthesize_pcm
+
+
+@pytest.fixture(scope="module")
+def speech8k():
+    return synthesize_pcm("I would like to book an appointment", "en-us", 8000)
+
+
+def click(ms, rate=8000):
+    n = rate * ms // 1000
+    rnd = random.Random(1)
+    return struct.pack(f"<{n}h", *(rnd.randint(-20000, 20000) for _ in range(n)))
+
+
+def feed_chunked(det, pcm, sizes=(7, 320, 1000, 2, 161)):
+    events, i, k = [], 0, 0
+    while i < len(pcm):
+        n = sizes[k % len(sizes)]
+        events += det.feed(pcm[i:i + n])
+        i += n
+        k += 1
+    return events
+
+
+def test_splitter_handles_any_chunking():
+    s = FrameSplitter(320)
+    data = bytes(range(256)) * 10
+    out = []
+    for i in range(0, len(data), 77):
+        out += list(s.push(data[i:i + 77]))
+    assert b"".join(out) == data[:len(data) // 320 * 320] and s.pending == len(data) % 320
+
+
+def test_voice_detector_speech_vs_silence(speech8k):
+    v = VoiceDetector(8000, 2)
+    assert not any(f.voiced for f in v.process(silence(8000, 1000)))
+    frames = v.process(speech8k)
+    assert sum(f.voiced for f in frames) > len(frames) // 2
+    assert frames[0].start_ms == 1000
+
+
+def test_turn_start_and_end_in_stream_ms(speech8k):
+    det = TurnDetector(8000, vad_mode=2, min_speech_ms=120, end_silence_ms=600)
+    pcm = silence(8000, 500) + speech8k + silence(8000, 1500)
+    events = feed_chunked(det, pcm)
+    kinds = [e.kind for e in events]
+    assert kinds == ["speech_start", "speech_end"]
+    start, end = events
+    loud = [i for i in range(0, len(speech8k), 320) if rms(speech8k[i:i + 320]) >= 100]
+    first_ms, last_ms = loud[0] // 16, loud[-1] // 16 + 20  # true speech bounds
+    assert abs(start.at_ms - (500 + first_ms)) <= 40   # the onset, in stream ms
+    assert start.detected_ms - start.at_ms >= 120
+    assert start.detected_ms - start.at_ms <= 200
+    assert end.detected_ms - end.at_ms == 600  # exactly the trailing silence
+    assert abs(end.at_ms - (500 + last_ms)) <= 60
+
+
+def test_click_does_not_barge_in():
+    det = TurnDetector(8000, vad_mode=2, min_speech_ms=120, end_silence_ms=600)
+    pcm = silence(8000, 400) + click(60) + silence(8000, 1000)
+    assert det.feed(pcm) == []
+
+
+def test_echo_guard_ignores_quiet_echo_but_not_the_caller(speech8k):
+    quiet = bytes(speech8k)  # the bot's own voice leaking back at -26 dB
+    samples = struct.unpack(f"<{len(quiet) // 2}h", quiet)
+    quiet = struct.pack(f"<{len(samples)}h", *(s // 20 for s in samples))
+    det = TurnDetector(8000, vad_mode=2, min_speech_ms=120, end_silence_ms=600)
+    det.set_bot_speaking(True)
+    assert det.feed(silence(8000, 200) + quiet + silence(8000, 200)) == []
+    events = det.feed(speech8k)
+    assert events and events[0].kind == "speech_start"
+    # without the guard the leaked echo would have barged in
+    plain = TurnDetector(8000, vad_mode=2, min_speech_ms=120, end_silence_ms=600)
+    assert [e.kind for e in plain.feed(quiet)][:1] == ["speech_start"]
