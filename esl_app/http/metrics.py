@@ -1,0 +1,86 @@
+"""Prometheus metrics of the whole process, in one dedicated registry.
+
+Other modules import the metric objects from here and update them; ``/metrics``
+renders :func:`render`. A dedicated :class:`CollectorRegistry` (not the global
+default) keeps library-registered collectors and test re-imports out of our
+exposition. With several worker processes, set ``PROMETHEUS_MULTIPROC_DIR``
+before the process starts: ``prometheus_client`` then keeps values in shared
+files and :func:`render` aggregates every worker.
+
+Label values must stay bounded: tenant ids, outcomes, provider names and route
+templates only — never a caller number, a name or a confirmation code.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = [
+    "BARGE_INS",
+    "BOOKINGS",
+    "CALLS_ACTIVE",
+    "CALLS_TOTAL",
+    "CONTENT_TYPE",
+    "HTTP_REQUESTS",
+    "HTTP_SECONDS",
+    "PROVIDER_ERRORS",
+    "REGISTRY",
+    "TTS_CACHE_HITS",
+    "TTS_CACHE_MISSES",
+    "TURN_LATENCY",
+    "render",
+]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+CALLS_ACTIVE = Gauge(
+    "ivr_calls_active", "Calls in progress.", ["tenant"],
+    registry=REGISTRY, multiprocess_mode="livesum")
+CALLS_TOTAL = Counter(
+    "ivr_calls", "Finished calls by outcome (booked, handoff, caller_hangup, error, ...).",
+    ["tenant", "outcome"], registry=REGISTRY)
+TURN_LATENCY = Histogram(
+    "ivr_turn_latency_seconds",
+    "End of caller speech to the first bot audio, per conversational turn.",
+    ["tenant"], registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0))
+BARGE_INS = Counter(
+    "ivr_barge_ins", "Bot playback stopped because the caller spoke.", ["tenant"],
+    registry=REGISTRY)
+BOOKINGS = Counter(
+    "ivr_bookings", "Appointment changes by action (booked, cancelled, rescheduled) and channel.",
+    ["tenant", "action", "channel"], registry=REGISTRY)
+PROVIDER_ERRORS = Counter(
+    "ivr_provider_errors", "Provider failures (kind: stt, tts, agent; provider: aws, local, ...).",
+    ["kind", "provider"], registry=REGISTRY)
+TTS_CACHE_HITS = Counter(
+    "ivr_tts_cache_hits", "Synthesised prompts served from the cache.", registry=REGISTRY)
+TTS_CACHE_MISSES = Counter(
+    "ivr_tts_cache_misses", "Prompts that had to be synthesised.", registry=REGISTRY)
+HTTP_REQUESTS = Counter(
+    "ivr_http_requests", "Appointments API requests by route template and status.",
+    ["route", "method", "status"], registry=REGISTRY)
+HTTP_SECONDS = Histogram(
+    "ivr_http_request_seconds", "Appointments API request duration by route template.",
+    ["route"], registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+
+
+def render(registry: CollectorRegistry | None = None) -> bytes:
+    """The exposition text: this registry, or every worker's under multiprocess mode."""
+    if registry is None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry or REGISTRY)
