@@ -46,7 +46,8 @@ def main() -> None:
     init_db(f"sqlite:///{path}")
     tenants = [{
         "id": f"t{i:03d}", "name": f"Clinic {i}", "dids": [f"{7000 + i}"],
-        "timezone": ZONES[i % len(ZONES)], "hours": {"mon-fri": "08:00-17:00", "sat": "09:00-12:00"},
+        "timezone": ZONES[i % len(ZONES)],
+        "hours": {"mon-fri": "08:00-17:00", "sat": "09:00-12:00"},
         "slot_minutes": 30,
         "doctors": [{"id": f"d{j}", "name": f"Dr. Number {j}"} for j in range(args.doctors)],
     } for i in range(args.tenants)]

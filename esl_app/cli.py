@@ -21,6 +21,10 @@ __all__ = ["cli", "fail", "open_db"]
 
 # name → "module:attribute" of commands implemented elsewhere (lazy).
 LAZY_COMMANDS: dict[str, str] = {
+    "serve": "esl_app.commands_call:serve",
+    "simulate": "esl_app.commands_call:simulate",
+    "demo": "esl_app.commands_call:demo",
+    "calls": "esl_app.commands_call:calls",
     "dialplan": "esl_app.dialplan:dialplan",
     "emulator": "esl_app.emulator.cli:emulator",
 }

@@ -46,7 +46,21 @@ def to_ssml(text: str) -> str:
     return "<speak>" + "".join(parts) + "</speak>"
 
 
+_ABBREV = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Prof|St|Jr|Sr|No|Ave|Rd)\.$")
+
+
 def split_sentences(text: str) -> list[str]:
-    """Split a reply at sentence ends so the first can play while the rest synthesises."""
+    """Split a reply at sentence ends so the first can play while the rest synthesises.
+
+    Never after a title ("Dr. Smith" stays in one piece).
+    """
     pieces = re.split(r"(?<=[.!?])\s+(?=[A-Z0-9<\"'])", text.strip())
-    return [p for p in (s.strip() for s in pieces) if p]
+    out: list[str] = []
+    for piece in (p.strip() for p in pieces):
+        if not piece:
+            continue
+        if out and _ABBREV.search(out[-1]):
+            out[-1] = f"{out[-1]} {piece}"
+        else:
+            out.append(piece)
+    return out

@@ -151,28 +151,46 @@ def test_booking_without_caller_id_takes_email(tenant):
     assert service.get_appointment(tenant.id, r.confirmation).email == "john.smith@gmail.com"
 
 
-def test_slot_taken_between_offer_and_confirm(tenant):
+def test_slot_taken_between_offer_and_choice(tenant):
     c = Conversation(tenant)
     c.say("book an appointment with doctor smith on thursday morning")
     wanted = c.offered[0]
-    c.say("the first one")
-    c.say("john smith")
-    r = c.say("yes")
-    assert r.text.startswith("Shall I book")
-    # another caller takes the very slot before this caller says yes
+    # another caller books the very slot while this caller is still listening to the offer
     other = tools.confirm_appointment(tenant, slot_id=wanted["slot_id"],
                                       patient_name="Someone Else", now=NOW)
     assert other["ok"]
-    r = c.say("yes")
+    r = c.say("the first one")
     assert r.outcome is None and r.confirmation is None
     assert "just taken" in r.text and "booked" not in r.text
     assert c.state["stage"] == "offer"
     assert wanted["slot_id"] not in {s["slot_id"] for s in c.offered}
-    r = c.say("the first one")  # name and phone are remembered: straight to confirmation
+    c.say("the first one")
+    c.say("john smith")
+    r = c.say("yes")
     assert "Shall I book" in r.text
     r = c.say("yes")
     assert r.outcome == "booked"
     assert service.get_appointment(tenant.id, r.confirmation).patient_name == "John Smith"
+
+
+def test_picked_slot_is_held_while_details_are_taken(tenant):
+    c = Conversation(tenant)
+    c.say("book an appointment with doctor smith on thursday morning")
+    wanted = c.offered[0]
+    c.say("the first one")
+    # a second caller wants the same time while this one gives their name: refused
+    other = tools.confirm_appointment(tenant, slot_id=wanted["slot_id"],
+                                      patient_name="Someone Else", call_id="other-call",
+                                      now=NOW)
+    assert other["ok"] is False and other["error"] == "slot_taken"
+    c.say("john smith")
+    r = c.say("yes")
+    assert r.text.startswith("Shall I book")
+    r = c.say("yes")
+    assert r.outcome == "booked"
+    booked = service.get_appointment(tenant.id, r.confirmation)
+    assert booked.patient_name == "John Smith"
+    assert booked.start.isoformat() == wanted["start"]
 
 
 def test_corrections_during_booking(tenant):

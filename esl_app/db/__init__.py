@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
@@ -118,21 +119,35 @@ def close_db() -> None:
             db.close_all() if hasattr(db, "close_all") else db.close()
 
 
+_sqlite_writers: threading.RLock | None = None
+
+
+def _sqlite_writer_lock() -> threading.RLock:
+    """Created lazily, so under gevent it is the cooperative (patched) lock."""
+    global _sqlite_writers
+    if _sqlite_writers is None:
+        _sqlite_writers = threading.RLock()
+    return _sqlite_writers
+
+
 @contextlib.contextmanager
 def write_txn() -> Iterator[pw.Database]:
     """A write transaction that takes the write lock up front on SQLite.
 
     ``BEGIN IMMEDIATE`` avoids the deadlock-prone upgrade from a read to a
-    write lock when many callers race for the same slot.
+    write lock when many callers race for the same slot. Within one process,
+    SQLite writers also queue on a lock first: under gevent every greenlet
+    shares one OS thread, and a writer waiting in SQLite's C busy handler
+    would stall the whole hub. Correctness still rests on the database (the
+    conditional UPDATE); the lock only keeps waiting cooperative.
     """
     db = database()
-    with db.connection_context():
-        if isinstance(db, pw.SqliteDatabase):
-            with db.atomic("IMMEDIATE"):
-                yield db
-        else:
-            with db.atomic():
-                yield db
+    if isinstance(db, pw.SqliteDatabase):
+        with _sqlite_writer_lock(), db.connection_context(), db.atomic("IMMEDIATE"):
+            yield db
+    else:
+        with db.connection_context(), db.atomic():
+            yield db
 
 
 def _redact(url: str) -> str:

@@ -141,6 +141,7 @@ class CallRecord(BaseModel):
     outcome = pw.CharField(max_length=32, null=True)
     confirmation = pw.CharField(max_length=16, null=True)
     transfer_to = pw.CharField(max_length=128, null=True)
+    appointment = pw.TextField(null=True)  # JSON {"doctor", "start"} of what the call booked
     turns = pw.TextField(default="[]")
     usage = pw.TextField(default="{}")
     emergency = pw.BooleanField(default=False)

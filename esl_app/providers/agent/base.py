@@ -7,6 +7,7 @@ call engine never knows which one it talks to; it only acts on the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -34,6 +35,9 @@ class CallContext:
     did: str | None = None
     now: datetime | None = None  # aware; None means "the real clock" (tests pin it)
     state: dict[str, Any] = field(default_factory=dict)
+    # Lets an agent ask the call engine for something while it works (``"filler"``:
+    # play "One moment while I check." now); set by the call engine, may be None.
+    signal: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -659,6 +659,17 @@ class LocalAgent:
 
     def _chosen(self, call: CallContext, slot: dict[str, Any]) -> AgentReply:
         st = call.state
+        if st.get("intent") != "reschedule" and hasattr(self.tools, "hold_slot"):
+            # Hold the picked time while name and contact are taken, so another caller
+            # cannot book it meanwhile; the booking consumes the hold.
+            self.tools.release_holds(call.call_id)
+            held = self.tools.hold_slot(call.tenant, slot_id=slot["slot_id"],
+                                        call_id=call.call_id, now=self._now(call))
+            if not held.get("ok"):
+                st.pop("chosen", None)
+                lead = ("I'm sorry, that time was just taken." if held.get("error") == "slot_taken"
+                        else held.get("message") or "I'm sorry, that time is not available.")
+                return self._search_and_offer(call, lead)
         st["chosen"] = slot
         if st.get("intent") == "reschedule":
             return self._ask(call, "resched_confirm")

@@ -147,8 +147,6 @@ def _ordinal(toks: Sequence[str], i: int) -> tuple[int, int] | None:
 # ---------------------------------------------------------------- intents
 
 _INTENT_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("emergency", ("emergency", "chest pain", "can not breathe", "cannot breathe",
-                   "bleeding a lot", "heart attack", "stroke", "overdose", "unconscious")),
     ("operator", ("operator", "real person", "a person", "human", "receptionist",
                   "front desk", "press zero", "representative", "someone", "somebody",
                   "live person", "live agent", "the office staff", "talk to staff",
@@ -195,6 +193,10 @@ def intent(text: str | None) -> str | None:
     t = normalize(text)
     if not t:
         return None
+    from esl_app.safety import detect_emergency  # one red-flag list for every agent
+
+    if detect_emergency(t) is not None:
+        return "emergency"
     if _has(t, "zero") and len(t.split()) <= 2:
         return "operator"
     found = [name for name, phrases in _INTENT_PATTERNS if _has(t, *phrases)]

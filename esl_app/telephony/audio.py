@@ -1,0 +1,151 @@
+"""Audio-mode listening: mod_audio_fork → our media server → VAD + STT → the call's queue.
+
+The caller's audio arrives on the media server's connection greenlet. Voice
+activity detection runs inline there (barge-in latency is one queue hop to the
+controller, which sends ``uuid_break``); the recogniser gets every frame and is
+finalised when the VAD sees the end of the turn. Only :class:`Msg` objects
+cross into the call: the controller stays the single owner of call state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from esl_app.config.tenants import Tenant
+from esl_app.providers.stt.base import SttProvider, TranscriptEvent
+from esl_app.telephony.esl import EslError, EslSession
+from esl_app.telephony.events import Msg
+
+__all__ = ["AudioListenSource", "start_media_for_calls"]
+
+log = logging.getLogger(__name__)
+
+
+class AudioListenSource:
+    """One call's audio fork, VAD and recogniser; a :class:`ListenSource` and a media sink."""
+
+    def __init__(self, call: Any, tenant: Tenant, session: EslSession, *, registry: Any,
+                 media_url: str, stt: SttProvider) -> None:
+        from esl_app.media.endpoint import TurnDetector
+
+        self.call = call
+        self.tenant = tenant
+        self.session = session
+        self.registry = registry
+        self.media_url = media_url.rstrip("/")
+        self.stt_provider = stt
+        self.detector = TurnDetector.for_tenant(tenant)
+        self.stream: Any = None
+        self.started = False
+        self.closed = False
+        self.uuid = session.uuid
+        self.token = registry.register(self.uuid, self)
+
+    # -- ListenSource ------------------------------------------------------------------
+
+    def arm(self) -> None:
+        """Start the fork once (after answer, as mod_audio_fork requires); it then stays on."""
+        if self.started or self.closed:
+            return
+        from esl_app.media.server import fork_metadata
+
+        self.started = True
+        rate = "16k" if self.tenant.sample_rate == 16000 else "8k"
+        meta = fork_metadata(self.token, tenant=self.tenant.id)
+        reply = self.session.api(
+            f"uuid_audio_fork {self.uuid} start {self.media_url}/fork/{self.uuid} mono {rate} "
+            f"{meta}")
+        if not reply.startswith("+OK"):
+            log.warning("call %s: audio fork failed: %s", self.uuid[:8], reply.strip())
+
+    def heard(self) -> None:
+        """Nothing to resume: the stream keeps flowing."""
+
+    def speaking(self, on: bool) -> None:
+        """The bot's prompt plays: stricter VAD against its echo."""
+        self.detector.set_bot_speaking(on)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.started and self.session.channel_up:
+            with contextlib.suppress(EslError):
+                self.session.api(f"uuid_audio_fork {self.uuid} stop", timeout=1.0)
+        with contextlib.suppress(Exception):
+            self.registry.unregister(self.uuid)
+        if self.stream is not None:
+            with contextlib.suppress(Exception):
+                self.stream.close()
+            self.stream = None
+
+    # -- StreamSink (media server greenlet) ----------------------------------------------
+
+    def on_stream_start(self, metadata: Mapping[str, Any]) -> None:
+        if self.closed or self.stream is not None:
+            return
+        self.stream = self.stt_provider.open_stream(
+            self.uuid, self.tenant.sample_rate, self.tenant.language, self._on_transcript)
+
+    def on_audio(self, pcm: bytes) -> None:
+        if self.closed:
+            return
+        for ev in self.detector.feed(pcm):
+            if ev.kind == "speech_start":
+                self.call.post(Msg("speech_start"))
+            elif ev.kind == "speech_end" and self.stream is not None:
+                self.stream.finalize()
+        if self.stream is not None:
+            self.stream.feed(pcm)
+
+    def on_stream_end(self, reason: str) -> None:
+        if self.stream is not None and not self.closed:
+            with contextlib.suppress(Exception):
+                self.stream.close()
+            self.stream = None
+
+    def _on_transcript(self, ev: TranscriptEvent) -> None:
+        if self.closed:
+            return
+        if ev.kind == "final":
+            self.call.post(Msg("transcript", text=ev.text, confidence=ev.confidence))
+        elif ev.kind == "error":
+            log.warning("call %s: recogniser error: %s", self.uuid[:8], ev.text)
+
+
+def start_media_for_calls(host: str = "127.0.0.1", port: int = 0, *,
+                          stt_for: Callable[[Tenant], SttProvider] | None = None
+                          ) -> tuple[Any, Callable[[Any, Tenant, EslSession], AudioListenSource]]:
+    """Start the media server; returns it and the ``audio_source_for`` factory for calls."""
+    from esl_app.media.server import MediaRegistry, MediaServer
+
+    registry = MediaRegistry()
+    media = MediaServer(host, port, registry).start()
+    mhost, mport = media.address
+    url = f"ws://{mhost}:{mport}"
+    providers: dict[str, SttProvider] = {}
+
+    def default_stt(tenant: Tenant) -> SttProvider:
+        name = tenant.stt if tenant.stt != "freeswitch" else "local"
+        key = name if name == "local" else f"{name}:{tenant.id}"  # local: one decoder pool
+        if key not in providers:
+            try:
+                from esl_app.providers import registry as preg  # type: ignore[attr-defined]
+
+                providers[key] = preg.make_stt(name, tenant)
+            except (ImportError, AttributeError):
+                from esl_app.providers.stt.local import LocalStt
+
+                providers[key] = LocalStt()
+        return providers[key]
+
+    pick = stt_for or default_stt
+
+    def factory(call: Any, tenant: Tenant, session: EslSession) -> AudioListenSource:
+        return AudioListenSource(call, tenant, session, registry=registry, media_url=url,
+                                 stt=pick(tenant))
+
+    return media, factory

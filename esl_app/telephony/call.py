@@ -1,0 +1,603 @@
+"""The per-call controller: one greenlet owns one phone call from connect to hang-up.
+
+Flow: ``connect`` → channel data → ``myevents``/``linger`` → tenant (from the
+dialled number, or ``variable_ivr_tenant`` set by the dialplan) → ``answer``
+(waiting for its completion) → greeting → loop {listen → agent → speak} →
+transfer, goodbye or the caller's hang-up. Every input (ESL events, speech,
+synthesis and agent results, timers) arrives on the call's queue and only
+this greenlet changes call state; helper greenlets only compute and post.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import gevent
+from gevent.queue import Empty, Queue
+
+from esl_app.config.tenants import Tenant, TenantSet
+from esl_app.providers.agent.base import Agent, AgentReply, CallContext, Utterance
+from esl_app.providers.tts.base import PlayInstruction, TtsProvider
+from esl_app.speech_markup import split_sentences, to_plain, to_spoken
+from esl_app.telephony.esl import EslError, EslEvent, EslSession
+from esl_app.telephony.events import Msg, from_esl
+from esl_app.telephony.transcript import Transcript, mask_number
+from esl_app.telephony.verbs import Bridge, Listen, ListenSource, Speak, TextListenSource
+
+__all__ = ["CallController", "CallEnded", "CallServices", "FreeswitchSpeak"]
+
+log = logging.getLogger(__name__)
+
+AGENT_TIMEOUT = 30.0
+HANGUP_GRACE = 0.5  # how long a pending agent reply may finish after the caller hangs up
+REJECT_TEXT = "We're sorry, this number is not in service. Goodbye."
+TROUBLE_TEXT = "I'm sorry, I'm having trouble right now."
+FILLER_TEXT = "One moment while I check."
+_PERSON = re.compile(
+    r"\b(operator|receptionist|representative|real person|human being|"
+    r"(talk|speak) (to|with) (a |an |the )?(person|human|someone|somebody|staff|agent))\b",
+    re.I)
+
+
+class CallEnded(Exception):
+    """The call is over (caller hang-up, connection lost, or time limit)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class FreeswitchSpeak:
+    """FreeSWITCH's own TTS (``speak flite|voice|text``): no files, nothing to cache.
+
+    The fallback speaker when no TTS provider is configured, and the one the
+    rejection message uses (there is no tenant, hence no provider, yet).
+    """
+
+    name = "freeswitch"
+
+    def __init__(self, engine: str = "flite") -> None:
+        self.engine = engine
+
+    def synthesize(self, text: str, *, voice: str, sample_rate: int,
+                   language: str = "en-US") -> PlayInstruction:
+        spoken = to_spoken(text).replace("|", " ").replace("\n", " ")
+        return PlayInstruction("speak", f"{self.engine}|{voice}|{spoken}", to_plain(text))
+
+
+@dataclass
+class CallServices:
+    """Everything a call needs from the process, injected (fakes in tests).
+
+    ``listen_mode`` forces "text" (FreeSWITCH ASR) or "audio" (our media path) for
+    every call; ``None`` follows the tenant's ``stt`` setting or the channel's
+    ``variable_ivr_stt`` (set by the dialplan).
+    """
+
+    tenants: Callable[[], TenantSet]
+    agent_for: Callable[[Tenant], Agent]
+    tts_for: Callable[[Tenant, str], TtsProvider]
+    audio_source_for: Callable[[Any, Tenant, EslSession], ListenSource] | None = None
+    recorder: Callable[[Transcript], None] | None = None
+    on_event: Callable[[str, dict[str, Any]], None] | None = None
+    listen_mode: str | None = None
+    now: Callable[[], datetime | None] = lambda: None
+    command_timeout: float = 5.0
+    reject_text: str = REJECT_TEXT
+    reject_transfer: str | None = None  # unknown DID: bridge here after the apology
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CallController:
+    """Runs one call; create it with the call's queue, then call :meth:`run`."""
+
+    def __init__(self, session: EslSession, queue: Queue, services: CallServices) -> None:
+        self.session = session
+        self.queue = queue
+        self.services = services
+        self.transcript = Transcript(call_id="")
+        self.tenant: Tenant | None = None
+        self.ctx: CallContext | None = None
+        self.agent: Agent | None = None
+        self.tts: TtsProvider | None = None
+        self.listener: ListenSource | None = None
+        self.gone = False
+        self.ended_reason = ""
+        self._helpers: set[gevent.Greenlet] = set()
+        self._timers: list[gevent.Greenlet] = []
+        self._pending: list[Msg] = []
+        self._agent_seq = 0
+        self._agent_job: gevent.Greenlet | None = None
+        self._current_verb: Any = None
+        self.channel: dict[str, str] = {}
+        self._published: dict[str, str] = {}
+        self._counted_active = False
+        self._turn_t0: float | None = None
+
+    # -- the CallControl surface used by verbs ------------------------------------
+
+    def next(self, timeout: float | None = None) -> Msg | None:
+        """The next meaningful message; raises :class:`CallEnded` when the call is gone."""
+        while True:
+            try:
+                raw = self.queue.get(timeout=timeout)
+            except Empty:
+                return None
+            msg = from_esl(raw) if isinstance(raw, EslEvent | str) else raw
+            if msg.kind in ("hangup", "closed"):
+                self.gone = True
+                raise CallEnded("caller_hangup" if msg.kind == "hangup" else "closed")
+            if msg.kind == "timer" and msg.key == "max_call":
+                raise CallEnded("max_call")
+            if msg.kind == "other":
+                continue
+            return msg
+
+    def stash(self, msg: Msg) -> None:
+        self._pending.append(msg)
+
+    def post(self, msg: Msg) -> None:
+        self.queue.put(msg)
+
+    def spawn(self, fn, *args) -> gevent.Greenlet:
+        g = gevent.spawn(fn, *args)
+        self._helpers.add(g)
+        g.link(self._helpers.discard)
+        return g
+
+    # -- the call ------------------------------------------------------------------
+
+    def run(self) -> Transcript:
+        """Handle the whole call; never raises (the transcript says how it went)."""
+        try:
+            self._setup()
+            if self.tenant is None:
+                self._reject()
+            else:
+                self._converse()
+        except CallEnded as exc:
+            self.ended_reason = exc.reason
+            if exc.reason == "max_call" and not self.gone:
+                self._time_limit()
+        except EslError as exc:
+            self.ended_reason = "esl_error"
+            log.warning("call %s: ESL failure: %s", self._cid(), exc)
+            self.transcript.outcome = self.transcript.outcome or "error"
+        except gevent.GreenletExit:
+            self.ended_reason = "shutdown"
+            raise
+        except Exception:
+            self.ended_reason = "error"
+            log.exception("call %s failed", self._cid())
+            self.transcript.outcome = self.transcript.outcome or "error"
+            self._safe_hangup()
+        finally:
+            self._cleanup()
+        return self.transcript
+
+    def _setup(self) -> None:
+        self.channel = self.session.connect()
+        ch = self.channel
+        call_id = ch.get("Unique-ID") or ch.get("variable_uuid") or ""
+        did = ch.get("Caller-Destination-Number") or ch.get("variable_sip_to_user") or ""
+        caller = ch.get("Caller-Caller-ID-Number") or ch.get("variable_sip_from_user") or ""
+        self.transcript.call_id = call_id
+        self.transcript.did = did
+        self.transcript.caller = caller
+        self.session.myevents()
+        self.session.linger()
+        tenants = self.services.tenants()
+        wanted = ch.get("variable_ivr_tenant")
+        self.tenant = tenants.get(wanted) if wanted else tenants.by_did(did)
+        log.info("call %s: did=%s caller=%s tenant=%s", self._cid(), did, mask_number(caller),
+                 self.tenant.id if self.tenant else "-")
+        if self.tenant is not None:
+            self.transcript.tenant = self.tenant.id
+            self._publish()
+            m = _metrics()
+            if m is not None:
+                m.CALLS_ACTIVE.labels(self.tenant.id).inc()
+                self._counted_active = True
+            self._timers.append(gevent.spawn_later(
+                self.tenant.max_call_seconds, self.post, Msg("timer", key="max_call")))
+        self._emit("call_started", {"call_id": call_id, "did": did,
+                                    "tenant": self.transcript.tenant})
+        self._answer()
+
+    def _answer(self) -> None:
+        app = self.session.execute("answer")
+        while True:
+            msg = self.next(timeout=self.services.command_timeout)
+            if msg is None:
+                raise EslError("answer never completed")
+            if msg.kind == "complete" and msg.key == app:
+                return
+            if msg.kind in ("dtmf", "transcript"):
+                self.stash(msg)
+
+    def _reject(self) -> None:
+        self.transcript.outcome = "rejected"
+        self._say(self.services.reject_text, tts=FreeswitchSpeak(), voice="Joanna",
+                  barge_in=False)
+        if self.services.reject_transfer:
+            self.transcript.transfer_to = self.services.reject_transfer
+            if Bridge(self, self.services.reject_transfer).run().connected:
+                self._safe_hangup()
+                return
+        self._safe_hangup()
+
+    def _converse(self) -> None:
+        tenant = self.tenant
+        assert tenant is not None
+        self.ctx = CallContext(call_id=self.transcript.call_id, tenant=tenant,
+                               caller=self.transcript.caller, did=self.transcript.did,
+                               now=self.services.now())
+        self.agent = self.services.agent_for(tenant)
+        tts_name = self.channel.get("variable_ivr_tts") or tenant.tts
+        self.tts = self.services.tts_for(tenant, tts_name)
+        self.listener = self._make_listener(tenant)
+
+        self.ctx.signal = self._agent_signal
+        reply = self._ask(lambda: self.agent.greet(self.ctx))
+        if reply is None:
+            return
+        opening = f"{tenant.greeting} {reply.text}".strip()
+        self._say(opening)
+        self._note(reply)
+        self._loop(reply)
+
+    def _in_message_mode(self) -> bool:
+        return self.ctx is not None and self.ctx.state.get("mode") == "message"
+
+    def _agent_signal(self, kind: str) -> None:
+        """Called from the agent's greenlet: hand the request to the controller."""
+        self.post(Msg("signal", key=kind))
+
+    def _loop(self, reply: AgentReply) -> None:
+        """Listen → agent → speak until the agent transfers or hangs up."""
+        tenant = self.tenant
+        assert tenant is not None
+        misses = 0
+        last_prompt = reply.text
+        while True:
+            if reply.action == "transfer":
+                self._transfer(reply.transfer_to or tenant.handoff, reply.outcome or "handoff",
+                               announce=not reply.text)
+                return
+            if reply.action == "hangup":
+                self._safe_hangup()
+                return
+            self._emit("listening", {})
+            utterance = Listen(self, self.listener, timeout=tenant.no_input_seconds).run(
+                self._pending)
+            if utterance is None:
+                misses += 1
+                if misses <= 2:
+                    text = ("Sorry, I didn't hear anything. " + _last_sentence(last_prompt)
+                            if misses == 1 else
+                            "Are you still there? You can also press zero to reach our staff.")
+                    self._say(text)
+                    continue
+                self._no_input()
+                return
+            misses = 0
+            self._turn_t0 = time.monotonic()
+            said = utterance.text if utterance.text is not None else f"#{utterance.dtmf}"
+            self.transcript.add("caller", said, dtmf=utterance.dtmf)
+            if _wants_person(utterance) and not self._in_message_mode():
+                self._transfer(tenant.handoff, "handoff")
+                return
+            reply = self._ask(lambda u=utterance: self.agent.respond(self.ctx, u))
+            if reply is None:
+                return
+            self._note(reply)
+            if reply.text:
+                self._say(reply.text)
+                last_prompt = reply.text
+
+    def _make_listener(self, tenant: Tenant) -> ListenSource:
+        mode = self.services.listen_mode or (
+            "text" if (self.channel.get("variable_ivr_stt") or tenant.stt) == "freeswitch"
+            else "audio")
+        if mode == "audio" and self.services.audio_source_for is not None:
+            return self.services.audio_source_for(self, tenant, self.session)
+        return TextListenSource(self.session)
+
+    # -- agent ---------------------------------------------------------------------
+
+    def _ask(self, fn: Callable[[], AgentReply]) -> AgentReply | None:
+        """Run one agent call in a helper greenlet so a hang-up is seen at once.
+
+        Returns ``None`` when the agent failed (the caller has been told and the call
+        handed over or ended).
+        """
+        self._agent_seq += 1
+        key = str(self._agent_seq)
+
+        def job() -> None:
+            try:
+                value: Any = fn()
+            except Exception as exc:
+                value = exc
+            self.post(Msg("agent", key=key, value=value))
+
+        self._agent_job = self.spawn(job)
+        deadline = time.monotonic() + AGENT_TIMEOUT
+        while True:
+            done = next((m for m in self._pending if m.kind == "agent" and m.key == key), None)
+            if done is not None:  # it arrived while a filler was playing
+                self._pending.remove(done)
+                value: Any = done.value
+                break
+            msg = self.next(timeout=max(0.0, deadline - time.monotonic()))
+            if msg is None:
+                self._agent_job.kill(block=False)
+                value = TimeoutError("agent timed out")
+                break
+            if msg.kind == "agent" and msg.key == key:
+                value = msg.value
+                break
+            if msg.kind == "signal" and msg.key == "filler":
+                self._say(FILLER_TEXT, barge_in=False)
+                continue
+            if msg.kind in ("dtmf", "transcript"):
+                self.stash(msg)
+        self._agent_job = None
+        if isinstance(value, Exception):
+            log.warning("call %s: agent failed: %s", self._cid(), value)
+            if (m := _metrics()) is not None:
+                m.PROVIDER_ERRORS.labels("agent", getattr(self.agent, "name", "?")).inc()
+            self.transcript.outcome = self.transcript.outcome or "error"
+            self._say(TROUBLE_TEXT)
+            tenant = self.tenant
+            if tenant is not None and tenant.handoff:
+                self._transfer(tenant.handoff, self.transcript.outcome or "error")
+            else:
+                self._goodbye()
+            return None
+        return value
+
+    def _note(self, reply: AgentReply) -> None:
+        if (reply.outcome in ("booked", "cancelled", "rescheduled") and self.tenant is not None
+                and (m := _metrics()) is not None):
+            m.BOOKINGS.labels(self.tenant.id, reply.outcome, "phone").inc()
+        self.transcript.note_outcome(reply.outcome, confirmation=reply.confirmation,
+                                     appointment=reply.appointment)
+        self._publish()
+
+    def _publish(self) -> None:
+        """Mirror the call's result into ``ivr_*`` channel variables.
+
+        FreeSWITCH then writes them into its CDRs, and a simulator attached to a remote
+        server can report the outcome without access to our database.
+        """
+        t = self.transcript
+        wanted = {"ivr_tenant": t.tenant, "ivr_outcome": t.outcome,
+                  "ivr_confirmation": t.confirmation, "ivr_transfer_to": t.transfer_to,
+                  "ivr_appointment": json.dumps(t.appointment, separators=(",", ":"))
+                  if t.appointment else None}
+        for name, value in wanted.items():
+            if value and self._published.get(name) != value and self.session.channel_up:
+                try:
+                    self.session.api(f"uuid_setvar {self.session.uuid} {name} {value}")
+                except EslError:
+                    return
+                self._published[name] = value
+
+    # -- speaking, transfer, endings ----------------------------------------------
+
+    def _say(self, text: str, *, tts: TtsProvider | None = None, voice: str | None = None,
+             barge_in: bool = True) -> None:
+        """Speak ``text``; with ``barge_in`` the caller is heard over it (and may cut it)."""
+        tenant = self.tenant
+        sentences = sentences_of(text)
+        if not sentences:
+            return
+        at = self.transcript.elapsed_ms()
+        verb = Speak(self, sentences, tts or self.tts or FreeswitchSpeak(),
+                     voice=voice or (tenant.voice if tenant else "Joanna"),
+                     sample_rate=tenant.sample_rate if tenant else 8000,
+                     language=tenant.language if tenant else "en-US", barge_in=barge_in,
+                     before_play=self.listener.arm if (barge_in and self.listener) else None,
+                     on_first_audio=self._first_audio)
+        self._current_verb = verb
+        if self.listener is not None:
+            self.listener.speaking(True)
+        try:
+            verb.run()
+        finally:
+            self._current_verb = None
+            if self.listener is not None:
+                self.listener.speaking(False)
+            result = verb.result
+            cut = result.barged_in or self.gone
+            if result.barged_in and self.tenant is not None and (m := _metrics()) is not None:
+                m.BARGE_INS.labels(self.tenant.id).inc()
+            heard = result.text if cut else to_plain(" ".join(sentences))
+            if heard:
+                self.transcript.add("bot", heard, barged_in=result.barged_in, at_ms=at)
+                self._emit("bot_said", {"text": heard, "barged_in": result.barged_in})
+
+    def _first_audio(self) -> None:
+        """The bot starts answering: one conversational turn's latency is known."""
+        t0, self._turn_t0 = self._turn_t0, None
+        m = _metrics()
+        if t0 is not None and m is not None and self.tenant is not None:
+            m.TURN_LATENCY.labels(self.tenant.id).observe(time.monotonic() - t0)
+
+    def _transfer(self, target: str, outcome: str, *, announce: bool = True,
+                  offer_message: bool = True) -> None:
+        self.transcript.note_outcome(outcome)
+        self.transcript.transfer_to = target or None
+        self._publish()
+        if not target:
+            self._say("I'm sorry, no one is available to take your call right now. Goodbye.")
+            self._safe_hangup()
+            return
+        if announce:
+            self._say("Please hold while I transfer you.", barge_in=False)
+        self._emit("transfer", {"to": target})
+        tenant = self.tenant
+        result = Bridge(self, target,
+                        ring_seconds=tenant.transfer_timeout_seconds if tenant else None).run()
+        if result.connected:
+            self._safe_hangup()
+            return
+        log.info("call %s: transfer failed (%s)", self._cid(), result.disposition)
+        self.transcript.transfer_to = None
+        self._emit("transfer_failed", {"to": target, "disposition": result.disposition})
+        if offer_message and self.ctx is not None and not self._in_message_mode() \
+                and self.session.channel_up and not self.gone:
+            from esl_app.providers.agent.message import start_message
+
+            reply = start_message(self.ctx, result.disposition)
+            self._note(reply)
+            if reply.text:
+                self._say(reply.text)
+            self._loop(reply)
+            return
+        self._say("I'm sorry, no one can take your call right now. Please call again later. "
+                  "Goodbye.", barge_in=False)
+        self._safe_hangup()
+
+    def _no_input(self) -> None:
+        tenant = self.tenant
+        assert tenant is not None
+        if self.transcript.outcome is None:
+            self.transcript.outcome = "no_input"
+        if tenant.no_input_action == "transfer" and tenant.handoff \
+                and not self._in_message_mode():
+            self._transfer(tenant.handoff, self.transcript.outcome)
+        else:
+            self._goodbye()
+
+    def _goodbye(self) -> None:
+        self._say("Thank you for calling. Goodbye.", barge_in=False)
+        self._safe_hangup()
+
+    def _time_limit(self) -> None:
+        """The call ran past ``max_call_seconds``: hand over or say goodbye, never cut dead."""
+        with contextlib.suppress(CallEnded, EslError):
+            if self._current_verb is not None:
+                self._current_verb.cancel()
+            tenant = self.tenant
+            if tenant is not None and tenant.handoff:
+                self._transfer(tenant.handoff, self.transcript.outcome or "handoff",
+                               offer_message=False)
+            else:
+                self._goodbye()
+
+    def _safe_hangup(self) -> None:
+        if not self.gone and self.session.channel_up:
+            self.session.hangup()
+
+    def _cleanup(self) -> None:
+        """Release everything of the call, promptly: timers, helpers, recogniser, socket."""
+        for t in self._timers:
+            t.kill(block=False)
+        job = self._agent_job
+        if job is not None and not job.dead:
+            job.join(timeout=HANGUP_GRACE)  # a booking in flight completes or rolls back
+            if not job.dead:
+                job.kill(block=True, timeout=0.2)
+            self._drain_agent_reply()
+        if self.listener is not None:
+            with contextlib.suppress(Exception):
+                self.listener.close()
+        for g in list(self._helpers):
+            g.kill(block=False)
+        if self.agent is not None and self.ctx is not None:
+            with contextlib.suppress(Exception):
+                self.agent.end(self.ctx)
+        if self.ctx is not None:  # a time the caller was holding is free again at once
+            with contextlib.suppress(Exception):
+                from esl_app.scheduling.service import release_holds
+
+                release_holds(self.ctx.call_id)
+        if self.transcript.outcome is None:
+            broken = self.session.close_reason.startswith(("protocol", "connection error"))
+            self.transcript.outcome = "caller_hangup" if self.gone and not broken else "error"
+        self.session.stop()
+        self.transcript.ended_at = datetime.now(self.transcript.started_at.tzinfo)
+        self.transcript.usage.update({
+            "duration_ms": self.transcript.elapsed_ms(),
+            "turns": len(self.transcript.turns),
+            "barge_ins": sum(1 for t in self.transcript.turns if t.barged_in),
+            "ended": self.ended_reason or "normal",
+            "appointment": self.transcript.appointment,
+        })
+        if self.services.recorder is not None:
+            try:
+                self.services.recorder(self.transcript)
+            except Exception:
+                log.exception("call %s: could not store the call record", self._cid())
+        m = _metrics()
+        if m is not None:
+            tenant_label = self.transcript.tenant or "-"
+            if self._counted_active:
+                m.CALLS_ACTIVE.labels(tenant_label).dec()
+            m.CALLS_TOTAL.labels(tenant_label, self.transcript.outcome or "error").inc()
+        log.info("call %s: ended outcome=%s", self._cid(), self.transcript.outcome)
+        self._emit("call_ended", self.transcript.to_dict())
+
+    def _drain_agent_reply(self) -> None:
+        """A reply that landed while we hung up still counts (e.g. the booking was made)."""
+        while True:
+            try:
+                raw = self.queue.get_nowait()
+            except Empty:
+                return
+            if isinstance(raw, Msg) and raw.kind == "agent" and isinstance(raw.value, AgentReply):
+                self._note(raw.value)
+
+    def _emit(self, name: str, data: dict[str, Any]) -> None:
+        if self.services.on_event is not None:
+            with contextlib.suppress(Exception):
+                self.services.on_event(name, data)
+
+    def _cid(self) -> str:
+        return (self.transcript.call_id or "?")[:8]
+
+
+def _metrics() -> Any:
+    """The process metrics, or None where the HTTP extra is not installed."""
+    try:
+        from esl_app.http import metrics
+    except ImportError:
+        return None
+    return metrics
+
+
+def _wants_person(utterance: Utterance) -> bool:
+    from esl_app.telephony.verbs import is_zero_request
+
+    if is_zero_request(utterance):
+        return True
+    return bool(utterance.text and _PERSON.search(utterance.text))
+
+
+_ABBREV = re.compile(r"\b(Dr|Mr|Mrs|Ms|St|Jr|Sr|Prof|No|vs|etc|a\.m|p\.m)\.$", re.I)
+
+
+def sentences_of(text: str) -> list[str]:
+    """Sentences to synthesise one by one, never cut after "Dr." or "Mrs."."""
+    out: list[str] = []
+    for piece in split_sentences(text):
+        if out and _ABBREV.search(out[-1]):
+            out[-1] = f"{out[-1]} {piece}"
+        else:
+            out.append(piece)
+    return out
+
+
+def _last_sentence(text: str) -> str:
+    parts = sentences_of(text)
+    return parts[-1] if parts else ""

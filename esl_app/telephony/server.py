@@ -1,0 +1,181 @@
+"""The outbound ESL server: FreeSWITCH's ``socket`` application connects here, one call each.
+
+Built on gevent's ``StreamServer`` with a bounded ``Pool`` (greenswitch's own
+server polls ``accept`` every 100 ms and has no drain). Each connection's
+handler greenlet *is* the call's controller. ``stop()`` is graceful: stop
+accepting, let live calls finish, then cut what is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gevent
+from gevent.pool import Pool
+from gevent.queue import Queue
+from gevent.server import StreamServer
+
+from esl_app.config.tenants import ConfigError, TenantSet, load_tenants
+from esl_app.telephony.call import CallController, CallServices
+from esl_app.telephony.esl import EslSession
+
+__all__ = ["EslServer", "TenantSource"]
+
+log = logging.getLogger(__name__)
+
+
+class TenantSource:
+    """The live tenant configuration: reloaded on demand or when its file changes.
+
+    A call takes the set once, at its start, and keeps it: runtime updates reach
+    new calls only. A file that fails validation is reported and the previous,
+    valid set stays in force.
+    """
+
+    def __init__(self, tenants: TenantSet | None = None, path: str | Path | None = None,
+                 loader: Callable[[], TenantSet] | None = None,
+                 max_age: float | None = None) -> None:
+        """``loader`` (e.g. from the database) is re-run when older than ``max_age`` s."""
+        self.path = Path(path) if path else None
+        self._loader = loader
+        self.max_age = max_age
+        self._loaded_at = time.monotonic()
+        self._mtime: float | None = None
+        self.reloads = 0
+        if tenants is None:
+            tenants = self._load()
+        self._tenants = tenants
+        self._mtime = self._stat()
+
+    def _stat(self) -> float | None:
+        if self.path is None:
+            return None
+        try:
+            return os.stat(self.path).st_mtime_ns
+        except OSError:
+            return None
+
+    def _load(self) -> TenantSet:
+        if self._loader is not None:
+            return self._loader()
+        if self.path is None:
+            return TenantSet(())
+        return load_tenants(self.path)
+
+    def reload(self) -> bool:
+        """Re-read the configuration now (SIGHUP, ``ivr tenants import``); True on success."""
+        mtime = self._stat()
+        try:
+            tenants = self._load()
+        except (ConfigError, OSError) as exc:
+            log.error("tenant reload failed, keeping the previous configuration: %s", exc)
+            self._mtime = mtime
+            return False
+        self._tenants = tenants
+        self._mtime = mtime
+        self._loaded_at = time.monotonic()
+        self.reloads += 1
+        log.info("tenants reloaded: %d tenant(s)", len(tenants))
+        return True
+
+    def current(self) -> TenantSet:
+        """The set for a new call (reloaded first if the file changed on disk)."""
+        if self.path is not None and self._stat() != self._mtime:
+            self.reload()
+        elif (self.max_age is not None and self._loader is not None
+              and time.monotonic() - self._loaded_at > self.max_age):
+            self._loaded_at = time.monotonic()  # one reload at a time, even on failure
+            gevent.spawn(self.reload)  # never make a ringing call wait for the database
+        return self._tenants
+
+    __call__ = current
+
+
+class EslServer:
+    """Accepts FreeSWITCH outbound-socket connections and runs one controller per call."""
+
+    def __init__(self, services: CallServices, host: str = "127.0.0.1", port: int = 8084, *,
+                 max_calls: int = 2000, backlog: int = 1024, listener=None) -> None:
+        """``listener`` may be an already bound socket (pre-fork workers sharing a port)."""
+        self.services = services
+        self.pool = Pool(max_calls)
+        if listener is not None:
+            self.server = StreamServer(listener, self._handle, spawn=self.pool)
+        else:
+            self.server = StreamServer((host, port), self._handle, spawn=self.pool,
+                                       backlog=backlog)
+        self.calls: dict[int, CallController] = {}
+        self.completed = 0
+        self.last_transcripts: list = []
+        self.keep_transcripts = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> EslServer:
+        """Bind and start accepting (non-blocking)."""
+        self.server.start()
+        log.info("ESL server listening on %s:%d", *self.address)
+        return self
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.server.server_host, self.server.server_port
+
+    @property
+    def active_calls(self) -> int:
+        """Calls whose controller is still running."""
+        return len(self.calls)
+
+    @property
+    def connections(self) -> int:
+        """Handler greenlets alive (a connection whose call already ended may linger)."""
+        return len(self.pool)
+
+    def serve_forever(self) -> None:
+        self.server.serve_forever()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Graceful stop: close the listener, drain live calls, then end the rest."""
+        self.server.close()
+        if self.calls:
+            log.info("draining %d live call(s)", len(self.calls))
+        self.pool.join(timeout=timeout)
+        if len(self.pool):
+            log.warning("ending %d call(s) still live after %.0fs", len(self.pool), timeout)
+            for controller in list(self.calls.values()):
+                with contextlib.suppress(Exception):
+                    controller.session.hangup()
+            self.pool.join(timeout=2.0)
+            self.pool.kill(block=True, timeout=2.0)
+        self.server.stop(timeout=1)
+
+    # -- one connection ------------------------------------------------------------
+
+    def _handle(self, sock, address) -> None:
+        queue: Queue = Queue()
+        session: EslSession | None = None
+        key = id(gevent.getcurrent())
+        try:
+            session = EslSession(sock, address, sink=queue.put,
+                                 command_timeout=self.services.command_timeout)
+            controller = CallController(session, queue, self.services)
+            self.calls[key] = controller
+            transcript = controller.run()
+            self.completed += 1
+            if self.keep_transcripts:
+                self.last_transcripts.append(transcript)
+                del self.last_transcripts[:-self.keep_transcripts]
+        except Exception:
+            log.exception("call handler crashed (the server carries on)")
+        finally:
+            self.calls.pop(key, None)
+            if session is not None:
+                with contextlib.suppress(Exception):
+                    session.stop()
+            with contextlib.suppress(Exception):
+                sock.close()

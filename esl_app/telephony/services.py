@@ -1,0 +1,122 @@
+"""Default wiring of a call's providers: agent, TTS, listen source, records.
+
+Factories are resolved once per (tenant, provider) and cached, because a
+provider object (an AWS client, a prompt cache) is shared by all of a
+tenant's calls. Vendor modules are imported lazily, at first use.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from esl_app.config.tenants import Tenant, TenantSet
+from esl_app.providers.agent.base import Agent, CallContext
+from esl_app.providers.tts.base import TtsProvider
+from esl_app.telephony.call import CallServices, FreeswitchSpeak
+from esl_app.telephony.transcript import Transcript
+
+__all__ = ["ProviderCache", "build_services"]
+
+log = logging.getLogger(__name__)
+
+
+class ProviderCache:
+    """Agents and TTS providers by tenant, built on first use through the registry."""
+
+    def __init__(self) -> None:
+        self._agents: dict[tuple[str, str], Agent] = {}
+        self._tts: dict[str, TtsProvider] = {}
+
+    def agent_for(self, tenant: Tenant) -> Agent:
+        key = (tenant.id, tenant.agent)
+        agent = self._agents.get(key)
+        if agent is None:
+            agent = self._agents[key] = _make_agent(tenant)
+        return agent
+
+    def tts_for(self, tenant: Tenant, name: str) -> TtsProvider:
+        if name == "freeswitch":
+            return FreeswitchSpeak()
+        provider = self._tts.get(name)
+        if provider is None:
+            provider = self._tts[name] = _make_tts(tenant, name)
+        return provider
+
+
+def _make_agent(tenant: Tenant) -> Agent:
+    """The tenant's agent, wrapped so that every agent behaves like a clinic's.
+
+    Outermost: the emergency guard and message taking (GuardedAgent). A cloud
+    agent is further wrapped in ResilientAgent: a cached filler after 1.2 s, one
+    safe retry, then the local agent (same tools, same call state) takes over.
+    """
+    from esl_app.providers import registry
+    from esl_app.providers.agent.guard import GuardedAgent
+    from esl_app.providers.agent.local.dialogue import LocalAgent
+
+    inner: Agent
+    if tenant.agent == "local":
+        inner = LocalAgent()
+    else:
+        try:
+            primary = registry.make_agent(tenant.agent, tenant)
+        except registry.ProviderUnavailable as exc:
+            log.error("tenant %s: agent %r unavailable (%s); using the local agent",
+                      tenant.id, tenant.agent, exc)
+            return GuardedAgent(LocalAgent())
+        from esl_app.providers.resilience import ResilientAgent
+
+        inner = ResilientAgent(primary, LocalAgent(), on_filler=_play_filler)
+    return GuardedAgent(inner)
+
+
+def _play_filler(call: CallContext) -> None:
+    if call.signal is not None:
+        call.signal("filler")
+
+
+def _make_tts(tenant: Tenant, name: str) -> TtsProvider:
+    try:
+        from esl_app.providers import registry
+    except ImportError:
+        registry = None
+    if registry is not None and hasattr(registry, "make_tts"):
+        return registry.make_tts(name, tenant)
+    if name == "local":
+        from esl_app.providers.tts.local import LocalTts
+
+        return LocalTts()
+    log.warning("tts provider %r unavailable here; using FreeSWITCH speak", name)
+    return FreeswitchSpeak()
+
+
+def _record(transcript: Transcript) -> None:
+    from esl_app.telephony.records import save_call
+
+    save_call(transcript)
+
+
+def build_services(
+    tenants: Callable[[], TenantSet],
+    *,
+    listen_mode: str | None = None,
+    audio_source_for: Callable[..., Any] | None = None,
+    record: bool = True,
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    providers: ProviderCache | None = None,
+    **kw: Any,
+) -> CallServices:
+    """CallServices for ``ivr serve``/``simulate``/``demo``: registry providers, DB records."""
+    cache = providers or ProviderCache()
+    return CallServices(
+        tenants=tenants,
+        agent_for=cache.agent_for,
+        tts_for=cache.tts_for,
+        audio_source_for=audio_source_for,
+        recorder=_record if record else None,
+        on_event=on_event,
+        listen_mode=listen_mode,
+        **kw,
+    )

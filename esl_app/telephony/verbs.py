@@ -1,0 +1,337 @@
+"""Cancellable media verbs: speak, listen, bridge.
+
+Each verb runs inside the call's controller greenlet (``run()``) and reads the
+call's queue through :meth:`CallControl.next`; ``cancel()`` stops it at once
+(barge-in, hang-up). Completions are matched by the ``Application-UUID`` we
+sent as ``Event-UUID``, never by application name, so a late completion of an
+earlier playback can never end the current one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import gevent
+
+from esl_app.providers.agent.base import Utterance
+from esl_app.providers.tts.base import PlayInstruction, TtsProvider
+from esl_app.speech_markup import to_plain
+from esl_app.telephony.esl import EslError, EslSession
+from esl_app.telephony.events import Msg
+
+__all__ = [
+    "Bridge",
+    "BridgeResult",
+    "CallControl",
+    "Listen",
+    "ListenSource",
+    "Speak",
+    "SpeakResult",
+    "TextListenSource",
+]
+
+log = logging.getLogger(__name__)
+
+PLAY_STALL_SECONDS = 120.0  # a playback whose completion never comes is a dead channel
+
+
+class CallControl(Protocol):
+    """What verbs need from the controller that owns the call."""
+
+    session: EslSession
+
+    def next(self, timeout: float | None = None) -> Msg | None:
+        """The next message, ``None`` on timeout; raises when the call is gone."""
+        ...
+
+    def stash(self, msg: Msg) -> None:
+        """Keep a message for the verb that will want it (e.g. speech for the listener)."""
+        ...
+
+    def spawn(self, fn, *args) -> gevent.Greenlet:
+        """A helper greenlet owned by the call (killed when the call ends)."""
+        ...
+
+    def post(self, msg: Msg) -> None:
+        """Put a message on the call's queue (from helper greenlets)."""
+        ...
+
+
+@dataclass
+class SpeakResult:
+    """What the caller actually heard."""
+
+    heard: list[str] = field(default_factory=list)
+    barged_in: bool = False
+    barge_msg: Msg | None = None
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.heard)
+
+
+class Speak:
+    """Say some sentences: synthesis runs ahead while the previous sentence plays."""
+
+    def __init__(self, call: CallControl, sentences: list[str], tts: TtsProvider, *,
+                 voice: str, sample_rate: int, language: str, barge_in: bool = True,
+                 before_play=None, on_first_audio=None) -> None:
+        self.call = call
+        self.before_play = before_play
+        self.on_first_audio = on_first_audio
+        self.sentences = [s for s in sentences if s.strip()]
+        self.tts = tts
+        self.voice = voice
+        self.sample_rate = sample_rate
+        self.language = language
+        self.barge_in = barge_in
+        self.id = uuidlib.uuid4().hex
+        self._synth: gevent.Greenlet | None = None
+        self._playing: str | None = None
+        self.cancelled = False
+        self.result = SpeakResult()
+
+    def _synthesize_all(self) -> None:
+        for index, sentence in enumerate(self.sentences):
+            try:
+                value: PlayInstruction | Exception = self.tts.synthesize(
+                    sentence, voice=self.voice, sample_rate=self.sample_rate,
+                    language=self.language)
+            except Exception as exc:  # a provider failure skips one sentence, not the call
+                value = exc
+            self.call.post(Msg("tts", key=f"{self.id}:{index}", value=value))
+
+    def run(self) -> SpeakResult:
+        """Play every sentence; ``self.result`` stays valid if the call ends meanwhile."""
+        result = self.result
+        if not self.sentences:
+            return result
+        self._synth = self.call.spawn(self._synthesize_all)
+        ready: dict[int, PlayInstruction | Exception] = {}
+        index = 0
+        while True:
+            if self._playing is None:
+                while index in ready:
+                    item = ready.pop(index)
+                    index += 1
+                    if isinstance(item, Exception):
+                        log.warning("tts failed for a sentence: %s", item)
+                        _count_tts_error(getattr(self.tts, "name", "?"))
+                        continue
+                    if self.before_play is not None:
+                        hook, self.before_play = self.before_play, None
+                        hook()  # arm the recogniser just before the first audio (barge-in)
+                    self._playing = self.call.session.execute(item.app, item.arg)
+                    if self.on_first_audio is not None:
+                        first, self.on_first_audio = self.on_first_audio, None
+                        first()
+                    result.heard.append(to_plain(item.text or self.sentences[index - 1]))
+                    break
+                if self._playing is None and index >= len(self.sentences):
+                    return result
+            msg = self.call.next(timeout=PLAY_STALL_SECONDS)
+            if msg is None:
+                raise EslError("playback never completed")
+            if msg.kind == "tts" and msg.key.startswith(self.id + ":"):
+                ready[int(msg.key.rsplit(":", 1)[1])] = msg.value
+            elif msg.kind == "complete" and msg.key == self._playing:
+                self._playing = None
+            elif msg.kind in ("agent", "signal"):
+                self.call.stash(msg)  # an agent answer arriving while a filler plays
+            elif msg.kind in ("speech_start", "dtmf", "transcript"):
+                if msg.kind != "speech_start":
+                    self.call.stash(msg)
+                if self.barge_in or msg.kind == "dtmf":
+                    result.barged_in = self._playing is not None or index < len(self.sentences)
+                    result.barge_msg = msg
+                    self.cancel()
+                    return result
+            # anything else (completions of older verbs, unrelated events) is dropped
+
+    def cancel(self) -> None:
+        """Stop playing now (``uuid_break all``) and drop the pending synthesis."""
+        if self.cancelled:
+            return
+        self.cancelled = True
+        if self._synth is not None and not self._synth.dead:
+            self._synth.kill(block=False)
+        if self._playing is not None:
+            playing, self._playing = self._playing, None
+            try:
+                self.call.session.uuid_break()
+            except EslError:
+                return
+            self._await_completion(playing)
+
+    def _await_completion(self, app_uuid: str) -> None:
+        """Let the broken playback report its end so the channel is quiet (bounded)."""
+        while True:
+            msg = self.call.next(timeout=2.0)
+            if msg is None or (msg.kind == "complete" and msg.key == app_uuid):
+                return
+            if msg.kind in ("dtmf", "transcript"):
+                self.call.stash(msg)
+
+
+class ListenSource(Protocol):
+    """Where the caller's words come from (text mode: FreeSWITCH ASR; audio mode: our media)."""
+
+    def arm(self) -> None:
+        """Hear the caller from now on, including over the next prompt (barge-in)."""
+        ...
+
+    def heard(self) -> None:
+        """A final result was consumed (text mode: the ASR paused itself)."""
+        ...
+
+    def speaking(self, on: bool) -> None:
+        """The bot starts or stops talking (audio mode tightens its VAD against echo)."""
+        ...
+
+    def close(self) -> None:
+        """Stop recognising; idempotent, never raises."""
+        ...
+
+
+class TextListenSource:
+    """FreeSWITCH-side recognition: ``detect_speech`` → ``DETECTED_SPEECH`` events.
+
+    The recogniser is (re)armed right before a prompt starts playing, so the caller
+    can talk over the prompt; after each result FreeSWITCH pauses it until ``resume``.
+    """
+
+    def __init__(self, session: EslSession, engine: str = "pocketsphinx ivr ivr") -> None:
+        self.session = session
+        self.engine = engine
+        self.started = False
+        self.armed = False
+        self.closed = False
+
+    def arm(self) -> None:
+        if self.closed or self.armed:
+            return
+        self.session.execute("detect_speech", "resume" if self.started else self.engine)
+        self.started = self.armed = True
+
+    def heard(self) -> None:
+        self.armed = False
+
+    def speaking(self, on: bool) -> None:
+        """FreeSWITCH's recogniser handles its own echo: nothing to do."""
+
+    def close(self) -> None:
+        if self.started and not self.closed and self.session.channel_up:
+            try:
+                self.session.execute("detect_speech", "stop")
+            except EslError:
+                pass
+        self.closed = True
+
+
+_WORD_ZERO = re.compile(r"^\s*(press(ing)?\s+)?(zero|0)\W*$", re.I)
+
+
+class Listen:
+    """Wait for one caller turn: speech, or DTMF digits, or nothing (returns ``None``)."""
+
+    def __init__(self, call: CallControl, source: ListenSource, *, timeout: float,
+                 digit_timeout: float = 1.5) -> None:
+        self.call = call
+        self.source = source
+        self.timeout = timeout
+        self.digit_timeout = digit_timeout
+        self.speech_started = False
+
+    def run(self, pending: list[Msg]) -> Utterance | None:
+        """``pending`` holds messages stashed earlier (speech during the last prompt)."""
+        digits = ""
+        started = False
+        deadline = self.timeout
+        while True:
+            if pending:
+                msg: Msg | None = pending.pop(0)
+            else:
+                if not started:
+                    self.source.arm()
+                    started = True
+                msg = self.call.next(timeout=self.digit_timeout if digits else deadline)
+            if msg is None:
+                if digits:
+                    return Utterance(dtmf=digits)
+                if self.speech_started:
+                    # they are talking: give the recogniser one more window, once
+                    self.speech_started = False
+                    continue
+                return None
+            if msg.kind == "transcript":
+                self.source.heard()
+                if msg.text:
+                    return Utterance(text=msg.text, confidence=msg.confidence)
+                continue  # an empty result: the caller coughed; keep listening
+            if msg.kind == "speech_start":
+                self.speech_started = True
+            elif msg.kind == "dtmf" and msg.text:
+                if msg.text == "#" and digits:
+                    return Utterance(dtmf=digits)
+                if msg.text == "0" and not digits:
+                    return Utterance(dtmf="0")
+                digits += msg.text
+
+
+def is_zero_request(utterance: Utterance) -> bool:
+    """``0`` pressed or said on its own ("zero", "press zero")."""
+    if utterance.dtmf == "0":
+        return True
+    return bool(utterance.text and _WORD_ZERO.match(utterance.text))
+
+
+@dataclass
+class BridgeResult:
+    """How a transfer to a human went."""
+
+    connected: bool
+    disposition: str = ""
+
+
+class Bridge:
+    """Transfer the caller to a human line with ``bridge``; returns when it ends or fails."""
+
+    def __init__(self, call: CallControl, target: str, *, ring_seconds: int | None = None
+                 ) -> None:
+        self.call = call
+        self.target = target
+        self.ring_seconds = ring_seconds
+        self._app: str | None = None
+
+    def run(self) -> BridgeResult:
+        # Without continue_on_fail FreeSWITCH hangs the caller up when the human line is
+        # busy or unanswered; with it the bridge completes and the bot takes over again.
+        settings = "continue_on_fail=true hangup_after_bridge=true"
+        if self.ring_seconds:
+            settings += f" call_timeout={int(self.ring_seconds)}"
+        self.call.session.execute("multiset", settings)
+        self._app = self.call.session.execute("bridge", self.target)
+        while True:
+            msg = self.call.next(timeout=None)
+            if msg is not None and msg.kind == "complete" and msg.key == self._app:
+                ev = msg.event
+                disp = ((ev.get("variable_originate_disposition") if ev else "") or
+                        msg.text or "")
+                ok = disp.upper() in ("SUCCESS", "ANSWER", "NORMAL_CLEARING")
+                return BridgeResult(ok, disp)
+
+    def cancel(self) -> None:
+        """Nothing to undo: a hang-up ends the bridge on the FreeSWITCH side."""
+        self._app = None
+
+
+def _count_tts_error(provider: str) -> None:
+    try:
+        from esl_app.http.metrics import PROVIDER_ERRORS
+    except ImportError:
+        return
+    PROVIDER_ERRORS.labels("tts", provider).inc()

@@ -1,0 +1,57 @@
+"""``ivr simulate`` and ``ivr calls`` through click, on a fresh database."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from test_telephony_helpers import TENANTS_YAML
+
+from esl_app.commands_call import calls, simulate
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text(TENANTS_YAML)
+    monkeypatch.setenv("IVR_TENANTS", str(tenants))
+    monkeypatch.setenv("IVR_DATABASE_URL", f"sqlite:///{tmp_path / 'sim.db'}")
+    return tmp_path
+
+
+def test_simulate_say_json_then_calls_list_and_show(env):
+    runner = CliRunner()
+    res = runner.invoke(simulate, ["--did", "1001", "--say", "I want to book an appointment",
+                                   "--say", "#dtmf 0", "--json", "--time-scale", "0.02"])
+    assert res.exit_code == 0, res.output
+    t = json.loads(res.output)
+    assert t["tenant"] == "sunrise" and t["outcome"] == "handoff"
+    assert t["transfer_to"] == "user/1000"
+    assert [x["speaker"] for x in t["turns"]][:2] == ["bot", "caller"]
+    res = runner.invoke(calls, ["list", "--tenant", "sunrise", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert rows[0]["call_id"] == t["call_id"] and rows[0]["outcome"] == "handoff"
+    res = runner.invoke(calls, ["show", t["call_id"][:8]])
+    assert res.exit_code == 0 and "transfer_to:" in res.output and "CALLER" in res.output
+    res = runner.invoke(calls, ["show", "nope-nope"])
+    assert res.exit_code == 1 and "error: no call" in res.output
+
+
+def test_simulate_jsonl_over_stdin(env):
+    res = CliRunner().invoke(simulate, ["--did", "2002", "--jsonl", "--time-scale", "0.02"],
+                             input="what are your opening hours\n#hangup\n")
+    assert res.exit_code == 0, res.output
+    events = [json.loads(line) for line in res.output.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "bot_said" and "listening" in kinds
+    assert kinds[-1] == "call_ended"
+    end = events[-1]
+    assert end["tenant"] == "lakeside" and end["outcome"] == "caller_hangup"
+    assert any("9 AM" in e.get("text", "") for e in events if e["event"] == "bot_said")
+
+
+def test_simulate_unreachable_server_fails_cleanly(env):
+    res = CliRunner().invoke(simulate, ["--did", "1001", "--server", "127.0.0.1:1"])
+    assert res.exit_code == 1 and "cannot reach the bot" in res.output

@@ -1,0 +1,100 @@
+"""Events in → commands out: the call controller driven by a hand-written FreeSWITCH side."""
+
+from __future__ import annotations
+
+from test_telephony_helpers import WirePeer, make_services, speech, start_server, wait_until
+
+
+def test_booking_dialogue_commands_and_transcript():
+    server = start_server(make_services())
+    peer = WirePeer(server.address)
+    try:
+        peer.handshake()
+        greet = peer.next_app()
+        # the recogniser is armed before the first prompt so the caller can talk over it
+        assert peer.detects == ["pocketsphinx ivr ivr"]
+        assert greet.header("execute-app-name") == "speak"
+        assert greet.header("Event-UUID")
+        assert "Sunrise Family Clinic" in greet.header("execute-app-arg")
+        # a stale completion (wrong Application-UUID) must not end the prompt
+        peer.event("CHANNEL_EXECUTE_COMPLETE", [("Application", "speak"),
+                                                ("Application-UUID", "not-ours")])
+        peer.complete(greet)
+        second = peer.next_app()
+        assert "How can I help" in second.header("execute-app-arg")
+        peer.complete(second)
+        speech(peer, "I want to book an appointment")
+        offer = peer.next_app()
+        assert peer.detects[-1] == "resume"
+        assert "Tuesday at 9 AM with Dr. Smith." in offer.header("execute-app-arg")
+        peer.complete(offer)
+        ask = peer.next_app()
+        assert ask.header("execute-app-arg").endswith("Shall I book it?")
+        # barge-in: the caller talks over the question
+        peer.event("DETECTED_SPEECH", [("Speech-Type", "begin-speaking")])
+        brk = peer.command()
+        assert brk.line == f"api uuid_break {peer.uuid} all"
+        peer.api_ok()
+        peer.complete(ask)
+        nlsml = '<result><interpretation confidence="80"><input>yes please</input>' \
+                '</interpretation></result>'
+        peer.event("DETECTED_SPEECH", [("Speech-Type", "detected-speech")], nlsml)
+        booked = peer.next_app()
+        assert booked.header("execute-app-arg") == "flite|Joanna|You are booked."
+        peer.complete(booked)
+        code = peer.next_app()
+        assert "K, 7, M, dash, 4, Q, 2" in code.header("execute-app-arg")
+        peer.hangup()
+        wait_until(lambda: server.completed == 1)
+        t = server.last_transcripts[-1].to_dict()
+        assert t["tenant"] == "sunrise" and t["did"] == "1001"
+        assert t["outcome"] == "booked" and t["confirmation"] == "K7M-4Q2"
+        assert t["appointment"] == {"doctor": "smith", "start": "2026-11-24T09:00:00-05:00"}
+        bot_turns = [x for x in t["turns"] if x["speaker"] == "bot"]
+        assert bot_turns[1]["barged_in"] is True
+        assert bot_turns[1]["text"].endswith("Shall I book it?")
+        assert bot_turns[0]["barged_in"] is False
+        caller = [x["text"] for x in t["turns"] if x["speaker"] == "caller"]
+        assert caller == ["I want to book an appointment", "yes please"]
+        assert all(isinstance(x["at_ms"], int) for x in t["turns"])
+        assert peer.setvars["ivr_tenant"] == "sunrise"
+        assert peer.setvars["ivr_outcome"] == "booked"
+        assert peer.setvars["ivr_confirmation"] == "K7M-4Q2"
+        wait_until(lambda: server.active_calls == 0 and server.connections == 0)
+    finally:
+        peer.close()
+        server.stop(timeout=2)
+
+
+def test_dtmf_zero_bridges_to_handoff():
+    server = start_server(make_services())
+    peer = WirePeer(server.address)
+    try:
+        peer.handshake()
+        cmd = peer.next_app()
+        peer.event("DTMF", [("DTMF-Digit", "0"), ("DTMF-Duration", "2000")])
+        brk = peer.command()
+        assert brk.line.startswith("api uuid_break")
+        peer.api_ok()
+        peer.complete(cmd)
+        hold = peer.next_app()
+        assert "transfer" in hold.header("execute-app-arg")
+        peer.complete(hold)
+        bridge = peer.next_app()
+        assert "continue_on_fail=true" in peer.settings[-1]
+        assert "call_timeout=25" in peer.settings[-1]
+        assert bridge.header("execute-app-name") == "bridge"
+        assert bridge.header("execute-app-arg") == "user/1000"
+        peer.event("CHANNEL_EXECUTE_COMPLETE", [
+            ("Application", "bridge"), ("Application-UUID", bridge.header("Event-UUID")),
+            ("Application-Response", "_none_"), ("variable_originate_disposition", "SUCCESS")])
+        hup = peer.command()
+        assert hup.header("call-command") == "hangup"
+        peer.ok()
+        peer.hangup()
+        wait_until(lambda: server.completed == 1)
+        t = server.last_transcripts[-1].to_dict()
+        assert t["outcome"] == "handoff" and t["transfer_to"] == "user/1000"
+    finally:
+        peer.close()
+        server.stop(timeout=2)
