@@ -241,6 +241,18 @@ def calls_show(ctx: click.Context, call_id: str, as_json: bool) -> None:
         if isinstance(value, dict):
             value = json.dumps(value)
         click.echo(f"{key + ':':14} {value if value is not None else '-'}")
+    usage = (rec.get("usage") or {}).get("usage") or {}
+    cost = (rec.get("usage") or {}).get("cost") or {}
+    if usage:
+        click.echo(f"{'usage:':14} agent {usage.get('agent_provider') or '-'} "
+                   f"x{usage.get('agent_invocations', 0)}, "
+                   f"tts {usage.get('tts_chars', 0)} chars "
+                   f"({usage.get('tts_chars_cached', 0)} cached), "
+                   f"stt {usage.get('stt_seconds', 0):.1f} s")
+    if cost:
+        click.echo(f"{'cost:':14} {cost.get('total', 0):.4f} {cost.get('currency', 'USD')} "
+                   f"(stt {cost.get('stt', 0):.4f}, tts {cost.get('tts', 0):.4f}, "
+                   f"agent {cost.get('agent', 0):.4f}; estimate, prices from IVR_PRICES)")
     click.echo("turns:")
     for t in rec.get("turns", []):
         flag = " (interrupted)" if t.get("barged_in") else ""

@@ -25,7 +25,7 @@ from esl_app.providers.agent.base import CallContext, Utterance
 from esl_app.providers.agent.bedrock import BedrockAgent, new_client
 from esl_app.providers.resilience import ResilientAgent
 
-SCALE = 0.1
+SCALE = 0.3  # 3 s of allowed silence becomes 0.9 s: scaled, yet robust to a busy CI machine
 NOW = datetime(2026, 11, 23, 14, 0, tzinfo=ZoneInfo("America/New_York"))
 SCRIPT = ["I need an appointment with Dr. Smith", "tomorrow morning", "the first one",
           "Ann Lee", "yes", "yes", "goodbye"]
@@ -118,12 +118,9 @@ def test_twenty_calls_with_a_failing_agent(tmp_path):
             agent.end(call)
         outcomes[n] = (kind, last, silence, agent.fell_back(call))
 
-    # One call at a time: concurrent SQLite writers from one gevent thread can block
-    # the hub in SQLite's C busy-wait (seen: 5 s), which is the database layer's
-    # problem, not the agent's; the concurrency of ResilientAgent itself is covered
-    # by test_resilience_agent.py.
-    for n in range(20):
-        one_call(n)
+    # All twenty at once: SQLite writers queue cooperatively (esl_app.db.write_txn), so a
+    # booking never stalls the hub in SQLite's C busy-wait while other calls wait.
+    gevent.joinall([gevent.spawn(one_call, n) for n in range(20)], raise_error=True)
     assert len(outcomes) == 20
     kinds = set()
     for n, (kind, reply, silence, _why) in outcomes.items():

@@ -67,8 +67,11 @@ class BargeInConfig:
     """Voice-activity tuning: how eager the bot is to stop talking."""
 
     vad_mode: int = 2
-    min_speech_ms: int = 120
+    min_speech_ms: int = 100
     end_silence_ms: int = 600
+    # While the bot talks, speech must last this long to count (0: same as min_speech_ms).
+    # A mono fork carries only the caller's leg, so line echo is all there is to reject.
+    echo_min_speech_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,7 @@ class Tenant:
                 "vad_mode": self.barge_in.vad_mode,
                 "min_speech_ms": self.barge_in.min_speech_ms,
                 "end_silence_ms": self.barge_in.end_silence_ms,
+                "echo_min_speech_ms": self.barge_in.echo_min_speech_ms,
             }
         return out
 
@@ -521,13 +525,15 @@ def _parse_doctors(raw: Any, where: str) -> tuple[Doctor, ...]:
 def _parse_barge_in(raw: Any, where: str) -> BargeInConfig:
     if raw is None:
         return BargeInConfig()
-    if not isinstance(raw, dict) or set(raw) - {"vad_mode", "min_speech_ms", "end_silence_ms"}:
-        raise ConfigError(
-            f"{where}: key 'barge_in' takes vad_mode, min_speech_ms, end_silence_ms")
+    if not isinstance(raw, dict) or set(raw) - {"vad_mode", "min_speech_ms", "end_silence_ms",
+                                                "echo_min_speech_ms"}:
+        raise ConfigError(f"{where}: key 'barge_in' takes vad_mode, min_speech_ms, "
+                          "end_silence_ms, echo_min_speech_ms")
     b = BargeInConfig(**raw)
     if b.vad_mode not in (0, 1, 2, 3):
         raise ConfigError(f"{where}: key 'barge_in.vad_mode' must be 0..3")
-    if not (20 <= b.min_speech_ms <= 2000 and 100 <= b.end_silence_ms <= 5000):
+    if not (20 <= b.min_speech_ms <= 2000 and 100 <= b.end_silence_ms <= 5000
+            and 0 <= b.echo_min_speech_ms <= 2000):
         raise ConfigError(f"{where}: key 'barge_in': min_speech_ms 20..2000, "
                           "end_silence_ms 100..5000")
     return b

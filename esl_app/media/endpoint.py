@@ -81,8 +81,10 @@ class TurnDetector:
     def for_tenant(cls, tenant: object) -> TurnDetector:
         """Build from a Tenant (its ``sample_rate`` and ``barge_in`` settings)."""
         b = tenant.barge_in  # type: ignore[attr-defined]
+        guard = EchoGuard(echo_min_speech_ms=getattr(b, "echo_min_speech_ms", 0)
+                          or b.min_speech_ms)
         return cls(tenant.sample_rate, b.vad_mode, b.min_speech_ms,  # type: ignore[attr-defined]
-                   b.end_silence_ms)
+                   b.end_silence_ms, echo_guard=guard)
 
     @property
     def position_ms(self) -> int:

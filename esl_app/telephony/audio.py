@@ -39,6 +39,7 @@ class AudioListenSource:
         self.stt_provider = stt
         self.detector = TurnDetector.for_tenant(tenant)
         self.stream: Any = None
+        self.stt_bytes = 0  # audio handed to the recogniser, for usage and cost
         self.started = False
         self.closed = False
         self.uuid = session.uuid
@@ -99,13 +100,21 @@ class AudioListenSource:
             elif ev.kind == "speech_end" and self.stream is not None:
                 self.stream.finalize()
         if self.stream is not None:
+            self.stt_bytes += len(pcm)
             self.stream.feed(pcm)
+
+    @property
+    def stt_seconds(self) -> float:
+        return self.stt_bytes / (2.0 * self.tenant.sample_rate)
 
     def on_stream_end(self, reason: str) -> None:
         if self.stream is not None and not self.closed:
             with contextlib.suppress(Exception):
                 self.stream.close()
             self.stream = None
+        if not self.closed and reason not in ("shutdown", "replaced"):
+            # Stalled or dropped mid-call: the controller tells the caller and hands over.
+            self.call.post(Msg("media_lost", key=reason))
 
     def _on_transcript(self, ev: TranscriptEvent) -> None:
         if self.closed:

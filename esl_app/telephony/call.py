@@ -31,6 +31,7 @@ from esl_app.telephony.esl import EslError, EslEvent, EslSession
 from esl_app.telephony.events import Msg, from_esl
 from esl_app.telephony.transcript import Transcript, mask_number
 from esl_app.telephony.verbs import Bridge, Listen, ListenSource, Speak, TextListenSource
+from esl_app.usage import CallUsage
 
 __all__ = ["CallController", "CallEnded", "CallServices", "FreeswitchSpeak"]
 
@@ -106,6 +107,7 @@ class CallController:
         self.transcript = Transcript(call_id="")
         self.tenant: Tenant | None = None
         self.ctx: CallContext | None = None
+        self.usage = CallUsage()
         self.agent: Agent | None = None
         self.tts: TtsProvider | None = None
         self.listener: ListenSource | None = None
@@ -246,9 +248,13 @@ class CallController:
         self.listener = self._make_listener(tenant)
 
         self.ctx.signal = self._agent_signal
+        self.usage.agent_provider = tenant.agent
+        self.usage.tts_provider = tts_name
+        self.usage.stt_provider = self.channel.get("variable_ivr_stt") or tenant.stt
         reply = self._ask(lambda: self.agent.greet(self.ctx))
         if reply is None:
             return
+        self.usage.add_agent_turn("", reply.text)
         opening = f"{tenant.greeting} {reply.text}".strip()
         self._say(opening)
         self._note(reply)
@@ -276,8 +282,16 @@ class CallController:
                 self._safe_hangup()
                 return
             self._emit("listening", {})
-            utterance = Listen(self, self.listener, timeout=tenant.no_input_seconds).run(
-                self._pending)
+            listen = Listen(self, self.listener, timeout=tenant.no_input_seconds)
+            utterance = listen.run(self._pending)
+            if utterance is None and getattr(listen, "media_lost", False):
+                log.warning("call %s: audio stream lost", self._cid())
+                self._say("I'm sorry, I'm having trouble hearing you.", barge_in=False)
+                if tenant.handoff:
+                    self._transfer(tenant.handoff, self.transcript.outcome or "handoff")
+                else:
+                    self._goodbye()
+                return
             if utterance is None:
                 misses += 1
                 if misses <= 2:
@@ -298,6 +312,7 @@ class CallController:
             reply = self._ask(lambda u=utterance: self.agent.respond(self.ctx, u))
             if reply is None:
                 return
+            self.usage.add_agent_turn(said, reply.text)
             self._note(reply)
             if reply.text:
                 self._say(reply.text)
@@ -495,6 +510,25 @@ class CallController:
             else:
                 self._goodbye()
 
+    def note_tts(self, item: PlayInstruction) -> None:
+        """A sentence went to FreeSWITCH: count its characters (and whether cached)."""
+        self.usage.add_tts(to_plain(item.text or ""), cached=item.cached)
+
+    def _settle_usage(self) -> None:
+        """What the call used, and its estimated cost (price table: ``IVR_PRICES``)."""
+        from esl_app.usage import estimate_cost, prices_from_env
+
+        seconds = getattr(self.listener, "stt_seconds", 0.0) or 0.0
+        if seconds:
+            self.usage.add_stt(seconds, new_stream=True)
+        if self.ctx is not None:
+            cloud = self.ctx.state.get("bedrock") or {}
+            if isinstance(cloud, dict) and cloud.get("invocations"):
+                self.usage.agent_invocations = int(cloud["invocations"])
+        with contextlib.suppress(Exception):
+            self.transcript.usage["usage"] = self.usage.to_dict()
+            self.transcript.usage["cost"] = estimate_cost(self.usage, prices_from_env())
+
     def _safe_hangup(self) -> None:
         if not self.gone and self.session.channel_up:
             self.session.hangup()
@@ -527,6 +561,7 @@ class CallController:
             self.transcript.outcome = "caller_hangup" if self.gone and not broken else "error"
         self.session.stop()
         self.transcript.ended_at = datetime.now(self.transcript.started_at.tzinfo)
+        self._settle_usage()
         self.transcript.usage.update({
             "duration_ms": self.transcript.elapsed_ms(),
             "turns": len(self.transcript.turns),

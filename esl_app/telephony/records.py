@@ -27,6 +27,23 @@ def _naive_utc(value: datetime | None) -> datetime | None:
     return value
 
 
+def _turns_to_store(transcript: Transcript) -> list[dict[str, Any]]:
+    """The turns, or only their timing when the clinic does not keep transcripts."""
+    turns = [t.to_dict() for t in transcript.turns]
+    keep = True
+    if transcript.tenant:
+        try:
+            from esl_app.scheduling.service import get_tenant
+
+            keep = get_tenant(transcript.tenant).data.store_transcripts
+        except Exception:  # noqa: BLE001 - unknown tenant: nothing sensitive to drop
+            keep = True
+    if not keep:
+        for t in turns:
+            t["text"] = ""
+    return turns
+
+
 def save_call(transcript: Transcript) -> None:
     """Insert or update the call's record (idempotent per call id)."""
     from esl_app.db import database
@@ -46,7 +63,7 @@ def save_call(transcript: Transcript) -> None:
         "outcome": transcript.outcome,
         "confirmation": transcript.confirmation,
         "transfer_to": transcript.transfer_to,
-        "turns": json.dumps([t.to_dict() for t in transcript.turns]),
+        "turns": json.dumps(_turns_to_store(transcript)),
         "usage": json.dumps(usage, default=str),
         "emergency": transcript.emergency,
     }

@@ -126,6 +126,9 @@ class Speak:
                         hook, self.before_play = self.before_play, None
                         hook()  # arm the recogniser just before the first audio (barge-in)
                     self._playing = self.call.session.execute(item.app, item.arg)
+                    note = getattr(self.call, "note_tts", None)
+                    if note is not None:
+                        note(item)
                     if self.on_first_audio is not None:
                         first, self.on_first_audio = self.on_first_audio, None
                         first()
@@ -142,6 +145,8 @@ class Speak:
                 self._playing = None
             elif msg.kind in ("agent", "signal"):
                 self.call.stash(msg)  # an agent answer arriving while a filler plays
+            elif msg.kind == "transcript" and not (msg.text or "").strip():
+                continue  # an empty result (a click, a cough) is not the caller talking
             elif msg.kind in ("speech_start", "dtmf", "transcript"):
                 if msg.kind != "speech_start":
                     self.call.stash(msg)
@@ -248,6 +253,7 @@ class Listen:
 
     def run(self, pending: list[Msg]) -> Utterance | None:
         """``pending`` holds messages stashed earlier (speech during the last prompt)."""
+        self.media_lost = False
         digits = ""
         started = False
         deadline = self.timeout
@@ -272,6 +278,9 @@ class Listen:
                 if msg.text:
                     return Utterance(text=msg.text, confidence=msg.confidence)
                 continue  # an empty result: the caller coughed; keep listening
+            if msg.kind == "media_lost":  # the audio fork died: we cannot hear the caller
+                self.media_lost = True
+                return None
             if msg.kind == "speech_start":
                 self.speech_started = True
             elif msg.kind == "dtmf" and msg.text:

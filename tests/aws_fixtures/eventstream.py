@@ -10,6 +10,7 @@ HTTP-response handling, event-stream decoder and parser all run.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -29,8 +30,14 @@ def load(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text())
 
 
+@functools.cache
+def _service_model(service: str):
+    """Loading a model is CPU work; do it once, not inside every emulated call."""
+    return botocore.session.get_session().get_service_model(service)
+
+
 def event_shape(service: str, operation: str, event_type: str):
-    model = botocore.session.get_session().get_service_model(service)
+    model = _service_model(service)
     op = model.operation_model(operation)
     stream = op.get_event_stream_output()
     return stream.members[event_type]

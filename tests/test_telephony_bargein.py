@@ -1,0 +1,90 @@
+"""Barge-in over the audio fork: real VAD on real frames, uuid_break measured on the wire."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import struct
+
+import pytest
+from test_telephony_helpers import TENANTS_YAML, wait_until
+
+from esl_app.emulator.audio import AudioFork
+from esl_app.simulate import SimCall, start_local_bot, transcript_for
+from esl_app.testing import make_db
+
+pytestmark = pytest.mark.skipif(not shutil.which("espeak-ng") or not shutil.which("sox"),
+                                reason="espeak-ng and sox are needed to speak as the caller")
+
+
+class ClickFork(AudioFork):
+    """A caller whose line is a 60 ms click instead of speech (a door, a cough, a tap)."""
+
+    def _synthesise(self, call):
+        while not self._stopping:
+            text = call.next_utterance(timeout=None)
+            if text is None or self._stopping:
+                return
+            n = int(self.rate * 0.06)
+            click = b"".join(struct.pack("<h", int(12000 * math.copysign(1, math.sin(i / 3))))
+                             for i in range(n))
+            self._audio.put((text, click))
+
+
+@pytest.fixture
+def audio_bot(tmp_path):
+    tenants = make_db(tmp_path, TENANTS_YAML.replace("stt: freeswitch", "stt: local"))
+    bot = start_local_bot(tenants, audio=True)
+    yield bot
+    bot.stop()
+
+
+def _breaks(sim):
+    return [c for c in sim.call.commands if c.line.startswith("api uuid_break")]
+
+
+def test_speech_over_a_long_prompt_sends_uuid_break_after_the_onset(audio_bot):
+    forks: list[AudioFork] = []
+
+    def factory():
+        forks.append(AudioFork(lead_ms=0))
+        return forks[-1]
+
+    sim = SimCall(audio_bot.address, "1001", time_scale=1.0, audio=True,
+                  audio_fork=factory).start()
+    wait_until(lambda: bool(forks) and forks[0].connected.is_set()
+               and sim.call.channel.current_playback is not None, 20)
+    sim.call.say("operator please")  # over the greeting
+    wait_until(lambda: bool(_breaks(sim)), 20)
+    record = forks[0].records[0]
+    brk = _breaks(sim)[0]
+    assert record.speech_at is not None
+    reaction_ms = (brk.at - record.speech_at) * 1000
+    print(f"barge-in reaction: {reaction_ms:.0f} ms from the first speech frame to uuid_break")
+    assert reaction_ms >= 0  # the break follows the caller's onset, never precedes it
+    assert brk.line.endswith(" all")
+    assert sim.call.wait_ended(40)
+    t = transcript_for(sim, audio_bot)
+    assert t["turns"][0]["speaker"] == "bot" and t["turns"][0]["barged_in"] is True
+
+
+def test_a_60ms_click_does_not_barge_in(audio_bot):
+    forks: list[AudioFork] = []
+
+    def factory():
+        forks.append(ClickFork(lead_ms=0))
+        return forks[-1]
+
+    sim = SimCall(audio_bot.address, "1001", time_scale=1.0, audio=True,
+                  audio_fork=factory).start()
+    wait_until(lambda: bool(forks) and forks[0].connected.is_set()
+               and sim.call.channel.current_playback is not None, 20)
+    sim.call.say("click")
+    wait_until(lambda: bool(forks[0].records) and forks[0].records[0].end_stream_ms is not None,
+               10)
+    assert sim.call.wait_until_listening(30)  # the greeting played to its end
+    assert _breaks(sim) == []
+    sim.call.hang_up()
+    assert sim.call.wait_ended(20)
+    t = transcript_for(sim, audio_bot)
+    assert not any(turn["barged_in"] for turn in t["turns"])
