@@ -60,8 +60,11 @@ def cli(ctx: click.Context, db_url: str, tenants_path: str, verbose: int) -> Non
     """Multi-tenant AI voice appointment bot for clinics (ivr)."""
     import logging
 
+    from esl_app.logmask import install
+
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install()  # phones and e-mails are masked in every record, at every level
     ctx.ensure_object(dict)
     ctx.obj["db_url"] = db_url
     ctx.obj["tenants_path"] = tenants_path

@@ -113,6 +113,12 @@ def test_search_book_get_reschedule_cancel(api: LiveApi):
     # both slots are open again
     open_ids = {v.slot_id for v in service.search_slots("sunrise", doctor="smith", limit=10)}
     assert {slots[0]["slot_id"], slots[1]["slot_id"]} <= open_ids
+    # every read and change is in the audit log, attributed to the API token
+    from esl_app.scheduling.audit import list_audit
+
+    trail = [(e["actor"], e["action"]) for e in reversed(list_audit("sunrise", entity_id=code))]
+    assert trail == [("api:token", "create"), ("api:token", "read"),
+                     ("api:token", "reschedule"), ("api:token", "cancel")]
 
 
 def test_other_tenants_data_is_invisible(api: LiveApi):

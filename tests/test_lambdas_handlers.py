@@ -184,6 +184,11 @@ def test_confirm_books_then_second_confirm_is_taken(api: LiveApi):
     assert stored.patient_name == "Ann Lee" and stored.call_id == "3f2a9c1e-call-uuid"
     assert slot["slotId"] not in _open_slot_ids("sunrise")
 
+    from esl_app.scheduling.audit import list_audit
+
+    trail = list_audit("sunrise", entity_id=body["confirmation"])
+    assert ("lambda", "create") in {(e["actor"], e["action"]) for e in trail}
+
     again = confirm_appointment.handler(event, None)
     assert again["response"]["httpStatusCode"] == 409
     taken = openapi_body(again)

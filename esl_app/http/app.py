@@ -269,13 +269,19 @@ class _Slots:
         resp.media = [{**v.to_dict(), "doctor_name": v.doctor_name} for v in views]
 
 
+def _actor(req: falcon.Request) -> str:
+    """Who is reading or changing, for the audit log: the Lambdas identify themselves."""
+    agent = req.user_agent or ""
+    return "lambda" if agent.startswith("ivr-lambda/") else "api:token"
+
+
 class _Appointments:
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         _authorize(req, tenant)
         f = _fields(_json_body(req), _BOOKING_FIELDS)
         view = service.book(tenant, f["slot_id"], patient_name=f["patient_name"],
                             phone=f.get("phone"), email=f.get("email"),
-                            call_id=f.get("call_id"))
+                            call_id=f.get("call_id"), actor=_actor(req))
         m.BOOKINGS.labels(tenant, "booked", "api").inc()
         resp.status = falcon.HTTP_201
         resp.media = _appointment(view)
@@ -285,12 +291,12 @@ class _Appointment:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str,
                code: str) -> None:
         _authorize(req, tenant)
-        resp.media = _appointment(service.get_appointment(tenant, code))
+        resp.media = _appointment(service.get_appointment(tenant, code, actor=_actor(req)))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str,
                   code: str) -> None:
         _authorize(req, tenant)
-        view = service.cancel(tenant, code)
+        view = service.cancel(tenant, code, actor=_actor(req))
         m.BOOKINGS.labels(tenant, "cancelled", "api").inc()
         resp.media = _appointment(view)
 
@@ -300,7 +306,7 @@ class _Reschedule:
                 code: str) -> None:
         _authorize(req, tenant)
         f = _fields(_json_body(req), _RESCHEDULE_FIELDS)
-        view = service.reschedule(tenant, code, f["slot_id"])
+        view = service.reschedule(tenant, code, f["slot_id"], actor=_actor(req))
         m.BOOKINGS.labels(tenant, "rescheduled", "api").inc()
         resp.media = _appointment(view)
 

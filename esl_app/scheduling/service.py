@@ -468,13 +468,20 @@ def get_appointment(tenant_id: str, code: str, *, actor: str = "system") -> Appo
 
 
 def _name_matches(a: str, b: str) -> bool:
+    """Tolerant of spelling and transcription slips: "jon smyth" matches "John Smith"."""
+    from difflib import SequenceMatcher
+
     def norm(s: str) -> list[str]:
         return re.sub(r"[^a-z ]", "", s.lower()).split()
 
     wa, wb = norm(a), norm(b)
     if not wa or not wb:
         return False
-    return wa == wb or wa[-1] == wb[-1]
+    if wa == wb or wa[-1] == wb[-1]:
+        return True
+    last = SequenceMatcher(None, wa[-1], wb[-1]).ratio()
+    whole = SequenceMatcher(None, " ".join(wa), " ".join(wb)).ratio()
+    return last >= 0.8 or whole >= 0.85
 
 
 def _verify(appt: Appointment, verify: str | None) -> None:
