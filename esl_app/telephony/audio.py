@@ -40,6 +40,7 @@ class AudioListenSource:
         self.detector = TurnDetector.for_tenant(tenant)
         self.stream: Any = None
         self.stt_bytes = 0  # audio handed to the recogniser, for usage and cost
+        self.hints: tuple[str, ...] = ()
         self.started = False
         self.closed = False
         self.uuid = session.uuid
@@ -89,7 +90,8 @@ class AudioListenSource:
         if self.closed or self.stream is not None:
             return
         self.stream = self.stt_provider.open_stream(
-            self.uuid, self.tenant.sample_rate, self.tenant.language, self._on_transcript)
+            self.uuid, self.tenant.sample_rate, self.tenant.language, self._on_transcript,
+            getattr(self, "hints", ()))
 
     def on_audio(self, pcm: bytes) -> None:
         if self.closed:
@@ -102,6 +104,13 @@ class AudioListenSource:
         if self.stream is not None:
             self.stt_bytes += len(pcm)
             self.stream.feed(pcm)
+
+    def set_hints(self, hints: tuple[str, ...] | list[str]) -> None:
+        """What the agent expects next (doctor names, yes/no, digits): biases the recogniser."""
+        self.hints = tuple(hints)
+        if self.stream is not None:
+            with contextlib.suppress(Exception):
+                self.stream.set_hints(self.hints)
 
     @property
     def stt_seconds(self) -> float:

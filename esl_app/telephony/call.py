@@ -274,6 +274,9 @@ class CallController:
         misses = 0
         last_prompt = reply.text
         while True:
+            set_hints = getattr(self.listener, "set_hints", None)
+            if set_hints is not None:  # bias the recogniser toward the expected answer
+                set_hints(reply.hints)
             if reply.action == "transfer":
                 self._transfer(reply.transfer_to or tenant.handoff, reply.outcome or "handoff",
                                announce=not reply.text)
