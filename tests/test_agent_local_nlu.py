@@ -1,11 +1,11 @@
 """Table-driven tests of the local agent's NLU, as speech recognisers hand text over."""
 
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from esl_app.config.tenants import Doctor
+from esl_app.config.tenants import Doctor, VisitType
 from esl_app.providers.agent.local import nlu
 
 TODAY = date(2026, 11, 24)  # a Tuesday
@@ -328,3 +328,120 @@ def test_correction_carries_new_value():
 
 def test_normalize_handles_punctuation_and_case():
     assert nlu.normalize("Yes, at 3:30 P.M., please!") == "yes at 3 30 pm please"
+
+
+# ---------------------------------------------------------------- visit types and policy words
+
+VISITS = (VisitType("new", "new patient visit", 40), VisitType("followup", "follow-up", 20))
+
+VISIT_PHRASES = [
+    # (what the caller says, answering "new patient or follow-up?", expected id)
+    ("new patient", "new"),
+    ("a new patient visit please", "new"),
+    ("it's my first time", "new"),
+    ("I've never been there", "new"),
+    ("i haven't been there before", "new"),
+    ("i'm new", "new"),
+    ("we just moved here", "new"),
+    ("first visit", "new"),
+    ("follow up", "followup"),
+    ("a follow-up", "followup"),
+    ("followup", "followup"),
+    ("a check-up after my surgery", "followup"),
+    ("I'm not a new patient", "followup"),
+    ("i have been there before", "followup"),
+    ("no it's a follow up", "followup"),
+    ("i'm a returning patient", "followup"),
+    ("to go over my test results", "followup"),
+    ("the doctor told me to come back", "followup"),
+    ("1", "new"),
+    ("2", "followup"),
+    ("option two", "followup"),
+    ("the first one", "new"),
+    ("the second one", "followup"),
+    ("the last one", "followup"),
+    ("new", "new"),
+    ("not sure", None),
+    ("yes", None),
+    ("what's the difference", None),
+]
+
+
+@pytest.mark.parametrize("text,expected", VISIT_PHRASES)
+def test_visit_type_answers(text, expected):
+    got = nlu.match_visit_type(text, VISITS, answer=True)
+    assert (got.id if got else None) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("i'd like to book a new patient visit with dr smith tomorrow", "new"),
+    ("can i get a follow-up appointment", "followup"),
+    ("book a check-up after my surgery", "followup"),
+    ("i've never been there and want an appointment", "new"),
+    # free text outside the question: positions, bare ids and stray words mean nothing
+    ("book a new appointment", None),
+    ("the first one", None),
+    ("1", None),
+    ("i'd like the first available", None),
+    ("i'm returning your call", None),
+    ("let me see how my week looks", None),
+])
+def test_visit_type_in_free_text(text, expected):
+    got = nlu.match_visit_type(text, VISITS)
+    assert (got.id if got else None) == expected
+
+
+def test_visit_type_with_other_names_and_kinds():
+    types = (VisitType("physical", "annual physical", 60), VisitType("vax", "vaccination", 20),
+             VisitType("intake", "first consultation", 40))
+    assert nlu.match_visit_type("the physical", types, answer=True).id == "physical"
+    assert nlu.match_visit_type("just a vaccination", types).id == "vax"
+    assert nlu.match_visit_type("i've never been seen there", types).id == "intake"
+    assert nlu.match_visit_type("number three", types, answer=True).id == "intake"
+    assert nlu.visit_kind(types[2]) == "new" and nlu.visit_kind(types[0]) is None
+    assert nlu.match_visit_type("follow up", ()) is None
+
+
+RELATIVE = [
+    ("in an hour", timedelta(hours=1)),
+    ("can i come in an hour", timedelta(hours=1)),
+    ("in one hour", timedelta(hours=1)),
+    ("in 2 hours", timedelta(hours=2)),
+    ("in thirty minutes", timedelta(minutes=30)),
+    ("in half an hour", timedelta(minutes=30)),
+    ("in an hour and a half", timedelta(minutes=90)),
+    ("in a couple of hours", timedelta(hours=2)),
+    ("right now", timedelta(0)),
+    ("can i come in now", timedelta(0)),
+    ("in two days", None),
+    ("in the morning", None),
+    ("tomorrow at 3", None),
+]
+
+
+@pytest.mark.parametrize("text,expected", RELATIVE)
+def test_relative_times(text, expected):
+    assert nlu.parse_relative(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("on christmas", d(12, 25)),
+    ("christmas day", d(12, 25)),
+    ("christmas eve", d(12, 24)),
+    ("new year's day", d(1, 1, 2027)),
+    ("new year's eve", d(12, 31)),
+    ("thanksgiving", d(11, 26)),
+    ("the day after thanksgiving", d(11, 27)),
+    ("the day before christmas", d(12, 24)),
+    ("boxing day", d(12, 26)),
+])
+def test_holidays(text, expected):
+    got = nlu.parse_date(text, TODAY)
+    assert got is not None and got.single == expected
+
+
+@pytest.mark.parametrize("code", ["RPM-2BR", "4G4-AMJ", "AMH-WHS", "6G4-5PM"])
+def test_codes_with_am_pm_letters(code):
+    """Letters "a m"/"p m" in a code survive the clock normalisation of the transcript."""
+    spelled = nlu.normalize(" ".join(code.replace("-", "")).lower())
+    assert nlu.parse_code(spelled) == code

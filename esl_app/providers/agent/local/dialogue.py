@@ -17,7 +17,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from esl_app import tools
-from esl_app.config.tenants import WEEKDAYS, Doctor, Tenant
+from esl_app.config.tenants import WEEKDAYS, Doctor, Tenant, VisitType
 from esl_app.providers.agent.base import AgentError, AgentReply, CallContext, Utterance
 from esl_app.providers.agent.local import nlu
 from esl_app.speech_markup import say_characters
@@ -33,6 +33,7 @@ _DIGIT_HINTS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "
 _DAY_NAMES = {d: n for d, n in zip(WEEKDAYS, ("Monday", "Tuesday", "Wednesday", "Thursday",
                                                "Friday", "Saturday", "Sunday"), strict=True)}
 _DTMF_YES_NO = {"1": "yes", "2": "no"}
+_PART_ENDS = {"morning": time(12, 0), "afternoon": time(17, 0)}
 
 
 def format_hours(tenant: Tenant) -> str:
@@ -77,6 +78,40 @@ def _short_doctor(name: str) -> str:
 
 def _digits_spoken(digits: str) -> str:
     return " ".join(digits)
+
+
+def _article(phrase: str) -> str:
+    """The article as the phrase is spoken: "an 18-minute", "a follow-up", "an annual"."""
+    p = phrase.strip().lower()
+    vowel = p[:1] in "aeio" or p[:1] == "8" or re.match(r"(11|18)\b|(11|18)-", p) is not None
+    return "an" if vowel else "a"
+
+
+def _plural(n: int, unit: str) -> str:
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+
+
+def _notice_words(minutes: int) -> str:
+    """The minimum notice as a caller hears it: "2 hours'", "30 minutes'", "1 day's"."""
+    if minutes % 1440 == 0:
+        n, unit = minutes // 1440, "day"
+    elif minutes % 60 == 0:
+        n, unit = minutes // 60, "hour"
+    else:
+        n, unit = minutes, "minute"
+    return f"{n} {unit}'s" if n == 1 else f"{n} {unit}s'"
+
+
+def _spoken_day(day: date) -> str:
+    """A day as read aloud: "Friday, December 25"."""
+    return f"{day:%A}, {day:%B} {day.day}"
+
+
+def _visit_question(types: tuple[VisitType, ...]) -> str:
+    """Ask for the visit type with the clinic's own names ("a new patient visit or …")."""
+    items = [f"{_article(v.name)} {v.name}" for v in types]
+    listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" or {items[-1]}"
+    return f"Is this {listed}?"
 
 
 class LocalAgent:
@@ -191,10 +226,10 @@ class LocalAgent:
         stage = call.state.get("stage")
         if stage in ("phone", "phone_callerid") and len(keys) >= 7:
             return keys
-        if stage == "offer" and keys.isdigit() and len(keys) == 1:
+        if stage in ("offer", "visit_type") and keys.isdigit() and len(keys) == 1:
             return f"option {keys}"
         if stage in ("confirm", "cancel_confirm", "resched_confirm", "phone_callerid",
-                     "anything_else", "offer_handoff") and keys in _DTMF_YES_NO:
+                     "anything_else", "offer_handoff", "late_handoff") and keys in _DTMF_YES_NO:
             return _DTMF_YES_NO[keys]
         return keys
 
@@ -237,6 +272,9 @@ class LocalAgent:
         st = call.state
         stage = st.get("stage", "start")
         tenant = call.tenant
+        if stage == "visit_type":
+            return (_visit_question(tenant.visit_types),
+                    tuple(v.name for v in tenant.visit_types) + ("first time", "follow up"))
         if stage == "doctor":
             names = [_short_doctor(d.name) for d in tenant.doctors]
             listed = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
@@ -286,6 +324,8 @@ class LocalAgent:
                     _YES_NO_HINTS)
         if stage == "offer_handoff":
             return "Would you like me to connect you with the front desk?", _YES_NO_HINTS
+        if stage == "late_handoff":
+            return "Would you like me to transfer you to the front desk?", _YES_NO_HINTS
         if stage == "anything_else":
             return "Is there anything else I can help you with?", _YES_NO_HINTS
         return ("You can book, change or cancel an appointment. What would you like to do?",
@@ -347,7 +387,16 @@ class LocalAgent:
         contact = ""
         if st.get("phone") and st.get("phone_spoken"):
             contact = f", phone number {_digits_spoken(st['phone'])}"
-        return f"Shall I book {self._when(call, chosen)} for {st.get('name', '')}{contact}?"
+        what = self._visit_phrase(call)
+        return f"Shall I book {what}{self._when(call, chosen)} for {st.get('name', '')}{contact}?"
+
+    def _visit_phrase(self, call: CallContext) -> str:
+        """With a chosen visit type, "a 40-minute new patient visit on " (else empty)."""
+        vt = call.tenant.visit_type(call.state.get("visit_type"))
+        if vt is None:
+            return ""
+        length = f"{vt.minutes}-minute"
+        return f"{_article(length)} {length} {vt.name} on "
 
     def _appts_text(self, call: CallContext) -> str:
         appts = call.state.get("candidates", [])
@@ -397,6 +446,14 @@ class LocalAgent:
         elif found:
             # a new day keeps the part of day asked before, but not a clock time
             st["at"] = None
+        if not found and (rel := nlu.parse_relative(t)) is not None:
+            self._absorb_relative(call, rel)
+            got = True
+        if call.tenant.visit_types and st.get("intent") == "book":
+            vt = nlu.match_visit_type(t, call.tenant.visit_types)
+            if vt is not None:
+                st["visit_type"] = vt.id
+                got = True
         if nlu._has(t, "any time", "anytime", "whenever", "does not matter", "either",
                     "all day", "any part") and st.get("stage") == "part":
             st["part"] = None
@@ -404,12 +461,30 @@ class LocalAgent:
             got = True
         return got
 
+    def _absorb_relative(self, call: CallContext, delta: timedelta) -> None:
+        """Read "in an hour" as the first slot boundary at or after that moment."""
+        st = call.state
+        wanted = self._now(call) + delta
+        step = call.tenant.slot_minutes
+        minutes = wanted.hour * 60 + wanted.minute + (1 if wanted.second or
+                                                      wanted.microsecond else 0)
+        minutes = -(-minutes // step) * step
+        day = wanted.date() + timedelta(days=minutes // 1440)
+        minutes %= 1440
+        st["date_first"] = st["date_last"] = day.isoformat()
+        st["at"] = f"{minutes // 60:02d}:{minutes % 60:02d}"
+        st["part"] = st["after_time"] = st["before_time"] = None
+        st["earliest"] = False
+        st.pop("after", None)
+
     def _start_booking(self, call: CallContext, t: str) -> AgentReply:
         st = call.state
         st["intent"] = "book"
         for key in ("date_first", "date_last", "part", "at", "after_time", "before_time",
-                    "earliest", "after", "any_time", "offered", "chosen"):
+                    "earliest", "after", "any_time", "offered", "chosen", "visit_type"):
             st.pop(key, None)
+        if len(call.tenant.visit_types) == 1:
+            st["visit_type"] = call.tenant.visit_types[0].id
         if len(call.tenant.doctors) == 1:
             st["doctor"] = call.tenant.doctors[0].id
         else:
@@ -421,18 +496,122 @@ class LocalAgent:
     def _book_next(self, call: CallContext, lead: str = "") -> AgentReply:
         """Ask for the next missing criterion, or search and offer times."""
         st = call.state
+        if call.tenant.visit_types and st.get("intent") == "book" and not st.get("visit_type"):
+            return self._ask(call, "visit_type", lead)
         if not st.get("doctor") and len(call.tenant.doctors) > 1:
             return self._ask(call, "doctor", lead)
         if not st.get("doctor") and call.tenant.doctors:
             st["doctor"] = call.tenant.doctors[0].id
         if not st.get("date_first") and not st.get("earliest") and not st.get("after"):
             return self._ask(call, "date", lead)
+        refusal = self._policy_refusal(call)
+        if refusal:
+            why, instead = refusal
+            st.update(instead)
+            return self._search_and_offer(call, f"{lead} {why}".strip())
         single = st.get("date_first") and st.get("date_first") == st.get("date_last")
         if single and not (st.get("part") or st.get("at") or st.get("after_time")
                            or st.get("before_time") or st.get("any_time")
                            or st.get("earliest")):
             return self._ask(call, "part", lead)
         return self._search_and_offer(call, lead)
+
+    # ------------------------------------------------------------ clinic policy
+
+    def _policy_refusal(self, call: CallContext) -> tuple[str, dict[str, Any]] | None:
+        """Why the day or time asked for breaks the clinic's rules, and what to search instead.
+
+        Checked before searching so the caller hears the reason in one sentence
+        ("the clinic is closed on …") with real alternatives, rather than a bare
+        "nothing open"; the scheduling core enforces the same rules regardless.
+        """
+        st = call.state
+        if not st.get("date_first"):
+            return None
+        tenant = call.tenant
+        policy = tenant.policy
+        tz = tenant.tz
+        now = self._now(call)
+        first = date.fromisoformat(st["date_first"])
+        last = date.fromisoformat(st.get("date_last") or st["date_first"])
+        clear: dict[str, Any] = {"date_first": None, "date_last": None, "at": None,
+                                 "after_time": None, "before_time": None, "earliest": False}
+        days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+        if policy.closed_dates and all(d in policy.closed_dates for d in days):
+            when = f"on {_spoken_day(first)}" if len(days) == 1 else "on those days"
+            after = datetime.combine(last + timedelta(days=1), time(0), tz)
+            return (f"Sorry, the clinic is closed {when}.",
+                    {**clear, "after": after.isoformat()})
+        upper = now + timedelta(days=policy.booking_window_days)
+        if datetime.combine(first, time(0), tz) >= upper:
+            why = (f"Sorry, appointments can be booked at most "
+                   f"{_plural(policy.booking_window_days, 'day')} ahead.")
+            # the nearest alternative is the last day of the window that has times
+            day = upper.astimezone(tz).date()
+            while day >= now.date() and day > upper.date() - timedelta(days=14):
+                instead = {**clear, "date_first": day.isoformat(),
+                           "date_last": day.isoformat(), "after": None}
+                if self._search(call, **instead):
+                    return why, instead
+                day -= timedelta(days=1)
+            return why, {**clear, "part": None, "after": None, "earliest": True}
+        if policy.min_notice_minutes:
+            lower = now + timedelta(minutes=policy.min_notice_minutes)
+            if self._latest_asked(call, last) < lower:
+                return (f"Sorry, appointments need at least "
+                        f"{_notice_words(policy.min_notice_minutes)} notice.",
+                        {**clear, "part": None, "after": None, "earliest": True})
+        return None
+
+    def _latest_asked(self, call: CallContext, last: date) -> datetime:
+        """The latest start the caller's day and time of day allow (for the notice rule)."""
+        st = call.state
+        tenant = call.tenant
+        tz = tenant.tz
+        single = st.get("date_first") == st.get("date_last")
+        if single and st.get("at"):
+            return datetime.combine(last, time.fromisoformat(st["at"]), tz)
+        end = datetime.combine(last + timedelta(days=1), time(0), tz)
+        if single and st.get("before_time"):
+            end = min(end, datetime.combine(last, time.fromisoformat(st["before_time"]), tz))
+        if single and st.get("part") in _PART_ENDS:
+            end = min(end, datetime.combine(last, _PART_ENDS[st["part"]], tz))
+        ranges = tenant.hours.get(WEEKDAYS[last.weekday()], ())
+        if ranges:
+            end = min(end, datetime.combine(last, max(b for _, b in ranges), tz))
+        return end - timedelta(minutes=tenant.slot_minutes)
+
+    def _too_late_to_change(self, call: CallContext, appt: dict[str, Any]) -> bool:
+        """Inside the cancellation window: only the front desk may change it."""
+        hours = call.tenant.policy.cancel_window_hours
+        if not hours or not appt.get("start"):
+            return False
+        return self._local(call, appt["start"]) - self._now(call) < timedelta(hours=hours)
+
+    def _late_change(self, call: CallContext, lead: str = "",
+                     message: str | None = None) -> AgentReply:
+        """Explain the cancellation window and offer the front desk instead."""
+        st = call.state
+        hours = call.tenant.policy.cancel_window_hours
+        why = (f"Changes within {_plural(hours, 'hour')} of the appointment need to be made "
+               "with our front desk.") if hours else (message or "That change needs to be "
+                                                      "made with our front desk.")
+        if call.tenant.handoff:
+            st["stage"] = "late_handoff"
+            return self._say(call, f"{lead} {why} Would you like me to transfer you?".strip(),
+                             hints=_YES_NO_HINTS)
+        self._finish_task(call)
+        return self._ask(call, "anything_else", f"{lead} {why}".strip())
+
+    def _on_late_handoff(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        yn = nlu.yes_no(t)
+        if yn is True:
+            self._understood(call)
+            return self._handoff(call, "change inside the cancellation window")
+        if yn is False:
+            self._understood(call)
+            return self._keep_appointment(call)
+        return self._miss(call, "Sorry, please say yes or no.")
 
     # ------------------------------------------------------------ searching
 
@@ -464,7 +643,7 @@ class LocalAgent:
         limit = 12 if (at or st.get("before_time")) else 3
         result = self.tools.search_slots(call.tenant, doctor=doctor, date=day,
                                          part_of_day=st.get("part"), after=after,
-                                         limit=limit, now=now)
+                                         limit=limit, now=now, **self._visit_kw(call))
         if not result.get("ok"):
             log.warning("slot search failed: %s", result.get("error"))
             return []
@@ -485,6 +664,11 @@ class LocalAgent:
                 return exact[:1]
             slots = sorted(sorted(slots, key=distance)[:3], key=lambda s: s["start"])
         return slots[:3]
+
+    def _visit_kw(self, call: CallContext) -> dict[str, Any]:
+        """``visit_type=`` for the tools, only when one applies (older tool sets lack it)."""
+        vt = call.state.get("visit_type")
+        return {"visit_type": vt} if vt and call.tenant.visit_type(vt) else {}
 
     def _search_and_offer(self, call: CallContext, lead: str = "") -> AgentReply:
         """Search with the caller's criteria, relaxing them step by step when nothing fits."""
@@ -542,7 +726,8 @@ class LocalAgent:
             return self._goodbye(call)
         today = self._now(call).date()
         if nlu.match_doctor(t, call.tenant.doctors) or nlu.parse_date(t, today) or \
-                goal in ("earliest",) or nlu.parse_time(t):
+                goal in ("earliest",) or nlu.parse_time(t) or \
+                nlu.match_visit_type(t, call.tenant.visit_types):
             self._understood(call)
             return self._start_booking(call, t)
         return self._miss(call, "Sorry, I didn't get that.")
@@ -570,6 +755,28 @@ class LocalAgent:
         return self._miss(call, "Please say yes or no.")
 
     # ------------------------------------------------------------ stages: booking
+
+    def _on_visit_type(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        st = call.state
+        types = call.tenant.visit_types
+        vt = nlu.match_visit_type(t, types, answer=True)
+        # "a follow-up with dr smith tomorrow": keep the rest too (not for "1" alone,
+        # which would read as one o'clock)
+        got = len(t.split()) > 1 and self._absorb(call, t)
+        if vt is not None:
+            st["visit_type"] = vt.id
+            self._understood(call)
+            return self._book_next(call)
+        if got:
+            self._understood(call)
+            return self._book_next(call, "Okay.")
+        kinds = {nlu.visit_kind(v): v for v in reversed(types)}
+        if "new" in kinds and nlu._has(t, "not sure", "do not know", "no idea", "difference",
+                                       "which one", "what is"):
+            new = kinds["new"]
+            return self._miss(call, f"If you haven't been seen here before, it's "
+                              f"{_article(new.name)} {new.name}.")
+        return self._miss(call, "Sorry.")
 
     def _on_doctor(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
         if self._absorb(call, t) and call.state.get("doctor"):
@@ -664,7 +871,8 @@ class LocalAgent:
             # cannot book it meanwhile; the booking consumes the hold.
             self.tools.release_holds(call.call_id)
             held = self.tools.hold_slot(call.tenant, slot_id=slot["slot_id"],
-                                        call_id=call.call_id, now=self._now(call))
+                                        call_id=call.call_id, now=self._now(call),
+                                        **self._visit_kw(call))
             if not held.get("ok"):
                 st.pop("chosen", None)
                 lead = ("I'm sorry, that time was just taken." if held.get("error") == "slot_taken"
@@ -694,7 +902,9 @@ class LocalAgent:
     def _criteria_in(self, call: CallContext, t: str) -> bool:
         today = self._now(call).date()
         return bool(nlu.parse_date(t, today) or nlu.parse_time(t)
-                    or isinstance(nlu.match_doctor(t, call.tenant.doctors), Doctor))
+                    or isinstance(nlu.match_doctor(t, call.tenant.doctors), Doctor)
+                    or (call.state.get("intent") == "book"
+                        and nlu.match_visit_type(t, call.tenant.visit_types)))
 
     def _contact_next(self, call: CallContext, lead: str = "") -> AgentReply:
         st = call.state
@@ -776,6 +986,9 @@ class LocalAgent:
             if nlu._has(t, "doctor"):
                 st.pop("doctor", None)
             return self._book_next(call)
+        if call.tenant.visit_types and nlu._has(t, "visit", "type", "kind"):
+            st.pop("visit_type", None)
+            return self._book_next(call)
         if nlu._has(t, "name"):
             st.pop("name", None)
             return self._ask(call, "name")
@@ -794,24 +1007,29 @@ class LocalAgent:
         result = self.tools.confirm_appointment(
             call.tenant, slot_id=chosen["slot_id"], patient_name=st["name"],
             email=st.get("email"), phone=st.get("phone"), call_id=call.call_id,
-            now=self._now(call))
+            now=self._now(call), **self._visit_kw(call))
         if result.get("ok"):
             code = result["confirmation"]
             st["confirmation"] = code
             st.setdefault("booked", []).append(code)
             st["outcome"] = "booked"
             st["appointment"] = {"doctor": result["doctor"], "start": result["start"]}
+            what = self._visit_phrase(call)
             self._finish_task(call)
             when = self._when(call, {"start": result["start"], "doctor": result["doctor"],
                                      "doctor_name": result.get("doctor_name")})
             log.info("call %s: appointment booked", call.call_id)
-            return self._say(call, f"You're booked for {when}. Your confirmation code is "
+            return self._say(call, f"You're booked for {what}{when}. Your confirmation code is "
                              f"{say_characters(code)}. Is there anything else I can help you "
                              "with?", hints=_YES_NO_HINTS, outcome="booked", confirmation=code,
                              appointment={"doctor": result["doctor"], "start": result["start"]})
         if result.get("error") == "slot_taken":
             st.pop("chosen", None)
             return self._search_and_offer(call, "I'm sorry, that time was just taken.")
+        if result.get("error") == "not_allowed" and result.get("message"):
+            # a clinic rule caught up with the call (e.g. the notice ran out): other times
+            st.pop("chosen", None)
+            return self._search_and_offer(call, result["message"])
         log.warning("booking failed: %s", result.get("error"))
         return self._failed(call, result)
 
@@ -830,7 +1048,7 @@ class LocalAgent:
         st = call.state
         for key in ("intent", "doctor", "date_first", "date_last", "part", "at", "after_time",
                     "before_time", "after", "earliest", "any_time", "offered", "chosen",
-                    "candidates", "code", "resume_stage"):
+                    "candidates", "code", "resume_stage", "visit_type"):
             st.pop(key, None)
         st["stage"] = "anything_else"
 
@@ -841,7 +1059,7 @@ class LocalAgent:
         st["intent"] = goal
         for key in ("code", "appointment", "candidates", "chosen", "offered", "date_first",
                     "date_last", "part", "at", "after_time", "before_time", "after",
-                    "earliest", "any_time"):
+                    "earliest", "any_time", "visit_type"):
             st.pop(key, None)
         st["id_failures"] = 0
         code = nlu.parse_code(t)
@@ -919,7 +1137,8 @@ class LocalAgent:
         return self._say(call, self._appts_text(call), hints=("the first one", "the last one"))
 
     def _appt_record(self, call: CallContext, a: dict[str, Any]) -> dict[str, Any]:
-        rec = {k: a.get(k) for k in ("confirmation", "doctor", "doctor_name", "start")}
+        rec = {k: a.get(k) for k in ("confirmation", "doctor", "doctor_name", "start", "end",
+                                     "visit_type")}
         rec["spoken_short"] = self._when(call, rec)
         return rec
 
@@ -937,10 +1156,34 @@ class LocalAgent:
         st = call.state
         st["appointment"] = appt
         st["code"] = appt["confirmation"]
+        if self._too_late_to_change(call, appt):
+            return self._late_change(call, f"Your appointment is on {appt['spoken_short']}.")
         if st.get("intent") == "cancel":
             return self._ask(call, "cancel_confirm")
         st["doctor"] = appt["doctor"]
+        visit = self._visit_of(call, appt)
+        if visit:
+            st["visit_type"] = visit
         return self._ask(call, "date", f"Your appointment is on {appt['spoken_short']}.")
+
+    def _visit_of(self, call: CallContext, appt: dict[str, Any]) -> str | None:
+        """The appointment's visit type, so the new time fits it: as stored, else by length.
+
+        Types needing the same number of slots are interchangeable for the search,
+        and the scheduling core moves the booking with its stored type anyway.
+        """
+        tenant = call.tenant
+        if tenant.visit_type(appt.get("visit_type")):
+            return appt["visit_type"]
+        if not tenant.visit_types or not appt.get("end") or not appt.get("start"):
+            return None
+        length = datetime.fromisoformat(appt["end"]) - datetime.fromisoformat(appt["start"])
+        step = tenant.slot_minutes
+        for vt in tenant.visit_types:
+            need = max(1, -(-(vt.minutes + tenant.policy.buffer_minutes) // step))
+            if timedelta(minutes=need * step) == length:
+                return vt.id
+        return None
 
     def _on_cancel_confirm(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
         st = call.state
@@ -953,6 +1196,8 @@ class LocalAgent:
         appt = st["appointment"]
         result = self.tools.cancel_appointment(call.tenant, code=st["code"],
                                                verify=st.get("name"), now=self._now(call))
+        if result.get("error") == "too_late":
+            return self._late_change(call, message=result.get("message"))
         if not result.get("ok"):
             return self._failed(call, result)
         st["outcome"] = "cancelled"
@@ -1001,4 +1246,6 @@ class LocalAgent:
         if result.get("error") == "slot_taken":
             st.pop("chosen", None)
             return self._search_and_offer(call, "I'm sorry, that time was just taken.")
+        if result.get("error") == "too_late":
+            return self._late_change(call, message=result.get("message"))
         return self._failed(call, result)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from esl_app.config.tenants import Doctor
+from esl_app.config.tenants import Doctor, VisitType
 
 __all__ = [
     "ANY_DOCTOR",
@@ -25,14 +25,17 @@ __all__ = [
     "intent",
     "is_correction",
     "match_doctor",
+    "match_visit_type",
     "normalize",
     "parse_code",
     "parse_date",
     "parse_email",
     "parse_name",
     "parse_phone",
+    "parse_relative",
     "parse_time",
     "tokens",
+    "visit_kind",
     "yes_no",
 ]
 
@@ -46,6 +49,8 @@ _CONTRACTIONS = {
     "what's": "what is", "name's": "name is", "i'd": "i would", "let's": "let us",
     "isn't": "is not", "wasn't": "was not", "you're": "you are", "where's": "where is",
     "there's": "there is", "didn't": "did not", "i've": "i have", "couldn't": "could not",
+    "haven't": "have not", "hasn't": "has not", "hadn't": "had not", "aren't": "are not",
+    "weren't": "were not", "we're": "we are", "we've": "we have",
 }
 
 
@@ -335,6 +340,176 @@ def match_doctor(text: str | None, doctors: Sequence[Doctor]) -> Doctor | str | 
     return None
 
 
+# ---------------------------------------------------------------- visit types
+
+# How callers describe the two kinds of visit most clinics distinguish; a tenant's
+# own types are mapped onto these kinds by the words in their id and name.
+_NEW_PHRASES = (
+    "new patient", "first time", "first visit", "first appointment", "first consultation",
+    "never been", "never seen", "never visited", "never had an appointment", "have not been",
+    "has not been", "not been there", "not been here", "not been before", "not been seen",
+    "i am new", "we are new", "new here", "new to", "brand new", "not a patient",
+    "not registered", "initial", "intake", "new client", "just moved",
+)
+_NOT_NEW_PHRASES = ("not new", "not a new", "not my first", "not the first", "not first",
+                    "no longer new", "not for the first")
+_FOLLOW_PHRASES = (
+    "follow up", "follow", "check up after", "checkup after", "after my surgery",
+    "after surgery", "after the surgery", "after my operation", "after the operation",
+    "after my procedure", "post op", "post surgery", "return visit", "returning",
+    "existing patient", "been there before", "been here before", "been before",
+    "seen before", "been seen", "already a patient", "already seen", "regular patient",
+    "current patient", "come back", "coming back", "second visit", "review", "results",
+    "recheck", "re check", "been seeing", "see how", "checking on", "check on",
+)
+# Outside the visit-type question only unmistakable phrases count ("I'm returning
+# your call" is not a follow-up visit).
+_STRONG_PHRASES = {
+    "new": ("new patient", "first time", "first visit", "first appointment", "never been",
+            "never seen", "have not been", "not been there", "not been here", "i am new",
+            "we are new", "new here"),
+    "follow": ("follow up", "check up after", "after my surgery", "after surgery",
+               "after my operation", "after my procedure", "post op", "return visit",
+               "returning patient", "existing patient", "been there before",
+               "been here before", "seen before", "already a patient", "regular patient",
+               "current patient", "go over my results", "go over the results"),
+}
+_KIND_WORDS = {"new": ("new", "first", "initial", "intake"),
+               "follow": ("follow", "followup", "return", "returning", "review", "existing",
+                          "recheck")}
+_VISIT_GENERIC = {"visit", "appointment", "consultation", "patient", "a", "an", "the", "of",
+                  "for", "and", "with", "exam", "minute", "minutes", "session"}
+_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+
+
+def _canon(text: str) -> str:
+    """Hyphens and run-together forms unified: "follow-up", "followup" -> "follow up"."""
+    t = re.sub(r"[-_/]", " ", text.lower())
+    t = re.sub(r"\bfollowup\b", "follow up", t)
+    t = re.sub(r"\bcheckup\b", "check up", t)
+    return " ".join(t.split())
+
+
+def visit_kind(visit: VisitType) -> str | None:
+    """``"new"`` or ``"follow"`` when the type's id or name says so, else None."""
+    words = set(_canon(f"{visit.id} {visit.name}").split())
+    for kind, keys in _KIND_WORDS.items():
+        if words & set(keys):
+            return kind
+    return None
+
+
+def _negated(toks: Sequence[str], at: int) -> bool:
+    return any(w in ("not", "never", "neither") for w in toks[max(0, at - 2):at])
+
+
+def _phrase_at(toks: Sequence[str], phrase: str) -> list[int]:
+    words = phrase.split()
+    n = len(words)
+    return [i for i in range(len(toks) - n + 1) if list(toks[i:i + n]) == words]
+
+
+def match_visit_type(text: str | None, visit_types: Sequence[VisitType], *,
+                     answer: bool = False) -> VisitType | None:
+    """The visit type the caller means, or None when unclear.
+
+    Understands the types' names ("a follow-up"), descriptions of a first or a
+    returning visit ("I've never been there", "a check-up after my surgery") and,
+    when ``answer`` (the caller is answering "new patient or follow-up?"), also
+    ids, single distinctive words and positions ("1", "the second one").
+    """
+    if not visit_types:
+        return None
+    toks = _canon(normalize(text)).split()
+    t = " ".join(toks)
+    if not t:
+        return None
+    by_kind: dict[str, VisitType] = {}
+    for v in visit_types:
+        kind = visit_kind(v)
+        if kind and kind not in by_kind:
+            by_kind[kind] = v
+    score: dict[str, int] = {}
+    refused: set[str] = set()
+
+    def phrases_of(v: VisitType) -> set[str]:
+        name = _canon(v.name)
+        out = {name}
+        core = [w for w in name.split() if w not in ("visit", "appointment", "consultation",
+                                                      "exam", "session")]
+        if core:
+            out.add(" ".join(core))
+        if answer:
+            out.add(_canon(v.id))
+        return out
+
+    for v in visit_types:
+        for phrase in phrases_of(v):
+            for at in _phrase_at(toks, phrase):
+                if _negated(toks, at):
+                    refused.add(v.id)
+                else:
+                    score[v.id] = max(score.get(v.id, 0), 10 + len(phrase.split()))
+    new_phrases = _NEW_PHRASES if answer else _STRONG_PHRASES["new"]
+    follow_phrases = _FOLLOW_PHRASES if answer else _STRONG_PHRASES["follow"]
+    if not score:
+        if "follow" in by_kind and _has(t, *_NOT_NEW_PHRASES):
+            score[by_kind["follow"].id] = 3
+        elif "new" in by_kind and _has(t, *new_phrases):
+            score[by_kind["new"].id] = 2
+        elif "follow" in by_kind and any(
+                not _negated(toks, at) for p in follow_phrases for at in _phrase_at(toks, p)):
+            score[by_kind["follow"].id] = 1
+    if score:
+        best = max(score.values())
+        winners = [v for v in visit_types if score.get(v.id) == best]
+        return winners[0] if len(winners) == 1 else None
+    if refused and len(visit_types) == 2:
+        rest = [v for v in visit_types if v.id not in refused]
+        return rest[0] if len(rest) == 1 else None
+    if not answer:
+        return None
+    return _visit_by_position(toks, visit_types) or _visit_by_word(toks, visit_types)
+
+
+def _visit_by_position(toks: Sequence[str], visit_types: Sequence[VisitType]
+                       ) -> VisitType | None:
+    """A position in the list the caller heard: "1", "option two", "the second one"."""
+    pos: int | None = None
+    words = [w for w in toks if w not in ("the", "um", "uh", "please", "one", "it", "is")]
+    if len(toks) == 1 and toks[0].isdigit():
+        pos = int(toks[0]) - 1
+    elif len(toks) == 1 and toks[0] in _NUMBER_WORDS:
+        pos = _NUMBER_WORDS[toks[0]] - 1
+    elif _has(" ".join(toks), "the last one", "the last", "the latter", "last one"):
+        pos = len(visit_types) - 1
+    elif _has(" ".join(toks), "the former"):
+        pos = 0
+    else:
+        for i, w in enumerate(toks):
+            if w in ("option", "number", "press", "choice") and (got := _cardinal(toks, i + 1)):
+                pos = got[0] - 1
+                break
+            if w in _CHOICE_ORDINALS and len(words) <= 2:
+                pos = _CHOICE_ORDINALS[w]
+                break
+    if pos is not None and 0 <= pos < len(visit_types):
+        return visit_types[pos]
+    return None
+
+
+def _visit_by_word(toks: Sequence[str], visit_types: Sequence[VisitType]) -> VisitType | None:
+    """A word only one type's name has ("the physical"), when nothing clearer was said."""
+    said = set(toks)
+    hits = []
+    for v in visit_types:
+        own = set(_canon(v.name).split()) - _VISIT_GENERIC
+        others = set().union(*(set(_canon(o.name).split()) for o in visit_types if o is not v))
+        if (own - others) & said:
+            hits.append(v)
+    return hits[0] if len(hits) == 1 else None
+
+
 # ---------------------------------------------------------------- dates
 
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -479,6 +654,13 @@ def _find_date(toks: list[str], today: date) -> tuple[DateRange, set[int]] | Non
         if w == "week" and i > 1 and toks[i - 2:i] == ["later", "this"]:
             monday = today - timedelta(days=today.weekday())
             return (DateRange(today + timedelta(days=1), monday + timedelta(days=6)), {i})
+        holiday = _holiday(toks, i, today)
+        if holiday and holiday[0]:
+            day, used = holiday
+            if i >= 2 and toks[i - 2:i] in (["day", "after"], ["day", "before"]):
+                day += timedelta(days=1 if toks[i - 1] == "after" else -1)
+                used |= {i - 2, i - 1}
+            return one(day, used)
         wd = _weekday_index(w)
         if wd is not None:
             prev = toks[i - 1] if i > 0 else ""
@@ -501,6 +683,34 @@ def _find_date(toks: list[str], today: date) -> tuple[DateRange, set[int]] | Non
                 # "the first", "the second" alone are choices, not dates
                 continue
             return one(_day_of_month(today, got[0]), set(range(i, after)))
+    return None
+
+
+def _holiday(toks: Sequence[str], i: int, today: date) -> tuple[date | None, set[int]] | None:
+    """Holidays callers name instead of dates ("on christmas"): clinics close on them."""
+    w = toks[i]
+    nxt = toks[i + 1] if i + 1 < len(toks) else ""
+    if w == "christmas":
+        if nxt == "eve":
+            return _month_day(today, 12, 24), {i, i + 1}
+        return _month_day(today, 12, 25), {i} | ({i + 1} if nxt == "day" else set())
+    if w == "new" and nxt in ("year", "years", "year's"):
+        after = toks[i + 2] if i + 2 < len(toks) else ""
+        if after == "eve":
+            return _month_day(today, 12, 31), {i, i + 1, i + 2}
+        return _month_day(today, 1, 1), {i, i + 1} | ({i + 2} if after == "day" else set())
+    if w == "boxing" and nxt == "day":
+        return _month_day(today, 12, 26), {i, i + 1}
+    if w == "independence" and nxt == "day":
+        return _month_day(today, 7, 4), {i, i + 1}
+    if w == "halloween":
+        return _month_day(today, 10, 31), {i}
+    if w == "thanksgiving":
+        for year in (today.year, today.year + 1):
+            first = date(year, 11, 1)
+            day = first + timedelta(days=(3 - first.weekday()) % 7 + 21)  # 4th Thursday
+            if day >= today:
+                return day, {i} | ({i + 1} if nxt == "day" else set())
     return None
 
 
@@ -556,7 +766,8 @@ def _find_time(toks: list[str], skip: set[int]) -> TimePref | None:
     part = after = before = at = None
     earliest = _has(t, "earliest", "soonest", "as soon as possible", "asap", "first available",
                     "first thing", "as early as possible", "next available")
-    if _has(t, "morning", "am", "before lunch", "first thing"):
+    spoken_am = _has(re.sub(r"\bi am\b", "", t), "am")  # "i am free" is not "a.m."
+    if spoken_am or _has(t, "morning", "before lunch", "first thing"):
         part = "morning"
     if _has(t, "afternoon", "after lunch", "lunchtime", "lunch time"):
         part = "afternoon"
@@ -593,6 +804,47 @@ def _find_time(toks: list[str], skip: set[int]) -> TimePref | None:
     if not (part or after or before or at or earliest):
         return None
     return TimePref(part=part, at=at, after=after, before=before, earliest=earliest)
+
+
+def parse_relative(text: str | None) -> timedelta | None:
+    """How soon the caller wants to come ("in an hour", "in 30 minutes", "right now").
+
+    Only hours and minutes: "in two days" is a date. The dialogue turns the
+    answer into a clock time and checks it against the clinic's minimum notice.
+    """
+    toks = tokens(text)
+    t = " ".join(toks)
+    if not t:
+        return None
+    if _has(t, "right now", "right away", "immediately", "straight away", "come in now",
+            "in now", "see someone now", "see a doctor now", "as we speak"):
+        return timedelta(0)
+    if _has(t, "within the hour", "within an hour", "in an hour and a half",
+            "in half an hour", "in a half hour"):
+        if _has(t, "in half an hour", "in a half hour"):
+            return timedelta(minutes=30)
+        if _has(t, "in an hour and a half"):
+            return timedelta(minutes=90)
+        return timedelta(hours=1)
+    if _has(t, "in a couple of hours", "in a couple hours"):
+        return timedelta(hours=2)
+    if _has(t, "in a few hours"):
+        return timedelta(hours=3)
+    for i, w in enumerate(toks):
+        if w != "in":
+            continue
+        amount = _cardinal(toks, i + 1)
+        if amount is None and i + 1 < len(toks) and toks[i + 1] in ("a", "an"):
+            amount = (1, 1)
+        if amount is None:
+            continue
+        j = i + 1 + amount[1]
+        unit = toks[j] if j < len(toks) else ""
+        if unit in ("hour", "hours", "hr", "hrs"):
+            return timedelta(hours=amount[0])
+        if unit in ("minute", "minutes", "min", "mins"):
+            return timedelta(minutes=amount[0])
+    return None
 
 
 _TIME_LEAD = ("at", "around", "about", "after", "before", "by", "say", "like", "the", "for")
@@ -1000,6 +1252,8 @@ def parse_code(text: str | None) -> str | None:
         c = _code_char(w)
         if c:
             chars.append(c)
+        elif w in ("am", "pm"):  # "p m" merged by clock normalisation upstream
+            chars.extend(w)
         elif w.isalnum() and w not in _CODE_SKIP and len(w) <= 6 and re.search(r"\d", w):
             chars.extend(w)
         elif w not in _CODE_SKIP:
