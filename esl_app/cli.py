@@ -25,6 +25,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "simulate": "esl_app.commands_call:simulate",
     "demo": "esl_app.commands_call:demo",
     "calls": "esl_app.commands_call:calls",
+    "loadtest": "esl_app.loadtest:loadtest",
     "dialplan": "esl_app.dialplan:dialplan",
     "emulator": "esl_app.emulator.cli:emulator",
 }

@@ -62,7 +62,8 @@ def _open_db(ctx: click.Context) -> str:
 @click.option("--esl", "esl_addr", default="127.0.0.1:8084", show_default=True,
               help="Outbound ESL server address (FreeSWITCH's socket app connects here).")
 @click.option("--media", "media_addr", default="127.0.0.1:8085", show_default=True,
-              help="Audio-fork WebSocket base address (worker i listens on port + 1 + i).")
+              help="Audio-fork WebSocket address; worker i listens on the i-th free port "
+                   "from here, skipping the ESL and HTTP ports (8085, 8087, 8088, …).")
 @click.option("--http", "http_addr", default="127.0.0.1:8086", show_default=True,
               help="Appointments API, /healthz and /metrics.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
@@ -71,9 +72,14 @@ def _open_db(ctx: click.Context) -> str:
               help="Concurrent calls per worker.")
 @click.option("--drain-timeout", type=float, default=30.0, show_default=True,
               help="Seconds live calls may take to finish on SIGTERM.")
+@click.option("--profile", type=click.Choice(["local", "cloud"]), default=None,
+              help="Provider latency profile for load tests  [env IVR_PROFILE; default: "
+                   "local].")
+@click.option("--profile-seed", type=int, default=None, help="Seed of the latency profile.")
 @click.pass_context
 def serve(ctx: click.Context, esl_addr: str, media_addr: str, http_addr: str,
-          workers: int | None, max_calls: int, drain_timeout: float) -> None:
+          workers: int | None, max_calls: int, drain_timeout: float, profile: str | None,
+          profile_seed: int | None) -> None:
     """Run the bot: ESL server, media server and HTTP API (SIGTERM drains, SIGHUP reloads)."""
     from esl_app.workers import WorkerConfig, run_workers
 
@@ -84,7 +90,9 @@ def serve(ctx: click.Context, esl_addr: str, media_addr: str, http_addr: str,
         db_url=root.get("db_url") or os.environ.get("IVR_DATABASE_URL") or "sqlite:///ivr.db",
         tenants_path=root.get("tenants_path") or os.environ.get("IVR_TENANTS")
         or "tenants.yaml",
-        max_calls=max_calls, drain_timeout=drain_timeout)
+        max_calls=max_calls, drain_timeout=drain_timeout,
+        **({"profile": profile} if profile else {}),
+        **({"profile_seed": profile_seed} if profile_seed is not None else {}))
     try:
         code = run_workers(cfg, echo=lambda line: click.echo(line, err=True))
     except (OSError, ValueError) as exc:

@@ -1,0 +1,59 @@
+"""Turn latency: end of caller speech -> first bot audio, and our own work per turn.
+
+    .venv/bin/python bench/bench_turn.py [--calls 20] [--audio]
+
+Two load-test runs against a fresh 2-worker server:
+
+1. `--profile cloud`: providers wait like AWS (Transcribe 100-300 ms to the final
+   after end of speech, agent 500-1500 ms, Polly 200-500 ms to first audio on a
+   cache miss). Reported: end of caller speech -> first playback command, p50/p95
+   (target p50 <= 800 ms; the original design estimated 1000-2500 ms).
+2. `--profile local --tts freeswitch`: no added latency and no local synthesis, so
+   final transcript -> first playback command is our own work (ESL parsing, call
+   controller, local agent with its slot search/booking queries, command out).
+   Reported p50/p99 (target p99 <= 10 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOT = ("import esl_app.__main__, sys\nfrom esl_app.loadtest import main\n"
+        "sys.exit(main(sys.argv[1:]))")
+
+
+def loadtest(*extra: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", BOOT, "--json", *extra], cwd=ROOT,
+                         capture_output=True, text=True, timeout=1800)
+    if out.returncode:
+        raise SystemExit(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--calls", type=int, default=20)
+    p.add_argument("--audio", action="store_true", help="audio mode for the cloud run")
+    args = p.parse_args()
+    n = str(args.calls)
+    cloud = loadtest("--calls", n, "--ramp", "2", "--profile", "cloud",
+                     *(["--audio"] if args.audio else []))
+    own = loadtest("--calls", n, "--ramp", "2", "--profile", "local", "--tts", "freeswitch")
+    t, o = cloud["turn_ms"], own["turn_overhead_ms"]
+    print(f"cloud profile, {cloud['mode']} mode, {n} calls "
+          f"({cloud['samples']['turn_ms']} turns, {cloud['calls_failed']} failed):")
+    print(f"  end of caller speech -> first bot audio   p50 {t['p50']} ms   p95 {t['p95']} ms"
+          f"   p99 {t['p99']} ms   (target p50 <= 800)")
+    print(f"local agent, FreeSWITCH TTS, {n} calls ({own['samples']['overhead_ms']} turns, "
+          f"{own['calls_failed']} failed):")
+    print(f"  our own work per turn (final -> play)    p50 {o['p50']} ms   p95 {o['p95']} ms"
+          f"   p99 {o['p99']} ms   (target p99 <= 10)")
+
+
+if __name__ == "__main__":
+    main()

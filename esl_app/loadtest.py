@@ -1,0 +1,842 @@
+"""``ivr loadtest``: N concurrent emulated calls against ``ivr serve``, measured from outside.
+
+Why separate processes: the callers (FreeSWITCH emulators) run in their own
+processes, so the server's CPU and memory are measured alone (from ``/proc``)
+and the callers never share its hub. The parent starts the server (unless
+``--server``), spawns the emulator processes, shows progress on stderr and
+merges their samples into one report.
+
+Each emulated caller holds a full booking conversation with the local agent:
+it answers whatever the bot asks (day, slot, name, confirmation), barges in
+over the greeting, and hangs up after "anything else?". Text mode uses
+FreeSWITCH-side recognition (``DETECTED_SPEECH``); ``--audio`` streams the
+caller's voice over the audio fork in real-time 20 ms frames.
+
+What is measured, all on the emulator's clock (``wire.Command.at``):
+
+- set-up: TCP connect starts → the bot's ``answer`` arrives;
+- ESL round trip: a reply written → the bot's next (dependent) command arrives
+  (``connect``→``myevents``→``linger``);
+- barge-in: the caller's speech onset (text: ``begin-speaking`` fired; audio:
+  first audible frame sent) → ``uuid_break`` arrives;
+- turn overhead: the final result is delivered (text: ``detected-speech``
+  fired) → the bot's first ``playback``/``speak`` arrives; with ``--profile
+  local`` and FreeSWITCH speech this is our own work per turn;
+- turn latency: end of the caller's speech → first playback (includes the
+  emulated recogniser latency of the cloud profile);
+- frames: sent, and lost = frames that left more than 100 ms behind their
+  real-time slot (a real mod_audio_fork buffer would have overrun).
+  ``frames_received`` is sent − lost: the server does not report what it read,
+  so frames dropped inside the server would not show here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["LoadConfig", "loadtest", "percentile", "run_loadtest", "summarize"]
+
+LATE_FRAME_S = 0.100
+_BOOTSTRAP = ("import esl_app.__main__, sys\n"
+              "from {mod} import {fn}\n"
+              "sys.exit({fn}(sys.argv[1:]))")
+
+# the callers: what they say depends on what the bot just asked
+_DOCTORS = (("smith", "Sarah Smith"), ("patel", "Raj Patel"), ("johnson", "Emily Johnson"),
+            ("garcia", "Luis Garcia"), ("nguyen", "Anh Nguyen"), ("okafor", "Chidi Okafor"))
+_ZONES = ("America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles")
+_VOICES = ("Joanna", "Matthew", "Salli", "Joey")
+
+
+def _did(i: int) -> str:
+    return f"2{i:03d}"
+
+
+def synthetic_tenants(count: int) -> str:
+    """tenants.yaml text for ``count`` clinics (DIDs 2000, 2001, …), two doctors each.
+
+    Why: a thousand callers of two clinics all fight for the same few slots,
+    which no deployment sees; spread over many clinics, as in production.
+    """
+    out = ["tenants:"]
+    for i in range(count):
+        a, b = _DOCTORS[i % len(_DOCTORS)], _DOCTORS[(i + 1) % len(_DOCTORS)]
+        out += [
+            f"  - id: clinic{i:03d}",
+            f"    name: Clinic {i:03d}",
+            f'    dids: ["{_did(i)}"]',
+            f"    timezone: {_ZONES[i % len(_ZONES)]}",
+            "    language: en-US",
+            f"    voice: {_VOICES[i % len(_VOICES)]}",
+            f"    greeting: Thank you for calling Clinic {i:03d}.",
+            "    hours:",
+            '      mon-fri: "08:00-17:00"',
+            "    slot_minutes: 30",
+            "    handoff: user/1000",
+            "    agent: local",
+            "    doctors:",
+            f"      - {{id: {a[0]}, name: Dr. {a[1]}, specialty: family medicine}}",
+            f"      - {{id: {b[0]}, name: Dr. {b[1]}, specialty: pediatrics}}",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def _doctors_of(did: str) -> tuple[str, str]:
+    i = int(did[1:]) if did.startswith("2") and did[1:].isdigit() else 0
+    a, b = _DOCTORS[i % len(_DOCTORS)], _DOCTORS[(i + 1) % len(_DOCTORS)]
+    return (f"Dr. {a[1].split()[1]}", f"Dr. {b[1].split()[1]}")
+
+_DAYS = ("next Tuesday morning", "Wednesday afternoon", "Thursday morning", "Friday",
+         "next Monday afternoon", "Tuesday afternoon", "Wednesday morning",
+         "Thursday afternoon", "next Friday morning", "Monday morning")
+_PICKS = ("the first one", "the second one", "the last one", "the first one")
+_NAMES = ("John Smith", "Maria Garcia", "Wei Chen", "Aisha Khan", "Tom Brown",
+          "Olga Ivanova", "Pedro Alvarez", "Emma Wilson")
+
+
+def reply_for(prompt: str, rng: random.Random, did: str) -> str:
+    """The caller's next line for the bot's last words (a booking caller)."""
+    p = prompt.lower()
+    if "anything else" in p:
+        return "no thanks"
+    if "help you" in p or "book, change or cancel" in p or "didn't catch" in p and "book" in p:
+        return f"I'd like to book an appointment with {rng.choice(_doctors_of(did))}"
+    if "which would you like" in p or "which one" in p or " or " in p and " am" in p:
+        return rng.choice(_PICKS)
+    if "what day" in p or "which day" in p or "another day" in p or "no openings" in p \
+            or "nothing" in p:
+        return rng.choice(_DAYS)
+    if "name" in p:
+        return rng.choice(_NAMES)
+    if "shall i book" in p or "reach you" in p or "is that right" in p or "correct" in p:
+        return "yes"
+    return "the first one"
+
+
+# -- statistics ------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (``q`` in 0..100); None for no samples."""
+    if not values:
+        return None
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, math.ceil(q / 100.0 * len(s)) - 1))
+    return s[k]
+
+
+def _pcts(values: list[float]) -> dict[str, float | None]:
+    return {f"p{q}": (None if (v := percentile(values, q)) is None else round(v, 2))
+            for q in (50, 95, 99)}
+
+
+# -- one emulated caller (runs in an emulator process) ----------------------------------
+
+
+@dataclass
+class CallStats:
+    """What one call measured."""
+
+    ok: bool = False
+    outcome: str = ""
+    error: str = ""
+    setup_ms: float | None = None
+    rtt_ms: list[float] = field(default_factory=list)
+    barge_ms: list[float] = field(default_factory=list)
+    overhead_ms: list[float] = field(default_factory=list)
+    turn_ms: list[float] = field(default_factory=list)
+    frames_sent: int = 0
+    frames_lost: int = 0
+
+
+class _Fire:
+    """Wraps ``Channel.fire`` to timestamp DETECTED_SPEECH (speech onset, final result)."""
+
+    def __init__(self, channel: Any) -> None:
+        self.inner = channel.fire
+        self.onsets: list[float] = []
+        self.finals: list[float] = []
+
+    def __call__(self, name: str, calling: Any, **kw: Any) -> Any:
+        if name == "DETECTED_SPEECH":
+            kind = dict(kw.get("before", ())).get("Speech-Type")
+            (self.onsets if kind == "begin-speaking" else self.finals).append(time.monotonic())
+        return self.inner(name, calling, **kw)
+
+
+def _text_recogniser(channel: Any, stt_ms: tuple[int, int] | None, rng: random.Random,
+                     ends: list[float]) -> Callable[[str], None]:
+    """Channel._recognise with a recogniser latency after end of speech (cloud profile)."""
+    from xml.sax.saxutils import escape
+
+    import gevent
+
+    from esl_app.emulator.outbound import _SPEECH_FILE, SECONDS_PER_CHAR
+
+    def recognise(text: str) -> None:
+        channel.fire("DETECTED_SPEECH", _SPEECH_FILE, before=[("Speech-Type", "begin-speaking")])
+        gevent.sleep(max(0.05, len(text) * SECONDS_PER_CHAR) * channel.time_scale)
+        ends.append(time.monotonic())
+        if stt_ms:
+            gevent.sleep(rng.uniform(*stt_ms) / 1000.0)
+        if channel.hung_up or not channel.asr_active or channel.asr_paused:
+            return
+        g = escape(channel.asr_grammar, {'"': "&quot;"})
+        body = (f'<?xml version="1.0"?><result grammar="{g}">'
+                f'<interpretation grammar="{g}" confidence="90">'
+                f'<input mode="speech">{escape(text)}</input>'
+                "</interpretation></result>")
+        channel.asr_paused = True
+        channel.fire("DETECTED_SPEECH", _SPEECH_FILE, before=[("Speech-Type", "detected-speech")],
+                     body=body)
+
+    return recognise
+
+
+_FORK_CLASS: list[type] = []
+
+
+def load_fork(**kw: Any) -> Any:
+    """The emulator's :class:`AudioFork`, counting frames that left behind their slot."""
+    if not _FORK_CLASS:
+        from esl_app.emulator.audio import AudioFork
+
+        class LoadFork(AudioFork):
+            late = 0
+
+            def _stream(self, ws: Any, call: Any) -> None:
+                super()._stream(_TimedSocket(ws, self), call)
+
+        _FORK_CLASS.append(LoadFork)
+    return _FORK_CLASS[0](**kw)
+
+
+class _TimedSocket:
+    """Wraps the fork's WebSocket: frame n is due at t0 + n × 20 ms."""
+
+    def __init__(self, ws: Any, fork: Any) -> None:
+        self.ws = ws
+        self.fork = fork
+        self.t0: float | None = None
+        self.n = 0
+
+    def send_binary(self, frame: bytes) -> None:
+        now = time.monotonic()
+        if self.t0 is None:
+            self.t0 = now
+        elif now - (self.t0 + self.n * 0.02) > LATE_FRAME_S:
+            self.fork.late += 1
+        self.ws.send_binary(frame)
+        self.n += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ws, name)
+
+
+def _first_after(cmds: list[Any], t: float, pred: Callable[[Any], bool]) -> float | None:
+    for c in cmds:
+        if c.at >= t and pred(c):
+            return c.at
+    return None
+
+
+def _is_play(c: Any) -> bool:
+    return c.name == "sendmsg" and (c.header("execute-app-name") or "") in ("playback", "speak")
+
+
+def _is_break(c: Any) -> bool:
+    return c.name == "api" and c.args.startswith("uuid_break")
+
+
+def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audio: bool,
+                 time_scale: float, stt_ms: tuple[int, int] | None, tts: str | None,
+                 max_turns: int = 14, barge: bool = True, turn_timeout: float = 60.0
+                 ) -> CallStats:
+    """One full booking conversation; never raises (the stats say what went wrong)."""
+    import gevent
+
+    from esl_app.emulator.outbound import EmulatedCall
+
+    st = CallStats()
+    variables = {} if audio else {"ivr_stt": "freeswitch"}
+    if tts:
+        variables["ivr_tts"] = tts
+    fork_holder: list[Any] = []
+
+    def make_fork() -> Any:
+        f = load_fork(lead_ms=200)
+        fork_holder.append(f)
+        return f
+
+    call = EmulatedCall(address, did, f"+1555{rng.randrange(10**7):07d}", time_scale=time_scale,
+                        variables=variables, audio_fork=make_fork if audio else None,
+                        listen_settle=0.05)
+    ends: list[float] = []
+    fire = _Fire(call.channel)
+    call.channel.fire = fire  # type: ignore[method-assign]
+    if not audio:
+        call.channel._recognise = _text_recogniser(  # type: ignore[method-assign]
+            call.channel, stt_ms, rng, ends)
+    t0 = time.monotonic()
+    try:
+        call.start()
+    except OSError as exc:
+        st.error = f"connect: {exc}"
+        return st
+    try:
+        events = call.events
+        last_bot = ""
+        turns = 0
+        barged = not barge
+        done = False
+        deadline = time.monotonic() + turn_timeout
+        while not done:
+            try:
+                ev = events.get(timeout=max(0.1, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001 - queue.Empty: the bot went quiet
+                st.error = "timeout waiting for the bot"
+                break
+            kind = ev.get("event")
+            if kind == "bot_said":
+                last_bot = ev.get("text", "")
+                if not barged:  # talk over the greeting's first sentence
+                    barged = True
+                    gevent.sleep(0.3 * time_scale)
+                    if not call.channel.playback_idle.is_set():
+                        call.say(reply_for("how can I help you", rng, did))
+                        turns += 1
+                        deadline = time.monotonic() + turn_timeout
+            elif kind == "listening":
+                if turns >= max_turns or "anything else" in last_bot.lower() and turns > 2:
+                    if "anything else" in last_bot.lower():
+                        call.say("no thanks")
+                        gevent.sleep(2.0 * time_scale + 0.2)
+                    if not call.ended:
+                        call.hang_up()
+                    done = True
+                    continue
+                call.say(reply_for(last_bot, rng, did))
+                turns += 1
+                deadline = time.monotonic() + turn_timeout
+            elif kind == "call_ended":
+                done = True
+        if not call.wait_ended(10):
+            call.hang_up()
+            call.wait_ended(5)
+        summary = call.transcript
+        variables_out = summary.get("variables", {})
+        st.outcome = variables_out.get("ivr_outcome") or (
+            "caller_hangup" if summary.get("hangup_by") == "caller" else
+            summary.get("hangup_by") or "?")
+        cmds = list(call.commands)
+        answer = _first_after(cmds, t0, lambda c: c.name == "sendmsg"
+                              and c.header("execute-app-name") == "answer")
+        st.setup_ms = None if answer is None else (answer - t0) * 1000
+        names = [c.name for c in cmds[:4]]
+        for i in range(min(2, len(cmds) - 1)):
+            if names[i] in ("connect", "myevents") and names[i + 1] in ("myevents", "linger"):
+                st.rtt_ms.append((cmds[i + 1].at - cmds[i].at) * 1000)
+        onsets = list(fire.onsets)
+        finals = list(fire.finals)
+        turn_ends = list(ends)
+        if audio and fork_holder:
+            fork = fork_holder[-1]
+            onsets = [r.speech_at for r in fork.records if r.speech_at is not None]
+            turn_ends = [r.speech_at + ((r.end_stream_ms or 0) - (r.speech_stream_ms or 0)) / 1000
+                         for r in fork.records if r.speech_at is not None and r.end_stream_ms]
+            finals = []
+            st.frames_sent = fork.frames_sent
+            st.frames_lost = getattr(fork, "late", 0)
+        for t in onsets:
+            brk = _first_after(cmds, t, _is_break)
+            play_between = brk is not None and any(_is_play(c) for c in cmds
+                                                   if t <= c.at < brk)
+            if brk is not None and not play_between and brk - t < 5.0:
+                st.barge_ms.append((brk - t) * 1000)
+        for t in finals:
+            play = _first_after(cmds, t, _is_play)
+            if play is not None:
+                st.overhead_ms.append((play - t) * 1000)
+        for t in turn_ends:
+            play = _first_after(cmds, t, _is_play)
+            if play is not None:
+                st.turn_ms.append((play - t) * 1000)
+        st.ok = (answer is not None and not st.error and st.outcome != "error"
+                 and summary.get("answered", False))
+        if not st.ok and not st.error:
+            st.error = f"outcome {st.outcome}"
+    except Exception as exc:  # noqa: BLE001 - one broken call must not end the run
+        st.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        with contextlib.suppress(Exception):
+            call.close()
+    return st
+
+
+def _child_main(argv: list[str]) -> int:
+    """Emulator process: run this process's share of callers, report JSON lines on stdout."""
+    import gevent
+
+    cfg = json.loads(argv[0])
+    address = (cfg["host"], cfg["port"])
+    rng = random.Random(cfg["seed"])
+    n_total = cfg["calls_total"]
+    ramp = cfg["ramp"]
+    duration = cfg["duration"]
+    out = sys.stdout
+    counts = {"started": 0, "active": 0, "done": 0, "failed": 0}
+    merged = CallStats()
+    outcomes: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    setups: list[float] = []
+    rtts: list[float] = []
+    t_start = time.monotonic()
+
+    def emit(obj: dict[str, Any]) -> None:
+        out.write(json.dumps(obj) + "\n")
+        out.flush()
+
+    def slot(global_index: int) -> None:
+        gevent.sleep(global_index * ramp / max(1, n_total))
+        crng = random.Random(rng.random())
+        first = True
+        while first or (duration and time.monotonic() - t_start < duration):
+            first = False
+            did = _did(crng.randrange(cfg["tenants"]))
+            counts["started"] += 1
+            counts["active"] += 1
+            st = run_one_call(address, did, crng, audio=cfg["audio"],
+                              time_scale=cfg["time_scale"], stt_ms=cfg.get("stt_ms"),
+                              tts=cfg.get("tts"))
+            counts["active"] -= 1
+            counts["done" if st.ok else "failed"] += 1
+            outcomes[st.outcome or "none"] = outcomes.get(st.outcome or "none", 0) + 1
+            if st.error:
+                key = st.error[:80]
+                errors[key] = errors.get(key, 0) + 1
+            if st.setup_ms is not None:
+                setups.append(st.setup_ms)
+            rtts.extend(st.rtt_ms)
+            merged.barge_ms.extend(st.barge_ms)
+            merged.overhead_ms.extend(st.overhead_ms)
+            merged.turn_ms.extend(st.turn_ms)
+            merged.frames_sent += st.frames_sent
+            merged.frames_lost += st.frames_lost
+
+    def progress() -> None:
+        while True:
+            emit({"progress": dict(counts)})
+            gevent.sleep(0.5)
+
+    ticker = gevent.spawn(progress)
+    gevent.joinall([gevent.spawn(slot, i) for i in cfg["indices"]])
+    ticker.kill()
+    emit({"progress": dict(counts)})
+    emit({"result": {
+        "calls_completed": counts["done"], "calls_failed": counts["failed"],
+        "setup_ms": setups, "rtt_ms": rtts, "barge_ms": merged.barge_ms,
+        "overhead_ms": merged.overhead_ms, "turn_ms": merged.turn_ms,
+        "frames_sent": merged.frames_sent, "frames_lost": merged.frames_lost,
+        "outcomes": outcomes, "errors": errors,
+    }})
+    return 0
+
+
+# -- server processes: start, find, sample ---------------------------------------------
+
+
+def _pids_listening(port: int) -> list[int]:
+    """Pids holding a TCP socket listening on ``port`` (all workers share it)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                parts = line.split()
+                if len(parts) > 9 and parts[3] == "0A" and \
+                        int(parts[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(parts[9])
+    if not inodes:
+        return []
+    wanted = {f"socket:[{i}]" for i in inodes}
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (d / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in wanted:
+                        pids.append(int(d.name))
+                        break
+    return sorted(pids)
+
+
+def _children(pid: int) -> list[int]:
+    with contextlib.suppress(OSError):
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        return [int(x) for x in text.split()]
+    return []
+
+
+def _proc_sample(pids: Iterable[int]) -> tuple[float, float]:
+    """(CPU seconds used, memory in kB: PSS if readable, else RSS) summed over ``pids``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = 0.0
+    mem = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            # own + reaped children (espeak/sox run by the local TTS are the server's cost)
+            cpu += sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick
+            try:
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        mem += float(line.split()[1])
+                        break
+            except OSError:
+                mem += float(Path(f"/proc/{pid}/statm").read_text().split()[1]) * \
+                    os.sysconf("SC_PAGE_SIZE") / 1024
+    return cpu, mem
+
+
+@dataclass
+class LoadConfig:
+    """A load-test run."""
+
+    calls: int = 10
+    ramp: float = 5.0
+    duration: float = 0.0
+    audio: bool = False
+    profile: str = "local"
+    server: tuple[str, int] | None = None
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    procs: int = 1
+    time_scale: float = 1.0
+    tts: str | None = None
+    seed: int = 1
+    tenants: int = 50
+    db_url: str | None = None  # default: a fresh SQLite file in the temp dir
+    progress: bool = True
+    warmup: int = 0  # unmeasured calls first (imports, caches): default 2 per worker
+
+
+def _warm_up(address: tuple[str, int], cfg: LoadConfig) -> None:
+    """A few short unmeasured calls so first-call imports and cold caches are not counted."""
+    import gevent
+
+    jobs = [gevent.spawn(run_one_call, address, did, random.Random(i), audio=False,
+                         time_scale=0.05, stt_ms=None, tts=cfg.tts, max_turns=3, barge=False)
+            for i in range(cfg.warmup) for did in (_did(0), _did(1))]
+    gevent.joinall(jobs, timeout=60)
+
+
+@dataclass
+class _Server:
+    proc: Any
+    esl: tuple[str, int]
+    pid: int
+    tmp: Any
+    log_tail: list[str]
+
+
+def _start_server(cfg: LoadConfig) -> _Server:
+    """``ivr serve`` on free ports with a fresh SQLite db in a temp dir."""
+    import gevent
+    from gevent import subprocess
+
+    from esl_app.testing import make_db
+
+    tmp = tempfile.TemporaryDirectory(prefix="ivr-load-")
+    tenants_path = str(Path(tmp.name) / "tenants.yaml")
+    yaml_text = synthetic_tenants(cfg.tenants)
+    Path(tenants_path).write_text(yaml_text)
+    db = cfg.db_url or f"sqlite:///{Path(tmp.name) / 'ivr-test.db'}"
+    make_db(tmp.name, yaml_text, days=21, url=db)
+    with contextlib.suppress(Exception):
+        from esl_app.db import database
+
+        database().close()
+    # `ivr serve`; the prompt cache (./var/prompts) starts cold in the temp dir
+    env = dict(os.environ, IVR_PROFILE=cfg.profile, IVR_PROFILE_SEED=str(cfg.seed))
+    args = [sys.executable, "-m", "esl_app", "--db", db, "--tenants", tenants_path, "serve",
+            "--workers", str(cfg.workers), "--esl", "127.0.0.1:0", "--media", "127.0.0.1:0",
+            "--http", "127.0.0.1:0", "--drain-timeout", "5",
+            "--max-calls", str(max(2000, cfg.calls + 100))]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env,
+                            cwd=tmp.name)
+    tail: list[str] = []
+    ready: dict[str, Any] = {}
+    got = gevent.event.Event()
+
+    def read() -> None:
+        from esl_app.workers import READY_PREFIX
+
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line.startswith(READY_PREFIX):
+                ready.update(json.loads(line[len(READY_PREFIX):]))
+                got.set()
+            else:
+                tail.append(line)
+                del tail[:-50]
+        got.set()
+
+    gevent.spawn(read)
+    if not got.wait(60) or not ready:
+        with contextlib.suppress(Exception):
+            proc.kill()
+        raise click.ClickException("the server did not start: " + " | ".join(tail[-5:]))
+    return _Server(proc, (ready["esl"][0], ready["esl"][1]), ready["pid"], tmp, tail)
+
+
+def _stop_server(srv: _Server) -> None:
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        srv.proc.send_signal(signal.SIGTERM)
+    try:
+        srv.proc.wait(timeout=30)
+    except Exception:  # noqa: BLE001
+        srv.proc.kill()
+    srv.tmp.cleanup()
+
+
+def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the test; returns the report (the ``--json`` object)."""
+    import gevent
+    from gevent import subprocess
+
+    from esl_app.providers.latency import get_profile
+
+    prof = get_profile(cfg.profile)
+    echo = echo or (lambda s: None)
+    srv = None
+    if cfg.server is None:
+        srv = _start_server(cfg)
+        address = srv.esl
+        server_pids = lambda: [srv.pid, *_children(srv.pid)]  # noqa: E731
+    else:
+        address = cfg.server
+        found = _pids_listening(address[1])
+        server_pids = lambda: found  # noqa: E731
+    try:
+        gevent.sleep(0.5)
+        if cfg.warmup:
+            _warm_up(address, cfg)
+        cpu0, mem0 = _proc_sample(server_pids())
+        procs = max(1, min(cfg.procs, cfg.calls))
+        children = []
+        results: list[dict[str, Any]] = []
+        progress: dict[int, dict[str, int]] = {}
+        t_start = time.monotonic()
+        for k in range(procs):
+            ccfg = {"host": address[0], "port": address[1], "seed": cfg.seed * 100 + k,
+                    "calls_total": cfg.calls, "indices": list(range(k, cfg.calls, procs)),
+                    "ramp": cfg.ramp, "duration": cfg.duration, "audio": cfg.audio,
+                    "time_scale": cfg.time_scale, "tts": cfg.tts, "tenants": cfg.tenants,
+                    "stt_ms": list(prof.stt_final_ms) if prof.stt_final_ms and not cfg.audio
+                    else None}
+            p = subprocess.Popen(
+                [sys.executable, "-c", _BOOTSTRAP.format(mod="esl_app.loadtest",
+                                                         fn="_child_main"), json.dumps(ccfg)],
+                stdout=subprocess.PIPE)
+            children.append(p)
+
+        def reader(k: int, p: Any) -> None:
+            for raw in p.stdout:
+                with contextlib.suppress(ValueError):
+                    obj = json.loads(raw)
+                    if "progress" in obj:
+                        progress[k] = obj["progress"]
+                    elif "result" in obj:
+                        results.append(obj["result"])
+
+        readers = [gevent.spawn(reader, k, p) for k, p in enumerate(children)]
+        peak_active = 0
+        peak_mem = mem0
+        samples: list[tuple[float, float, float, int]] = []
+        emu_cpu = 0.0
+        while not all(r.dead for r in readers):
+            gevent.sleep(1.0)
+            cpu, mem = _proc_sample(server_pids())
+            emu_cpu = max(emu_cpu, _proc_sample([p.pid for p in children])[0])
+            active = sum(v.get("active", 0) for v in progress.values())
+            samples.append((time.monotonic(), cpu, mem, active))
+            if active >= peak_active:
+                peak_active = active
+                peak_mem = max(peak_mem, mem)
+            done = sum(v.get("done", 0) for v in progress.values())
+            failed = sum(v.get("failed", 0) for v in progress.values())
+            started = sum(v.get("started", 0) for v in progress.values())
+            if cfg.progress and len(samples) >= 2:
+                (ta, ca, _, _), (tb, cb, _, _) = samples[-2], samples[-1]
+                pct = (cb - ca) / max(1e-6, tb - ta) * 100
+                sys.stderr.write(
+                    f"\r[{tb - t_start:6.1f}s] started {started}/{cfg.calls} active {active} "
+                    f"done {done} failed {failed} | server cpu {pct:5.1f}% "
+                    f"mem {mem / 1024:7.1f} MB   ")
+                sys.stderr.flush()
+        for p in children:
+            p.wait()
+        t_end = time.monotonic()
+        cpu1, _ = _proc_sample(server_pids())
+        if cfg.progress:
+            sys.stderr.write("\n")
+    finally:
+        if srv is not None:
+            _stop_server(srv)
+    merged: dict[str, Any] = {"setup_ms": [], "rtt_ms": [], "barge_ms": [], "overhead_ms": [],
+                              "turn_ms": []}
+    outcomes: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    completed = failed = sent = lost = 0
+    for r in results:
+        completed += r["calls_completed"]
+        failed += r["calls_failed"]
+        sent += r["frames_sent"]
+        lost += r["frames_lost"]
+        for k in merged:
+            merged[k].extend(r[k])
+        for k, v in r["outcomes"].items():
+            outcomes[k] = outcomes.get(k, 0) + v
+        for k, v in r["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    failed += cfg.calls - completed - failed if cfg.duration == 0 else 0
+    wall = max(1e-6, t_end - t_start)
+    report: dict[str, Any] = {
+        "calls": cfg.calls, "mode": "audio" if cfg.audio else "text", "profile": cfg.profile,
+        "workers": cfg.workers if cfg.server is None else None,
+        "calls_completed": completed, "calls_failed": failed,
+        "peak_concurrent": peak_active, "wall_s": round(wall, 1),
+        "frames_sent": sent, "frames_received": sent - lost, "frames_lost": lost,
+        "server_cpu_percent": round((cpu1 - cpu0) / wall * 100, 1),
+        "emulator_cpu_percent": round(emu_cpu / wall * 100, 1),
+        "server_mem_kb_baseline": round(mem0),
+        "server_mem_kb_peak": round(peak_mem),
+        "rss_per_call_kb": (round((peak_mem - mem0) / peak_active, 1) if peak_active
+                            else None),
+        "setup_ms": _pcts(merged["setup_ms"]), "esl_rtt_ms": _pcts(merged["rtt_ms"]),
+        "barge_in_ms": _pcts(merged["barge_ms"]),
+        "turn_overhead_ms": _pcts(merged["overhead_ms"]),
+        "turn_ms": _pcts(merged["turn_ms"]),
+        "samples": {k: len(v) for k, v in merged.items()},
+        "outcomes": outcomes, "errors": errors,
+    }
+    report["setup_p99_ms"] = report["setup_ms"]["p99"]
+    report["barge_in_p50_ms"] = report["barge_in_ms"]["p50"]
+    report["barge_in_p99_ms"] = report["barge_in_ms"]["p99"]
+    report["turn_overhead_p99_ms"] = report["turn_overhead_ms"]["p99"]
+    report["turn_p50_ms"] = report["turn_ms"]["p50"]
+    return report
+
+
+def summarize(r: dict[str, Any]) -> str:
+    """The report as a few human-readable lines."""
+    def row(name: str, d: dict[str, Any]) -> str:
+        return (f"  {name:28} p50 {_f(d['p50'])}  p95 {_f(d['p95'])}  p99 {_f(d['p99'])} ms")
+
+    lines = [
+        f"calls: {r['calls_completed']} completed, {r['calls_failed']} failed "
+        f"(peak {r['peak_concurrent']} concurrent, {r['mode']} mode, profile {r['profile']}, "
+        f"{r['wall_s']} s)",
+        f"frames: {r['frames_sent']} sent, {r['frames_received']} received, "
+        f"{r['frames_lost']} lost",
+        f"server: {r['server_cpu_percent']}% CPU (100% = one core; emulators "
+        f"{r['emulator_cpu_percent']}%), "
+        f"{_f(r['rss_per_call_kb'])} kB per call (PSS {r['server_mem_kb_baseline'] // 1024} → "
+        f"{r['server_mem_kb_peak'] // 1024} MB)",
+        row("set-up (connect → answer)", r["setup_ms"]),
+        row("ESL round trip", r["esl_rtt_ms"]),
+        row("barge-in (onset → break)", r["barge_in_ms"]),
+        row("turn overhead (final → play)", r["turn_overhead_ms"]),
+        row("turn (end of speech → play)", r["turn_ms"]),
+        "outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(r["outcomes"].items())),
+    ]
+    if r["errors"]:
+        lines.append("errors: " + "; ".join(f"{k} ×{v}" for k, v in r["errors"].items()))
+    return "\n".join(lines)
+
+
+def _f(v: Any) -> str:
+    return "-" if v is None else (f"{v:8.1f}" if isinstance(v, float) else f"{v:>8}")
+
+
+def _hostport(value: str | None) -> tuple[str, int] | None:
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise click.BadParameter(f"expected HOST:PORT, got '{value}'")
+    return host or "127.0.0.1", int(port)
+
+
+@click.command()
+@click.option("--calls", type=click.IntRange(1, 100000), required=True,
+              help="Concurrent callers.")
+@click.option("--ramp", type=float, default=None,
+              help="Seconds over which the calls start (default: calls/100).")
+@click.option("--duration", type=float, default=0.0, show_default=True,
+              help="Keep every caller calling again for this long (0: one call each).")
+@click.option("--audio", is_flag=True, help="Stream the caller's voice over the audio fork.")
+@click.option("--profile", type=click.Choice(["local", "cloud"]), default="local",
+              show_default=True, help="Provider latency profile of the started server.")
+@click.option("--server", default=None, help="HOST:PORT of a running server's ESL port.")
+@click.option("--workers", type=click.IntRange(1, 64), default=os.cpu_count() or 1,
+              show_default=True, help="Worker processes of the started server.")
+@click.option("--procs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Emulator processes.")
+@click.option("--time-scale", type=float, default=1.0, show_default=True,
+              help="Emulated media time (1.0: prompts last as long as spoken).")
+@click.option("--tts", default=None,
+              help="Force the bot's TTS (ivr_tts), e.g. 'freeswitch' to leave synthesis out.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--db", "db_url", default=None,
+              help="Database for the started server (default: fresh SQLite in a temp dir); "
+                   "its tables get the synthetic clinics and their slots.")
+@click.option("--tenants", "n_tenants", type=click.IntRange(1, 999), default=50,
+              show_default=True,
+              help="Clinics the callers dial (synthetic; with --server: DIDs 2000…).")
+@click.option("--warmup", type=click.IntRange(0, 1000), default=None,
+              help="Unmeasured warm-up calls per tenant first (default: 2 per worker).")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line on stdout.")
+@click.pass_context
+def loadtest(ctx: click.Context, calls: int, ramp: float | None, duration: float, audio: bool,
+             profile: str, server: str | None, workers: int, procs: int, time_scale: float,
+             tts: str | None, seed: int, db_url: str | None, n_tenants: int,
+             warmup: int | None,
+             as_json: bool) -> None:
+    """Drive N concurrent emulated calls through full conversations and measure the server."""
+    cfg = LoadConfig(calls=calls, ramp=calls / 100.0 if ramp is None else ramp,
+                     duration=duration, audio=audio, profile=profile,
+                     server=_hostport(server), workers=workers, procs=procs,
+                     time_scale=time_scale, tts=tts, seed=seed,
+                     tenants=n_tenants, db_url=db_url,
+                     warmup=2 * workers if warmup is None else warmup)
+    report = run_loadtest(cfg)
+    click.echo(summarize(report), err=as_json)
+    if as_json:
+        click.echo(json.dumps(report))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -c 'import esl_app.__main__; …'``)."""
+    try:
+        loadtest.main(args=argv, prog_name="ivr loadtest", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return 1
+    return 0

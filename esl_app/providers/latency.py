@@ -1,0 +1,320 @@
+"""Emulated cloud latency: wrappers that make local providers wait like AWS would.
+
+Why: the load test and ``bench/bench_turn.py`` must show what a caller would
+wait with the real providers (the original design's estimate: Transcribe
+100–300 ms from end of speech to the final transcript, the Bedrock agent
+500–1500 ms, Polly 200–500 ms to the first audio) without calling AWS. The
+wrappers sleep cooperatively (``gevent.sleep``), so a sleeping call costs
+nothing but a timer, exactly like a call waiting on the network.
+
+Profiles: ``local`` (no added latency) and ``cloud``. Draws are uniform within
+each range and come from a seeded :class:`random.Random`, so a run is
+repeatable (``--profile-seed``). Cached prompts (``PlayInstruction.cached``)
+add no TTS latency: a cache hit never reaches Polly. In the cloud profile the
+local TTS is replaced by :class:`EmulatedPolly` (silent prompts of the right
+length), because espeak's CPU would otherwise be billed to our server when
+in production that work happens at AWS.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+
+from esl_app.providers.agent.base import AgentReply, CallContext, Utterance
+from esl_app.providers.stt.base import TranscriptEvent
+from esl_app.providers.tts.base import PlayInstruction
+
+__all__ = [
+    "CLOUD",
+    "LOCAL",
+    "EmulatedPolly",
+    "PROFILES",
+    "Delays",
+    "LatencyProfile",
+    "SlowAgent",
+    "SlowStt",
+    "SlowTts",
+    "get_profile",
+    "make_provider_cache",
+    "make_stt_factory",
+]
+
+
+@dataclass(frozen=True)
+class LatencyProfile:
+    """Added latency ranges in milliseconds (``None``: none added)."""
+
+    name: str
+    stt_final_ms: tuple[int, int] | None = None  # end of speech -> final transcript
+    agent_ms: tuple[int, int] | None = None  # utterance -> agent reply
+    tts_first_audio_ms: tuple[int, int] | None = None  # text -> first audio (cache miss)
+
+    @property
+    def adds_latency(self) -> bool:
+        """True when any provider is slowed down."""
+        return any((self.stt_final_ms, self.agent_ms, self.tts_first_audio_ms))
+
+
+LOCAL = LatencyProfile("local")
+CLOUD = LatencyProfile("cloud", stt_final_ms=(100, 300), agent_ms=(500, 1500),
+                       tts_first_audio_ms=(200, 500))
+PROFILES: dict[str, LatencyProfile] = {p.name: p for p in (LOCAL, CLOUD)}
+
+
+def get_profile(name: str | LatencyProfile) -> LatencyProfile:
+    """The profile called ``name``; ``ValueError`` naming the choices otherwise."""
+    if isinstance(name, LatencyProfile):
+        return name
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown latency profile '{name}' "
+                         f"(choose {', '.join(sorted(PROFILES))})") from None
+
+
+class Delays:
+    """Seeded draws from a profile's ranges, plus what was drawn (for reports)."""
+
+    def __init__(self, profile: LatencyProfile, seed: int | None = None) -> None:
+        self.profile = profile
+        self.rng = random.Random(seed)
+        self.total_ms: dict[str, float] = {"stt": 0.0, "agent": 0.0, "tts": 0.0}
+        self.count: dict[str, int] = {"stt": 0, "agent": 0, "tts": 0}
+
+    def draw(self, kind: str) -> float:
+        """Seconds to wait for ``kind`` (stt, agent, tts); 0 when the profile adds none."""
+        span = {"stt": self.profile.stt_final_ms, "agent": self.profile.agent_ms,
+                "tts": self.profile.tts_first_audio_ms}[kind]
+        if span is None:
+            return 0.0
+        ms = self.rng.uniform(*span)
+        self.total_ms[kind] += ms
+        self.count[kind] += 1
+        return ms / 1000.0
+
+
+class SlowAgent:
+    """An agent that answers after the emulated cloud round trip."""
+
+    def __init__(self, inner: Any, delays: Delays) -> None:
+        self.inner = inner
+        self.delays = delays
+        self.name = getattr(inner, "name", "agent")
+
+    def greet(self, call: CallContext) -> AgentReply:
+        """The inner greeting, late."""
+        gevent.sleep(self.delays.draw("agent"))
+        return self.inner.greet(call)
+
+    def respond(self, call: CallContext, utterance: Utterance) -> AgentReply:
+        """The inner reply, late."""
+        gevent.sleep(self.delays.draw("agent"))
+        return self.inner.respond(call, utterance)
+
+    def end(self, call: CallContext) -> None:
+        """Release at once (no latency on hang-up)."""
+        self.inner.end(call)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class SlowTts:
+    """A TTS whose uncached prompts take the emulated time to first audio."""
+
+    def __init__(self, inner: Any, delays: Delays) -> None:
+        self.inner = inner
+        self.delays = delays
+        self.name = getattr(inner, "name", "tts")
+        self.capabilities = getattr(inner, "capabilities", None)
+
+    def synthesize(self, text: str, *, voice: str, sample_rate: int,
+                   language: str = "en-US") -> PlayInstruction:
+        """Synthesise; a cache miss waits the drawn latency (minus the real work done)."""
+        start = gevent.get_hub().loop.now()
+        out = self.inner.synthesize(text, voice=voice, sample_rate=sample_rate,
+                                    language=language)
+        if not out.cached:
+            spent = gevent.get_hub().loop.now() - start
+            gevent.sleep(max(0.0, self.delays.draw("tts") - spent))
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class EmulatedPolly:
+    """Cloud TTS stand-in: Polly's time to first audio, no local synthesis CPU.
+
+    Writes a silent WAV as long as the sentence would take to say (plus its
+    ``.txt``, so the emulator reports the words) through the prompt cache, so
+    cache hits behave exactly like Polly prompts cached by :class:`PromptCache`.
+    """
+
+    name = "polly-emulated"
+    SECONDS_PER_CHAR = 0.065
+
+    def __init__(self, delays: Delays, cache: Any = None) -> None:
+        from esl_app.providers.tts.base import TtsCapabilities
+        from esl_app.providers.tts.cache import PromptCache
+
+        self.delays = delays
+        self.cache = cache or PromptCache()
+        self.capabilities = TtsCapabilities(ssml=True, sample_rates=(8000, 16000))
+
+    def synthesize(self, text: str, *, voice: str, sample_rate: int,
+                   language: str = "en-US") -> PlayInstruction:
+        """A cached prompt at once; a new one after the drawn latency."""
+        import wave
+
+        from esl_app.speech_markup import to_plain, to_spoken
+
+        spoken = to_spoken(text).strip()
+        plain = to_plain(text).strip()
+        seconds = max(0.3, len(plain) * self.SECONDS_PER_CHAR)
+
+        def synth(tmp: Any) -> None:
+            gevent.sleep(self.delays.draw("tts"))
+            with wave.open(str(tmp), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(sample_rate)
+                w.writeframes(bytes(2 * int(seconds * sample_rate)))
+
+        prompt = self.cache.get_or_create(self.name, voice, sample_rate, spoken, plain, synth)
+        return PlayInstruction(app="playback", arg=str(prompt.path), text=plain,
+                               duration_ms=int(seconds * 1000), cached=prompt.cached)
+
+
+class _SlowStream:
+    """Delivers the final transcript late; everything else passes straight through."""
+
+    def __init__(self, delays: Delays) -> None:
+        self.delays = delays
+        self.inner: Any = None
+        self.closed = False
+        self._pending: set[gevent.Greenlet] = set()
+
+    def relay(self, on_event: Callable[[TranscriptEvent], None]
+              ) -> Callable[[TranscriptEvent], None]:
+        def deliver(ev: TranscriptEvent) -> None:
+            if ev.kind != "final":
+                on_event(ev)
+                return
+            wait = self.delays.draw("stt")
+
+            def late() -> None:
+                if not self.closed:
+                    on_event(ev)
+
+            g = gevent.spawn_later(wait, late)
+            self._pending.add(g)
+            g.link(self._pending.discard)
+
+        return deliver
+
+    def feed(self, pcm: bytes) -> None:
+        self.inner.feed(pcm)
+
+    def finalize(self) -> None:
+        self.inner.finalize()
+
+    def set_hints(self, hints: Sequence[str]) -> None:
+        self.inner.set_hints(hints)
+
+    def close(self) -> None:
+        self.closed = True
+        for g in list(self._pending):
+            g.kill(block=False)
+        self.inner.close()
+
+
+class SlowStt:
+    """A recogniser whose final transcripts arrive after the emulated delay."""
+
+    def __init__(self, inner: Any, delays: Delays) -> None:
+        self.inner = inner
+        self.delays = delays
+        self.name = getattr(inner, "name", "stt")
+        self.capabilities = getattr(inner, "capabilities", None)
+
+    def open_stream(self, call_id: str, sample_rate: int, language: str,
+                    on_event: Callable[[TranscriptEvent], None],
+                    hints: Sequence[str] = ()) -> _SlowStream:
+        """Open the inner stream with a relay that holds finals back."""
+        stream = _SlowStream(self.delays)
+        stream.inner = self.inner.open_stream(call_id, sample_rate, language,
+                                               stream.relay(on_event), hints)
+        return stream
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def make_provider_cache(profile: str | LatencyProfile = "local", *,
+                        seed: int | None = None) -> Any:
+    """A :class:`~esl_app.telephony.services.ProviderCache` whose agents/TTS follow ``profile``."""
+    from esl_app.telephony.services import ProviderCache
+
+    prof = get_profile(profile)
+    if not prof.adds_latency:
+        return ProviderCache()
+    delays = Delays(prof, seed)
+
+    class _SlowCache(ProviderCache):
+        def agent_for(self, tenant: Any) -> Any:
+            return SlowAgent(super().agent_for(tenant), delays)
+
+        def tts_for(self, tenant: Any, name: str) -> Any:
+            if name == "freeswitch":
+                return super().tts_for(tenant, name)
+            if prof.tts_first_audio_ms is not None:  # Polly stand-in: latency, no CPU
+                tts = self._tts.get("polly-emulated")
+                if tts is None:
+                    tts = self._tts["polly-emulated"] = EmulatedPolly(delays)
+                return tts
+            return SlowTts(super().tts_for(tenant, name), delays)
+
+    cache = _SlowCache()
+    cache.delays = delays  # type: ignore[attr-defined]
+    return cache
+
+
+def make_stt_factory(profile: str | LatencyProfile = "local", *, seed: int | None = None,
+                     base: Callable[[Any], Any] | None = None) -> Callable[[Any], Any] | None:
+    """``stt_for`` for :func:`~esl_app.telephony.audio.start_media_for_calls` (None: default)."""
+    prof = get_profile(profile)
+    if prof.stt_final_ms is None:
+        return base
+    delays = Delays(prof, None if seed is None else seed + 7919)
+    made: dict[str, Any] = {}
+
+    def default(tenant: Any) -> Any:
+        name = tenant.stt if tenant.stt != "freeswitch" else "local"
+        if name not in made:
+            try:
+                from esl_app.providers import registry as preg  # type: ignore[attr-defined]
+
+                made[name] = preg.make_stt(name)
+            except (ImportError, AttributeError):
+                from esl_app.providers.stt.local import LocalStt
+
+                made[name] = LocalStt()
+        return made[name]
+
+    pick = base or default
+    wrapped: dict[int, SlowStt] = {}
+
+    def stt_for(tenant: Any) -> SlowStt:
+        inner = pick(tenant)
+        slow = wrapped.get(id(inner))
+        if slow is None:
+            slow = wrapped[id(inner)] = SlowStt(inner, delays)
+        return slow
+
+    return stt_for

@@ -1,0 +1,552 @@
+"""Pre-fork workers for ``ivr serve --workers N``: every core runs its own gevent hub.
+
+One Python process uses one core, so the server forks N worker processes, each
+running the ESL server, its own media server and the HTTP API in its own hub.
+
+**Listening sockets: bound once by the parent, inherited across fork** (not one
+``SO_REUSEPORT`` socket per worker). Why:
+
+- a worker that stops (drain, crash) takes no connections with it: with
+  ``SO_REUSEPORT`` each socket has its own accept queue and connections the
+  kernel already hashed to a closing socket are reset, i.e. callers sent to the
+  dialplan fallback in the middle of a rolling restart;
+- the parent keeps the sockets, so a crashed worker is replaced without a
+  window in which the port is closed, and ``port 0`` (tests, load tests) just
+  works: every worker shares the one ephemeral port;
+- balance: every idle worker is woken for a new connection and the least busy
+  one wins the ``accept`` (each accepts one connection per wake-up,
+  ``max_accept = 1``); with 2–8 workers the wake-ups cost nothing measurable.
+
+**Media routing is shared-nothing.** A call's audio must reach the process that
+owns its ESL connection (its controller, VAD state and recogniser live there).
+So no media port is shared: worker *i* binds its private media port
+``media_port + 1 + i`` (or an ephemeral one when ``media_port`` is 0) and the
+call engine puts *that* address in the ``uuid_audio_fork`` URL —
+:func:`esl_app.telephony.audio.start_media_for_calls` is called inside the
+worker, so the URL it builds is already the worker's own. Other code asks
+:func:`media_address` / :func:`current_worker`. Firewalls must open
+``media_port + 1 … media_port + N`` (FreeSWITCH connects to them).
+
+**Stop**: SIGTERM/SIGINT to the parent closes its copy of the listeners and is
+forwarded to the workers, which stop accepting (the port closes once the last
+worker closed it, so FreeSWITCH's ``socket`` fails fast to the dialplan
+fallback), let live calls finish for up to ``drain_timeout`` seconds, then end
+what is left and exit. The parent reaps them and exits 0. A worker that dies
+otherwise is restarted (with a back-off if it keeps dying). SIGHUP is forwarded
+(tenant reload).
+
+The parent never starts a gevent hub: it forks with the original ``os.fork``
+and waits for signals with ``sigtimedwait``; each child calls
+``gevent.reinit()`` before anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "WorkerConfig",
+    "WorkerInfo",
+    "bind_listener",
+    "current_worker",
+    "main",
+    "media_address",
+    "media_port_for",
+    "run_workers",
+]
+
+log = logging.getLogger(__name__)
+
+READY_PREFIX = "ivr ready "
+MAX_QUICK_FAILURES = 5  # a worker dying this often within 5 s of its start stops the server
+_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything ``ivr serve`` needs; validated by the CLI, shared by all workers."""
+
+    esl: tuple[str, int] = ("127.0.0.1", 8084)
+    media: tuple[str, int] | None = ("127.0.0.1", 8085)
+    http: tuple[str, int] | None = ("127.0.0.1", 8086)
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    db_url: str = "sqlite:///ivr.db"
+    tenants_path: str = "tenants.yaml"
+    max_calls: int = 2000
+    drain_timeout: float = 30.0
+    profile: str = field(default_factory=lambda: os.environ.get("IVR_PROFILE", "local"))
+    profile_seed: int | None = field(default_factory=lambda: _env_int("IVR_PROFILE_SEED"))
+    backlog: int = 1024
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value and value.lstrip("-").isdigit() else None
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """Who this process is: worker index, pid and its private media address."""
+
+    index: int
+    pid: int
+    media: tuple[str, int] | None
+
+
+_current: WorkerInfo | None = None
+
+
+def current_worker() -> WorkerInfo | None:
+    """The identity of the calling worker (None in the parent or an in-process server)."""
+    return _current
+
+
+def media_address() -> tuple[str, int] | None:
+    """The media (audio-fork) address owned by this worker, for ``uuid_audio_fork`` URLs."""
+    return _current.media if _current else None
+
+
+def media_port_for(base: int, index: int, avoid: tuple[int, ...] = ()) -> int:
+    """Worker ``index``'s private media port, counting up from ``base`` (0 stays ephemeral).
+
+    Ports in ``avoid`` (the ESL and HTTP ports) are skipped, so with the defaults worker 0
+    listens on 8085 itself, worker 1 on 8087, worker 2 on 8088 …
+    """
+    if base == 0:
+        return 0
+    port = base
+    for _ in range(index + 1):
+        while port in avoid:
+            port += 1
+        if _ < index:
+            port += 1
+    while port in avoid:
+        port += 1
+    return port
+
+
+def bind_listener(host: str, port: int, backlog: int = 1024) -> Any:
+    """A listening TCP socket made with the *unpatched* socket module (no hub in the parent)."""
+    from gevent import monkey
+
+    sockmod = __import__("socket")
+    raw_socket = monkey.get_original("socket", "socket")
+    family = sockmod.AF_INET6 if ":" in host else sockmod.AF_INET
+    sock = raw_socket(family, sockmod.SOCK_STREAM)
+    sock.setsockopt(sockmod.SOL_SOCKET, sockmod.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _gevent_socket(raw: Any) -> Any:
+    """Re-wrap an inherited listener as a gevent socket (the child's hub watches it)."""
+    from gevent import socket as gsocket
+
+    family, type_, proto = raw.family, raw.type, raw.proto
+    return gsocket.socket(family, type_, proto, fileno=raw.detach())
+
+
+# -- the worker process ---------------------------------------------------------------
+
+
+def _tenant_loader(path: str) -> Callable[[], Any]:
+    """Tenants from the database (kept current by ``ivr tenants import``), else the file."""
+
+    def load() -> Any:
+        from esl_app.config.tenants import load_tenants
+        from esl_app.scheduling.provisioning import load_tenant_set
+
+        stored = load_tenant_set()
+        if len(stored):
+            return stored
+        return load_tenants(path)
+
+    return load
+
+
+def _close_db() -> None:
+    """Drop the parent's database connections so no SQLite/Postgres handle crosses fork."""
+    with contextlib.suppress(Exception):
+        from esl_app.db import database
+
+        db = database()
+        if hasattr(db, "close_all"):
+            db.close_all()
+        if not db.is_closed():
+            db.close()
+
+
+def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
+                 report_fd: int) -> int:
+    """Run one worker until SIGTERM/SIGINT; returns its exit status."""
+    global _current
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    import gevent
+
+    gevent.reinit()
+    import gevent.event
+
+    from esl_app.db import init_db
+    from esl_app.providers.latency import make_provider_cache, make_stt_factory
+    from esl_app.telephony.server import EslServer, TenantSource
+    from esl_app.telephony.services import build_services
+
+    init_db(cfg.db_url, create=False)
+    source = TenantSource(loader=_tenant_loader(cfg.tenants_path), max_age=5.0)
+    seed = None if cfg.profile_seed is None else cfg.profile_seed * 1000 + index
+    media = audio_source_for = None
+    my_media: tuple[str, int] | None = None
+    if cfg.media is not None:
+        try:
+            from esl_app.telephony.audio import start_media_for_calls
+
+            host, base = cfg.media
+            avoid = tuple(p for p in (cfg.esl[1], cfg.http[1] if cfg.http else 0) if p)
+            media, audio_source_for = start_media_for_calls(
+                host, media_port_for(base, index, avoid),
+                stt_for=make_stt_factory(cfg.profile, seed=seed))
+            my_media = (host, media.address[1])
+        except ImportError as exc:
+            log.warning("audio mode unavailable (%s); calls use FreeSWITCH-side speech", exc)
+    _current = WorkerInfo(index, os.getpid(), my_media)
+    services = build_services(source, audio_source_for=audio_source_for,
+                              providers=make_provider_cache(cfg.profile, seed=seed))
+    services.extra["worker"] = index
+    _warm(services, source)
+    server = EslServer(services, max_calls=cfg.max_calls,
+                       listener=_gevent_socket(esl_raw))
+    server.server.max_accept = 1  # one accept per wake-up: idle workers share the load
+    server.start()
+    http = None
+    if http_raw is not None:
+        from esl_app.http.app import serve_http
+
+        http = serve_http(listener=_gevent_socket(http_raw))
+    stopping = gevent.event.Event()
+    gevent.signal_handler(signal.SIGTERM, stopping.set)
+    gevent.signal_handler(signal.SIGINT, stopping.set)
+    gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(source.reload))
+    os.write(report_fd, (json.dumps({"worker": index, "pid": os.getpid(),
+                                     "media": list(my_media) if my_media else None})
+                         + "\n").encode())
+    os.close(report_fd)
+    stopping.wait()
+    log.info("worker %d: draining %d call(s)", index, server.active_calls)
+    if http is not None:
+        http.close()  # stop accepting API requests at once; in-flight ones finish below
+    server.stop(timeout=cfg.drain_timeout)
+    if http is not None:
+        http.stop(timeout=2)
+    if media is not None:
+        media.stop()
+    log.info("worker %d: stopped (%d call(s) served)", index, server.completed)
+    return 0
+
+
+def _warm(services: Any, source: Any) -> None:
+    """Build every tenant's agent and TTS before accepting: the first calls must not pay it."""
+    for tenant in source.current():
+        with contextlib.suppress(Exception):
+            services.agent_for(tenant)
+            services.tts_for(tenant, tenant.tts)
+
+
+# -- the parent -----------------------------------------------------------------------
+
+
+@dataclass
+class _Child:
+    index: int
+    pid: int
+    started: float
+    failures: int = 0
+
+
+class _Supervisor:
+    """Forks, watches and stops the workers; never touches gevent."""
+
+    def __init__(self, cfg: WorkerConfig, echo: Callable[[str], None]) -> None:
+        self.cfg = cfg
+        self.echo = echo
+        self.esl_sock = bind_listener(*cfg.esl, backlog=cfg.backlog)
+        self.http_sock = (bind_listener(*cfg.http, backlog=cfg.backlog)
+                          if cfg.http is not None else None)
+        self.children: dict[int, _Child] = {}
+        self.failures: dict[int, int] = {}
+        self.media: dict[int, Any] = {}
+        self.pending_restart: dict[int, float] = {}
+        self.stopping = False
+        self.failed = False
+        self.hard_deadline: float | None = None
+        self.ready_r, self.ready_w = os.pipe()
+        os.set_blocking(self.ready_r, False)
+        self._buf = b""
+        self._announced = False
+        self.prom_dir: str | None = None
+
+    @property
+    def esl_address(self) -> tuple[str, int]:
+        return self.esl_sock.getsockname()[:2]
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        return self.http_sock.getsockname()[:2] if self.http_sock is not None else None
+
+    def spawn(self, index: int) -> None:
+        from gevent import monkey
+
+        fork = monkey.get_original("os", "fork")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                os.close(self.ready_r)
+                code = _worker_main(index, self.cfg, self.esl_sock, self.http_sock,
+                                    self.ready_w)
+            except BaseException:  # noqa: BLE001 - a worker must never return into the parent
+                log.exception("worker %d crashed", index)
+            finally:
+                with contextlib.suppress(Exception):
+                    logging.shutdown()
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(code)
+        self.children[pid] = _Child(index, pid, time.monotonic())
+
+    def _read_reports(self) -> None:
+        try:
+            while True:
+                chunk = os.read(self.ready_r, 65536)
+                if not chunk:
+                    break
+                self._buf += chunk
+        except BlockingIOError:
+            pass
+        while b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            with contextlib.suppress(ValueError):
+                rep = json.loads(line)
+                self.media[int(rep["worker"])] = rep.get("media")
+        if not self._announced and len(self.media) >= self.cfg.workers:
+            self._announced = True
+            status = {
+                "pid": os.getpid(), "esl": list(self.esl_address),
+                "http": list(self.http_address) if self.http_address else None,
+                "media": [self.media[i] for i in sorted(self.media)],
+                "workers": [c.pid for c in sorted(self.children.values(),
+                                                   key=lambda c: c.index)],
+                "profile": self.cfg.profile,
+            }
+            media = ", ".join(f"{m[0]}:{m[1]}" for m in status["media"] if m) or "off"
+            self.echo(f"ivr serving: esl {status['esl'][0]}:{status['esl'][1]}"
+                      + (f", http {status['http'][0]}:{status['http'][1]}"
+                         if status["http"] else "")
+                      + f", media {media}, {self.cfg.workers} worker(s), "
+                        f"profile {self.cfg.profile} (pid {os.getpid()})")
+            self.echo(READY_PREFIX + json.dumps(status))
+
+    def _reap(self) -> None:
+        from gevent import monkey
+
+        waitpid = monkey.get_original("os", "waitpid")
+        while True:
+            try:
+                pid, status = waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            self._mark_dead(pid)
+            if self.stopping:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            quick = time.monotonic() - child.started < 5.0
+            fails = self.failures.get(child.index, 0) + 1 if quick else 1
+            self.failures[child.index] = fails
+            if fails >= MAX_QUICK_FAILURES:
+                log.error("worker %d keeps failing at start-up: stopping", child.index)
+                self.echo(f"error: worker {child.index} keeps failing at start-up "
+                          f"(exit {code}); stopping")
+                self.failed = True
+                self._begin_stop()
+                continue
+            delay = min(10.0, 0.1 * (2 ** (fails - 1))) if quick else 0.0
+            log.warning("worker %d (pid %d) exited with %s; restarting in %.1fs",
+                        child.index, pid, code, delay)
+            self.echo(f"worker {child.index} (pid {pid}) exited ({code}); restarting")
+            self.media.pop(child.index, None)
+            self.pending_restart[child.index] = time.monotonic() + delay
+
+    def _mark_dead(self, pid: int) -> None:
+        if self.prom_dir:
+            with contextlib.suppress(Exception):
+                from prometheus_client import multiprocess
+
+                multiprocess.mark_process_dead(pid)
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for index, when in list(self.pending_restart.items()):
+            if when <= now and not self.stopping:
+                del self.pending_restart[index]
+                self.spawn(index)
+
+    def _signal_children(self, sig: int) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def _begin_stop(self) -> None:
+        self.stopping = True
+        self.hard_deadline = time.monotonic() + self.cfg.drain_timeout + 10.0
+        self.pending_restart.clear()
+        self.echo(f"stopping: draining live calls in {len(self.children)} worker(s)…")
+        for sock in (self.esl_sock, self.http_sock):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+        self._signal_children(signal.SIGTERM)
+
+    def run(self) -> int:
+        """Fork the workers and supervise them until stopped; the exit status."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            for index in range(self.cfg.workers):
+                self.spawn(index)
+            killed = False
+            while self.children or (self.pending_restart and not self.stopping):
+                info = signal.sigtimedwait(_SIGNALS, 0.25)
+                self._read_reports()
+                if info is not None:
+                    if info.si_signo in (signal.SIGTERM, signal.SIGINT):
+                        if not self.stopping:
+                            self._begin_stop()
+                        else:  # second request: stop waiting for calls
+                            self._signal_children(signal.SIGKILL)
+                            killed = True
+                    elif info.si_signo == signal.SIGHUP:
+                        self._signal_children(signal.SIGHUP)
+                self._reap()
+                self._restart_due()
+                if self.hard_deadline is not None and time.monotonic() > self.hard_deadline:
+                    log.error("workers still alive after the drain timeout: killing them")
+                    self._signal_children(signal.SIGKILL)
+                    killed = True
+                    self.hard_deadline = None
+            return 1 if killed or self.failed else 0
+        finally:
+            for sock in (self.esl_sock, self.http_sock):
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.close()
+            with contextlib.suppress(OSError):
+                os.close(self.ready_r)
+            with contextlib.suppress(OSError):
+                os.close(self.ready_w)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+
+
+def _prepare(cfg: WorkerConfig) -> int:
+    """Schema and tenant check once, in the parent; returns how many tenants are served."""
+    from esl_app.db import init_db
+
+    init_db(cfg.db_url)
+    try:
+        tenants = _tenant_loader(cfg.tenants_path)()
+    finally:
+        _close_db()
+    return len(tenants)
+
+
+def run_workers(cfg: WorkerConfig, echo: Callable[[str], None] | None = None) -> int:
+    """Serve with ``cfg.workers`` processes until SIGTERM/SIGINT; returns the exit status.
+
+    Raises ``OSError`` if a port cannot be bound and ``ValueError`` if there
+    are no tenants (the CLI turns both into one line on stderr).
+    """
+    def _stderr(line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    echo = echo or _stderr
+    from esl_app.providers.latency import get_profile
+
+    get_profile(cfg.profile)  # fail on a bad name before forking
+    prom_dir = None
+    if cfg.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # before anything imports prometheus_client: /metrics then sums every worker
+        prom_dir = tempfile.mkdtemp(prefix="ivr-prom-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
+    try:
+        if not _prepare(cfg):
+            raise ValueError(f"no tenants: import some with 'ivr tenants import' or create "
+                             f"{cfg.tenants_path}")
+        sup = _Supervisor(cfg, echo)
+        sup.prom_dir = prom_dir
+        return sup.run()
+    finally:
+        if prom_dir:
+            import shutil
+
+            shutil.rmtree(prom_dir, ignore_errors=True)
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
+# -- stand-alone entry (used by the load generator; `ivr serve` is the user-facing one) --
+
+
+def _hostport(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got '{value}'")
+    return host or "127.0.0.1", int(port)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -c 'import esl_app.__main__; …main()'``: the serve options, no click."""
+    p = argparse.ArgumentParser(prog="ivr-workers", description=__doc__.split("\n")[0])
+    p.add_argument("--db", default=os.environ.get("IVR_DATABASE_URL", "sqlite:///ivr.db"))
+    p.add_argument("--tenants", default=os.environ.get("IVR_TENANTS", "tenants.yaml"))
+    p.add_argument("--esl", type=_hostport, default=("127.0.0.1", 8084))
+    p.add_argument("--media", type=_hostport, default=("127.0.0.1", 8085))
+    p.add_argument("--http", type=_hostport, default=("127.0.0.1", 8086))
+    p.add_argument("--no-http", action="store_true")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--max-calls", type=int, default=2000)
+    p.add_argument("--drain-timeout", type=float, default=30.0)
+    p.add_argument("--profile", default=os.environ.get("IVR_PROFILE", "local"))
+    p.add_argument("--profile-seed", type=int, default=None)
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(a.verbose, 2),
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    cfg = WorkerConfig(esl=a.esl, media=a.media, http=None if a.no_http else a.http,
+                       workers=max(1, a.workers), db_url=a.db, tenants_path=a.tenants,
+                       max_calls=a.max_calls, drain_timeout=a.drain_timeout,
+                       profile=a.profile, profile_seed=a.profile_seed)
+    try:
+        return run_workers(cfg)
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+
