@@ -10,7 +10,7 @@ import pytest
 from scheduling_fixtures import TWO_TENANTS, fresh_postgres_db, postgres_url
 
 from esl_app.config.tenants import parse_tenants
-from esl_app.db import close_db, init_db
+from esl_app.db import SQLITE_BUSY_MS, close_db, init_db
 from esl_app.db.models import Appointment, Slot
 from esl_app.scheduling import service
 from esl_app.scheduling.codes import ALPHABET, CODE_RE, new_code, normalize_code
@@ -353,7 +353,7 @@ def test_sqlite_wal_and_busy_timeout(tmp_path):
     db = init_db(f"sqlite:///{tmp_path / 'w.db'}")
     with db.connection_context():
         assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute_sql("PRAGMA busy_timeout").fetchone()[0] == 10000
+        assert db.execute_sql("PRAGMA busy_timeout").fetchone()[0] == SQLITE_BUSY_MS
     close_db()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
@@ -21,6 +22,8 @@ from esl_app.db.models import ALL_MODELS, database_proxy
 __all__ = ["DEFAULT_URL", "DatabaseError", "close_db", "database", "init_db", "write_txn"]
 
 DEFAULT_URL = "sqlite:///ivr.db"
+SQLITE_BUSY_MS = 5
+WRITE_WAIT_SECONDS = 30.0
 
 
 class DatabaseError(RuntimeError):
@@ -56,7 +59,9 @@ def init_db(url: str | None = None, *, create: bool = True, max_connections: int
             timeout=30,
             pragmas={
                 "journal_mode": "wal",
-                "busy_timeout": 10000,
+                # Waiting in SQLite's C busy handler would freeze every greenlet of the
+                # process; writers wait cooperatively in write_txn instead.
+                "busy_timeout": SQLITE_BUSY_MS,
                 "foreign_keys": 1,
                 "synchronous": "normal",
             },
@@ -142,12 +147,27 @@ def write_txn() -> Iterator[pw.Database]:
     conditional UPDATE); the lock only keeps waiting cooperative.
     """
     db = database()
-    if isinstance(db, pw.SqliteDatabase):
-        with _sqlite_writer_lock(), db.connection_context(), db.atomic("IMMEDIATE"):
-            yield db
-    else:
+    if not isinstance(db, pw.SqliteDatabase):
         with db.connection_context(), db.atomic():
             yield db
+        return
+    with _sqlite_writer_lock(), db.connection_context(), contextlib.ExitStack() as stack:
+        # Another process may hold the write lock: retry BEGIN IMMEDIATE with short
+        # sleeps (cooperative under gevent) instead of blocking in C.
+        deadline = time.monotonic() + WRITE_WAIT_SECONDS
+        delay = 0.001
+        while True:
+            try:
+                stack.enter_context(db.atomic("IMMEDIATE"))
+                break
+            except pw.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        yield db
 
 
 def _redact(url: str) -> str:

@@ -94,6 +94,7 @@ class Slot(BaseModel):
         indexes = (
             (("doctor", "start"), True),
             (("tenant", "state", "start"), False),
+            (("hold_owner",), False),  # release_holds at every hang-up
         )
 
 

@@ -59,6 +59,7 @@ def list_tickets(tenant_id: str, *, status: str | None = "open", actor: str = "s
         query = query.where(CallbackTicket.status == status)
     with database().connection_context():
         out = [_ticket(r) for r in query.order_by(CallbackTicket.id)]
+    with write_txn():
         audit.record(tenant_id, actor, "list", "callback", "", count=len(out))
     return out
 

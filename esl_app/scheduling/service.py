@@ -463,8 +463,10 @@ def get_appointment(tenant_id: str, code: str, *, actor: str = "system") -> Appo
     tenant = get_tenant(tenant_id)
     with database().connection_context():
         appt, slot, doctor = _get_appt(tenant_id, code, status=None)
+        view = _view(appt, slot, doctor, tenant.tz)
+    with write_txn():
         audit.record(tenant_id, actor, "read", "appointment", appt.code)
-        return _view(appt, slot, doctor, tenant.tz)
+    return view
 
 
 def _name_matches(a: str, b: str) -> bool:
@@ -588,8 +590,10 @@ def find_appointments(tenant_id: str, *, phone: str | None = None, name: str | N
             if name and not _name_matches(name, appt.patient_name):
                 continue
             out.append(_view(appt, appt.slot, appt.slot.doctor, tenant.tz))
-        for view in out:
-            audit.record(tenant_id, actor, "read", "appointment", view.confirmation)
+    if out:
+        with write_txn():
+            for view in out:
+                audit.record(tenant_id, actor, "read", "appointment", view.confirmation)
     return out
 
 
@@ -609,6 +613,7 @@ def list_appointments(tenant_id: str, *, day: date | None = None,
                             & (Slot.start < hi.astimezone(UTC).replace(tzinfo=None)))
     with database().connection_context():
         views = [_view(a, a.slot, a.slot.doctor, tenant.tz) for a in query]
+    with write_txn():
         audit.record(tenant_id, actor, "list", "appointment", "",
                      day=day.isoformat() if day else None, count=len(views))
     return views

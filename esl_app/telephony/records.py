@@ -46,7 +46,7 @@ def _turns_to_store(transcript: Transcript) -> list[dict[str, Any]]:
 
 def save_call(transcript: Transcript) -> None:
     """Insert or update the call's record (idempotent per call id)."""
-    from esl_app.db import database
+    from esl_app.db import write_txn
     from esl_app.db.models import CallRecord
 
     if not transcript.call_id:
@@ -69,7 +69,7 @@ def save_call(transcript: Transcript) -> None:
     }
     if hasattr(CallRecord, "appointment"):
         row["appointment"] = json.dumps(transcript.appointment)
-    with database().connection_context():
+    with write_txn():
         updated = (CallRecord.update(**row)
                    .where(CallRecord.call_id == transcript.call_id).execute())
         if not updated:
