@@ -1,3 +1,5 @@
+import shutil
+
 import gevent
 import gevent.event
 import pytest
@@ -170,3 +172,39 @@ def test_a_click_gives_an_empty_final(stt):
     click = b"".join(struct.pack("<h", int(12000 * math.copysign(1, math.sin(i / 3))))
                      for i in range(480))
     assert final_text(run_stream(stt, silence(8000, 300) + click + silence(8000, 800))) == ""
+
+
+@pytest.mark.skipif(not shutil.which("espeak-ng") or not shutil.which("sox"),
+                    reason="espeak-ng and sox are needed to speak as the caller")
+def test_audio_call_books_end_to_end(tmp_path):
+    # The whole path: emulator speaks the caller (espeak-ng), VAD + pocketsphinx with
+    # the agent's hints hear it, the local agent books, the bot's prompts are espeak-ng.
+    from esl_app.demo import AUDIO_DEMO_SCRIPT
+    from esl_app.simulate import SimCall, run_lines, start_local_bot, transcript_for
+    from esl_app.testing import make_db
+
+    tenants = make_db(tmp_path)
+    bot = start_local_bot(tenants, audio=True)
+    try:
+        sim = SimCall(bot.address, "1001", "+15550100100", audio=True,
+                      time_scale=0.15).start()
+        run_lines(sim, AUDIO_DEMO_SCRIPT, lambda ev: None)
+        t = transcript_for(sim, bot)
+    finally:
+        bot.stop()
+    heard = [x["text"] for x in t["turns"] if x["speaker"] == "caller"]
+    assert t["outcome"] == "booked", heard
+    assert t["confirmation"], t
+
+
+def test_turn_model_leaves_out_what_the_question_cannot_have():
+    from esl_app.providers.stt.lexicon import turn_sentences
+
+    offer = turn_sentences(["the first one", "the second one", "the last one"])
+    assert "the first one" in offer and not any("third" in s for s in offer)
+    doctor = turn_sentences(["Dr. Smith", "Dr. Raj Patel"])
+    assert "with doctor smith" in doctor and "doctor lee" not in doctor
+    assert "my name is mary johnson" in doctor  # names stay outside "doctor ..."
+    yes_no = turn_sentences(["yes", "no"])
+    assert not any("johnson" in s for s in yes_no)
+    assert "i want to cancel my appointment" in yes_no  # off-script still heard

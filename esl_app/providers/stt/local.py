@@ -6,7 +6,16 @@ Design (why each choice; figures from ``bench/bench_media.py``):
   English model makes nonsense of telephone speech; a small trigram model of
   what callers say to a booking line, plus the call's hints (doctor names,
   yes/no, digits… with the family of answers each stands for), recognises it
-  nearly word for word. Hints bias rather than restrict.
+  nearly word for word.
+- **One model per dialogue state** (:func:`~esl_app.providers.stt.lexicon.turn_sentences`):
+  the agent's hints say what was asked (yes/no, a choice among offers, a day,
+  a doctor, digits). That turn's model weights the hints 10x and leaves out
+  the alternatives the question cannot have (un-offered ordinals, names of
+  other doctors, person names in a yes/no or day answer): the acoustic model
+  hears espeak's /s/ weakly ("Smith" as "Lee", "first" as "third"), and
+  only removing the competitor fixes that. The rest of the domain model
+  stays, so an off-script answer is still heard. Models are built once per
+  distinct hint set and cached per decoder (``MAX_SEARCHES``).
 - **One batch decode per turn.** The stream buffers the turn's audio and
   decodes it whole when ``finalize()`` is called. Why: the acoustic model wants
   batch cepstral mean normalisation (live CMN starts from a generic mean and
@@ -59,8 +68,8 @@ from esl_app.providers.stt.base import SttCapabilities, SttError, TranscriptEven
 from esl_app.providers.stt.lexicon import (
     DOMAIN_SENTENCES,
     build_arpa,
-    hint_sentences,
     normalize_words,
+    turn_sentences,
 )
 
 try:  # stdlib up to 3.12, the audioop-lts backport after
@@ -245,13 +254,12 @@ class DecoderPool:
             slot.searches.clear()
             slot.searches["_default"] = None
         d = slot.decoder
-        extra = hint_sentences(hints) if hints else []
-        if not extra:
+        if not hints:
             name = "_default"
         else:
             name = "h" + hashlib.sha1("\n".join(sorted(hints)).encode()).hexdigest()[:16]
             if name not in slot.searches:
-                lm, _dic, vocab = self._model_files(name, [*DOMAIN_SENTENCES, *extra])
+                lm, _dic, vocab = self._model_files(name, turn_sentences(hints))
                 pron = self._pronunciations()
                 for w in sorted(vocab - slot.words):
                     d.add_word(w, pron[w], False)

@@ -137,7 +137,8 @@ class LocalAgent:
         st.setdefault("misses", 0)
         return self._say(call, "How can I help you today? You can book, change or cancel "
                          "an appointment.", hints=("book an appointment", "cancel",
-                                                   "reschedule", "operator"))
+                                                   "reschedule", "operator")
+                         + tuple(d.name for d in call.tenant.doctors))
 
     def respond(self, call: CallContext, utterance: Utterance) -> AgentReply:
         """One caller turn in, one reply out; a broken calendar becomes :class:`AgentError`.
