@@ -12,13 +12,14 @@ import os
 import random
 import statistics
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 import yaml
 
 from esl_app.config.tenants import parse_tenants
-from esl_app.db import init_db
+from esl_app.db import checkpoint_forever, init_db
 from esl_app.db.models import Slot
 from esl_app.scheduling import service
 from esl_app.scheduling.provisioning import import_tenants
@@ -65,6 +66,8 @@ def main() -> None:
               f"{args.days} days in {time.perf_counter() - t0:.1f} s "
               f"(db {os.path.getsize(path) / 1e6:.0f} MB)")
         assert Slot.select().count() == total
+    # as `ivr serve` does: WAL checkpoints in a background OS thread, not in a booking
+    threading.Thread(target=checkpoint_forever, args=(path, 1.0), daemon=True).start()
     for t in tset:  # warm the per-process tenant cache, as a running server has it
         service.search_slots(t.id, now=now, limit=1)
 

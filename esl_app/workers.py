@@ -117,6 +117,18 @@ def media_address() -> tuple[str, int] | None:
     return _current.media if _current else None
 
 
+def _start_checkpointer() -> None:
+    """SQLite: fold the WAL back in a real OS thread, so no booking pays for a checkpoint."""
+    from gevent import monkey
+
+    from esl_app.db import checkpoint_forever, sqlite_path
+
+    path = sqlite_path()
+    if path is not None:
+        start = monkey.get_original("_thread", "start_new_thread")
+        start(checkpoint_forever, (path, 1.0))
+
+
 def media_port_for(base: int, index: int, avoid: tuple[int, ...] = ()) -> int:
     """Worker ``index``'s private media port, counting up from ``base`` (0 stays ephemeral).
 
@@ -207,6 +219,7 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
     from esl_app.telephony.services import build_services
 
     init_db(cfg.db_url, create=False)
+    _start_checkpointer()
     source = TenantSource(loader=_tenant_loader(cfg.tenants_path), max_age=5.0)
     seed = None if cfg.profile_seed is None else cfg.profile_seed * 1000 + index
     media = audio_source_for = None

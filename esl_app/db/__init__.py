@@ -19,7 +19,16 @@ from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from esl_app.db.models import ALL_MODELS, database_proxy
 
-__all__ = ["DEFAULT_URL", "DatabaseError", "close_db", "database", "init_db", "write_txn"]
+__all__ = [
+    "DEFAULT_URL",
+    "DatabaseError",
+    "checkpoint_forever",
+    "close_db",
+    "database",
+    "init_db",
+    "sqlite_path",
+    "write_txn",
+]
 
 DEFAULT_URL = "sqlite:///ivr.db"
 SQLITE_BUSY_MS = 5
@@ -64,6 +73,9 @@ def init_db(url: str | None = None, *, create: bool = True, max_connections: int
                 "busy_timeout": SQLITE_BUSY_MS,
                 "foreign_keys": 1,
                 "synchronous": "normal",
+                # Checkpoints belong off the request path (start_checkpointer); this
+                # only bounds the WAL when no checkpointer runs (CLI, tests).
+                "wal_autocheckpoint": 20000,
             },
             check_same_thread=False,
         )
@@ -114,6 +126,36 @@ def _append_only_audit(db: pw.Database) -> None:
             "'audit_log_append_only') THEN CREATE TRIGGER audit_log_append_only BEFORE UPDATE "
             "OR DELETE ON audit_log FOR EACH ROW EXECUTE FUNCTION ivr_audit_append_only(); "
             "END IF; END $$")
+
+
+def sqlite_path() -> str | None:
+    """The file of the bound SQLite database, or None for Postgres / in-memory."""
+    db = database_proxy.obj
+    if isinstance(db, pw.SqliteDatabase) and db.database not in ("", ":memory:"):
+        return str(db.database)
+    return None
+
+
+def checkpoint_forever(path: str, interval: float = 1.0,
+                       stop: threading.Event | None = None) -> None:
+    """Fold the WAL back into the database every ``interval`` seconds (PASSIVE).
+
+    Meant for a real OS thread (it blocks in SQLite, releasing the GIL), so that no
+    booking ever pays for a checkpoint. Uses its own connection; never raises.
+    """
+    import sqlite3
+
+    conn = sqlite3.connect(path, timeout=0.1, check_same_thread=False)
+    try:
+        while not (stop is not None and stop.is_set()):
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            if stop is not None:
+                stop.wait(interval)
+            else:
+                time.sleep(interval)
+    finally:
+        conn.close()
 
 
 def close_db() -> None:
