@@ -117,6 +117,27 @@ def media_address() -> tuple[str, int] | None:
     return _current.media if _current else None
 
 
+PURGE_FIRST_DELAY = 60.0
+PURGE_EVERY = 24 * 3600.0
+
+
+def _purge_daily() -> None:
+    """Remove call records and tickets past each tenant's retention, once a day."""
+    import gevent
+
+    from esl_app.scheduling.retention import purge
+
+    gevent.sleep(PURGE_FIRST_DELAY)
+    while True:
+        try:
+            report = purge(actor="system:serve")
+            if report.total:
+                log.info("retention purge removed %d row(s)", report.total)
+        except Exception:  # noqa: BLE001 - a failed purge must not stop the server
+            log.exception("retention purge failed")
+        gevent.sleep(PURGE_EVERY)
+
+
 def _start_checkpointer() -> None:
     """SQLite: fold the WAL back in a real OS thread, so no booking pays for a checkpoint."""
     from gevent import monkey
@@ -241,6 +262,10 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
                               providers=make_provider_cache(cfg.profile, seed=seed))
     services.extra["worker"] = index
     _warm(services, source)
+    if index == 0:  # one worker keeps each clinic's retention promise, daily
+        import gevent
+
+        gevent.spawn(_purge_daily)
     server = EslServer(services, max_calls=cfg.max_calls,
                        listener=_gevent_socket(esl_raw))
     server.server.max_accept = 1  # one accept per wake-up: idle workers share the load

@@ -245,3 +245,26 @@ def test_cli_callbacks_audit_purge(tmp_path):
     assert "removed 0 row(s) in all" in run("maintenance", "purge")
     assert "would remove" in run("maintenance", "purge", "--dry-run")
     close_db()
+
+
+def test_serve_purges_daily(tmp_path, monkeypatch):
+    import gevent
+
+    from esl_app import workers
+
+    make_db(tmp_path, POLICY_TENANTS, days=1, now=NOW)
+    CallRecord.create(call_id="ancient", tenant_id="strict",
+                      started_at=datetime(2020, 1, 1))
+    CallRecord.create(call_id="fresh", tenant_id="strict")
+    monkeypatch.setattr(workers, "PURGE_FIRST_DELAY", 0.0)
+    monkeypatch.setattr(workers, "PURGE_EVERY", 3600.0)
+    g = gevent.spawn(workers._purge_daily)
+    try:
+        for _ in range(100):
+            if not CallRecord.select().where(CallRecord.call_id == "ancient").exists():
+                break
+            gevent.sleep(0.05)
+        assert [c.call_id for c in CallRecord.select()] == ["fresh"]
+    finally:
+        g.kill()
+        close_db()
