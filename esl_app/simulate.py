@@ -64,8 +64,12 @@ class LocalBot:
 
 
 def start_local_bot(tenants: TenantSet | TenantSource, *, record: bool = True,
-                    audio: bool = False) -> LocalBot:
-    """Start the bot in-process on an ephemeral port; transcripts are kept by call id."""
+                    audio: bool = False, providers: Any = None) -> LocalBot:
+    """Start the bot in-process on an ephemeral port; transcripts are kept by call id.
+
+    ``providers`` is a :class:`~esl_app.telephony.services.ProviderCache` to use
+    instead of the default one (tests inject agents with stubbed SDK clients).
+    """
     source = tenants if isinstance(tenants, TenantSource) else TenantSource(tenants)
     transcripts: dict[str, dict[str, Any]] = {}
 
@@ -81,7 +85,7 @@ def start_local_bot(tenants: TenantSet | TenantSource, *, record: bool = True,
         media, audio_source_for = start_media_for_calls()
     services = build_services(source, record=record, on_event=on_event,
                               listen_mode=None if audio else "text",
-                              audio_source_for=audio_source_for)
+                              audio_source_for=audio_source_for, providers=providers)
     server = EslServer(services, "127.0.0.1", 0).start()
     return LocalBot(server, transcripts, media)
 

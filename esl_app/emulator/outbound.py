@@ -1035,10 +1035,24 @@ class EmulatedCall:
         self.channel.hangup(cause, by="caller")
 
     def wait_until_listening(self, timeout: float | None = None) -> bool:
-        """Block until the bot has finished talking and listens (False on timeout/end)."""
-        waiter = gevent.wait([self.channel.listening, self.channel.ended], timeout=timeout,
-                             count=1)
-        return bool(waiter) and self.channel.listening.is_set() and not self.ended
+        """Block until the bot has finished talking and listens (False on timeout/end).
+
+        "Listening" can be set and cleared again before this greenlet runs (the bot
+        re-arms recognition and starts a reply); keep waiting until it holds, the call
+        ends or the deadline passes.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            waiter = gevent.wait([self.channel.listening, self.channel.ended], timeout=left,
+                                 count=1)
+            if self.ended or self.channel.ended.is_set():
+                return False
+            if waiter and self.channel.listening.is_set():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            gevent.sleep(0.01)
 
     def wait_ended(self, timeout: float | None = None) -> bool:
         """Block until the call is over."""

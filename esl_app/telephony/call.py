@@ -282,6 +282,8 @@ class CallController:
                                announce=not reply.text)
                 return
             if reply.action == "hangup":
+                # the conversation ended normally (the caller was helped, or only asked)
+                self.transcript.note_outcome(None if self.transcript.outcome else "completed")
                 self._safe_hangup()
                 return
             self._emit("listening", {})

@@ -17,15 +17,21 @@ from esl_app.providers.tts.base import TtsProvider
 from esl_app.telephony.call import CallServices, FreeswitchSpeak
 from esl_app.telephony.transcript import Transcript
 
-__all__ = ["ProviderCache", "build_services"]
+__all__ = ["ProviderCache", "build_services", "make_tenant_agent"]
 
 log = logging.getLogger(__name__)
 
 
 class ProviderCache:
-    """Agents and TTS providers by tenant, built on first use through the registry."""
+    """Agents and TTS providers by tenant, built on first use through the registry.
 
-    def __init__(self) -> None:
+    ``agent_factory(tenant)`` replaces :func:`make_tenant_agent`; tests pass one
+    that calls ``make_tenant_agent(tenant, primary=...)`` so the production
+    wrapping stays, around a cloud agent whose SDK client they stub.
+    """
+
+    def __init__(self, agent_factory: Callable[[Tenant], Agent] | None = None) -> None:
+        self._agent_factory = agent_factory or make_tenant_agent
         self._agents: dict[tuple[str, str], Agent] = {}
         self._tts: dict[str, TtsProvider] = {}
 
@@ -33,7 +39,7 @@ class ProviderCache:
         key = (tenant.id, tenant.agent)
         agent = self._agents.get(key)
         if agent is None:
-            agent = self._agents[key] = _make_agent(tenant)
+            agent = self._agents[key] = self._agent_factory(tenant)
         return agent
 
     def tts_for(self, tenant: Tenant, name: str) -> TtsProvider:
@@ -45,30 +51,36 @@ class ProviderCache:
         return provider
 
 
-def _make_agent(tenant: Tenant) -> Agent:
+def make_tenant_agent(tenant: Tenant, *, primary: Agent | None = None,
+                      **resilience: Any) -> Agent:
     """The tenant's agent, wrapped so that every agent behaves like a clinic's.
 
     Outermost: the emergency guard and message taking (GuardedAgent). A cloud
     agent is further wrapped in ResilientAgent: a cached filler after 1.2 s, one
     safe retry, then the local agent (same tools, same call state) takes over.
+
+    ``primary`` replaces the registry's agent for ``tenant.agent`` (a test's
+    BedrockAgent with a stubbed client); ``resilience`` are ResilientAgent
+    options (e.g. timings scaled down with the emulator's ``time_scale``).
     """
     from esl_app.providers import registry
     from esl_app.providers.agent.guard import GuardedAgent
     from esl_app.providers.agent.local.dialogue import LocalAgent
 
     inner: Agent
-    if tenant.agent == "local":
+    if tenant.agent == "local" and primary is None:
         inner = LocalAgent()
     else:
-        try:
-            primary = registry.make_agent(tenant.agent, tenant)
-        except registry.ProviderUnavailable as exc:
-            log.error("tenant %s: agent %r unavailable (%s); using the local agent",
-                      tenant.id, tenant.agent, exc)
-            return GuardedAgent(LocalAgent())
+        if primary is None:
+            try:
+                primary = registry.make_agent(tenant.agent, tenant)
+            except registry.ProviderUnavailable as exc:
+                log.error("tenant %s: agent %r unavailable (%s); using the local agent",
+                          tenant.id, tenant.agent, exc)
+                return GuardedAgent(LocalAgent())
         from esl_app.providers.resilience import ResilientAgent
 
-        inner = ResilientAgent(primary, LocalAgent(), on_filler=_play_filler)
+        inner = ResilientAgent(primary, LocalAgent(), on_filler=_play_filler, **resilience)
     return GuardedAgent(inner)
 
 

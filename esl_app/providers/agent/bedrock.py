@@ -408,6 +408,13 @@ class BedrockAgent:
             return {"ok": False, "error": "internal",
                     "message": "The scheduling system is not available right now."}, 500
         turn.saw_result(action, result)
+        if action in SIDE_EFFECTS and result.get("ok"):
+            # Committed: if this turn fails before the caller hears it, whichever agent
+            # answers next must announce it rather than start over (no double booking).
+            call.state["unannounced"] = {
+                "outcome": _OUTCOMES.get(action), "confirmation": result.get("confirmation"),
+                "doctor": result.get("doctor"), "start": result.get("start"),
+                "spoken": result.get("spoken")}
         if action == "searchSlots" and result.get("ok"):
             call.state.setdefault("bedrock", {})["last_slots"] = result.get("slots", [])
         if result.get("ok") is False:
@@ -417,6 +424,8 @@ class BedrockAgent:
     def _reply(self, call: CallContext, turn: _Turn) -> AgentReply:
         """Build the call engine's reply; the transfer wins over any text."""
         text = "".join(turn.text).strip()
+        if text or turn.handoff is not None:
+            call.state.pop("unannounced", None)  # the model will say it itself
         if turn.confirmation and turn.confirmation in text and "<say-as" not in text:
             text = text.replace(turn.confirmation, say_characters(turn.confirmation))
         if turn.outcome:
@@ -429,8 +438,14 @@ class BedrockAgent:
         if not text:
             raise BedrockAgentError("bedrock returned no text", retry_safe=not turn.side_effects,
                                     transient=True, code="empty")
-        return AgentReply(text=text, outcome=turn.outcome, confirmation=turn.confirmation,
-                          appointment=turn.appointment)
+        action = "hangup" if _CLOSING.search(text) and not turn.outcome else "continue"
+        return AgentReply(text=text, action=action, outcome=turn.outcome,
+                          confirmation=turn.confirmation, appointment=turn.appointment)
+
+
+# The model says goodbye in words; the call engine needs an action to end the call.
+_CLOSING = re.compile(r"\b(good ?bye|bye now|have a (?:great|good|nice|wonderful) "
+                      r"(?:day|evening|afternoon))\b[.!]?\s*$", re.IGNORECASE)
 
 
 def _action_name(raw: str | None) -> str:

@@ -158,6 +158,9 @@ class LocalAgent:
         st = call.state
         st.setdefault("stage", "start")
         st.setdefault("misses", 0)
+        pending = st.pop("unannounced", None)
+        if pending:  # another agent committed it, then failed before the caller heard it
+            return self._announce(call, pending)
         text = utterance.text or ""
         if utterance.dtmf:
             keys = utterance.dtmf.strip()
@@ -1043,6 +1046,28 @@ class LocalAgent:
             return self._say(call, f"{msg} Would you like me to connect you with the front "
                              "desk?", hints=_YES_NO_HINTS)
         return self._ask(call, "anything_else", msg)
+
+    def _announce(self, call: CallContext, done: dict[str, Any]) -> AgentReply:
+        """Tell the caller what was already done for them (a booking, cancel, move)."""
+        st = call.state
+        outcome = done.get("outcome")
+        code = done.get("confirmation")
+        when = done.get("spoken") or "your appointment"
+        appointment = ({"doctor": done["doctor"], "start": done["start"]}
+                       if done.get("start") else None)
+        self._finish_task(call)
+        if outcome == "booked" and code:
+            st.setdefault("booked", []).append(code)
+            st["confirmation"] = code
+            text = (f"You're booked for {when}. Your confirmation code is "
+                    f"{say_characters(code)}. Is there anything else I can help you with?")
+        elif outcome == "cancelled":
+            text = f"Your appointment for {when} is cancelled. Is there anything else?"
+        else:
+            text = f"Your appointment is now {when}. Is there anything else?"
+        st["outcome"] = outcome
+        return self._say(call, text, hints=_YES_NO_HINTS, outcome=outcome, confirmation=code,
+                         appointment=appointment)
 
     def _finish_task(self, call: CallContext) -> None:
         """Forget the finished task's criteria; keep who the caller is."""
