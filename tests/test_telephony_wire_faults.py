@@ -56,37 +56,32 @@ def test_parse_headers_splits_lines_before_decoding():
     assert h["D"] == "bad\ufffdbyte"
 
 
-def test_frame_without_content_type_is_dropped_and_call_goes_on(server):
-    peer, greet = _greeted(server)
+def test_frame_without_content_type_ends_the_call(server):
+    """Not FreeSWITCH: we close our side, so FreeSWITCH goes on to the human line."""
+    peer, _ = _greeted(server)
     try:
         peer.send(b"Foo: bar\nContent-Length: 3\n\nxyz")
-        peer.complete(greet)
-        cmd = peer.next_app()  # the bot still talks
-        assert cmd.name == "sendmsg"
-        peer.hangup()
         _no_leak(server)
     finally:
         peer.close()
-    assert server.last_transcripts[-1].outcome == "caller_hangup"
+    assert server.last_transcripts[-1].outcome == "error"
     _healthy_call(server)
 
 
-def test_unsolicited_reply_is_dropped(server):
-    peer, greet = _greeted(server)
+def test_unsolicited_reply_ends_the_call(server):
+    peer, _ = _greeted(server)
     try:
         peer.send(command_reply("+OK nobody asked"))
-        peer.send(b"Content-Type: api/response\nContent-Length: 4\n\n+OK\n")
-        peer.complete(greet)
-        cmd = peer.next_app()
-        assert cmd.name == "sendmsg"
-        peer.hangup()
+        peer.send(command_reply("+OK nobody asked either"))
         _no_leak(server)
     finally:
         peer.close()
+    assert server.last_transcripts[-1].outcome == "error"
     _healthy_call(server)
 
 
 def test_bad_utf8_is_tolerated(server):
+    """SIP caller names and recognisers can send Latin-1: replace, never drop the caller."""
     peer, greet = _greeted(server)
     try:
         peer.complete(greet)

@@ -303,9 +303,12 @@ class EslSession(OutboundSession):
             event.data = (event.headers.get("Reply-Text", "").strip()
                           if ctype == "command/reply" else event.body)
             if not self._pending:
+                # FreeSWITCH never does this: whatever is on the other end cannot be
+                # trusted with a caller. Ending our side makes FreeSWITCH continue the
+                # dialplan, which goes to the clinic's human line.
                 self.protocol_errors += 1
-                log.warning("esl %s: unsolicited %s dropped", self._label(), ctype)
-                return
+                log.warning("esl %s: unsolicited %s; ending the call", self._label(), ctype)
+                raise ProtocolViolation(f"unsolicited {ctype}")
             self._pending.popleft().set(event)
         elif ctype == "text/event-plain":
             if event.name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
@@ -318,7 +321,8 @@ class EslSession(OutboundSession):
             self._sink(event)
         elif not ctype:
             self.protocol_errors += 1
-            log.warning("esl %s: frame without Content-Type dropped", self._label())
+            log.warning("esl %s: frame without Content-Type; ending the call", self._label())
+            raise ProtocolViolation("frame without Content-Type")
         else:
             log.debug("esl %s: %s ignored", self._label(), ctype)
 
