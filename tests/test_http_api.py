@@ -305,3 +305,22 @@ def test_serve_http_on_a_shared_listener(api: LiveApi):
         conn.close()
     finally:
         server.stop(timeout=2)
+
+
+def test_callbacks_show_in_the_api(api: LiveApi):
+    from esl_app.scheduling.callbacks import create_ticket, mark_done
+
+    t1 = create_ticket("sunrise", name="Ann Lee", phone="+15550101234", reason="test results",
+                       call_id="c-9")
+    t2 = create_ticket("sunrise", name="Bob", phone="5550109999", reason="billing")
+    mark_done("sunrise", t2.id)
+    create_ticket("lakeside", name="Other", phone="5550108888", reason="not yours")
+    status, body = jcall(api, "GET", "/v1/tenants/sunrise/callbacks")
+    assert status == 200
+    assert [(x["id"], x["name"], x["phone"], x["reason"], x["status"]) for x in body] == [
+        (t1.id, "Ann Lee", "+15550101234", "test results", "open")]
+    status, every = jcall(api, "GET", "/v1/tenants/sunrise/callbacks?status=all")
+    assert status == 200 and {x["id"] for x in every} == {t1.id, t2.id}
+    assert all(x["reason"] != "not yours" for x in every)
+    assert jcall(api, "GET", "/v1/tenants/sunrise/callbacks?status=maybe")[0] == 422
+    assert jcall(api, "GET", "/v1/tenants/lakeside/callbacks", tenant="sunrise")[0] == 403

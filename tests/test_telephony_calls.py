@@ -109,12 +109,12 @@ def test_transfer_on_dtmf_zero(bot):
 
 
 def test_failed_transfer_takes_a_message(bot):
-    """The human line is busy: the caller comes back to the bot and leaves a message."""
+    """Nobody answers the human line in time: back to the bot, the caller leaves a message."""
     from esl_app.scheduling.callbacks import list_tickets
 
     _, t, events = _call(bot, ["#dtmf 0", "yes please", "Jane Doe", "yes",
                                "it is about my test results", "yes"], hang_up_at_end=False,
-                         bridge_outcome=BridgeOutcome(kind="busy", ring_seconds=0.1))
+                         bridge_outcome=BridgeOutcome(kind="no_answer", ring_seconds=0.1))
     assert t["outcome"] == "message_taken", t["turns"]
     assert t["transfer_to"] is None
     tickets = list_tickets("sunrise")
@@ -126,12 +126,12 @@ def test_failed_transfer_takes_a_message(bot):
     _no_leak(bot)
 
 
-def test_unanswered_transfer_then_caller_declines_message(bot):
+def test_busy_transfer_then_caller_declines_message(bot):
     from esl_app.scheduling.callbacks import list_tickets
 
     _, t, _ = _call(bot, ["I want to talk to the front desk", "no thanks"],
                     hang_up_at_end=False,
-                    bridge_outcome=BridgeOutcome(kind="no_answer", ring_seconds=0.1))
+                    bridge_outcome=BridgeOutcome(kind="busy", ring_seconds=0.1))
     assert t["outcome"] in ("message_declined", "handoff"), t["turns"]
     assert list_tickets("sunrise") == []
     _no_leak(bot)

@@ -232,12 +232,39 @@ class _TenantResource:
         }
 
 
+def _known_params(req: falcon.Request, allowed: set[str]) -> None:
+    """A typo in a query parameter is an error, not a silently wider search."""
+    unknown = sorted(set(req.params) - allowed)
+    if unknown:
+        raise _unprocessable(f"unknown query parameter: {unknown[0][:40]}")
+
+
+class _Callbacks:
+    """The clinic's callback tickets (messages left when nobody could take the call)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
+        from esl_app.scheduling.callbacks import list_tickets
+
+        _authorize(req, tenant)
+        _known_params(req, {"status"})
+        status = req.get_param("status")
+        if status is None:
+            status = "open"
+        if status not in ("open", "done", "all"):
+            raise _unprocessable("status: must be open, done or all")
+        tickets = list_tickets(tenant, status=None if status == "all" else status,
+                               actor=_actor(req))
+        resp.media = [{k: v for k, v in t.to_dict().items() if k != "tenant_id"}
+                      for t in tickets]
+
+
 class _Slots:
     def __init__(self, lookup: TenantLookup) -> None:
         self.lookup = lookup
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         _authorize(req, tenant)
+        _known_params(req, {"doctor", "date", "part", "limit"})
         t = self.lookup(tenant)
         day = None
         raw_date = req.get_param("date")
@@ -353,6 +380,7 @@ def create_app(tenants_provider: TenantLookup | None = None,
     app.add_route("/openapi.yaml", _OpenApi())
     app.add_route("/v1/tenants/{tenant}", _TenantResource(lookup))
     app.add_route("/v1/tenants/{tenant}/slots", _Slots(lookup))
+    app.add_route("/v1/tenants/{tenant}/callbacks", _Callbacks())
     app.add_route("/v1/tenants/{tenant}/appointments", _Appointments())
     app.add_route("/v1/tenants/{tenant}/appointments/{code}", _Appointment())
     app.add_route("/v1/tenants/{tenant}/appointments/{code}/reschedule", _Reschedule())
