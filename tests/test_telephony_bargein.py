@@ -88,3 +88,21 @@ def test_a_60ms_click_does_not_barge_in(audio_bot):
     assert sim.call.wait_ended(20)
     t = transcript_for(sim, audio_bot)
     assert not any(turn["barged_in"] for turn in t["turns"])
+
+
+def test_audio_stream_lost_mid_call_is_noticed_and_handed_over(audio_bot):
+    forks: list[AudioFork] = []
+
+    def factory():
+        forks.append(AudioFork(lead_ms=0))
+        return forks[-1]
+
+    sim = SimCall(audio_bot.address, "1001", time_scale=0.2, audio=True,
+                  audio_fork=factory).start()
+    assert sim.call.wait_until_listening(30)
+    forks[0].stop()  # the fork dies (FreeSWITCH's module closed it, the network dropped it)
+    assert sim.call.wait_ended(30)
+    t = transcript_for(sim, audio_bot)
+    said = " ".join(x["text"] for x in t["turns"] if x["speaker"] == "bot")
+    assert "trouble hearing you" in said
+    assert t["outcome"] == "handoff" and t["transfer_to"] == "user/1000"
