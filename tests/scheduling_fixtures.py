@@ -51,3 +51,24 @@ def fresh_postgres_db(base_url: str):
 
 def postgres_url() -> str | None:
     return os.environ.get("IVR_TEST_POSTGRES_URL")
+
+
+def on_both_databases(kind: str, tmp_path, tenants_yaml: str, days: int, now):
+    """Generator body of a ``params=["sqlite", "postgres"]`` fixture: a ready database."""
+    import pytest
+
+    from esl_app.testing import make_db
+
+    if kind == "sqlite":
+        from esl_app.db import close_db
+
+        make_db(tmp_path, tenants_yaml, days=days, now=now)
+        yield "sqlite"
+        close_db()
+        return
+    base = postgres_url()
+    if not base:
+        pytest.skip("IVR_TEST_POSTGRES_URL not set")
+    with fresh_postgres_db(base) as url:
+        make_db(tmp_path, tenants_yaml, days=days, now=now, url=url)
+        yield "postgres"

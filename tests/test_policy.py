@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 import peewee as pw
 import pytest
 from click.testing import CliRunner
-from scheduling_fixtures import fresh_postgres_db, postgres_url
+from scheduling_fixtures import on_both_databases
 
 from esl_app.db import close_db, database
 from esl_app.db.models import AuditLog, CallbackTicket, CallRecord, Slot
@@ -49,17 +49,7 @@ POLICY_TENANTS = textwrap.dedent("""
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request, tmp_path):
-    if request.param == "sqlite":
-        make_db(tmp_path, POLICY_TENANTS, days=20, now=NOW)
-        yield "sqlite"
-        close_db()
-    else:
-        base = postgres_url()
-        if not base:
-            pytest.skip("IVR_TEST_POSTGRES_URL not set")
-        with fresh_postgres_db(base) as url:
-            make_db(tmp_path, POLICY_TENANTS, days=20, now=NOW, url=url)
-            yield "postgres"
+    yield from on_both_databases(request.param, tmp_path, POLICY_TENANTS, 20, NOW)
 
 
 def test_min_notice_window_and_closed_dates(db):

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import gevent
 import pytest
-from scheduling_fixtures import TWO_TENANTS, fresh_postgres_db, postgres_url
+from scheduling_fixtures import TWO_TENANTS, on_both_databases
 
 from esl_app.config.tenants import parse_tenants
 from esl_app.db import SQLITE_BUSY_MS, close_db, init_db
@@ -24,17 +24,7 @@ NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request, tmp_path):
-    if request.param == "sqlite":
-        make_db(tmp_path, TWO_TENANTS, days=14, now=NOW)
-        yield "sqlite"
-        close_db()
-    else:
-        base = postgres_url()
-        if not base:
-            pytest.skip("IVR_TEST_POSTGRES_URL not set")
-        with fresh_postgres_db(base) as url:
-            make_db(tmp_path, TWO_TENANTS, days=14, now=NOW, url=url)
-            yield "postgres"
+    yield from on_both_databases(request.param, tmp_path, TWO_TENANTS, 14, NOW)
 
 
 def test_search_earliest_first_future_only(db):

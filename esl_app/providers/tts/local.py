@@ -8,9 +8,11 @@ stdin, never argv (a reply starting with ``-`` must not become an option).
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from gevent import subprocess
 
@@ -63,7 +65,29 @@ def _run(args: list[str], data: bytes) -> bytes:
     return out
 
 
+_synth_slots: Any = None
+
+
+def _slots() -> Any:
+    """A bound on concurrent synthesis pipelines (about one per core).
+
+    A burst of new prompts under load must queue, not fork hundreds of
+    espeak-ng/sox processes that starve the calls' CPU.
+    """
+    global _synth_slots
+    if _synth_slots is None:
+        from gevent.lock import BoundedSemaphore
+
+        _synth_slots = BoundedSemaphore(max(2, os.cpu_count() or 2))
+    return _synth_slots
+
+
 def _espeak_sox(text: str, voice: str, sample_rate: int, speed: int, out: str) -> bytes:
+    with _slots():
+        return _espeak_sox_now(text, voice, sample_rate, speed, out)
+
+
+def _espeak_sox_now(text: str, voice: str, sample_rate: int, speed: int, out: str) -> bytes:
     wav = _run([_need("espeak-ng"), "-v", voice, "-s", str(speed), "--stdout"],
                text.encode("utf-8"))
     return _run([_need("sox"), "-q", "-t", "wav", "-", "-r", str(sample_rate), "-c", "1",
