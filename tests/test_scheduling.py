@@ -349,3 +349,15 @@ def test_sqlite_wal_and_busy_timeout(tmp_path):
 
 def test_code_regex_matches_docs():
     assert re.match(CODE_RE, "K7M-4Q2")
+
+
+def test_pool_size_from_environment(tmp_path, monkeypatch):
+    from esl_app.db import DatabaseError
+
+    monkeypatch.setenv("IVR_DB_POOL", "7")
+    db = init_db(f"sqlite:///{tmp_path / 'p.db'}")
+    assert db._max_connections == 7
+    monkeypatch.setenv("IVR_DB_POOL", "lots")
+    with pytest.raises(DatabaseError, match="IVR_DB_POOL"):
+        init_db(f"sqlite:///{tmp_path / 'p.db'}")
+    close_db()

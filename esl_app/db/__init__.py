@@ -47,10 +47,19 @@ def database() -> pw.Database:
     return db
 
 
-def init_db(url: str | None = None, *, create: bool = True, max_connections: int = 32
+def init_db(url: str | None = None, *, create: bool = True, max_connections: int | None = None
             ) -> pw.Database:
-    """Open the database at ``url`` (argument → IVR_DATABASE_URL → default) and bind the models."""
+    """Open the database at ``url`` (argument → IVR_DATABASE_URL → default) and bind the models.
+
+    ``max_connections`` per process: argument → ``IVR_DB_POOL`` → 32 (size it to the
+    Postgres server's ``max_connections`` divided by the number of workers).
+    """
     url = url or os.environ.get("IVR_DATABASE_URL") or DEFAULT_URL
+    if max_connections is None:
+        raw = os.environ.get("IVR_DB_POOL", "32")
+        if not raw.isdigit() or not 1 <= int(raw) <= 10000:
+            raise DatabaseError(f"IVR_DB_POOL must be a whole number from 1 to 10000, not {raw!r}")
+        max_connections = int(raw)
     parsed = urlparse(url)
     scheme = parsed.scheme.split("+", 1)[0]
     if scheme == "sqlite":
