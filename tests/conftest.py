@@ -1,11 +1,18 @@
+"""The test suite's entry point: gevent patches everything before anything imports ssl.
+
+pyproject disables the auto-loading of the plugins that import ssl (typeguard, anyio,
+schemathesis); schemathesis's, which the fuzz tests need, is loaded below, after patching.
+"""
+
 from gevent import monkey
 
-if not monkey.is_module_patched("socket"):  # normally done by esl_app.pytest_plugin
-    monkey.patch_all()
+monkey.patch_all()
 
-    from psycogreen.gevent import patch_psycopg
+from psycogreen.gevent import patch_psycopg  # noqa: E402
 
-    patch_psycopg()
+patch_psycopg()
+
+pytest_plugins = ["schemathesis.pytest.plugin"]
 
 import os  # noqa: E402
 from pathlib import Path  # noqa: E402
