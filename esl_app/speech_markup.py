@@ -46,13 +46,13 @@ def to_ssml(text: str) -> str:
     return "<speak>" + "".join(parts) + "</speak>"
 
 
-_ABBREV = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Prof|St|Jr|Sr|No|Ave|Rd)\.$")
+_ABBREV = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Prof|St|Jr|Sr|No|Ave|Rd|vs|etc|a\.m|p\.m)\.$", re.I)
 
 
 def split_sentences(text: str) -> list[str]:
     """Split a reply at sentence ends so the first can play while the rest synthesises.
 
-    Never after a title ("Dr. Smith" stays in one piece).
+    Never after a title or abbreviation ("Dr. Smith", "9 a.m. Tuesday" stay in one piece).
     """
     pieces = re.split(r"(?<=[.!?])\s+(?=[A-Z0-9<\"'])", text.strip())
     out: list[str] = []

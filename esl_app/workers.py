@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -158,15 +159,8 @@ def media_port_for(base: int, index: int, avoid: tuple[int, ...] = ()) -> int:
     """
     if base == 0:
         return 0
-    port = base
-    for _ in range(index + 1):
-        while port in avoid:
-            port += 1
-        if _ < index:
-            port += 1
-    while port in avoid:
-        port += 1
-    return port
+    free = (port for port in itertools.count(base) if port not in avoid)
+    return next(itertools.islice(free, index, None))
 
 
 def bind_listener(host: str, port: int, backlog: int = 1024) -> Any:

@@ -39,16 +39,23 @@ def audio_bot(tmp_path):
     bot.stop()
 
 
+def _forks(cls):
+    """The emulator's fork hook factory, and the forks it made (to inspect)."""
+    made: list[AudioFork] = []
+
+    def factory():
+        made.append(cls(lead_ms=0))
+        return made[-1]
+
+    return made, factory
+
+
 def _breaks(sim):
     return [c for c in sim.call.commands if c.line.startswith("api uuid_break")]
 
 
 def test_speech_over_a_long_prompt_sends_uuid_break_after_the_onset(audio_bot):
-    forks: list[AudioFork] = []
-
-    def factory():
-        forks.append(AudioFork(lead_ms=0))
-        return forks[-1]
+    forks, factory = _forks(AudioFork)
 
     sim = SimCall(audio_bot.address, "1001", time_scale=1.0, audio=True,
                   audio_fork=factory).start()
@@ -69,11 +76,7 @@ def test_speech_over_a_long_prompt_sends_uuid_break_after_the_onset(audio_bot):
 
 
 def test_a_60ms_click_does_not_barge_in(audio_bot):
-    forks: list[AudioFork] = []
-
-    def factory():
-        forks.append(ClickFork(lead_ms=0))
-        return forks[-1]
+    forks, factory = _forks(ClickFork)
 
     sim = SimCall(audio_bot.address, "1001", time_scale=1.0, audio=True,
                   audio_fork=factory).start()
@@ -91,11 +94,7 @@ def test_a_60ms_click_does_not_barge_in(audio_bot):
 
 
 def test_audio_stream_lost_mid_call_is_noticed_and_handed_over(audio_bot):
-    forks: list[AudioFork] = []
-
-    def factory():
-        forks.append(AudioFork(lead_ms=0))
-        return forks[-1]
+    forks, factory = _forks(AudioFork)
 
     sim = SimCall(audio_bot.address, "1001", time_scale=0.2, audio=True,
                   audio_fork=factory).start()

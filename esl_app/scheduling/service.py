@@ -194,7 +194,8 @@ def _window(tenant: Tenant, now_utc: datetime) -> tuple[datetime, datetime]:
             now_utc + timedelta(days=min(p.booking_window_days, MAX_SEARCH_DAYS)))
 
 
-def _followers(doctor_pk: int, start: datetime, count: int, step: timedelta) -> list[datetime]:
+def _followers(start: datetime, count: int, step: timedelta) -> list[datetime]:
+    """Starts of the slots after ``start`` that a visit of ``count`` slots also needs."""
     return [start + step * i for i in range(1, count)]
 
 
@@ -279,7 +280,7 @@ def search_slots(
                     if not _inside_hours(tenant, ls, le):
                         continue
                     if need > 1:
-                        starts = _followers(doctor_pk, start, need, step)
+                        starts = _followers(start, need, step)
                         free = (Slot.select(Slot.id)
                                 .where((Slot.doctor == doctor_pk) & Slot.start.in_(starts)
                                        & _claimable(now_utc)).count())
@@ -356,7 +357,7 @@ def _claim_slots(tenant: Tenant, slot_pk: int, now_utc: datetime, *, need: int,
         raise NotFound("unknown slot")
     _check_policy(tenant, first.start, now_utc)
     step = timedelta(minutes=tenant.slot_minutes)
-    starts = [first.start, *_followers(first.doctor_id, first.start, need, step)]
+    starts = [first.start, *_followers(first.start, need, step)]
     slots = list(Slot.select().where((Slot.doctor == first.doctor_id) & Slot.start.in_(starts)
                                      ).order_by(Slot.start))
     if len(slots) != need:

@@ -289,7 +289,7 @@ class CallController:
             self._emit("listening", {})
             listen = Listen(self, self.listener, timeout=tenant.no_input_seconds)
             utterance = listen.run(self._pending)
-            if utterance is None and getattr(listen, "media_lost", False):
+            if utterance is None and listen.media_lost:
                 log.warning("call %s: audio stream lost", self._cid())
                 self._say("I'm sorry, I'm having trouble hearing you.", barge_in=False)
                 if tenant.handoff:
@@ -418,7 +418,7 @@ class CallController:
              barge_in: bool = True) -> None:
         """Speak ``text``; with ``barge_in`` the caller is heard over it (and may cut it)."""
         tenant = self.tenant
-        sentences = sentences_of(text)
+        sentences = split_sentences(text)
         if not sentences:
             return
         at = self.transcript.elapsed_ms()
@@ -624,20 +624,6 @@ def _wants_person(utterance: Utterance) -> bool:
     return bool(utterance.text and _PERSON.search(utterance.text))
 
 
-_ABBREV = re.compile(r"\b(Dr|Mr|Mrs|Ms|St|Jr|Sr|Prof|No|vs|etc|a\.m|p\.m)\.$", re.I)
-
-
-def sentences_of(text: str) -> list[str]:
-    """Sentences to synthesise one by one, never cut after "Dr." or "Mrs."."""
-    out: list[str] = []
-    for piece in split_sentences(text):
-        if out and _ABBREV.search(out[-1]):
-            out[-1] = f"{out[-1]} {piece}"
-        else:
-            out.append(piece)
-    return out
-
-
 def _last_sentence(text: str) -> str:
-    parts = sentences_of(text)
+    parts = split_sentences(text)
     return parts[-1] if parts else ""
