@@ -49,7 +49,7 @@ import click
 
 __all__ = ["LoadConfig", "loadtest", "percentile", "run_loadtest", "summarize"]
 
-LATE_FRAME_S = 0.100
+LATE_FRAME_S = 0.100  # the emulator counts late frames with the same bound (audio.LATE_S)
 _BOOTSTRAP = ("import esl_app.__main__, sys\n"
               "from {mod} import {fn}\n"
               "sys.exit({fn}(sys.argv[1:]))")
@@ -210,40 +210,28 @@ _FORK_CLASS: list[type] = []
 
 
 def load_fork(**kw: Any) -> Any:
-    """The emulator's :class:`AudioFork`, counting frames that left behind their slot."""
+    """The emulator's :class:`AudioFork` for load tests.
+
+    Frames that leave more than ``LATE_FRAME_S`` behind their slot are counted by
+    the fork itself (``late``). With ``IVR_EMULATED_STT_TABLE`` set (cloud
+    profile), each caller line's audio fingerprint is published there before the
+    line's first frame is sent, for the server's emulated recogniser
+    (:mod:`esl_app.providers.stt.emulated`).
+    """
     if not _FORK_CLASS:
         from esl_app.emulator.audio import AudioFork
+        from esl_app.providers.stt.emulated import TABLE_ENV, LineTable
+
+        path = os.environ.get(TABLE_ENV)
+        table = LineTable(path) if path else None
 
         class LoadFork(AudioFork):
-            late = 0
-
-            def _stream(self, ws: Any, call: Any) -> None:
-                super()._stream(_TimedSocket(ws, self), call)
+            def _line_ready(self, text: str, pcm: bytes) -> None:
+                if table is not None:
+                    table.register(text, pcm)
 
         _FORK_CLASS.append(LoadFork)
     return _FORK_CLASS[0](**kw)
-
-
-class _TimedSocket:
-    """Wraps the fork's WebSocket: frame n is due at t0 + n × 20 ms."""
-
-    def __init__(self, ws: Any, fork: Any) -> None:
-        self.ws = ws
-        self.fork = fork
-        self.t0: float | None = None
-        self.n = 0
-
-    def send_binary(self, frame: bytes) -> None:
-        now = time.monotonic()
-        if self.t0 is None:
-            self.t0 = now
-        elif now - (self.t0 + self.n * 0.02) > LATE_FRAME_S:
-            self.fork.late += 1
-        self.ws.send_binary(frame)
-        self.n += 1
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.ws, name)
 
 
 def _first_after(cmds: list[Any], t: float, pred: Callable[[Any], bool]) -> float | None:
@@ -391,6 +379,8 @@ def _child_main(argv: list[str]) -> int:
     import gevent
 
     cfg = json.loads(argv[0])
+    if cfg.get("stt_table"):  # before load_fork() first runs: lines get registered there
+        os.environ["IVR_EMULATED_STT_TABLE"] = cfg["stt_table"]
     address = (cfg["host"], cfg["port"])
     rng = random.Random(cfg["seed"])
     n_total = cfg["calls_total"]
@@ -572,6 +562,10 @@ def _start_server(cfg: LoadConfig) -> _Server:
         database().close()
     # `ivr serve`; the prompt cache (./var/prompts) starts cold in the temp dir
     env = dict(os.environ, IVR_PROFILE=cfg.profile, IVR_PROFILE_SEED=str(cfg.seed))
+    if cfg.audio:  # the cloud profile's emulated Transcribe learns caller lines here
+        from esl_app.providers.stt.emulated import TABLE_ENV
+
+        env[TABLE_ENV] = str(Path(tmp.name) / "stt-lines")
     args = [sys.executable, "-m", "esl_app", "--db", db, "--tenants", tenants_path, "serve",
             "--workers", str(cfg.workers), "--esl", "127.0.0.1:0", "--media", "127.0.0.1:0",
             "--http", "127.0.0.1:0", "--drain-timeout", "5",
@@ -649,7 +643,10 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
                     "ramp": cfg.ramp, "duration": cfg.duration, "audio": cfg.audio,
                     "time_scale": cfg.time_scale, "tts": cfg.tts, "tenants": cfg.tenants,
                     "stt_ms": list(prof.stt_final_ms) if prof.stt_final_ms and not cfg.audio
-                    else None}
+                    else None,
+                    "stt_table": (str(Path(srv.tmp.name) / "stt-lines") if srv is not None
+                                  else os.environ.get("IVR_EMULATED_STT_TABLE"))
+                    if cfg.audio else None}
             p = subprocess.Popen(
                 [sys.executable, "-c", _BOOTSTRAP.format(mod="esl_app.loadtest",
                                                          fn="_child_main"), json.dumps(ccfg)],

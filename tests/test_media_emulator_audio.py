@@ -77,3 +77,126 @@ def test_emulated_fork_streams_speech_that_the_vad_finds():
 
 def test_parse_rate():
     assert parse_rate("8k") == 8000 and parse_rate("16k") == 16000 and parse_rate("8000") == 8000
+
+
+class CountSink:
+    def __init__(self):
+        self.bytes = 0
+        self.ended = gevent.event.Event()
+        self.reason = None
+
+    def on_stream_start(self, metadata):
+        pass
+
+    def on_audio(self, pcm):
+        self.bytes += len(pcm)
+
+    def on_stream_end(self, reason):
+        self.reason = reason
+        self.ended.set()
+
+
+def test_one_pacer_keeps_many_forks_at_real_time():
+    import time
+
+    registry = MediaRegistry()
+    server = MediaServer("127.0.0.1", 0, registry, stall_ms=2000).start()
+    host, port = server.address
+    try:
+        forks, sinks = [], []
+        for i in range(20):
+            sink = CountSink()
+            token = registry.register(f"rt-{i}", sink)
+            fork = AudioFork(lead_ms=0)
+            fork.start(f"ws://{host}:{port}/fork/rt-{i}", "mono", "8k", fork_metadata(token),
+                       FakeCall())
+            forks.append(fork)
+            sinks.append(sink)
+        for f in forks:
+            assert f.connected.wait(5)
+        t0 = time.monotonic()
+        counts0 = [f.frames_sent for f in forks]
+        gevent.sleep(1.0)
+        elapsed = time.monotonic() - t0
+        for f, c0 in zip(forks, counts0, strict=True):
+            assert abs((f.frames_sent - c0) - elapsed / 0.02) <= 3  # 50 frames a second
+        for f in forks:
+            f.stop()
+        for f, sink in zip(forks, sinks, strict=True):
+            assert f.ended.wait(5) and sink.ended.wait(5)
+            assert sink.reason == "closed" and f.close_code == 1000
+            assert sink.bytes == f.frames_sent * 320  # every frame counted as sent arrived
+            assert f.late == 0
+    finally:
+        server.stop()
+
+
+def test_a_close_from_the_server_ends_the_fork():
+    registry = MediaRegistry()
+    server = MediaServer("127.0.0.1", 0, registry, stall_ms=2000).start()
+    host, port = server.address
+    try:
+        call = FakeCall()
+        token = registry.register("sc-1", CountSink())
+        fork = AudioFork(lead_ms=0)
+        fork.start(f"ws://{host}:{port}/fork/sc-1", "mono", "8k", fork_metadata(token), call)
+        assert fork.connected.wait(5)
+        gevent.sleep(0.1)
+        registry.unregister("sc-1")  # hang-up on the bot's side closes the stream (1000)
+        assert fork.ended.wait(5)
+        assert fork.close_code == 1000
+        assert call.custom == ["mod_audio_fork::connect", "mod_audio_fork::disconnect"]
+    finally:
+        server.stop()
+
+
+def test_frames_on_the_wire_are_masked_l16_after_the_metadata():
+    """What mod_audio_fork sends: a text frame with the metadata, then masked 320-byte
+    binary frames, each with its own mask key."""
+    import socket
+    import struct
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    port = lsock.getsockname()[1]
+    fork = AudioFork(lead_ms=0)
+    fork.start(f"ws://127.0.0.1:{port}/fork/w-1", "mono", "8k", '{"token":"t"}', FakeCall())
+    conn, _ = lsock.accept()
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += conn.recv(4096)
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    assert b"GET /fork/w-1 HTTP/1.1" in head and b"audio.drachtio.org" in head
+    import base64
+    import hashlib
+
+    key = [ln.split(b": ")[1] for ln in head.split(b"\r\n")
+           if ln.lower().startswith(b"sec-websocket-key")][0]
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+                              .digest())
+    conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Protocol: audio.drachtio.org\r\n"
+                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+    frames = []
+    while len(frames) < 12:
+        buf += conn.recv(65536)
+        while len(buf) >= 2:
+            n = buf[1] & 0x7F
+            hdr = 2 + (2 if n == 126 else 0)
+            if n == 126 and len(buf) >= 4:
+                n = struct.unpack("!H", buf[2:4])[0]
+            if len(buf) < hdr + 4 + n:
+                break
+            frames.append((buf[0], buf[1] & 0x80, buf[hdr:hdr + 4],
+                           bytes(b ^ buf[hdr + i % 4] for i, b in
+                                 enumerate(buf[hdr + 4:hdr + 4 + n]))))
+            buf = buf[hdr + 4 + n:]
+    fork.stop()
+    conn.close()
+    lsock.close()
+    assert frames[0][0] == 0x81 and frames[0][3] == b'{"token":"t"}'
+    binary = frames[1:]
+    assert all(b0 == 0x82 and masked and len(p) == 320 and p == bytes(320)
+               for b0, masked, _k, p in binary)
+    assert len({k for _b, _m, k, _p in binary}) > 1  # mask keys vary

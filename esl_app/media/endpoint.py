@@ -29,10 +29,24 @@ barge-in is louder and longer than echo; echo attenuated by the network (about
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
+from esl_app.media.pcm import rms
 from esl_app.media.vad import VoiceDetector
+
+try:  # audioop: C, and deprecated only in 3.13 (pcm.rms falls back to Python there)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from audioop import rms as _rms  # type: ignore[import-not-found]
+except ImportError:  # Python >= 3.13
+    _rms = None
+try:  # webrtcvad's C entry point, without its Python wrapper method per frame
+    from _webrtcvad import process as _process  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover
+    def _process(vad: object, rate: int, frame: bytes, n: int) -> bool:
+        raise RuntimeError("webrtcvad's C module is missing")
 
 __all__ = ["EchoGuard", "TurnDetector", "TurnEvent"]
 
@@ -57,6 +71,8 @@ class EchoGuard:
 
 class TurnDetector:
     """Streaming speech start/end detector over one call's caller audio."""
+
+    level_gate = False  # skip webrtcvad on frames below ``min_rms`` (see bench notes)
 
     def __init__(self, sample_rate: int = 8000, vad_mode: int = 2, min_speech_ms: int = 120,
                  end_silence_ms: int = 600, frame_ms: int = 20,
@@ -98,48 +114,72 @@ class TurnDetector:
             self._echo_level = 0.0
 
     def feed(self, pcm: bytes) -> list[TurnEvent]:
-        """Analyse more audio (any chunking); return the boundaries it completes."""
-        guard = self._bot_speaking
+        """Analyse more audio (any chunking); return the boundaries it completes.
+
+        Per 20 ms frame this is one ``audioop.rms`` and one webrtcvad call (both C)
+        and a few integer updates: no objects are allocated unless a boundary fires.
+        """
         events: list[TurnEvent] = []
-        fm = self._frame_ms
-        for f in self._vad.process(pcm, with_level=True):
-            level = f.level or 0.0
-            voiced = f.voiced and level >= self.min_rms
-            if guard:
-                floor = max(self.echo.echo_min_rms, self.echo.echo_ratio * self._echo_level)
-                loud = level >= floor
-                if not (voiced and loud):
-                    # What we hear while talking and do not accept: track it as echo.
-                    self._echo_level = 0.9 * self._echo_level + 0.1 * level
-                voiced = voiced and loud
-            end = f.start_ms + fm
-            if not self.in_speech:
-                if voiced:
-                    if self._run_ms == 0:
-                        self._onset = f.start_ms
-                    self._run_ms += fm + self._gap
-                    self._gap = 0
-                    need = max(self.min_speech_ms, self.echo.echo_min_speech_ms) if guard \
-                        else self.min_speech_ms
-                    if self._run_ms >= need:
-                        self.in_speech = True
-                        self._silence_ms = 0
-                        events.append(TurnEvent("speech_start", self._onset, end))
-                elif self._run_ms and self._gap == 0:
-                    self._gap = fm  # tolerate one unvoiced frame inside a run
-                else:
-                    self._run_ms = 0
-                    self._gap = 0
-            else:
-                if voiced:
-                    self._silence_ms = 0
-                else:
-                    if self._silence_ms == 0:
-                        self._silence_start = f.start_ms
-                    self._silence_ms += fm
-                    if self._silence_ms >= self.end_silence_ms:
-                        self.in_speech = False
-                        self._run_ms = 0
-                        self._gap = 0
-                        events.append(TurnEvent("speech_end", self._silence_start, end))
+        vad = self._vad
+        split = vad._split
+        size = split.size
+        if len(pcm) == size and not split.pending:  # one whole frame: the usual case
+            self._frame(pcm, events)
+        elif len(pcm) % size == 0 and not split.pending:
+            for i in range(0, len(pcm), size):
+                self._frame(pcm[i:i + size], events)
+        else:
+            for frame in split.push(pcm):
+                self._frame(frame, events)
         return events
+
+    def _frame(self, frame: bytes, events: list[TurnEvent]) -> None:
+        vad = self._vad
+        start = vad.position_ms
+        fm = self._frame_ms
+        vad.position_ms = start + fm
+        level = float(_rms(frame, 2)) if _rms is not None else rms(frame)
+        if level < self.min_rms and self.level_gate:
+            voiced = False  # too quiet to count whatever the VAD says: skip it
+        else:
+            voiced = _process(vad._vad._vad, vad.sample_rate, frame, len(frame) >> 1) \
+                and level >= self.min_rms
+        if self._bot_speaking:
+            guard = True
+            floor = max(self.echo.echo_min_rms, self.echo.echo_ratio * self._echo_level)
+            loud = level >= floor
+            if not (voiced and loud):
+                # What we hear while talking and do not accept: track it as echo.
+                self._echo_level = 0.9 * self._echo_level + 0.1 * level
+            voiced = voiced and loud
+        else:
+            guard = False
+        end = start + fm
+        if not self.in_speech:
+            if voiced:
+                if self._run_ms == 0:
+                    self._onset = start
+                self._run_ms += fm + self._gap
+                self._gap = 0
+                need = max(self.min_speech_ms, self.echo.echo_min_speech_ms) if guard \
+                    else self.min_speech_ms
+                if self._run_ms >= need:
+                    self.in_speech = True
+                    self._silence_ms = 0
+                    events.append(TurnEvent("speech_start", self._onset, end))
+            elif self._run_ms and self._gap == 0:
+                self._gap = fm  # tolerate one unvoiced frame inside a run
+            else:
+                self._run_ms = 0
+                self._gap = 0
+        elif voiced:
+            self._silence_ms = 0
+        else:
+            if self._silence_ms == 0:
+                self._silence_start = start
+            self._silence_ms += fm
+            if self._silence_ms >= self.end_silence_ms:
+                self.in_speech = False
+                self._run_ms = 0
+                self._gap = 0
+                events.append(TurnEvent("speech_end", self._silence_start, end))

@@ -286,12 +286,29 @@ def make_provider_cache(profile: str | LatencyProfile = "local", *,
 
 
 def make_stt_factory(profile: str | LatencyProfile = "local", *, seed: int | None = None,
-                     base: Callable[[Any], Any] | None = None) -> Callable[[Any], Any] | None:
-    """``stt_for`` for :func:`~esl_app.telephony.audio.start_media_for_calls` (None: default)."""
+                     base: Callable[[Any], Any] | None = None,
+                     table: str | None = None) -> Callable[[Any], Any] | None:
+    """``stt_for`` for :func:`~esl_app.telephony.audio.start_media_for_calls` (None: default).
+
+    In a profile with recogniser latency and a caller-line table (``table`` or
+    ``$IVR_EMULATED_STT_TABLE``, which ``ivr loadtest --audio`` sets), every call
+    gets the emulated Transcribe (:mod:`esl_app.providers.stt.emulated`): like
+    :class:`EmulatedPolly` for TTS, the decoding that happens at AWS in production
+    is not billed to our server as pocketsphinx CPU. Without a table (e.g. real
+    callers) the local recogniser is used, its finals held back by the drawn latency.
+    """
+    import os
+
     prof = get_profile(profile)
     if prof.stt_final_ms is None:
         return base
     delays = Delays(prof, None if seed is None else seed + 7919)
+    table = table or os.environ.get("IVR_EMULATED_STT_TABLE")
+    if table and base is None:
+        from esl_app.providers.stt.emulated import EmulatedTranscribe
+
+        emulated = EmulatedTranscribe(table, lambda: delays.draw("stt"))
+        return lambda tenant: emulated
     made: dict[str, Any] = {}
 
     def default(tenant: Any) -> Any:
