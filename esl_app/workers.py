@@ -204,6 +204,23 @@ def _tenant_loader(path: str) -> Callable[[], Any]:
     return load
 
 
+def _tenant_version(path: str) -> Callable[[], object]:
+    """What :func:`_tenant_loader` would read, fingerprinted without parsing it."""
+
+    def version() -> object:
+        from esl_app.scheduling.provisioning import tenant_set_version
+
+        stored = tenant_set_version()
+        if stored[0] not in (None, "0"):
+            return stored
+        try:
+            return ("file", os.stat(path).st_mtime_ns)
+        except OSError:
+            return ("file", None)
+
+    return version
+
+
 def _close_db() -> None:
     """Drop the parent's database connections so no SQLite/Postgres handle crosses fork."""
     with contextlib.suppress(Exception):
@@ -235,7 +252,8 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
 
     init_db(cfg.db_url, create=False)
     _start_checkpointer()
-    source = TenantSource(loader=_tenant_loader(cfg.tenants_path), max_age=5.0)
+    source = TenantSource(loader=_tenant_loader(cfg.tenants_path), max_age=5.0,
+                          version=_tenant_version(cfg.tenants_path))
     seed = None if cfg.profile_seed is None else cfg.profile_seed * 1000 + index
     media = audio_source_for = None
     my_media: tuple[str, int] | None = None
@@ -256,6 +274,7 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
                               providers=make_provider_cache(cfg.profile, seed=seed))
     services.extra["worker"] = index
     _warm(services, source)
+    _freeze_heap()
     if index == 0:  # one worker keeps each clinic's retention promise, daily
         import gevent
 
@@ -296,6 +315,19 @@ def _warm(services: Any, source: Any) -> None:
         with contextlib.suppress(Exception):
             services.agent_for(tenant)
             services.tts_for(tenant, tenant.tts)
+
+
+def _freeze_heap() -> None:
+    """Keep start-up objects (modules, tenants, providers) out of every later GC pass.
+
+    A full collection walks every tracked object: with the start-up heap that is
+    ~8 ms during which the hub runs nothing (no call set-up, no turn, no barge-in).
+    Frozen, a collection only walks what the live calls allocated.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 # -- the parent -----------------------------------------------------------------------

@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+import peewee as pw
+
 from esl_app.config.tenants import ConfigError, Tenant, TenantSet, did_forms, tenants_from_data
 from esl_app.db import database, write_txn
 from esl_app.db.models import Appointment, Did, Doctor, Slot, TenantRow, utcnow
 from esl_app.scheduling.errors import NotAllowed, NotFound
 from esl_app.scheduling.service import forget_tenants
 
-__all__ = ["ImportReport", "import_tenants", "load_tenant_set", "remove_tenant"]
+__all__ = ["ImportReport", "import_tenants", "load_tenant_set", "remove_tenant",
+           "tenant_set_version"]
 
 
 @dataclass
@@ -112,6 +115,21 @@ def load_tenant_set() -> TenantSet:
         rows = list(TenantRow.select().order_by(TenantRow.id))
     items = [json.loads(r.config) for r in rows]
     return tenants_from_data({"tenants": items}, source="database")
+
+
+def tenant_set_version() -> tuple[object, ...]:
+    """A cheap fingerprint of the stored tenants (one aggregate query, no parsing).
+
+    Every change goes through :func:`import_tenants` (new rows; ``updated_at`` bumped
+    with the config) or :func:`remove_tenant` (the count), so servers poll this and
+    re-read the whole set only when it changed.
+    """
+    with database().connection_context():
+        row = TenantRow.select(
+            pw.fn.COUNT(TenantRow.id), pw.fn.MAX(TenantRow.updated_at),
+            pw.fn.MAX(TenantRow.created_at), pw.fn.SUM(pw.fn.LENGTH(TenantRow.config)),
+        ).tuples().get()
+    return tuple(str(v) if v is not None else None for v in row)
 
 
 def remove_tenant(tenant_id: str, *, force: bool = False) -> None:

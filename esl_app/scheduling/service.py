@@ -128,6 +128,15 @@ def get_tenant(tenant_id: str) -> Tenant:
     mono = _time.monotonic()
     if hit and mono - hit[0] < _TENANT_TTL:
         return hit[2]
+    if hit:  # usually unchanged: compare the stamp before reading and parsing the config
+        sql, params = _sql(db, ("tenant_stamp",),
+                           lambda: TenantRow.select(TenantRow.updated_at)
+                           .where(TenantRow.id == tenant_id), [tenant_id])
+        with db.connection_context():
+            stamps = db.execute_sql(sql, params).fetchall()
+        if stamps and TenantRow.updated_at.python_value(stamps[0][0]) == hit[1]:
+            _TENANT_CACHE[key] = (mono, hit[1], hit[2])
+            return hit[2]
     with db.connection_context():
         row = TenantRow.get_or_none(TenantRow.id == tenant_id)
     if row is None:
@@ -192,6 +201,43 @@ def _window(tenant: Tenant, now_utc: datetime) -> tuple[datetime, datetime]:
     p = tenant.policy
     return (now_utc + timedelta(minutes=p.min_notice_minutes),
             now_utc + timedelta(days=min(p.booking_window_days, MAX_SEARCH_DAYS)))
+
+
+_COMPILED: dict[tuple[Any, ...], str | None] = {}
+
+
+def _sql(db: pw.Database, key: tuple[Any, ...], build: Any, params: list[Any]
+         ) -> tuple[str, list[Any]]:
+    """SQL and parameters of a hot query, its SQL compiled once per shape.
+
+    peewee spends ~0.6 ms turning a query into SQL, several times the time SQLite
+    needs to run it, and the call engine runs these on every turn. ``build()`` gives
+    the peewee query and ``params`` its parameters in placeholder order; the first
+    time a shape is seen both are checked against peewee's own compilation, and a
+    shape that does not match always goes through peewee.
+    """
+    full = (id(db), *key)
+    sql = _COMPILED.get(full, "")
+    if sql == "":
+        compiled, expected = build().sql()
+        sql = compiled if list(expected) == list(params) else None
+        _COMPILED[full] = sql
+        if len(_COMPILED) > 512:  # shapes are few; a runaway key must not grow forever
+            _COMPILED.clear()
+        return compiled, list(expected)
+    if sql is None:
+        compiled, expected = build().sql()
+        return compiled, list(expected)
+    return sql, params
+
+
+def _doctor(db: pw.Database, pk: int) -> Doctor:
+    """``Doctor.get_by_id`` with its SQL compiled once."""
+    sql, params = _sql(db, ("doctor",), lambda: Doctor.select().where(Doctor.id == pk), [pk])
+    found = list(Doctor.raw(sql, *params))
+    if not found:
+        raise Doctor.DoesNotExist(f"doctor {pk}")
+    return found[0]
 
 
 def _followers(start: datetime, count: int, step: timedelta) -> list[datetime]:
@@ -262,13 +308,24 @@ def search_slots(
     # slots, so "the earliest" stays fast with a year of slots in the table.
     span = timedelta(days=1)
     w0 = lower
+    fixed: list[Any] = [tenant_id, "open", "held", "open", "held", now_utc, True]
+    if doctor:
+        fixed.append(doctor)
+    if band:
+        fixed += [lo_min, hi_min]
+    key = ("search", bool(doctor), bool(band))
+    as_time = Slot.start.python_value
     with db.connection_context():
         while len(out) < limit and w0 < upper:
             w1 = min(upper, w0 + span)
             query = base.where((Slot.start >= w0) & (Slot.start < w1))
             batch, offset = max(limit * 8, 32), 0
             while len(out) < limit:
-                rows = list(query.limit(batch).offset(offset).tuples())
+                cursor = db.execute_sql(*_sql(
+                    db, key, lambda q=query, b=batch, o=offset: q.limit(b).offset(o),
+                    [*fixed, w0, w1, batch, offset]))
+                rows = [(sid, as_time(st), as_time(en), dpk, dslug, dname)
+                        for sid, st, en, dpk, dslug, dname in cursor.fetchall()]
                 offset += len(rows)
                 for sid, start, end, doctor_pk, dslug, dname in rows:
                     ls = _local(start, tz)
@@ -352,23 +409,36 @@ def _claim_slots(tenant: Tenant, slot_pk: int, now_utc: datetime, *, need: int,
                  owner: str | None, state: str = "booked",
                  hold_until: datetime | None = None) -> list[Slot]:
     """Inside a write transaction: take ``need`` consecutive slots, or explain why not."""
-    first = Slot.get_or_none((Slot.id == slot_pk) & (Slot.tenant == tenant.id))
-    if first is None:
+    db = database()
+    sql, params = _sql(
+        db, ("claim_first",),
+        lambda: Slot.select().where((Slot.id == slot_pk) & (Slot.tenant == tenant.id)).limit(1),
+        [slot_pk, tenant.id, 1])
+    found = list(Slot.raw(sql, *params))
+    if not found:
         raise NotFound("unknown slot")
+    first = found[0]
     _check_policy(tenant, first.start, now_utc)
     step = timedelta(minutes=tenant.slot_minutes)
     starts = [first.start, *_followers(first.start, need, step)]
-    slots = list(Slot.select().where((Slot.doctor == first.doctor_id) & Slot.start.in_(starts)
-                                     ).order_by(Slot.start))
+    sql, params = _sql(
+        db, ("claim_run", need),
+        lambda: Slot.select().where((Slot.doctor == first.doctor_id) & Slot.start.in_(starts)
+                                    ).order_by(Slot.start),
+        [first.doctor_id, *starts])
+    slots = list(Slot.raw(sql, *params))
     if len(slots) != need:
         raise SlotTaken("that time is not long enough for this visit")
     ids = [x.id for x in slots]
-    changed = (
-        Slot.update(state=state, hold_until=hold_until,
-                    hold_owner=owner if state == "held" else None)
-        .where(Slot.id.in_(ids) & _claimable(now_utc, owner))
-        .execute()
-    )
+    held_by = owner if state == "held" else None
+    claim_params: list[Any] = [state, hold_until, held_by, *ids, "open", "held", now_utc]
+    if owner:
+        claim_params += ["held", owner]
+    changed = db.rows_affected(db.execute_sql(*_sql(
+        db, ("claim", need, bool(owner)),
+        lambda: Slot.update(state=state, hold_until=hold_until, hold_owner=held_by)
+        .where(Slot.id.in_(ids) & _claimable(now_utc, owner)),
+        claim_params)))
     if changed != need:
         raise SlotTaken("that time is no longer available")
     return slots
@@ -399,7 +469,7 @@ def book(
     with write_txn() as db:
         slots = _claim_slots(tenant, slot_pk, now_utc, need=need, owner=call_id or None)
         slot = slots[0]
-        doctor = Doctor.get_by_id(slot.doctor_id)
+        doctor = _doctor(db, slot.doctor_id)
         for _ in range(20):
             try:
                 with db.atomic():  # savepoint: a code collision must not abort the booking
@@ -430,7 +500,7 @@ def hold_slot(tenant_id: str, slot_id: str | int, *, owner: str, visit_type: str
         slots = _claim_slots(tenant, _slot_id(slot_id), now_utc,
                              need=slots_needed(tenant, visit_type), owner=owner,
                              state="held", hold_until=until)
-        doctor = Doctor.get_by_id(slots[0].doctor_id)
+        doctor = _doctor(database(), slots[0].doctor_id)
     return SlotView(str(slots[0].id), doctor.slug, doctor.name,
                     _local(slots[0].start, tenant.tz), _local(slots[-1].end, tenant.tz))
 
@@ -439,9 +509,12 @@ def release_holds(owner: str) -> int:
     """Give back every slot ``owner`` still holds (the call hung up or moved on)."""
     if not owner:
         return 0
-    with write_txn():
-        return (Slot.update(state="open", hold_until=None, hold_owner=None)
-                .where((Slot.state == "held") & (Slot.hold_owner == owner)).execute())
+    with write_txn() as db:  # every call ends here: the SQL is compiled once
+        return db.rows_affected(db.execute_sql(*_sql(
+            db, ("release",),
+            lambda: Slot.update(state="open", hold_until=None, hold_owner=None)
+            .where((Slot.state == "held") & (Slot.hold_owner == owner)),
+            ["open", None, None, "held", owner])))
 
 
 def _get_appt(tenant_id: str, code: str, *, status: str | None = "booked"

@@ -186,7 +186,14 @@ class CallController:
         return self.transcript
 
     def _setup(self) -> None:
-        self.channel = self.session.connect()
+        """Channel data, tenant, ``answer``: one ESL round trip before the answer goes out.
+
+        ``connect``/``myevents``/``linger`` travel in one write; the answer is sent as
+        soon as the tenant is known and everything else (channel variables, metrics,
+        the time limit) happens while FreeSWITCH answers. Every reply is still checked
+        before the answer's completion is awaited.
+        """
+        self.channel = self.session.handshake()
         ch = self.channel
         call_id = ch.get("Unique-ID") or ch.get("variable_uuid") or ""
         did = ch.get("Caller-Destination-Number") or ch.get("variable_sip_to_user") or ""
@@ -194,11 +201,10 @@ class CallController:
         self.transcript.call_id = call_id
         self.transcript.did = did
         self.transcript.caller = caller
-        self.session.myevents()
-        self.session.linger()
         tenants = self.services.tenants()
         wanted = ch.get("variable_ivr_tenant")
         self.tenant = tenants.get(wanted) if wanted else tenants.by_did(did)
+        app = self.session.execute("answer", wait=False)
         log.info("call %s: did=%s caller=%s tenant=%s", self._cid(), did, mask_number(caller),
                  self.tenant.id if self.tenant else "-")
         if self.tenant is not None:
@@ -212,10 +218,11 @@ class CallController:
                 self.tenant.max_call_seconds, self.post, Msg("timer", key="max_call")))
         self._emit("call_started", {"call_id": call_id, "did": did,
                                     "tenant": self.transcript.tenant})
-        self._answer()
+        self._answer(app)
 
-    def _answer(self) -> None:
-        app = self.session.execute("answer")
+    def _answer(self, app: str) -> None:
+        """Check the set-up replies (``-ERR`` ends the call), then await the answer."""
+        self.session.flush()
         while True:
             msg = self.next(timeout=self.services.command_timeout)
             if msg is None:
@@ -406,11 +413,24 @@ class CallController:
                   if t.appointment else None}
         for name, value in wanted.items():
             if value and self._published.get(name) != value and self.session.channel_up:
+                # pipelined: whatever is sent next (the answer, a prompt, the hang-up)
+                # reaches FreeSWITCH after it, so the variable is set before the call ends
                 try:
-                    self.session.api(f"uuid_setvar {self.session.uuid} {name} {value}")
+                    self.session.post(f"api uuid_setvar {self.session.uuid} {name} {value}",
+                                      check=self._setvar_checker(name, value),
+                                      label="uuid_setvar")
                 except EslError:
                     return
                 self._published[name] = value
+
+    def _setvar_checker(self, name: str, value: str) -> Callable[[EslEvent], None]:
+        """A refused ``uuid_setvar`` is logged and retried at the next publish."""
+        def check(reply: EslEvent) -> None:
+            if reply.data.startswith("-ERR"):
+                if self._published.get(name) == value:
+                    del self._published[name]
+                log.info("call %s: %s not set: %s", self._cid(), name, reply.data.strip())
+        return check
 
     # -- speaking, transfer, endings ----------------------------------------------
 

@@ -24,11 +24,11 @@ import socket
 import uuid as uuidlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote
 
 import gevent
-from gevent.event import AsyncResult
+from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 from greenswitch.esl import OutboundSession, OutboundSessionHasGoneAway
 
@@ -65,52 +65,224 @@ class ProtocolViolation(EslError):
     """The peer sent something that cannot be framed (the call is ended)."""
 
 
-@dataclass
 class EslEvent:
     """One framed message: decoded headers plus an optional body.
 
     ``data`` mirrors greenswitch's attribute: the reply text of a
     ``command/reply`` or the body of an ``api/response``.
+
+    An event read from the wire keeps its header block undecoded until someone
+    looks at more than its name: a call receives dozens of events nobody reads
+    (``CHANNEL_EXECUTE`` for every prompt), and decoding ~80 headers each is most
+    of what the reader costs.
     """
 
-    headers: dict[str, str] = field(default_factory=dict)
-    body: str = ""
-    data: str = ""
+    __slots__ = ("_body", "_ctype", "_headers", "_inner", "_rest", "data")
+
+    def __init__(self, headers: dict[str, str] | None = None, body: str = "",
+                 data: str = "") -> None:
+        self._headers: dict[str, str] = {} if headers is None else headers
+        self._inner: str | None = None
+        self._rest = ""
+        self._ctype = ""
+        self._body = body
+        self.data = data
+
+    @classmethod
+    def from_block(cls, ctype: str, block: str) -> EslEvent:
+        """An event whose headers (``block`` up to the blank line) are parsed on demand."""
+        event = cls()
+        inner, _, rest = block.partition("\n\n")
+        event._inner = inner
+        event._ctype = ctype
+        length = _header_value(inner, "Content-Length")
+        if length is _UNSURE:
+            event._rest = rest  # cut once the headers are decoded
+        else:
+            n = _int(length) if length is not None else None
+            event._body = rest[:n] if n is not None else rest
+        return event
+
+    def _decode(self) -> None:
+        inner, self._inner = self._inner, None
+        if inner is None:
+            return
+        headers = {**parse_headers(inner), "Content-Type": self._ctype}
+        self._headers = headers
+        if self._rest:
+            length = _int(headers.get("Content-Length"))
+            self._body = self._rest[:length] if length is not None else self._rest
+            self._rest = ""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._inner is not None:
+            self._decode()
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: dict[str, str]) -> None:
+        self._inner = None
+        self._headers = value
+
+    @property
+    def body(self) -> str:
+        if self._rest:
+            self._decode()
+        return self._body
+
+    @body.setter
+    def body(self, value: str) -> None:
+        if self._inner is not None:
+            self._decode()
+        self._body = value
 
     @property
     def content_type(self) -> str:
-        return self.headers.get("Content-Type", "")
+        if self._inner is not None:
+            return self._ctype
+        return self._headers.get("Content-Type", "")
 
     @property
     def name(self) -> str:
         """``Event-Name`` (or ``DISCONNECT`` for a disconnect notice)."""
         if self.content_type == "text/disconnect-notice":
             return "DISCONNECT"
-        return self.headers.get("Event-Name", "")
+        return self.get("Event-Name", "") or ""
 
     def get(self, key: str, default: str | None = None) -> str | None:
+        if self._inner is not None and key != "Content-Type":
+            value = _header_value(self._inner, key)
+            if value is not _UNSURE:
+                return default if value is None else value
         return self.headers.get(key, default)
+
+    def __repr__(self) -> str:
+        return f"EslEvent({self.content_type!r}, {self.name!r})"
+
+
+_UNSURE: Any = object()
+
+
+def _header_value(block: str, key: str) -> Any:
+    """One header read straight from an undecoded block, without decoding the rest.
+
+    Gives exactly :func:`parse_headers`'s value, None when the block cannot hold the
+    key, or ``_UNSURE`` (then the caller decodes it all). Safe when ``key`` occurs
+    once in the block, as a line's ``Name: `` prefix: no other line can then produce
+    (or override) that key.
+    """
+    count = block.count(key)
+    if count == 0:
+        return None
+    if count != 1:
+        return _UNSURE
+    prefix = key + ": "
+    if block.startswith(prefix):
+        start = len(prefix)
+    else:
+        at = block.find("\n" + prefix)
+        if at < 0:
+            return _UNSURE
+        start = at + 1 + len(prefix)
+    end = block.find("\n", start)
+    value = block[start:] if end < 0 else block[start:end]
+    if "\r" in block:
+        value = value.rstrip("\r")
+    return _unquote(value) if "%" in value else value
 
 
 def parse_headers(raw: str, *, decode: bool = True) -> dict[str, str]:
     """Parse a ``Name: value`` block: split lines first, then unquote each value.
 
     Decoding after splitting is what keeps an encoded newline (``%0A``) inside
-    its value instead of turning it into a forged header.
+    its value instead of turning it into a forged header. Every event of every
+    call goes through here (~80 lines each), so the common shape (no carriage returns,
+    ASCII escapes) takes a short path with the same result.
     """
     headers: dict[str, str] = {}
+    crlf = "\r" in raw
     for line in raw.split("\n"):
-        line = line.rstrip("\r")
-        if not line:
-            continue
+        if crlf:
+            line = line.rstrip("\r")
         name, sep, value = line.partition(":")
         if not sep:
             continue
-        value = value[1:] if value.startswith(" ") else value
+        if value[:1] == " ":
+            value = value[1:]
         if decode and "%" in value:
-            value = unquote(value, errors="replace")
+            value = _unquote(value)
         headers[name.strip()] = value
     return headers
+
+
+_HEX_CHARS: dict[str, str] = {}
+for _code in range(128):
+    _hi, _lo = f"{_code:02x}"
+    for _a in {_hi, _hi.upper()}:
+        for _b in {_lo, _lo.upper()}:
+            _HEX_CHARS[_a + _b] = chr(_code)
+
+
+def _unquote(value: str) -> str:
+    """``unquote(value, errors="replace")``, faster for ASCII escapes (``%20``, ``%3A``).
+
+    Anything else (a byte over 0x7F, a malformed escape) takes the standard library's
+    path, so the result is always exactly the stdlib's.
+    """
+    parts = value.split("%")
+    out = [parts[0]]
+    get = _HEX_CHARS.get
+    for part in parts[1:]:
+        char = get(part[:2])
+        if char is None:
+            return unquote(value, errors="replace")
+        out.append(char)
+        out.append(part[2:])
+    return "".join(out)
+
+
+class _Deferred:
+    """The reply slot of a pipelined command: checked by the reader when it arrives.
+
+    ``check`` turns the reply into an error message (or None); a failure is kept on
+    the session and raised by the next :meth:`EslSession.send` or :meth:`flush`.
+    """
+
+    __slots__ = ("check", "label", "session")
+
+    def __init__(self, session: EslSession, label: str,
+                 check: Callable[[EslEvent], str | None] | None) -> None:
+        self.session = session
+        self.label = label
+        self.check = check
+
+    def set(self, event: EslEvent) -> None:
+        session = self.session
+        session._outstanding -= 1
+        problem = None
+        if self.check is not None:
+            try:
+                problem = self.check(event)
+            except Exception as exc:  # noqa: BLE001 - a checker bug must not kill the reader
+                problem = f"reply check failed: {exc}"
+        if problem and session._deferred_error is None:
+            session._deferred_error = EslError(f"{self.label}: {problem}")
+        if session._outstanding == 0:
+            session._settled.set()
+
+    def set_exception(self, exc: BaseException) -> None:
+        session = self.session
+        session._outstanding -= 1
+        if session._deferred_error is None:
+            session._deferred_error = exc if isinstance(exc, EslError) else EslError(str(exc))
+        if session._outstanding == 0:
+            session._settled.set()
+
+
+def _reply_error(event: EslEvent) -> str | None:
+    """A ``command/reply`` that refused the command (``-ERR …``)."""
+    return event.data if event.data.startswith("-ERR") else None
 
 
 class EslSession(OutboundSession):
@@ -132,13 +304,22 @@ class EslSession(OutboundSession):
         self._sink = sink
         self.command_timeout = command_timeout
         self.max_body = max_body
-        self._pending: deque[AsyncResult] = deque()
+        self._pending: deque[AsyncResult | _Deferred] = deque()
+        self._outstanding = 0  # pipelined commands whose reply has not arrived yet
+        self._settled = Event()  # set while nothing pipelined is outstanding
+        self._settled.set()
+        self._deferred_error: EslError | None = None
         self._send_lock = Semaphore()
         self._closed_sent = False
         self.close_reason = ""
         self.protocol_errors = 0
         self.hungup = False
         self.address = address
+        # Commands are small and often follow each other without waiting for a reply
+        # (pipelining): Nagle's algorithm would hold each one until the previous one
+        # is acknowledged, i.e. add a round trip per command.
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().__init__(address, sock)
         self.session_data = {}
 
@@ -168,26 +349,107 @@ class EslSession(OutboundSession):
         self._outbound_connected = True
         return self.session_data
 
+    def handshake(self, *, linger: bool = True) -> dict[str, str]:
+        """``connect``, ``myevents`` and ``linger`` in one write; returns the channel data.
+
+        mod_event_socket reads a socket's commands one at a time, in order, and
+        answers each before reading the next, so the three need not wait for each
+        other: the call's set-up costs one round trip instead of three. The
+        ``myevents``/``linger`` replies are still checked (pipelined: see :meth:`post`).
+        """
+        if self._outbound_connected:
+            return self.session_data
+        if not self.connected:
+            raise SessionGone(self.close_reason or "not connected")
+        follow = ["myevents", "linger"] if linger else ["myevents"]
+        first: AsyncResult = AsyncResult()
+        slots: list[AsyncResult | _Deferred] = [first]
+        slots += [_Deferred(self, name, _reply_error) for name in follow]
+        raw = "".join(f"{name}\n\n" for name in ("connect", *follow)).encode()
+        with gevent.Timeout(self.command_timeout, CommandTimeout("no reply to 'connect'")):
+            self._write(raw, slots)
+            reply = first.get()
+        self.session_data = dict(reply.headers)
+        self._outbound_connected = True
+        return self.session_data
+
     def send(self, data: str, timeout: float | None = None) -> EslEvent:
-        """Send one command and wait (bounded) for its reply, in wire order."""
+        """Send one command and wait (bounded) for its reply, in wire order.
+
+        A pipelined command that failed before it (see :meth:`post`) is raised here,
+        once this reply (which FreeSWITCH sends after theirs) has arrived.
+        """
         if not self.connected:
             raise SessionGone(self.close_reason or "not connected")
         result: AsyncResult = AsyncResult()
         raw = (data + "\n\n").encode("utf-8")
         wait = self.command_timeout if timeout is None else timeout
+        with gevent.Timeout(wait, CommandTimeout(f"no reply to {data.split()[0]!r}")):
+            self._write(raw, [result])
+            reply = result.get()
+        self._raise_deferred()
+        return reply
+
+    def post(self, data: str, *, check: Callable[[EslEvent], str | None] | None = _reply_error,
+             label: str | None = None) -> None:
+        """Send one command without waiting for its reply (pipelining).
+
+        FreeSWITCH runs a socket's commands in order and replies in order, so a
+        command posted before another takes effect before it, and its reply is
+        matched to it like any other. ``check`` inspects that reply when it
+        arrives; a failure (or a lost connection) is raised by the next
+        :meth:`send` or :meth:`flush`. ``check=None``: the reply needs no verdict
+        (the checker may also act on it, e.g. note that a variable was not set).
+        """
+        if not self.connected:
+            raise SessionGone(self.close_reason or "not connected")
+        slot = _Deferred(self, label or data.split(None, 1)[0], check)
+        raw = (data + "\n\n").encode("utf-8")
         try:
-            with gevent.Timeout(wait, CommandTimeout(f"no reply to {data.split()[0]!r}")):
-                with self._send_lock:
-                    self._pending.append(result)
-                    self.sock.sendall(raw)
-                return result.get()
+            with gevent.Timeout(self.command_timeout):
+                self._write(raw, [slot])
+        except gevent.Timeout:
+            self._shutdown("send stalled")  # a half-written command breaks the framing
+            raise CommandTimeout(f"could not send {slot.label!r}") from None
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every posted command has its reply; raise the first failure."""
+        if self._outstanding and not self._settled.wait(
+                self.command_timeout if timeout is None else timeout):
+            raise CommandTimeout("no reply to pipelined commands")
+        self._raise_deferred()
+
+    @property
+    def outstanding(self) -> int:
+        """Posted commands still waiting for their reply."""
+        return self._outstanding
+
+    def _raise_deferred(self) -> None:
+        error, self._deferred_error = self._deferred_error, None
+        if error is not None:
+            raise error
+
+    def _write(self, raw: bytes, slots: list[AsyncResult | _Deferred]) -> None:
+        """Queue the reply slots and write the bytes, atomically with respect to others."""
+        try:
+            with self._send_lock:
+                for slot in slots:
+                    self._pending.append(slot)
+                    if isinstance(slot, _Deferred):
+                        self._outstanding += 1
+                        self._settled.clear()
+                self.sock.sendall(raw)
         except OSError as exc:
             self._shutdown(f"send failed: {exc}")
             raise SessionGone(str(exc)) from None
 
     def execute(self, app: str, arg: str | None = None, *, event_uuid: str | None = None,
-                lock: bool = True) -> str:
-        """Run a dialplan application; returns the ``Event-UUID`` its completion will carry."""
+                lock: bool = True, wait: bool = True) -> str:
+        """Run a dialplan application; returns the ``Event-UUID`` its completion will carry.
+
+        ``wait=False`` pipelines it (:meth:`post`): a ``-ERR`` reply is raised by the
+        next :meth:`send`/:meth:`flush` instead of here.
+        """
         app_uuid = event_uuid or str(uuidlib.uuid4())
         lines = ["sendmsg", "call-command: execute", f"execute-app-name: {app}"]
         if arg:
@@ -195,6 +457,9 @@ class EslSession(OutboundSession):
         if lock:
             lines.append("event-lock: true")
         lines.append(f"Event-UUID: {app_uuid}")
+        if not wait:
+            self.post("\n".join(lines), label=app)
+            return app_uuid
         reply = self.send("\n".join(lines))
         if reply.data.startswith("-ERR"):
             raise EslError(f"{app}: {reply.data}")
@@ -270,16 +535,10 @@ class EslSession(OutboundSession):
                 raise ProtocolViolation("too many header lines")
         headers = parse_headers("\n".join(lines))
         body = self._read_body(headers)
-        event = EslEvent(headers=headers)
         ctype = headers.get("Content-Type", "")
         if ctype == "text/event-plain":
-            inner, _, rest = body.partition("\n\n")
-            event.headers = {**parse_headers(inner), "Content-Type": ctype}
-            inner_len = _int(event.headers.get("Content-Length"))
-            event.body = rest[:inner_len] if inner_len is not None else rest
-        else:
-            event.body = body
-        return event
+            return EslEvent.from_block(ctype, body)
+        return EslEvent(headers=headers, body=body)
 
     def _read_body(self, headers: dict[str, str]) -> str:
         if "Content-Length" not in headers:

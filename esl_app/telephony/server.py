@@ -39,15 +39,26 @@ class TenantSource:
 
     def __init__(self, tenants: TenantSet | None = None, path: str | Path | None = None,
                  loader: Callable[[], TenantSet] | None = None,
-                 max_age: float | None = None) -> None:
-        """``loader`` (e.g. from the database) is re-run when older than ``max_age`` s."""
+                 max_age: float | None = None,
+                 version: Callable[[], object] | None = None) -> None:
+        """``loader`` (e.g. from the database) is re-run when older than ``max_age`` s.
+
+        ``version`` (optional) is a cheap fingerprint of what ``loader`` reads: when
+        it has not changed the set is kept as it is, because parsing and validating
+        every tenant blocks the worker's hub for milliseconds (calls being set up and
+        turns in progress wait behind it), every ``max_age`` seconds, forever.
+        """
         self.path = Path(path) if path else None
         self._loader = loader
+        self._version_of = version
+        self._version: object = None
         self.max_age = max_age
         self._loaded_at = time.monotonic()
         self._mtime: float | None = None
         self.reloads = 0
+        self.checks = 0
         if tenants is None:
+            self._version = self._probe()
             tenants = self._load()
         self._tenants = tenants
         self._mtime = self._stat()
@@ -67,9 +78,28 @@ class TenantSource:
             return TenantSet(())
         return load_tenants(self.path)
 
-    def reload(self) -> bool:
+    def _probe(self) -> object:
+        if self._version_of is None:
+            return None
+        try:
+            return self._version_of()
+        except Exception as exc:  # noqa: BLE001 - then the reload itself reports the problem
+            log.debug("tenant version check failed: %s", exc)
+            return None
+
+    def refresh(self) -> bool:
+        """Reload only if the source changed (or cannot tell); True if it was reloaded."""
+        self.checks += 1
+        version = self._probe()
+        if version is not None and version == self._version:
+            return False
+        return self.reload(version=version)
+
+    def reload(self, *, version: object = None) -> bool:
         """Re-read the configuration now (SIGHUP, ``ivr tenants import``); True on success."""
         mtime = self._stat()
+        if version is None:
+            version = self._probe()  # taken first: a change while loading shows next time
         try:
             tenants = self._load()
         except (ConfigError, OSError) as exc:
@@ -78,6 +108,7 @@ class TenantSource:
             return False
         self._tenants = tenants
         self._mtime = mtime
+        self._version = version
         self._loaded_at = time.monotonic()
         self.reloads += 1
         log.info("tenants reloaded: %d tenant(s)", len(tenants))
@@ -90,7 +121,7 @@ class TenantSource:
         elif (self.max_age is not None and self._loader is not None
               and time.monotonic() - self._loaded_at > self.max_age):
             self._loaded_at = time.monotonic()  # one reload at a time, even on failure
-            gevent.spawn(self.reload)  # never make a ringing call wait for the database
+            gevent.spawn(self.refresh)  # never make a ringing call wait for the database
         return self._tenants
 
     __call__ = current

@@ -217,9 +217,16 @@ class TextListenSource:
         self.closed = False
 
     def arm(self) -> None:
+        """Pipelined: the prompt's ``playback``/``speak`` follows in the same flight.
+
+        FreeSWITCH runs the resume before the prompt (socket order), and its reply is
+        still checked: a refusal is raised by the next command that waits for its
+        reply (the prompt's) or by :meth:`EslSession.flush`.
+        """
         if self.closed or self.armed:
             return
-        self.session.execute("detect_speech", "resume" if self.started else self.engine)
+        self.session.execute("detect_speech", "resume" if self.started else self.engine,
+                             wait=False)
         self.started = self.armed = True
 
     def heard(self) -> None:
@@ -264,6 +271,9 @@ class Listen:
                 if not started:
                     self.source.arm()
                     started = True
+                    flush = getattr(self.call.session, "flush", None)
+                    if flush is not None:  # nothing else follows: check the arm's reply now
+                        flush()
                 msg = self.call.next(timeout=self.digit_timeout if digits else deadline)
             if msg is None:
                 if digits:
