@@ -15,15 +15,19 @@ caller's voice over the audio fork in real-time 20 ms frames.
 What is measured, all on the emulator's clock (``wire.Command.at``):
 
 - set-up: TCP connect starts → the bot's ``answer`` arrives;
-- ESL round trip: a reply written → the bot's next (dependent) command arrives
-  (``connect``→``myevents``→``linger``);
+- ESL round trip: ``connect`` arrives → the bot's ``answer`` arrives (the bot
+  pipelines ``myevents``/``linger`` after ``connect``; the answer is the first
+  command that waits for a reply, the channel data, and the tenant lookup);
 - barge-in: the caller's speech onset (text: ``begin-speaking`` fired; audio:
   first audible frame sent) → ``uuid_break`` arrives;
 - turn overhead: the final result is delivered (text: ``detected-speech``
   fired) → the bot's first ``playback``/``speak`` arrives; with ``--profile
   local`` and FreeSWITCH speech this is our own work per turn;
 - turn latency: end of the caller's speech → first playback (includes the
-  emulated recogniser latency of the cloud profile);
+  emulated recogniser latency of the cloud profile); that first audio may be a
+  cached acknowledgement ("Okay."), so ``answer_ms`` is also reported: end of
+  the caller's speech → first playback of the agent's actual answer (neither
+  an acknowledgement nor the filler);
 - frames: sent, and lost = frames that left more than 100 ms behind their
   real-time slot (a real mod_audio_fork buffer would have overrun).
   ``frames_received`` is sent − lost: the server does not report what it read,
@@ -158,6 +162,7 @@ class CallStats:
     barge_ms: list[float] = field(default_factory=list)
     overhead_ms: list[float] = field(default_factory=list)
     turn_ms: list[float] = field(default_factory=list)
+    answer_ms: list[float] = field(default_factory=list)
     frames_sent: int = 0
     frames_lost: int = 0
 
@@ -245,6 +250,33 @@ def _is_play(c: Any) -> bool:
     return c.name == "sendmsg" and (c.header("execute-app-name") or "") in ("playback", "speak")
 
 
+_FILLERS: set[str] = set()
+
+
+def _is_filler_text(text: str) -> bool:
+    """An acknowledgement or the "one moment" filler: no answer to the caller yet."""
+    if not _FILLERS:
+        from esl_app.config.tenants import DEFAULT_ACK_PHRASES
+        from esl_app.telephony.call import FILLER_TEXT
+
+        _FILLERS.update(p.lower() for p in (*DEFAULT_ACK_PHRASES, FILLER_TEXT))
+    return text.strip().lower() in _FILLERS
+
+
+def _is_answer(c: Any) -> bool:
+    """A playback that is neither an acknowledgement nor the "one moment" filler."""
+    if not _is_play(c):
+        return False
+    arg = c.header("execute-app-arg") or ""
+    if c.header("execute-app-name") == "speak":
+        text = arg.rsplit("|", 1)[-1]
+    else:
+        from esl_app.emulator.outbound import _text_for
+
+        text = _text_for(arg)
+    return not _is_filler_text(text)
+
+
 def _is_break(c: Any) -> bool:
     return c.name == "api" and c.args.startswith("uuid_break")
 
@@ -308,6 +340,8 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
                         turns += 1
                         deadline = time.monotonic() + turn_timeout
             elif kind == "listening":
+                if _is_filler_text(last_bot):
+                    continue  # "Okay." / "One moment…": a caller waits for the answer
                 if turns >= max_turns or "anything else" in last_bot.lower() and turns > 2:
                     if "anything else" in last_bot.lower():
                         call.say("no thanks")
@@ -333,10 +367,11 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
         answer = _first_after(cmds, t0, lambda c: c.name == "sendmsg"
                               and c.header("execute-app-name") == "answer")
         st.setup_ms = None if answer is None else (answer - t0) * 1000
-        names = [c.name for c in cmds[:4]]
-        for i in range(min(2, len(cmds) - 1)):
-            if names[i] in ("connect", "myevents") and names[i + 1] in ("myevents", "linger"):
-                st.rtt_ms.append((cmds[i + 1].at - cmds[i].at) * 1000)
+        # connect, myevents and linger travel in one write (pipelined): the first
+        # command that depends on a reply is the answer, which needs the channel data
+        connect = next((c.at for c in cmds if c.name == "connect"), None)
+        if connect is not None and answer is not None:
+            st.rtt_ms.append((answer - connect) * 1000)
         onsets = list(fire.onsets)
         finals = list(fire.finals)
         turn_ends = list(ends)
@@ -362,6 +397,9 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
             play = _first_after(cmds, t, _is_play)
             if play is not None:
                 st.turn_ms.append((play - t) * 1000)
+                said = _first_after(cmds, t, _is_answer)
+                if said is not None:
+                    st.answer_ms.append((said - t) * 1000)
         st.ok = (answer is not None and not st.error and st.outcome != "error"
                  and summary.get("answered", False))
         if not st.ok and not st.error:
@@ -423,6 +461,7 @@ def _child_main(argv: list[str]) -> int:
             merged.barge_ms.extend(st.barge_ms)
             merged.overhead_ms.extend(st.overhead_ms)
             merged.turn_ms.extend(st.turn_ms)
+            merged.answer_ms.extend(st.answer_ms)
             merged.frames_sent += st.frames_sent
             merged.frames_lost += st.frames_lost
 
@@ -439,6 +478,7 @@ def _child_main(argv: list[str]) -> int:
         "calls_completed": counts["done"], "calls_failed": counts["failed"],
         "setup_ms": setups, "rtt_ms": rtts, "barge_ms": merged.barge_ms,
         "overhead_ms": merged.overhead_ms, "turn_ms": merged.turn_ms,
+        "answer_ms": merged.answer_ms,
         "frames_sent": merged.frames_sent, "frames_lost": merged.frames_lost,
         "outcomes": outcomes, "errors": errors,
     }})
@@ -697,7 +737,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         if srv is not None:
             _stop_server(srv)
     merged: dict[str, Any] = {"setup_ms": [], "rtt_ms": [], "barge_ms": [], "overhead_ms": [],
-                              "turn_ms": []}
+                              "turn_ms": [], "answer_ms": []}
     outcomes: dict[str, int] = {}
     errors: dict[str, int] = {}
     completed = failed = sent = lost = 0
@@ -707,7 +747,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         sent += r["frames_sent"]
         lost += r["frames_lost"]
         for k in merged:
-            merged[k].extend(r[k])
+            merged[k].extend(r.get(k, ()))
         for k, v in r["outcomes"].items():
             outcomes[k] = outcomes.get(k, 0) + v
         for k, v in r["errors"].items():
@@ -730,6 +770,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         "barge_in_ms": _pcts(merged["barge_ms"]),
         "turn_overhead_ms": _pcts(merged["overhead_ms"]),
         "turn_ms": _pcts(merged["turn_ms"]),
+        "answer_ms": _pcts(merged["answer_ms"]),
         "samples": {k: len(v) for k, v in merged.items()},
         "outcomes": outcomes, "errors": errors,
     }
@@ -738,6 +779,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
     report["barge_in_p99_ms"] = report["barge_in_ms"]["p99"]
     report["turn_overhead_p99_ms"] = report["turn_overhead_ms"]["p99"]
     report["turn_p50_ms"] = report["turn_ms"]["p50"]
+    report["answer_p50_ms"] = report["answer_ms"]["p50"]
     return report
 
 
@@ -761,6 +803,7 @@ def summarize(r: dict[str, Any]) -> str:
         row("barge-in (onset → break)", r["barge_in_ms"]),
         row("turn overhead (final → play)", r["turn_overhead_ms"]),
         row("turn (end of speech → play)", r["turn_ms"]),
+        row("answer (speech end → answer)", r["answer_ms"]),
         "outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(r["outcomes"].items())),
     ]
     if r["errors"]:

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 __all__ = [
+    "DEFAULT_ACK_PHRASES",
     "BargeInConfig",
     "BedrockConfig",
     "ConfigError",
@@ -38,6 +39,10 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _DID = re.compile(r"^\+?[0-9]{3,15}$")
 _RANGE = re.compile(r"^([0-2][0-9]):([0-5][0-9])-([0-2][0-9]):([0-5][0-9])$")
+#: What the bot says at once when the agent is slow to start answering (``ack_phrases``).
+#: Short on purpose: an answer ready while the acknowledgement plays waits for its end,
+#: so "Let me check that." (about 1 s) costs the answer more than "Okay." (0.3 s).
+DEFAULT_ACK_PHRASES = ("Okay.", "Sure.", "Alright.", "Got it.")
 
 
 class ConfigError(ValueError):
@@ -131,6 +136,10 @@ class Tenant:
     emergency_number: str = "911"
     urgent_line: str = ""
     transfer_timeout_seconds: int = 25
+    # Acknowledgement: when the agent has no first sentence this long after the caller's
+    # final transcript, play a short cached "Okay." (0 turns it off).
+    ack_after_ms: int = 300
+    ack_phrases: tuple[str, ...] = DEFAULT_ACK_PHRASES
     policy: Policy = field(default_factory=Policy)
     visit_types: tuple[VisitType, ...] = ()
     data: DataPolicy = field(default_factory=DataPolicy)
@@ -175,9 +184,11 @@ class Tenant:
         defaults = Tenant(id="x", name="x", dids=(), timezone="UTC")
         for key in ("address", "stt", "tts", "sample_rate", "no_input_seconds",
                     "no_input_action", "max_call_seconds", "emergency_number", "urgent_line",
-                    "transfer_timeout_seconds"):
+                    "transfer_timeout_seconds", "ack_after_ms"):
             if getattr(self, key) != getattr(defaults, key):
                 out[key] = getattr(self, key)
+        if self.ack_phrases != defaults.ack_phrases:
+            out["ack_phrases"] = list(self.ack_phrases)
         if self.policy != defaults.policy:
             p = self.policy
             out["policy"] = {
@@ -323,7 +334,7 @@ _KEYS = {
     "slot_minutes", "handoff", "agent", "bedrock", "doctors", "address", "stt", "tts",
     "sample_rate", "barge_in", "no_input_seconds", "no_input_action", "max_call_seconds",
     "emergency_number", "urgent_line", "transfer_timeout_seconds", "policy", "visit_types",
-    "data",
+    "data", "ack_after_ms", "ack_phrases",
 }
 _REQUIRED = ("id", "name", "dids", "timezone", "hours", "doctors")
 
@@ -427,10 +438,31 @@ def _parse_tenant(item: Any, where: str) -> Tenant:
         emergency_number=s("emergency_number", "911") or "911",
         urgent_line=s("urgent_line", ""),
         transfer_timeout_seconds=num("transfer_timeout_seconds", 25, 5, 120),
+        ack_after_ms=num("ack_after_ms", 300, 0, 5000),
+        ack_phrases=_parse_ack_phrases(item.get("ack_phrases"), where),
         policy=_parse_policy(item.get("policy"), where),
         visit_types=_parse_visit_types(item.get("visit_types"), where),
         data=_parse_data_policy(item.get("data"), where),
     )
+
+
+def _parse_ack_phrases(raw: Any, where: str) -> tuple[str, ...]:
+    """``ack_phrases``: short lines the bot may say while the agent works.
+
+    At least two (so none is said twice in a row), each at most 40 characters
+    (an acknowledgement, not an answer); absent means :data:`DEFAULT_ACK_PHRASES`.
+    """
+    if raw is None:
+        return DEFAULT_ACK_PHRASES
+    if not isinstance(raw, list) or not all(isinstance(p, str) and p.strip() for p in raw):
+        raise ConfigError(f"{where}: key 'ack_phrases' must be a list of phrases")
+    phrases = tuple(dict.fromkeys(p.strip() for p in raw))
+    if len(phrases) < 2:
+        raise ConfigError(f"{where}: key 'ack_phrases' needs at least two different phrases")
+    if any(len(p) > 40 for p in phrases):
+        raise ConfigError(f"{where}: key 'ack_phrases': each phrase must be at most 40 "
+                          "characters")
+    return phrases
 
 
 def _int_in(raw: dict[str, Any], key: str, default: int, lo: int, hi: int, where: str) -> int:

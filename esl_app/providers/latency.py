@@ -14,18 +14,36 @@ add no TTS latency: a cache hit never reaches Polly. In the cloud profile the
 local TTS is replaced by :class:`EmulatedPolly` (silent prompts of the right
 length), because espeak's CPU would otherwise be billed to our server when
 in production that work happens at AWS.
+
+Streaming agents (:meth:`SlowAgent.respond_stream`): the drawn 500–1500 ms
+stays the time to the *complete* reply. Text is released back from that point
+at :data:`STREAM_CHARS_PER_S` (about 100 tokens/s of a Claude-class model
+at ~4 characters per token: faster than Sonnet-class output, about Haiku-class,
+so the first sentence is credited with *less* head start, not more), and never
+before :data:`STREAM_FIRST_S` (an agent's orchestration and the model's time to
+first token). A 45-character second sentence thus lets the first one out about
+110 ms early; nothing arrives later than without streaming, and nothing makes
+the profile faster than the original design's figures.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import gevent
 
-from esl_app.providers.agent.base import AgentReply, CallContext, Utterance
+from esl_app.providers.agent.base import (
+    AgentError,
+    AgentReply,
+    AgentStream,
+    CallContext,
+    Utterance,
+    greet_stream,
+    respond_stream,
+)
 from esl_app.providers.stt.base import TranscriptEvent
 from esl_app.providers.tts.base import PlayInstruction
 
@@ -39,6 +57,8 @@ __all__ = [
     "SlowAgent",
     "SlowStt",
     "SlowTts",
+    "STREAM_CHARS_PER_S",
+    "STREAM_FIRST_S",
     "get_profile",
     "make_provider_cache",
     "make_stt_factory",
@@ -98,8 +118,56 @@ class Delays:
         return ms / 1000.0
 
 
+#: Emulated generation rate of a streamed reply (characters per second, ~100 tokens/s).
+STREAM_CHARS_PER_S = 400.0
+#: A streamed reply's first text never comes sooner than this after the request.
+STREAM_FIRST_S = 0.35
+_PIECE_CHARS = 16  # released in pieces of about four tokens
+
+
+def release_schedule(text: str, total_s: float, *, rate: float = STREAM_CHARS_PER_S,
+                     first_s: float = STREAM_FIRST_S) -> list[tuple[float, str]]:
+    """(seconds after the request, piece) so that the last piece arrives at ``total_s``.
+
+    Pieces end at word boundaries; piece *i* is due when its last character has been
+    generated at ``rate``, counted back from ``total_s``; when that would put the
+    first piece before ``first_s`` the generation is squeezed (never the total).
+    """
+    pieces: list[str] = []
+    at = 0
+    while at < len(text):
+        cut = text.find(" ", at + _PIECE_CHARS)
+        end = len(text) if cut < 0 else cut + 1
+        pieces.append(text[at:end])
+        at = end
+    n = len(text)
+    if not pieces or n == 0:
+        return [(total_s, text)]
+    gen = n / rate
+    start = total_s - gen
+    first_end = len(pieces[0])
+    first_at = start + first_end / rate
+    floor = min(first_s, total_s)
+    if first_at < floor:  # squeeze: the first piece at the floor, the last still at total
+        span = max(n - first_end, 1)
+        out, pos = [], 0
+        for p in pieces:
+            pos += len(p)
+            out.append((floor + (total_s - floor) * (pos - first_end) / span, p))
+        return out
+    out, pos = [], 0
+    for p in pieces:
+        pos += len(p)
+        out.append((start + pos / rate, p))
+    return out
+
+
 class SlowAgent:
-    """An agent that answers after the emulated cloud round trip."""
+    """An agent that answers after the emulated cloud round trip.
+
+    ``respond``/``greet`` return the whole reply after the drawn delay; the stream
+    forms release its text piece by piece as a streaming model would (module doc).
+    """
 
     def __init__(self, inner: Any, delays: Delays) -> None:
         self.inner = inner
@@ -115,6 +183,35 @@ class SlowAgent:
         """The inner reply, late."""
         gevent.sleep(self.delays.draw("agent"))
         return self.inner.respond(call, utterance)
+
+    def greet_stream(self, call: CallContext) -> AgentStream:
+        """The inner greeting, released like a streamed model answer."""
+        return self._released(lambda: greet_stream(self.inner, call))
+
+    def respond_stream(self, call: CallContext, utterance: Utterance) -> AgentStream:
+        """The inner reply, released like a streamed model answer."""
+        return self._released(lambda: respond_stream(self.inner, call, utterance))
+
+    def _released(self, make: Callable[[], Iterator[str | AgentReply]]) -> AgentStream:
+        hub = gevent.get_hub().loop
+        start = hub.now()
+        total = self.delays.draw("agent")
+        pieces: list[str] = []
+        reply: AgentReply | None = None
+        for item in make():  # the real work, done now; its time counts into the draw
+            if isinstance(item, AgentReply):
+                reply = item
+                break
+            pieces.append(item)
+        if reply is None:
+            raise AgentError("the agent's stream ended without a reply")
+        text = "".join(pieces)
+        if text:
+            for due, piece in release_schedule(text, total):
+                gevent.sleep(max(0.0, start + due - hub.now()))
+                yield piece
+        gevent.sleep(max(0.0, start + total - hub.now()))
+        yield reply
 
     def end(self, call: CallContext) -> None:
         """Release at once (no latency on hang-up)."""

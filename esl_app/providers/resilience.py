@@ -21,18 +21,37 @@ caller must never sit in silence wondering whether the line is dead, so
   tenant's human line (or says goodbye when the tenant has none).
 
 ``respond``/``greet`` never raise: the call engine always gets something to say.
+
+Streaming (``respond_stream``/``greet_stream``): the same protection around
+the inner agent's stream. Text pieces pass through as they arrive; the filler
+clock restarts with each piece (the engine is speaking it). A failure before
+any text is handled as above; a failure *after* some text was passed on is
+never retried (the caller heard part of the answer, and a retry could repeat
+a tool), so the fallback answers at once and its text continues the stream;
+the final reply's ``text`` is then everything the caller was given.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Literal
 
 import gevent
+from gevent.queue import Empty, Queue
 
-from esl_app.providers.agent.base import Agent, AgentError, AgentReply, CallContext, Utterance
+from esl_app.providers.agent.base import (
+    Agent,
+    AgentError,
+    AgentReply,
+    AgentStream,
+    CallContext,
+    Utterance,
+    greet_stream,
+    respond_stream,
+)
 
 __all__ = ["AgentTimeout", "ResilientAgent", "failure_reply"]
 
@@ -104,6 +123,14 @@ class ResilientAgent:
         """One caller turn; never raises, never leaves more than ~3 s of silence."""
         return self._turn(call, lambda agent: agent.respond(call, utterance))
 
+    def greet_stream(self, call: CallContext) -> AgentStream:
+        """The opening line, streamed, with the same protection as a turn."""
+        return self._turn_stream(call, lambda agent: greet_stream(agent, call))
+
+    def respond_stream(self, call: CallContext, utterance: Utterance) -> AgentStream:
+        """One caller turn, streamed; never raises (see the module docstring)."""
+        return self._turn_stream(call, lambda agent: respond_stream(agent, call, utterance))
+
     def end(self, call: CallContext) -> None:
         """Release both agents' sessions (never raises)."""
         for agent in (self.primary, self.fallback):
@@ -154,6 +181,91 @@ class ResilientAgent:
             log.error("fallback agent failed for call %s (%s)", call.call_id, _why(exc))
             return failure_reply(call)
 
+    def _turn_stream(self, call: CallContext,
+                     make: Callable[[Agent], Iterator[str | AgentReply]]) -> AgentStream:
+        """:meth:`_turn` for streams: the text pieces, then the reply."""
+        reply = yield from self._turn_pieces(call, make)
+        yield reply
+
+    def _turn_pieces(self, call: CallContext,
+                     make: Callable[[Agent], Iterator[str | AgentReply]]
+                     ) -> Generator[str, None, AgentReply]:
+        """Yield the turn's text; return its reply (``given``: text passed on so far)."""
+        start = self._clock()
+        fillers = _Fillers(self, call, start)
+        given: list[str] = []
+        if call.call_id not in self._fell_back:
+            try:
+                return (yield from self._attempt_stream(
+                    self.primary, make, call, fillers, start + self.timeout_s, given))
+            except Exception as exc:  # noqa: BLE001 - every failure has a way out
+                error = exc
+            if (not given and self.retry and getattr(error, "retry_safe", False)
+                    and getattr(error, "transient", False)
+                    and self._clock() - start < self.max_turn_s - 1.0):
+                log.info("agent %s failed (%s), retrying once", self.name, _why(error))
+                try:
+                    deadline = min(self._clock() + self.timeout_s, start + self.max_turn_s)
+                    return (yield from self._attempt_stream(
+                        self.primary, make, call, fillers, deadline, given))
+                except Exception as exc:  # noqa: BLE001
+                    error = exc
+            reason = _why(error)
+            log.warning("agent %s failed for call %s (%s%s); %s", self.name, call.call_id,
+                        reason, ", mid-answer" if given else "",
+                        "falling back" if self._can_fall_back() else "giving up")
+            self._fell_back[call.call_id] = reason
+            call.state.setdefault("resilience", {})["fallback"] = reason
+        if given:
+            yield " "  # the fallback's words start a new sentence, not the cut one
+            given.append(" ")
+        if self._can_fall_back():
+            try:
+                reply = yield from self._attempt_stream(
+                    self.fallback, make, call, fillers,  # type: ignore[arg-type]
+                    self._clock() + self.timeout_s, given)
+                return _joined(reply, given)
+            except Exception as exc:  # noqa: BLE001
+                log.error("fallback agent failed for call %s (%s)", call.call_id, _why(exc))
+        reply = failure_reply(call)
+        yield reply.text
+        given.append(reply.text)
+        return _joined(reply, given)
+
+    def _attempt_stream(self, agent: Agent,
+                        make: Callable[[Agent], Iterator[str | AgentReply]],
+                        call: CallContext, fillers: _Fillers, deadline: float,
+                        given: list[str]) -> Generator[str, None, AgentReply]:
+        """Relay ``make(agent)`` from a child greenlet, with fillers; returns its reply.
+
+        Yields the text pieces (also appended to ``given``); raises like :meth:`_attempt`.
+        """
+        box: Queue = Queue()
+        worker = gevent.spawn(_pump, make, agent, box)
+        try:
+            while True:
+                now = self._clock()
+                if now >= deadline:
+                    raise AgentTimeout(f"no answer within {self.timeout_s:g}s")
+                try:
+                    kind, value = box.get(timeout=max(min(deadline, fillers.next_at) - now,
+                                                      0.0))
+                except Empty:
+                    fillers.maybe_play()
+                    continue
+                if kind == "text":
+                    if value:
+                        given.append(value)
+                        fillers.next_at = self._clock() + self.filler_after_s
+                        yield value
+                elif kind == "reply":
+                    return value
+                else:
+                    raise value
+        finally:
+            if not worker.ready():
+                worker.kill(block=False)
+
     def _can_fall_back(self) -> bool:
         return self.fallback is not None and self.on_failure == "fallback"
 
@@ -202,6 +314,26 @@ class _Fillers:
             self.owner.on_filler(self.call)
         except Exception as exc:  # noqa: BLE001 - a failed filler must not fail the turn
             log.warning("filler failed: %s", type(exc).__name__)
+
+
+def _pump(make: Callable[[Agent], Iterator[str | AgentReply]], agent: Agent,
+          box: Queue) -> None:
+    """Run one agent stream, posting ("text", str), then ("reply", r) or ("error", exc)."""
+    try:
+        for item in make(agent):
+            if isinstance(item, AgentReply):
+                box.put(("reply", item))
+                return
+            box.put(("text", str(item)))
+        box.put(("error", AgentError("the agent's stream ended without a reply")))
+    except Exception as exc:  # noqa: BLE001 - handed to the waiting turn
+        box.put(("error", exc))
+
+
+def _joined(reply: AgentReply, given: list[str]) -> AgentReply:
+    """The reply whose text is all the caller was given this turn (for the record)."""
+    text = "".join(given).strip()
+    return reply if not text or text == reply.text else dataclasses.replace(reply, text=text)
 
 
 def _capture(fn: Callable[[Agent], AgentReply], agent: Agent) -> tuple[bool, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import re
 import time
 from collections.abc import Callable
@@ -24,8 +25,19 @@ import gevent
 from gevent.queue import Empty, Queue
 
 from esl_app.config.tenants import Tenant, TenantSet
-from esl_app.providers.agent.base import Agent, AgentReply, CallContext, Utterance
+from esl_app.providers.agent.base import (
+    Agent,
+    AgentError,
+    AgentReply,
+    AgentStream,
+    CallContext,
+    Utterance,
+    complete_sentences,
+    greet_stream,
+    respond_stream,
+)
 from esl_app.providers.tts.base import PlayInstruction, TtsProvider
+from esl_app.providers.tts.cache import WARMER
 from esl_app.speech_markup import split_sentences, to_plain, to_spoken
 from esl_app.telephony.esl import EslError, EslEvent, EslSession
 from esl_app.telephony.events import Msg, from_esl
@@ -123,6 +135,7 @@ class CallController:
         self._published: dict[str, str] = {}
         self._counted_active = False
         self._turn_t0: float | None = None
+        self._last_ack: str | None = None
 
     # -- the CallControl surface used by verbs ------------------------------------
 
@@ -258,13 +271,14 @@ class CallController:
         self.usage.agent_provider = tenant.agent
         self.usage.tts_provider = tts_name
         self.usage.stt_provider = self.channel.get("variable_ivr_stt") or tenant.stt
-        reply = self._ask(lambda: self.agent.greet(self.ctx))
+        # the acknowledgements and the filler, ready before the caller's first turn
+        WARMER.warm(self.tts, (*tenant.ack_phrases, FILLER_TEXT), voice=tenant.voice,
+                    sample_rate=tenant.sample_rate, language=tenant.language)
+        # the clinic's greeting plays while the agent writes its opening line
+        reply = self._stream_reply(lambda: greet_stream(self.agent, self.ctx), said="",
+                                   lead=tenant.greeting)
         if reply is None:
             return
-        self.usage.add_agent_turn("", reply.text)
-        opening = f"{tenant.greeting} {reply.text}".strip()
-        self._say(opening)
-        self._note(reply)
         self._loop(reply)
 
     def _in_message_mode(self) -> bool:
@@ -321,13 +335,12 @@ class CallController:
             if _wants_person(utterance) and not self._in_message_mode():
                 self._transfer(tenant.handoff, "handoff")
                 return
-            reply = self._ask(lambda u=utterance: self.agent.respond(self.ctx, u))
+            reply = self._stream_reply(
+                lambda u=utterance: respond_stream(self.agent, self.ctx, u), said=said,
+                ack=True)
             if reply is None:
                 return
-            self.usage.add_agent_turn(said, reply.text)
-            self._note(reply)
             if reply.text:
-                self._say(reply.text)
                 last_prompt = reply.text
 
     def _make_listener(self, tenant: Tenant) -> ListenSource:
@@ -340,57 +353,171 @@ class CallController:
 
     # -- agent ---------------------------------------------------------------------
 
-    def _ask(self, fn: Callable[[], AgentReply]) -> AgentReply | None:
-        """Run one agent call in a helper greenlet so a hang-up is seen at once.
+    def _stream_reply(self, make: Callable[[], AgentStream], *, said: str, lead: str = "",
+                      ack: bool = False) -> AgentReply | None:
+        """One agent turn, spoken sentence by sentence while the agent still writes.
 
+        The agent's stream runs in a helper greenlet (a hang-up is seen at once) and
+        posts its pieces. One open-ended :class:`Speak` plays ``lead`` (the clinic's
+        greeting), then, with ``ack``, a cached acknowledgement when the first sentence
+        is later than the tenant's ``ack_after_ms``, then each sentence as soon as it is
+        complete (synthesis runs ahead while the previous one plays). The reply is
+        recorded the moment it is complete, so a hang-up while it is spoken keeps a
+        booking. A barge-in stops the speech; the reply is still awaited and recorded.
         Returns ``None`` when the agent failed (the caller has been told and the call
         handed over or ended).
         """
+        tenant = self.tenant
+        assert tenant is not None
         self._agent_seq += 1
         key = str(self._agent_seq)
 
         def job() -> None:
+            value: Any = AgentError("the agent's stream ended without a reply")
             try:
-                value: Any = fn()
+                for item in make():
+                    if isinstance(item, AgentReply):
+                        value = item
+                        break
+                    if item:
+                        self.post(Msg("agent_text", key=key, text=str(item)))
             except Exception as exc:
                 value = exc
             self.post(Msg("agent", key=key, value=value))
 
+        turn = _StreamTurn(key, said, time.monotonic())
         self._agent_job = self.spawn(job)
-        deadline = time.monotonic() + AGENT_TIMEOUT
-        while True:
-            done = next((m for m in self._pending if m.kind == "agent" and m.key == key), None)
-            if done is not None:  # it arrived while a filler was playing
-                self._pending.remove(done)
-                value: Any = done.value
-                break
+        timers = [gevent.spawn_later(AGENT_TIMEOUT, self.post,
+                                     Msg("timer", key=f"agent_timeout:{key}"))]
+        if ack and tenant.ack_after_ms > 0:
+            since = time.monotonic() - (self._turn_t0 or turn.started)
+            timers.append(gevent.spawn_later(max(0.0, tenant.ack_after_ms / 1000.0 - since),
+                                             self.post, Msg("timer", key=f"ack:{key}")))
+        lead_sentences = split_sentences(lead)
+        turn.kinds.update(dict.fromkeys(range(len(lead_sentences)), "answer"))
+        verb = Speak(self, lead_sentences, self.tts or FreeswitchSpeak(), voice=tenant.voice,
+                     sample_rate=tenant.sample_rate, language=tenant.language, barge_in=True,
+                     before_play=self.listener.arm if self.listener else None,
+                     on_first_audio=self._stream_first_audio, open_ended=True,
+                     on_other=lambda m: self._on_stream_msg(turn, verb, m),
+                     on_play=lambda i, item: turn.played(
+                         i, to_plain(item.text or verb.sentences[i]),
+                         self.transcript.elapsed_ms()))
+        self._current_verb = verb
+        try:
+            verb.run()
+        finally:
+            self._current_verb = None
+            for t in timers:
+                t.kill(block=False)
+            if self.listener is not None and verb.started:
+                self.listener.speaking(False)
+            self._record_speech(turn, verb)
+        deadline = turn.started + AGENT_TIMEOUT
+        while turn.final is None:  # cut short by a barge-in: the reply still counts
             msg = self.next(timeout=max(0.0, deadline - time.monotonic()))
             if msg is None:
                 self._agent_job.kill(block=False)
-                value = TimeoutError("agent timed out")
-                break
-            if msg.kind == "agent" and msg.key == key:
-                value = msg.value
-                break
-            if msg.kind == "signal" and msg.key == "filler":
-                self._say(FILLER_TEXT, barge_in=False)
-                continue
-            if msg.kind in ("dtmf", "transcript"):
+                turn.final = TimeoutError("agent timed out")
+            elif msg.kind == "agent" and msg.key == key:
+                self._settle(turn, msg.value)
+            elif msg.kind in ("dtmf", "transcript"):
                 self.stash(msg)
         self._agent_job = None
-        if isinstance(value, Exception):
-            log.warning("call %s: agent failed: %s", self._cid(), value)
-            if (m := _metrics()) is not None:
-                m.PROVIDER_ERRORS.labels("agent", getattr(self.agent, "name", "?")).inc()
-            self.transcript.outcome = self.transcript.outcome or "error"
-            self._say(TROUBLE_TEXT)
-            tenant = self.tenant
-            if tenant is not None and tenant.handoff:
-                self._transfer(tenant.handoff, self.transcript.outcome or "error")
-            else:
-                self._goodbye()
+        value = turn.final
+        if isinstance(value, AgentReply):
+            return value
+        log.warning("call %s: agent failed: %s", self._cid(), value)
+        if (m := _metrics()) is not None:
+            m.PROVIDER_ERRORS.labels("agent", getattr(self.agent, "name", "?")).inc()
+        self.transcript.outcome = self.transcript.outcome or "error"
+        self._say(TROUBLE_TEXT)
+        if tenant.handoff:
+            self._transfer(tenant.handoff, self.transcript.outcome or "error")
+        else:
+            self._goodbye()
+        return None
+
+    def _on_stream_msg(self, turn: _StreamTurn, verb: Speak, msg: Msg) -> None:
+        """A message for the turn being spoken (runs on the controller's greenlet)."""
+        key = turn.key
+        if msg.kind == "agent_text" and msg.key == key:
+            if turn.final is not None:
+                return
+            turn.streamed += msg.text
+            done, turn.tail = complete_sentences(turn.tail + msg.text)
+            self._queue_speech(turn, verb, done, "answer")
+        elif msg.kind == "agent" and msg.key == key:
+            self._settle(turn, msg.value)
+            if isinstance(msg.value, AgentReply):
+                rest = turn.tail + _unspoken(msg.value.text, turn.streamed)
+                self._queue_speech(turn, verb, split_sentences(rest), "answer")
+            verb.finish()  # after a failure nothing more of this reply is said
+        elif msg.kind == "timer" and msg.key == f"agent_timeout:{key}":
+            if turn.final is None and self._agent_job is not None:
+                self._agent_job.kill(block=False)
+                turn.final = TimeoutError("agent timed out")
+                verb.finish()
+        elif msg.kind == "timer" and msg.key == f"ack:{key}":
+            if turn.final is None and not turn.queued and not verb.closed:
+                ack = self._pick_ack()
+                if ack is not None:
+                    self._queue_speech(turn, verb, [ack], "ack")
+        elif msg.kind == "signal" and msg.key == "filler":
+            # ResilientAgent's "still working": only into silence, never over an
+            # acknowledgement or the answer already queued
+            if turn.final is None and not verb.closed and not verb.busy:
+                self._queue_speech(turn, verb, [FILLER_TEXT], "filler")
+        # anything else (a killed job's late pieces, an old timer) is dropped
+
+    def _queue_speech(self, turn: _StreamTurn, verb: Speak, sentences: list[str],
+                      kind: str) -> None:
+        sentences = [s for s in sentences if s.strip()]
+        if not sentences or verb.closed:
+            return
+        first = len(verb.sentences)
+        turn.kinds.update(dict.fromkeys(range(first, first + len(sentences)), kind))
+        turn.queued = True
+        verb.add(sentences)
+
+    def _settle(self, turn: _StreamTurn, value: Any) -> None:
+        """The agent's turn is complete: record it at once (outcome, usage)."""
+        if turn.final is not None:
+            return
+        turn.final = value
+        if isinstance(value, AgentReply):
+            self.usage.add_agent_turn(turn.said, value.text)
+            self._note(value)
+
+    def _pick_ack(self) -> str | None:
+        """An acknowledgement already synthesised, never the previous one again."""
+        tenant = self.tenant
+        if tenant is None or self.tts is None:
             return None
-        return value
+        ready = [p for p in tenant.ack_phrases if p != self._last_ack and WARMER.ready(
+            self.tts, p, voice=tenant.voice, sample_rate=tenant.sample_rate,
+            language=tenant.language)]
+        if not ready:
+            return None
+        self._last_ack = random.choice(ready)
+        return self._last_ack
+
+    def _stream_first_audio(self) -> None:
+        if self.listener is not None:
+            self.listener.speaking(True)
+        self._first_audio()
+
+    def _record_speech(self, turn: _StreamTurn, verb: Speak) -> None:
+        """What the caller heard, one transcript turn per kind (ack, filler, answer)."""
+        result = verb.result
+        if result.barged_in and (m := _metrics()) is not None:
+            m.BARGE_INS.labels(self.tenant.id if self.tenant else "-").inc()
+        for n, (_kind, at, texts) in enumerate(turn.segments):
+            last = n == len(turn.segments) - 1
+            heard = " ".join(texts)
+            barged = result.barged_in and last
+            self.transcript.add("bot", heard, barged_in=barged, at_ms=at)
+            self._emit("bot_said", {"text": heard, "barged_in": barged})
 
     def _note(self, reply: AgentReply) -> None:
         if (reply.outcome in ("booked", "cancelled", "rescheduled") and self.tenant is not None
@@ -642,6 +769,36 @@ def _wants_person(utterance: Utterance) -> bool:
     if is_zero_request(utterance):
         return True
     return bool(utterance.text and _PERSON.search(utterance.text))
+
+
+@dataclass
+class _StreamTurn:
+    """The state of one streamed agent turn."""
+
+    key: str
+    said: str
+    started: float
+    streamed: str = ""  # all text the agent gave
+    tail: str = ""  # text after the last complete sentence
+    final: Any = None  # the AgentReply, or the failure
+    queued: bool = False  # something (ack, filler, answer) was queued to speak
+    kinds: dict[int, str] = field(default_factory=dict)  # Speak index -> ack/filler/answer
+    segments: list[tuple[str, int, list[str]]] = field(default_factory=list)
+
+    def played(self, index: int, text: str, at_ms: int) -> None:
+        kind = self.kinds.get(index, "answer")
+        if self.segments and self.segments[-1][0] == kind:
+            self.segments[-1][2].append(text)
+        else:
+            self.segments.append((kind, at_ms, [text]))
+
+
+def _unspoken(full: str, streamed: str) -> str:
+    """What ``full`` (the reply's text) says beyond the ``streamed`` pieces."""
+    if not streamed.strip():
+        return full
+    have, want = " ".join(streamed.split()), " ".join(full.split())
+    return want[len(have):] if want.startswith(have) else ""
 
 
 def _last_sentence(text: str) -> str:

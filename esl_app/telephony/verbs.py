@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import re
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import gevent
+import gevent.event
 
 from esl_app.providers.agent.base import Utterance
 from esl_app.providers.tts.base import PlayInstruction, TtsProvider
@@ -75,14 +77,27 @@ class SpeakResult:
 
 
 class Speak:
-    """Say some sentences: synthesis runs ahead while the previous sentence plays."""
+    """Say some sentences: synthesis runs ahead while the previous sentence plays.
+
+    Open-ended (``open_ended=True``): more sentences may be :meth:`add`-ed while it
+    runs (an agent reply still being generated) and it ends only after
+    :meth:`finish`, once everything added has played. Messages it does not handle
+    itself (agent pieces and replies, signals, timers) go to ``on_other``, which
+    runs on the controller's greenlet and may call :meth:`add`/:meth:`finish`.
+    Before its first audio an open-ended Speak is not interrupted by the caller's
+    speech (nothing is playing yet): their words are kept for the next listen.
+    """
 
     def __init__(self, call: CallControl, sentences: list[str], tts: TtsProvider, *,
                  voice: str, sample_rate: int, language: str, barge_in: bool = True,
-                 before_play=None, on_first_audio=None) -> None:
+                 before_play=None, on_first_audio=None, open_ended: bool = False,
+                 on_other: Callable[[Msg], None] | None = None,
+                 on_play: Callable[[int, PlayInstruction], None] | None = None) -> None:
         self.call = call
         self.before_play = before_play
         self.on_first_audio = on_first_audio
+        self.on_other = on_other
+        self.on_play = on_play
         self.sentences = [s for s in sentences if s.strip()]
         self.tts = tts
         self.voice = voice
@@ -92,11 +107,45 @@ class Speak:
         self.id = uuidlib.uuid4().hex
         self._synth: gevent.Greenlet | None = None
         self._playing: str | None = None
+        self._more = gevent.event.Event()
+        self.closed = not open_ended
+        self.started = False  # the first audio went out
+        self._next = 0  # index of the next sentence to play
         self.cancelled = False
         self.result = SpeakResult()
 
+    def add(self, sentences: list[str]) -> None:
+        """Queue more sentences (open-ended only); synthesis starts at once."""
+        if self.closed:
+            raise RuntimeError("Speak.add after finish")
+        self.sentences.extend(s for s in sentences if s.strip())
+        self._more.set()
+
+    def finish(self) -> None:
+        """No more sentences will come: end once the queued ones have played."""
+        self.closed = True
+        self._more.set()
+
+    @property
+    def pending(self) -> int:
+        """Sentences queued but not yet started."""
+        return len(self.sentences) - self._next
+
+    @property
+    def busy(self) -> bool:
+        """Something is playing or queued to play."""
+        return self._playing is not None or self.pending > 0
+
     def _synthesize_all(self) -> None:
-        for index, sentence in enumerate(self.sentences):
+        index = 0
+        while True:
+            if index >= len(self.sentences):
+                if self.closed:
+                    return
+                self._more.wait()
+                self._more.clear()
+                continue
+            sentence = self.sentences[index]
             try:
                 value: PlayInstruction | Exception = self.tts.synthesize(
                     sentence, voice=self.voice, sample_rate=self.sample_rate,
@@ -104,20 +153,22 @@ class Speak:
             except Exception as exc:  # a provider failure skips one sentence, not the call
                 value = exc
             self.call.post(Msg("tts", key=f"{self.id}:{index}", value=value))
+            index += 1
 
     def run(self) -> SpeakResult:
         """Play every sentence; ``self.result`` stays valid if the call ends meanwhile."""
         result = self.result
-        if not self.sentences:
+        self._next = 0
+        if not self.sentences and self.closed:
             return result
         self._synth = self.call.spawn(self._synthesize_all)
         ready: dict[int, PlayInstruction | Exception] = {}
-        index = 0
         while True:
             if self._playing is None:
-                while index in ready:
+                while self._next in ready:
+                    index = self._next
                     item = ready.pop(index)
-                    index += 1
+                    self._next += 1
                     if isinstance(item, Exception):
                         log.warning("tts failed for a sentence: %s", item)
                         _count_tts_error(getattr(self.tts, "name", "?"))
@@ -126,15 +177,18 @@ class Speak:
                         hook, self.before_play = self.before_play, None
                         hook()  # arm the recogniser just before the first audio (barge-in)
                     self._playing = self.call.session.execute(item.app, item.arg)
+                    self.started = True
                     note = getattr(self.call, "note_tts", None)
                     if note is not None:
                         note(item)
                     if self.on_first_audio is not None:
                         first, self.on_first_audio = self.on_first_audio, None
                         first()
-                    result.heard.append(to_plain(item.text or self.sentences[index - 1]))
+                    if self.on_play is not None:
+                        self.on_play(index, item)
+                    result.heard.append(to_plain(item.text or self.sentences[index]))
                     break
-                if self._playing is None and index >= len(self.sentences):
+                if self._playing is None and self._next >= len(self.sentences) and self.closed:
                     return result
             msg = self.call.next(timeout=PLAY_STALL_SECONDS)
             if msg is None:
@@ -143,15 +197,22 @@ class Speak:
                 ready[int(msg.key.rsplit(":", 1)[1])] = msg.value
             elif msg.kind == "complete" and msg.key == self._playing:
                 self._playing = None
-            elif msg.kind in ("agent", "signal"):
-                self.call.stash(msg)  # an agent answer arriving while a filler plays
+            elif msg.kind in ("agent", "agent_text", "signal", "timer"):
+                if self.on_other is not None:
+                    self.on_other(msg)  # the reply still being written, a filler, a timer
+                elif msg.kind in ("agent", "signal"):
+                    self.call.stash(msg)  # an agent answer arriving while a filler plays
             elif msg.kind == "transcript" and not (msg.text or "").strip():
                 continue  # an empty result (a click, a cough) is not the caller talking
             elif msg.kind in ("speech_start", "dtmf", "transcript"):
                 if msg.kind != "speech_start":
                     self.call.stash(msg)
+                if not self.closed and not self.started:
+                    continue  # nothing played yet: the words wait for the next listen
                 if self.barge_in or msg.kind == "dtmf":
-                    result.barged_in = self._playing is not None or index < len(self.sentences)
+                    result.barged_in = (self._playing is not None
+                                        or self._next < len(self.sentences)
+                                        or not self.closed)
                     result.barge_msg = msg
                     self.cancel()
                     return result

@@ -3,18 +3,45 @@
 Every agent (the embedded local one, Bedrock) implements :class:`Agent`. The
 call engine never knows which one it talks to; it only acts on the
 :class:`AgentReply` (speak, transfer, hang up) and records outcomes.
+
+Streaming (optional): an agent may also offer ``respond_stream``/``greet_stream``,
+generators that yield the reply's text in pieces as it is generated and end
+with the complete :class:`AgentReply` (action, outcome, hints…), so the call
+engine can synthesise and play the first sentence while the rest is still being
+written. :func:`respond_stream` and :func:`greet_stream` call them when present
+and otherwise wrap ``respond``/``greet`` (one piece, then the reply), so every
+agent works with the streaming engine. The contract of a stream:
+
+* every ``str`` it yields is committed: the caller will hear it (unless they
+  barge in), so an agent yields only text it will not take back;
+* the last item is the :class:`AgentReply`; its ``text`` is the whole reply for
+  the record (the streamed pieces joined); when nothing was streamed the engine
+  speaks ``reply.text``, and when ``reply.text`` extends the streamed text the
+  engine speaks the rest;
+* a failure raises :class:`AgentError` like ``respond`` does, possibly after
+  some text was yielded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from esl_app.config.tenants import Tenant
 
-__all__ = ["Agent", "AgentError", "AgentReply", "CallContext", "Utterance"]
+__all__ = [
+    "Agent",
+    "AgentError",
+    "AgentReply",
+    "AgentStream",
+    "CallContext",
+    "Utterance",
+    "complete_sentences",
+    "greet_stream",
+    "respond_stream",
+]
 
 
 class AgentError(RuntimeError):
@@ -84,3 +111,50 @@ class Agent(Protocol):
     def end(self, call: CallContext) -> None:
         """The call is over: release the session (never raises)."""
         ...
+
+
+#: What a streaming agent yields: text pieces, then exactly one AgentReply.
+AgentStream = Iterator["str | AgentReply"]
+
+
+def respond_stream(agent: Agent, call: CallContext, utterance: Utterance) -> AgentStream:
+    """``agent.respond_stream`` when it has one, else ``respond`` as a one-piece stream."""
+    stream = getattr(agent, "respond_stream", None)
+    if stream is not None:
+        return stream(call, utterance)
+    return _whole(lambda: agent.respond(call, utterance))
+
+
+def greet_stream(agent: Agent, call: CallContext) -> AgentStream:
+    """``agent.greet_stream`` when it has one, else ``greet`` as a one-piece stream."""
+    stream = getattr(agent, "greet_stream", None)
+    if stream is not None:
+        return stream(call)
+    return _whole(lambda: agent.greet(call))
+
+
+def _whole(fn: Callable[[], AgentReply]) -> AgentStream:
+    reply = fn()
+    if reply.text:
+        yield reply.text
+    yield reply
+
+
+def complete_sentences(text: str) -> tuple[list[str], str]:
+    """The complete sentences at the start of streamed ``text``, and the unfinished rest.
+
+    A sentence is complete once the next one has begun, or once its end mark is
+    followed by a space (models stream "…Smith. " before "Shall…"), unless it
+    ends in a title or abbreviation ("with Dr. " goes on). The splitter never
+    cuts after those either, so a sentence found complete never changes later.
+    The rest keeps its trailing space, so the next piece joins it correctly.
+    """
+    from esl_app.speech_markup import _ABBREV, split_sentences
+
+    parts = split_sentences(text)
+    if not parts:
+        return [], text
+    last = parts[-1]
+    if text[-1:].isspace() and last[-1:] in ".!?" and not _ABBREV.search(last):
+        return parts, ""
+    return parts[:-1], last + text[len(text.rstrip()):]

@@ -19,6 +19,14 @@ tool with side effects (booking, cancelling, rescheduling) may already have
 run this turn: :class:`esl_app.providers.resilience.ResilientAgent` retries
 only when it is True (asking again after a booking could book twice).
 
+Streaming (:meth:`BedrockAgent.respond_stream`): the request asks for
+``streamingConfigurations={"streamFinalResponse": True}``, so the final answer
+arrives as many ``chunk`` events instead of one; each complete sentence is
+passed on at once (with the confirmation code marked up for spelling, which is
+known by then: the tools ran before the final answer), so the call engine can
+speak it while the model still writes the rest. The agent's role needs
+``bedrock:InvokeModelWithResponseStream`` for this (Bedrock Agents docs).
+
 Blocking boto3 I/O is fine here: under gevent the sockets are cooperative.
 """
 
@@ -28,7 +36,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import date, datetime
 from types import ModuleType
 from typing import Any
@@ -36,7 +44,14 @@ from typing import Any
 import gevent
 
 from esl_app.config.tenants import Tenant
-from esl_app.providers.agent.base import AgentError, AgentReply, CallContext, Utterance
+from esl_app.providers.agent.base import (
+    AgentError,
+    AgentReply,
+    AgentStream,
+    CallContext,
+    Utterance,
+    complete_sentences,
+)
 from esl_app.speech_markup import say_characters
 
 __all__ = [
@@ -186,8 +201,13 @@ class BedrockAgent:
         enable_trace: bool = True,
         tools: ModuleType | None = None,
         end_timeout_s: float = 3.0,
+        stream: bool = True,
     ) -> None:
-        """``client`` overrides the shared boto3 client (tests inject their own)."""
+        """``client`` overrides the shared boto3 client (tests inject their own).
+
+        ``stream=False`` makes :meth:`respond_stream` ask for one whole answer
+        (for an agent role without ``bedrock:InvokeModelWithResponseStream``).
+        """
         self.tenant = tenant
         self._client = client
         self.read_timeout_s = read_timeout_s
@@ -195,6 +215,7 @@ class BedrockAgent:
         self.enable_trace = enable_trace
         self._tools = tools
         self.end_timeout_s = end_timeout_s
+        self.stream = stream
         self.invocations = 0  # invoke_agent requests made (usage accounting)
 
     # -- Agent interface -------------------------------------------------
@@ -205,16 +226,58 @@ class BedrockAgent:
 
     def respond(self, call: CallContext, utterance: Utterance) -> AgentReply:
         """Send one caller turn to the agent and turn its answer into a reply."""
+        run = self._run(call, utterance, stream=False)
+        while True:
+            try:
+                next(run)
+            except StopIteration as done:
+                return done.value
+
+    def respond_stream(self, call: CallContext, utterance: Utterance) -> AgentStream:
+        """One caller turn with the final answer streamed: complete sentences, then the reply."""
+        turn_box: list[_Turn] = []
+        tail = ""
+        given = False
+        run = self._run(call, utterance, stream=self.stream, turn_box=turn_box)
+        while True:
+            try:
+                piece = next(run)
+            except StopIteration as done:
+                reply: AgentReply = done.value
+                break
+            ready, tail = complete_sentences(tail + piece)
+            for sentence in ready:
+                given = True
+                yield self._spell(turn_box[0], sentence) + " "
+        if tail.strip():
+            yield self._spell(turn_box[0], tail.strip())
+        elif not given and reply.text:  # nothing streamed: a fixed reply, a handoff
+            yield reply.text
+        yield reply
+
+    @staticmethod
+    def _spell(turn: _Turn, sentence: str) -> str:
+        """Mark the confirmation code up for spelling, as :meth:`_reply` does."""
+        code = turn.confirmation
+        if code and code in sentence and "<say-as" not in sentence:
+            return sentence.replace(code, say_characters(code))
+        return sentence
+
+    def _run(self, call: CallContext, utterance: Utterance, *, stream: bool,
+             turn_box: list[_Turn] | None = None) -> Generator[str, None, AgentReply]:
+        """The turn's round trips; yields answer text as it streams, returns the reply."""
         text = (utterance.text or "").strip()
         if not text and utterance.dtmf:
             text = f"(The caller pressed {' '.join(utterance.dtmf)} on the keypad.)"
         if not text:
             return AgentReply(text="Sorry, I didn't catch that. Could you say it again?")
         turn = _Turn()
+        if turn_box is not None:
+            turn_box.append(turn)
         state: dict[str, Any] = {"sessionAttributes": session_attributes(call)}
         request: dict[str, Any] = {"inputText": text}
         for _ in range(_MAX_ROUNDS):
-            control = self._invoke(call, turn, request, state)
+            control = yield from self._invoke(call, turn, request, state, stream=stream)
             if control is None:
                 return self._reply(call, turn)
             results = self._run_tools(call, turn, control)
@@ -262,8 +325,12 @@ class BedrockAgent:
                        self.connect_timeout_s)
 
     def _invoke(self, call: CallContext, turn: _Turn, request: Mapping[str, Any],
-                state: Mapping[str, Any]) -> dict[str, Any] | None:
-        """One invoke_agent round trip; returns a returnControl payload or None."""
+                state: Mapping[str, Any], *, stream: bool = False
+                ) -> Generator[str, None, dict[str, Any] | None]:
+        """One invoke_agent round trip: yields answer text, returns returnControl or None.
+
+        Text is yielded only with ``stream`` (then requested as a stream, too).
+        """
         from botocore.exceptions import BotoCoreError, ClientError, EventStreamError
 
         cfg = self._config(call.tenant)
@@ -272,12 +339,18 @@ class BedrockAgent:
             self.invocations += 1
             per_call = call.state.setdefault("bedrock", {})
             per_call["invocations"] = per_call.get("invocations", 0) + 1
+            extra: dict[str, Any] = dict(request)
+            if stream:
+                extra["streamingConfigurations"] = {"streamFinalResponse": True}
             response = self._get_client(call.tenant).invoke_agent(
                 agentId=cfg.agent_id, agentAliasId=cfg.alias_id, sessionId=call.call_id,
-                enableTrace=self.enable_trace, sessionState=dict(state), **request)
+                enableTrace=self.enable_trace, sessionState=dict(state), **extra)
             for event in response["completion"]:
                 if "chunk" in event:
-                    turn.text.append(event["chunk"].get("bytes", b"").decode("utf-8", "replace"))
+                    piece = event["chunk"].get("bytes", b"").decode("utf-8", "replace")
+                    turn.text.append(piece)
+                    if stream and piece:
+                        yield piece
                 elif "trace" in event:
                     self._on_trace(call, turn, event["trace"])
                 elif "returnControl" in event:

@@ -24,7 +24,15 @@ import logging
 from datetime import UTC, datetime
 
 from esl_app.providers.agent import message
-from esl_app.providers.agent.base import Agent, AgentReply, CallContext, Utterance
+from esl_app.providers.agent.base import (
+    Agent,
+    AgentReply,
+    AgentStream,
+    CallContext,
+    Utterance,
+    greet_stream,
+    respond_stream,
+)
 from esl_app.safety import EmergencyMatch, detect_emergency, emergency_reply
 
 __all__ = ["CONTACT_STAGES", "GuardedAgent"]
@@ -49,6 +57,25 @@ class GuardedAgent:
 
     def respond(self, call: CallContext, utterance: Utterance) -> AgentReply:
         """One caller turn, screened (see the module docstring for the order)."""
+        own = self._screen(call, utterance)
+        return own if own is not None else self.inner.respond(call, utterance)
+
+    def greet_stream(self, call: CallContext) -> AgentStream:
+        """The inner agent's greeting, streamed when it streams."""
+        return greet_stream(self.inner, call)
+
+    def respond_stream(self, call: CallContext, utterance: Utterance) -> AgentStream:
+        """Screened like :meth:`respond`; the inner agent's turn is streamed when it streams."""
+        own = self._screen(call, utterance)
+        if own is None:
+            yield from respond_stream(self.inner, call, utterance)
+            return
+        if own.text:
+            yield own.text
+        yield own
+
+    def _screen(self, call: CallContext, utterance: Utterance) -> AgentReply | None:
+        """The guard's own reply to this turn, or None to let the inner agent answer."""
         st = call.state
         if st.get("emergency"):
             return emergency_reply(call.tenant)
@@ -62,7 +89,7 @@ class GuardedAgent:
             return message.start_message(call, "requested", text=text)
         if text and not st.get("urgent_routed") and message.is_urgent(text):
             return self._urgent(call, text)
-        return self.inner.respond(call, utterance)
+        return None
 
     def end(self, call: CallContext) -> None:
         """Release the inner agent's session (never raises)."""

@@ -9,21 +9,31 @@ Writes are atomic (temp file in the same directory, then ``os.replace``; the
 text file is written before the WAV, so a visible WAV always has its text).
 Concurrent misses of one key in a process synthesise once (single flight).
 Cleanup is explicit: :meth:`PromptCache.prune` by age (last use) and total size.
+
+:class:`PromptWarmer` synthesises fixed short prompts (the acknowledgements and
+the filler) ahead of need, once per process and voice, so that playing one
+later costs no synthesis latency: the call engine plays an acknowledgement only
+when :meth:`PromptWarmer.ready` says it is already there.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import gevent
 import gevent.event
 
-__all__ = ["CachedPrompt", "PromptCache", "cache_key"]
+__all__ = ["WARMER", "CachedPrompt", "PromptCache", "PromptWarmer", "cache_key"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DIR = "./var/prompts"
 
@@ -165,3 +175,58 @@ class PromptCache:
             except OSError:
                 pass
         return removed
+
+
+class PromptWarmer:
+    """Fixed prompts synthesised ahead, per (provider, voice, rate, language, text).
+
+    A prompt counts as ready once one synthesis succeeded and a repeat costs
+    nothing: the provider caches its output (a ``cache`` attribute, as the local
+    TTS and Polly have) or the instruction needs no file at all (FreeSWITCH
+    ``speak``). Warming runs in its own greenlets, not the call's, so a caller
+    hanging up never leaves a half-written prompt behind (the cache is atomic
+    anyway) and the next call finds it ready.
+    """
+
+    def __init__(self) -> None:
+        self._ready: set[tuple[Any, ...]] = set()
+        self._busy: set[tuple[Any, ...]] = set()
+
+    @staticmethod
+    def _key(tts: Any, text: str, voice: str, sample_rate: int, language: str
+             ) -> tuple[Any, ...]:
+        # by provider name and cache, not object: some providers are made per call
+        return (getattr(tts, "name", "?"), id(getattr(tts, "cache", None)), voice, sample_rate,
+                language, text)
+
+    def ready(self, tts: Any, text: str, *, voice: str, sample_rate: int,
+              language: str) -> bool:
+        """True when playing ``text`` costs no synthesis latency now."""
+        return self._key(tts, text, voice, sample_rate, language) in self._ready
+
+    def warm(self, tts: Any, texts: Iterable[str], *, voice: str, sample_rate: int,
+             language: str) -> list[gevent.Greenlet]:
+        """Start synthesising whichever of ``texts`` is not ready yet (returns at once)."""
+        jobs = []
+        for text in texts:
+            key = self._key(tts, text, voice, sample_rate, language)
+            if key in self._ready or key in self._busy:
+                continue
+            self._busy.add(key)
+            jobs.append(gevent.spawn(self._one, tts, key, text, voice, sample_rate, language))
+        return jobs
+
+    def _one(self, tts: Any, key: tuple[Any, ...], text: str, voice: str, sample_rate: int,
+             language: str) -> None:
+        try:
+            out = tts.synthesize(text, voice=voice, sample_rate=sample_rate, language=language)
+            if out.app == "speak" or out.cached or getattr(tts, "cache", None) is not None:
+                self._ready.add(key)
+        except Exception as exc:  # noqa: BLE001 - without it the bot just says no "Okay."
+            log.warning("could not pre-synthesise a prompt: %s", type(exc).__name__)
+        finally:
+            self._busy.discard(key)
+
+
+#: The process's warmer (providers are shared by the process's calls).
+WARMER = PromptWarmer()
