@@ -41,6 +41,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -581,6 +582,7 @@ class _Server:
     pid: int
     tmp: Any
     log_tail: list[str]
+    problems: dict[str, int] = field(default_factory=dict)  # warning/error kind -> count
 
 
 def _start_server(cfg: LoadConfig) -> _Server:
@@ -613,6 +615,7 @@ def _start_server(cfg: LoadConfig) -> _Server:
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env,
                             cwd=tmp.name)
     tail: list[str] = []
+    problems: dict[str, int] = {}
     ready: dict[str, Any] = {}
     got = gevent.event.Event()
 
@@ -627,6 +630,9 @@ def _start_server(cfg: LoadConfig) -> _Server:
             else:
                 tail.append(line)
                 del tail[:-50]
+                kind = _log_problem(line)
+                if kind:
+                    problems[kind] = problems.get(kind, 0) + 1
         got.set()
 
     gevent.spawn(read)
@@ -634,7 +640,23 @@ def _start_server(cfg: LoadConfig) -> _Server:
         with contextlib.suppress(Exception):
             proc.kill()
         raise click.ClickException("the server did not start: " + " | ".join(tail[-5:]))
-    return _Server(proc, (ready["esl"][0], ready["esl"][1]), ready["pid"], tmp, tail)
+    return _Server(proc, (ready["esl"][0], ready["esl"][1]), ready["pid"], tmp, tail, problems)
+
+
+_LOG_LINE = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) ([\w.]+): (.*)$")
+_VARYING = re.compile(r"\b(?:[0-9a-f]{8}-[0-9a-f-]{27}|[0-9a-f]{12,}|\d+)\b")
+
+
+def _log_problem(line: str) -> str | None:
+    """``LEVEL logger: message`` with call ids and numbers blanked, for a warning/error line.
+
+    Why: a failed call in a load run is explained by the server's log, which lives in
+    a temp dir that is gone when the report is read; counting kinds keeps it short.
+    """
+    m = _LOG_LINE.match(line)
+    if m is None:
+        return None
+    return f"{m.group(1)} {m.group(2)}: {_VARYING.sub('#', m.group(3))[:160]}"
 
 
 def _stop_server(srv: _Server) -> None:
@@ -736,6 +758,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
     finally:
         if srv is not None:
             _stop_server(srv)
+    server_log: dict[str, int] = dict(srv.problems) if srv is not None else {}
     merged: dict[str, Any] = {"setup_ms": [], "rtt_ms": [], "barge_ms": [], "overhead_ms": [],
                               "turn_ms": [], "answer_ms": []}
     outcomes: dict[str, int] = {}
@@ -773,6 +796,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         "answer_ms": _pcts(merged["answer_ms"]),
         "samples": {k: len(v) for k, v in merged.items()},
         "outcomes": outcomes, "errors": errors,
+        "server_log": dict(sorted(server_log.items(), key=lambda kv: -kv[1])[:20]),
     }
     report["setup_p99_ms"] = report["setup_ms"]["p99"]
     report["barge_in_p50_ms"] = report["barge_in_ms"]["p50"]
@@ -808,6 +832,8 @@ def summarize(r: dict[str, Any]) -> str:
     ]
     if r["errors"]:
         lines.append("errors: " + "; ".join(f"{k} ×{v}" for k, v in r["errors"].items()))
+    for kind, n in list(r.get("server_log", {}).items())[:5]:
+        lines.append(f"server log: {n} × {kind}")
     return "\n".join(lines)
 
 

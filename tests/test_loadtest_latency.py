@@ -114,3 +114,15 @@ def test_provider_cache_per_profile():
 
     assert type(make_provider_cache("local")) is ProviderCache
     assert hasattr(make_provider_cache("cloud", seed=1), "delays")
+
+
+def test_server_log_problems_are_counted_by_kind_without_ids() -> None:
+    from esl_app.loadtest import _log_problem
+
+    a = _log_problem("2026-11-30 12:00:01,123 WARNING esl_app.telephony.call: "
+                     "call 3f2a9c1e-1b2c-4d5e-8f90-123456789abc: agent failed: timed out")
+    b = _log_problem("2026-11-30 12:00:02,456 WARNING esl_app.telephony.call: "
+                     "call 9a8b7c6d-1b2c-4d5e-8f90-abcdefabcdef: agent failed: timed out")
+    assert a == b == "WARNING esl_app.telephony.call: call #: agent failed: timed out"
+    assert _log_problem("2026-11-30 12:00:02,456 INFO esl_app.x: fine") is None
+    assert _log_problem("Traceback (most recent call last):") is None
