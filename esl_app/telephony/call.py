@@ -136,6 +136,7 @@ class CallController:
         self._counted_active = False
         self._turn_t0: float | None = None
         self._last_ack: str | None = None
+        self._reply_heard = True  # the last streamed reply's text reached the caller
 
     # -- the CallControl surface used by verbs ------------------------------------
 
@@ -279,7 +280,7 @@ class CallController:
                                    lead=tenant.greeting)
         if reply is None:
             return
-        self._loop(reply)
+        self._loop(reply, heard=self._reply_heard)
 
     def _in_message_mode(self) -> bool:
         return self.ctx is not None and self.ctx.state.get("mode") == "message"
@@ -288,8 +289,13 @@ class CallController:
         """Called from the agent's greenlet: hand the request to the controller."""
         self.post(Msg("signal", key=kind))
 
-    def _loop(self, reply: AgentReply) -> None:
-        """Listen → agent → speak until the agent transfers or hangs up."""
+    def _loop(self, reply: AgentReply, *, heard: bool = True) -> None:
+        """Listen → agent → speak until the agent transfers or hangs up.
+
+        ``heard`` is False when none of the reply's text reached the caller (its
+        speech failed): before the call acts on it the caller still hears what
+        matters, the closing line (a booking's confirmation) or a transfer notice.
+        """
         tenant = self.tenant
         assert tenant is not None
         misses = 0
@@ -300,9 +306,11 @@ class CallController:
                 set_hints(reply.hints)
             if reply.action == "transfer":
                 self._transfer(reply.transfer_to or tenant.handoff, reply.outcome or "handoff",
-                               announce=not reply.text)
+                               announce=not (reply.text and heard))
                 return
             if reply.action == "hangup":
+                if reply.text and not heard:
+                    self._say(reply.text, barge_in=False)
                 # the conversation ended normally (the caller was helped, or only asked)
                 self.transcript.note_outcome(None if self.transcript.outcome else "completed")
                 self._safe_hangup()
@@ -340,6 +348,7 @@ class CallController:
                 ack=True)
             if reply is None:
                 return
+            heard = self._reply_heard
             if reply.text:
                 last_prompt = reply.text
 
@@ -363,7 +372,8 @@ class CallController:
         is later than the tenant's ``ack_after_ms``, then each sentence as soon as it is
         complete (synthesis runs ahead while the previous one plays). The reply is
         recorded the moment it is complete, so a hang-up while it is spoken keeps a
-        booking. A barge-in stops the speech; the reply is still awaited and recorded.
+        booking. The caller's speech cuts it only once the greeting or the answer
+        itself plays (not an ack or filler); the reply is still awaited and recorded.
         Returns ``None`` when the agent failed (the caller has been told and the call
         handed over or ended).
         """
@@ -394,15 +404,17 @@ class CallController:
             timers.append(gevent.spawn_later(max(0.0, tenant.ack_after_ms / 1000.0 - since),
                                              self.post, Msg("timer", key=f"ack:{key}")))
         lead_sentences = split_sentences(lead)
+        turn.lead = len(lead_sentences)
         turn.kinds.update(dict.fromkeys(range(len(lead_sentences)), "answer"))
+        # not cut by the caller before the greeting or the answer itself plays (an ack,
+        # a filler, a sentence still being synthesised): they would hear none of it
         verb = Speak(self, lead_sentences, self.tts or FreeswitchSpeak(), voice=tenant.voice,
                      sample_rate=tenant.sample_rate, language=tenant.language, barge_in=True,
                      before_play=self.listener.arm if self.listener else None,
                      on_first_audio=self._stream_first_audio, open_ended=True,
+                     interruptible=False,
                      on_other=lambda m: self._on_stream_msg(turn, verb, m),
-                     on_play=lambda i, item: turn.played(
-                         i, to_plain(item.text or verb.sentences[i]),
-                         self.transcript.elapsed_ms()))
+                     on_play=lambda i, item: self._on_stream_play(turn, verb, i, item))
         self._current_verb = verb
         try:
             verb.run()
@@ -415,17 +427,23 @@ class CallController:
             self._record_speech(turn, verb)
         deadline = turn.started + AGENT_TIMEOUT
         while turn.final is None:  # cut short by a barge-in: the reply still counts
+            kept = next((m for m in self._pending if m.kind == "agent" and m.key == key), None)
+            if kept is not None:  # it arrived while something else was reading the queue
+                self._pending.remove(kept)
+                self._settle(turn, kept.value)
+                break
             msg = self.next(timeout=max(0.0, deadline - time.monotonic()))
             if msg is None:
                 self._agent_job.kill(block=False)
                 turn.final = TimeoutError("agent timed out")
             elif msg.kind == "agent" and msg.key == key:
                 self._settle(turn, msg.value)
-            elif msg.kind in ("dtmf", "transcript"):
+            elif msg.kind in ("dtmf", "transcript", "media_lost"):
                 self.stash(msg)
         self._agent_job = None
         value = turn.final
         if isinstance(value, AgentReply):
+            self._reply_heard = turn.answer_heard or not value.text.strip()
             return value
         log.warning("call %s: agent failed: %s", self._cid(), value)
         if (m := _metrics()) is not None:
@@ -469,6 +487,16 @@ class CallController:
             if turn.final is None and not verb.closed and not verb.busy:
                 self._queue_speech(turn, verb, [FILLER_TEXT], "filler")
         # anything else (a killed job's late pieces, an old timer) is dropped
+
+    def _on_stream_play(self, turn: _StreamTurn, verb: Speak, index: int,
+                        item: PlayInstruction) -> None:
+        """A sentence of the turn went out: the greeting or the answer makes it interruptible."""
+        turn.played(index, to_plain(item.text or verb.sentences[index]),
+                    self.transcript.elapsed_ms())
+        if turn.kinds.get(index, "answer") == "answer":
+            verb.allow_barge_in()
+            if index >= turn.lead:
+                turn.answer_heard = True
 
     def _queue_speech(self, turn: _StreamTurn, verb: Speak, sentences: list[str],
                       kind: str) -> None:
@@ -538,7 +566,8 @@ class CallController:
                   "ivr_confirmation": t.confirmation, "ivr_transfer_to": t.transfer_to,
                   "ivr_appointment": json.dumps(t.appointment, separators=(",", ":"))
                   if t.appointment else None}
-        for name, value in wanted.items():
+        for name, raw in wanted.items():
+            value = _one_line(raw, name)
             if value and self._published.get(name) != value and self.session.channel_up:
                 # pipelined: whatever is sent next (the answer, a prompt, the hang-up)
                 # reaches FreeSWITCH after it, so the variable is set before the call ends
@@ -602,6 +631,7 @@ class CallController:
 
     def _transfer(self, target: str, outcome: str, *, announce: bool = True,
                   offer_message: bool = True) -> None:
+        target = _one_line(target, "transfer target") or ""  # it goes into ESL commands
         self.transcript.note_outcome(outcome)
         self.transcript.transfer_to = target or None
         self._publish()
@@ -690,8 +720,9 @@ class CallController:
         for t in self._timers:
             t.kill(block=False)
         job = self._agent_job
-        if job is not None and not job.dead:
-            job.join(timeout=HANGUP_GRACE)  # a booking in flight completes or rolls back
+        if job is not None:  # alive, or done with its reply still unread
+            if not job.dead:
+                job.join(timeout=HANGUP_GRACE)  # a booking in flight completes or rolls back
             if not job.dead:
                 job.kill(block=True, timeout=0.2)
             self._drain_agent_reply()
@@ -736,13 +767,21 @@ class CallController:
         self._emit("call_ended", self.transcript.to_dict())
 
     def _drain_agent_reply(self) -> None:
-        """A reply that landed while we hung up still counts (e.g. the booking was made)."""
+        """A reply that landed while we hung up still counts (e.g. the booking was made).
+
+        It may be on the queue or among the stashed messages; only the current
+        turn's reply counts (an older one was settled when it arrived).
+        """
+        key = str(self._agent_seq)
+        kept, self._pending = self._pending, []
         while True:
             try:
-                raw = self.queue.get_nowait()
+                kept.append(self.queue.get_nowait())
             except Empty:
-                return
-            if isinstance(raw, Msg) and raw.kind == "agent" and isinstance(raw.value, AgentReply):
+                break
+        for raw in kept:
+            if isinstance(raw, Msg) and raw.kind == "agent" and raw.key == key \
+                    and isinstance(raw.value, AgentReply):
                 self._note(raw.value)
 
     def _emit(self, name: str, data: dict[str, Any]) -> None:
@@ -782,6 +821,8 @@ class _StreamTurn:
     tail: str = ""  # text after the last complete sentence
     final: Any = None  # the AgentReply, or the failure
     queued: bool = False  # something (ack, filler, answer) was queued to speak
+    lead: int = 0  # sentences of the clinic's greeting before the agent's own
+    answer_heard: bool = False  # a sentence of the agent's reply started playing
     kinds: dict[int, str] = field(default_factory=dict)  # Speak index -> ack/filler/answer
     segments: list[tuple[str, int, list[str]]] = field(default_factory=list)
 
@@ -799,6 +840,21 @@ def _unspoken(full: str, streamed: str) -> str:
         return full
     have, want = " ".join(streamed.split()), " ".join(full.split())
     return want[len(have):] if want.startswith(have) else ""
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _one_line(value: str | None, what: str) -> str | None:
+    """``value`` without control characters (runs become one space).
+
+    A CR/LF would split a pipelined ESL command and shift every later reply onto
+    the wrong command.
+    """
+    if not value or not _CONTROL.search(value):
+        return value
+    log.debug("control characters removed from %s", what)
+    return _CONTROL.sub(" ", value).strip()
 
 
 def _last_sentence(text: str) -> str:

@@ -39,6 +39,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PLAY_STALL_SECONDS = 120.0  # a playback whose completion never comes is a dead channel
+_HANDED_OVER = ("agent", "agent_text", "signal", "timer")  # the owner's messages (on_other)
 
 
 class CallControl(Protocol):
@@ -84,15 +85,19 @@ class Speak:
     :meth:`finish`, once everything added has played. Messages it does not handle
     itself (agent pieces and replies, signals, timers) go to ``on_other``, which
     runs on the controller's greenlet and may call :meth:`add`/:meth:`finish`.
-    Before its first audio an open-ended Speak is not interrupted by the caller's
-    speech (nothing is playing yet): their words are kept for the next listen.
+
+    With ``interruptible=False`` the caller's speech and keys do not cut it until
+    :meth:`allow_barge_in` (the controller calls it once the answer itself starts
+    playing, not an acknowledgement): a cough before the answer would otherwise
+    leave the caller hearing nothing of it. Their words are kept for the next listen.
     """
 
     def __init__(self, call: CallControl, sentences: list[str], tts: TtsProvider, *,
                  voice: str, sample_rate: int, language: str, barge_in: bool = True,
                  before_play=None, on_first_audio=None, open_ended: bool = False,
                  on_other: Callable[[Msg], None] | None = None,
-                 on_play: Callable[[int, PlayInstruction], None] | None = None) -> None:
+                 on_play: Callable[[int, PlayInstruction], None] | None = None,
+                 interruptible: bool = True) -> None:
         self.call = call
         self.before_play = before_play
         self.on_first_audio = on_first_audio
@@ -104,6 +109,7 @@ class Speak:
         self.sample_rate = sample_rate
         self.language = language
         self.barge_in = barge_in
+        self.interruptible = interruptible
         self.id = uuidlib.uuid4().hex
         self._synth: gevent.Greenlet | None = None
         self._playing: str | None = None
@@ -120,6 +126,10 @@ class Speak:
             raise RuntimeError("Speak.add after finish")
         self.sentences.extend(s for s in sentences if s.strip())
         self._more.set()
+
+    def allow_barge_in(self) -> None:
+        """From now on the caller's speech (with ``barge_in``) and keys cut the prompt."""
+        self.interruptible = True
 
     def finish(self) -> None:
         """No more sentences will come: end once the queued ones have played."""
@@ -197,18 +207,17 @@ class Speak:
                 ready[int(msg.key.rsplit(":", 1)[1])] = msg.value
             elif msg.kind == "complete" and msg.key == self._playing:
                 self._playing = None
-            elif msg.kind in ("agent", "agent_text", "signal", "timer"):
-                if self.on_other is not None:
-                    self.on_other(msg)  # the reply still being written, a filler, a timer
-                elif msg.kind in ("agent", "signal"):
-                    self.call.stash(msg)  # an agent answer arriving while a filler plays
+            elif msg.kind in _HANDED_OVER:
+                self._hand_over(msg)
+            elif msg.kind == "media_lost":
+                self.call.stash(msg)  # the listen after this prompt hands the call over
             elif msg.kind == "transcript" and not (msg.text or "").strip():
                 continue  # an empty result (a click, a cough) is not the caller talking
             elif msg.kind in ("speech_start", "dtmf", "transcript"):
                 if msg.kind != "speech_start":
                     self.call.stash(msg)
-                if not self.closed and not self.started:
-                    continue  # nothing played yet: the words wait for the next listen
+                if not self.interruptible:
+                    continue  # the answer has not started: the words wait for the next listen
                 if self.barge_in or msg.kind == "dtmf":
                     result.barged_in = (self._playing is not None
                                         or self._next < len(self.sentences)
@@ -218,11 +227,23 @@ class Speak:
                     return result
             # anything else (completions of older verbs, unrelated events) is dropped
 
+    def _hand_over(self, msg: Msg) -> None:
+        """A message for the owner: the reply still being written, a filler, a timer."""
+        if self.on_other is not None:
+            self.on_other(msg)
+        elif msg.kind in ("agent", "signal"):
+            self.call.stash(msg)  # an agent answer arriving while a filler plays
+
     def cancel(self) -> None:
-        """Stop playing now (``uuid_break all``) and drop the pending synthesis."""
+        """Stop playing now (``uuid_break all``) and drop the pending synthesis.
+
+        A cancelled Speak takes no more sentences (``closed``); what arrives while
+        the broken playback reports its end still reaches its owner.
+        """
         if self.cancelled:
             return
         self.cancelled = True
+        self.closed = True
         if self._synth is not None and not self._synth.dead:
             self._synth.kill(block=False)
         if self._playing is not None:
@@ -234,13 +255,20 @@ class Speak:
             self._await_completion(playing)
 
     def _await_completion(self, app_uuid: str) -> None:
-        """Let the broken playback report its end so the channel is quiet (bounded)."""
+        """Let the broken playback report its end so the channel is quiet (bounded).
+
+        Nothing that matters is dropped meanwhile: the caller's words and a lost
+        audio stream are kept for the next listen; the agent's reply, its pieces,
+        fillers and timers go to ``on_other`` (or are stashed) as during playback.
+        """
         while True:
             msg = self.call.next(timeout=2.0)
             if msg is None or (msg.kind == "complete" and msg.key == app_uuid):
                 return
-            if msg.kind in ("dtmf", "transcript"):
+            if msg.kind in ("dtmf", "transcript", "media_lost"):
                 self.call.stash(msg)
+            elif msg.kind in _HANDED_OVER:
+                self._hand_over(msg)
 
 
 class ListenSource(Protocol):
