@@ -24,6 +24,10 @@ on one 2-core machine):
   is a byte stream, frame boundaries mean nothing).
 - Stalls are found by one watchdog greenlet scanning last-read times, not by a
   timer per stream.
+- Nothing on the reader or the watchdog waits for a socket: a close frame that
+  cannot leave at once (FreeSWITCH stopped reading) drops the connection, and other
+  writes are bounded by ``send_timeout`` (then the stream is dropped), so one stuck
+  peer never holds up the other streams.
 
 The WebSocket rules still hold (RFC 6455): client frames must be masked, RSV
 bits must be clear (no extension is negotiated), control frames are final and
@@ -222,13 +226,37 @@ class _Connection:
     # -- writing ---------------------------------------------------------------------------
 
     def _sendall(self, data: bytes) -> None:
-        with self._wlock:
-            self.sock.sendall(data)
+        """Blocking write, from a controller greenlet (or the connection greenlet before hand-over).
 
-    def _send_nowait(self, data: bytes) -> None:
-        """Send without ever blocking the caller (the reader): finish in a greenlet if need be."""
+        Bounded by the server's ``send_timeout``, lock wait included: a peer that stops
+        reading must not hold the caller, nor the write lock that the reader's close and
+        pong would wait for. A write that failed or was cut short may have left half a
+        frame on the wire, so the connection is dropped (the sink hears ``disconnected``).
+        """
+        try:
+            with self._deadline():
+                with self._wlock:
+                    self.sock.sendall(data)
+        except OSError:
+            self._drop("disconnected")
+            raise
+
+    def _deadline(self) -> gevent.Timeout:
+        return gevent.Timeout(self.server.send_timeout, TimeoutError("audio fork write timed out"))
+
+    def _send_nowait(self, data: bytes, *, drop_if_stuck: bool = False) -> None:
+        """Send without ever blocking the caller (the reader, the watchdog).
+
+        What the socket does not take at once is finished by a greenlet, bounded like
+        :meth:`_sendall`. ``drop_if_stuck`` (close frames): if a write is already waiting
+        (lock held) or the socket buffer is full, the peer is not reading and would never
+        see our close frame: the connection is dropped at once instead.
+        """
         if not self._wlock.acquire(blocking=False):
-            gevent.spawn(self._sendall_quiet, data)
+            if drop_if_stuck:
+                self.release()
+            else:
+                gevent.spawn(self._sendall_quiet, data)
             return
         try:
             sent = self.raw.send(data)
@@ -240,15 +268,21 @@ class _Connection:
         if sent >= len(data):
             self._wlock.release()
             return
+        if drop_if_stuck:
+            self._wlock.release()
+            self.release()
+            return
         gevent.spawn(self._finish_send, data[sent:])  # keeps the lock: nothing interleaves
 
     def _finish_send(self, rest: bytes) -> None:
         try:
-            self.sock.sendall(rest)
+            with self._deadline():
+                self.sock.sendall(rest)
         except OSError:
-            pass
-        finally:
             self._wlock.release()
+            self._drop("disconnected")  # half a frame went out: the stream is unusable
+            return
+        self._wlock.release()
 
     def _sendall_quiet(self, data: bytes) -> None:
         try:
@@ -279,19 +313,24 @@ class _Connection:
               end_reason: str | None = None) -> None:
         """Close with ``code`` (any greenlet); tell the sink unless ``notify`` is False.
 
-        The peer then has ``_CLOSE_WAIT_S`` to answer with its close frame before
-        the socket is dropped.
+        Never blocks. The peer then has ``_CLOSE_WAIT_S`` to answer with its close
+        frame before the socket is dropped; a peer whose socket cannot take the close
+        frame at once is dropped straight away.
         """
         if not notify:
             self.ended = True
         if not self.closed:
             self.closed = True
             self.close_at = gevent.get_hub().loop.now()
-            try:
-                self._sendall(_close_frame(code, reason))
-            except Exception:  # noqa: BLE001 - peer may be gone already
-                pass
+            # never waits: this runs on the reader and the watchdog, shared by every stream
+            self._send_nowait(_close_frame(code, reason), drop_if_stuck=True)
         self._end(end_reason or f"closed:{code}")
+
+    def _drop(self, reason: str) -> None:
+        """Give up on the connection without a close handshake (its writes are stuck)."""
+        self.closed = True
+        self._end(reason)
+        self.release()
 
     def release(self) -> None:
         """Drop the socket (our close frame, if any, leaves before FIN)."""
@@ -453,7 +492,8 @@ class _Connection:
                 raise _Fail(INVALID_DATA, "close reason is not UTF-8") from None
         if not self.closed:
             self.closed = True
-            self._send_nowait(_close_frame(NORMAL if code == 1005 else code))
+            self._send_nowait(_close_frame(NORMAL if code == 1005 else code),
+                              drop_if_stuck=True)
         self._end("closed" if code in (1000, 1005) else f"closed:{code}")
         return False
 
@@ -696,14 +736,17 @@ class MediaServer:
     live streams (0.06 ms each) up to ``max_batch_ms``: the most latency a
     frame can gain, traded for CPU (bench/bench_frames.py: at 200 real-time
     streams 19 µs of server CPU per frame with 5 ms pauses, 14 µs with 40 ms);
-    ``max_message`` bounds a frame or text message (larger: close 1009).
+    ``max_message`` bounds a frame or text message (larger: close 1009);
+    ``send_timeout`` bounds a write to a stream (``send_json``): a FreeSWITCH side that
+    stops reading gets its stream dropped, and ``send_json`` returns False.
     """
 
     def __init__(self, host: str, port: int, registry: MediaRegistry, *,
                  stall_ms: int = 1500, handshake_timeout: float = 5.0,
                  max_streams: int = 2000, batch_ms: float = 5.0, max_batch_ms: float = 30.0,
-                 max_message: int = 1 << 20) -> None:
+                 max_message: int = 1 << 20, send_timeout: float = 2.0) -> None:
         self.registry = registry
+        self.send_timeout = send_timeout
         self.stall_ms = stall_ms
         self.handshake_timeout = handshake_timeout
         self.batch_ms = batch_ms

@@ -285,6 +285,14 @@ def _reply_error(event: EslEvent) -> str | None:
     return event.data if event.data.startswith("-ERR") else None
 
 
+# mod_event_socket (parse_command) answers every command after ``sendmsg`` in its list
+# (linger, api, bgapi, event, ...) with ``-ERR command not found`` on an outbound socket
+# whose ``socket`` application was not given ``full``; its ``connect`` reply then says
+# ``Control: single-channel`` (``full`` otherwise).
+NOT_FULL = ("outbound socket not in full mode: add 'full' to the socket application's "
+            "arguments")
+
+
 class EslSession(OutboundSession):
     """One call's outbound ESL connection, safe against a misbehaving peer.
 
@@ -311,6 +319,7 @@ class EslSession(OutboundSession):
         self._deferred_error: EslError | None = None
         self._send_lock = Semaphore()
         self._closed_sent = False
+        self._not_full_logged = False
         self.close_reason = ""
         self.protocol_errors = 0
         self.hungup = False
@@ -356,6 +365,7 @@ class EslSession(OutboundSession):
         answers each before reading the next, so the three need not wait for each
         other: the call's set-up costs one round trip instead of three. The
         ``myevents``/``linger`` replies are still checked (pipelined: see :meth:`post`).
+        A socket application without ``full`` ends the call here, with a plain error.
         """
         if self._outbound_connected:
             return self.session_data
@@ -364,20 +374,39 @@ class EslSession(OutboundSession):
         follow = ["myevents", "linger"] if linger else ["myevents"]
         first: AsyncResult = AsyncResult()
         slots: list[AsyncResult | _Deferred] = [first]
-        slots += [_Deferred(self, name, _reply_error) for name in follow]
+        slots += [_Deferred(self, name, self._linger_error if name == "linger" else _reply_error)
+                  for name in follow]
         raw = "".join(f"{name}\n\n" for name in ("connect", *follow)).encode()
         with gevent.Timeout(self.command_timeout, CommandTimeout("no reply to 'connect'")):
             self._write(raw, slots)
             reply = first.get()
+        if reply.headers.get("Control") == "single-channel":
+            raise EslError(self._not_full())  # nothing but sendmsg would work: not answered
         self.session_data = dict(reply.headers)
         self._outbound_connected = True
         return self.session_data
+
+    def _linger_error(self, event: EslEvent) -> str | None:
+        """The ``linger`` reply: an FS that gives no ``Control`` header says it this way."""
+        if event.data.startswith("-ERR command not found"):
+            return self._not_full()
+        return _reply_error(event)
+
+    def _not_full(self) -> str:
+        """The socket application lacks ``full``: say so once, plainly (the call ends)."""
+        if not self._not_full_logged:
+            self._not_full_logged = True
+            log.error("esl %s: %s (without it FreeSWITCH refuses linger and api); ending the "
+                      "call", self._label(), NOT_FULL)
+        return NOT_FULL
 
     def send(self, data: str, timeout: float | None = None) -> EslEvent:
         """Send one command and wait (bounded) for its reply, in wire order.
 
         A pipelined command that failed before it (see :meth:`post`) is raised here,
-        once this reply (which FreeSWITCH sends after theirs) has arrived.
+        once this reply (which FreeSWITCH sends after theirs) has arrived. A timeout
+        while writing shuts the session down (see :meth:`_write`); one while waiting for
+        the reply leaves its slot queued, so that the late reply is consumed in order.
         """
         if not self.connected:
             raise SessionGone(self.close_reason or "not connected")
@@ -407,9 +436,8 @@ class EslSession(OutboundSession):
         raw = (data + "\n\n").encode("utf-8")
         try:
             with gevent.Timeout(self.command_timeout):
-                self._write(raw, [slot])
+                self._write(raw, [slot])  # cut short: the session is shut down
         except gevent.Timeout:
-            self._shutdown("send stalled")  # a half-written command breaks the framing
             raise CommandTimeout(f"could not send {slot.label!r}") from None
 
     def flush(self, timeout: float | None = None) -> None:
@@ -430,7 +458,14 @@ class EslSession(OutboundSession):
             raise error
 
     def _write(self, raw: bytes, slots: list[AsyncResult | _Deferred]) -> None:
-        """Queue the reply slots and write the bytes, atomically with respect to others."""
+        """Queue the reply slots and write the bytes, atomically with respect to others.
+
+        Once the slots are queued the write must complete: cut short (the caller's
+        timeout, a kill), it may leave half a command on the wire, which the next one
+        would merge with, and every later reply would go to the wrong command. So the
+        session is shut down then. (Timed out waiting for the lock: nothing was queued
+        or written, the session stays as it was.)
+        """
         try:
             with self._send_lock:
                 for slot in slots:
@@ -438,7 +473,13 @@ class EslSession(OutboundSession):
                     if isinstance(slot, _Deferred):
                         self._outstanding += 1
                         self._settled.clear()
-                self.sock.sendall(raw)
+                try:
+                    self.sock.sendall(raw)
+                except OSError:
+                    raise
+                except BaseException:
+                    self._shutdown("send stalled")
+                    raise
         except OSError as exc:
             self._shutdown(f"send failed: {exc}")
             raise SessionGone(str(exc)) from None
