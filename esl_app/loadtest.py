@@ -644,7 +644,7 @@ def _start_server(cfg: LoadConfig) -> _Server:
 
 
 _LOG_LINE = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) ([\w.]+): (.*)$")
-_VARYING = re.compile(r"\b(?:[0-9a-f]{8}-[0-9a-f-]{27}|[0-9a-f]{12,}|\d+)\b")
+_VARYING = re.compile(r"\b(?:[0-9a-f]{8}-[0-9a-f-]{27}|[0-9a-f]{8,}|\d+)\b")
 
 
 def _log_problem(line: str) -> str | None:
