@@ -172,3 +172,33 @@ def test_hangup_while_agent_thinks_ends_within_the_grace(server):
 
 def test_tenant_set_is_fixed_per_call():
     assert tenant_set().by_did("+15550101001").id == "sunrise"
+
+
+def test_socket_closed_after_the_caller_hung_up_is_not_a_failure(server, caplog):
+    """FreeSWITCH closes the socket after a hang-up while a command waits for its reply."""
+    import logging
+
+    peer, greet = _greeted(server)
+    try:
+        peer.complete(greet)
+        speech(peer, "hello")
+        while True:  # up to the reply's first prompt, which the bot waits to see accepted
+            cmd = peer.command()
+            assert cmd is not None
+            if cmd.name == "api":
+                peer.api_ok()
+                continue
+            if cmd.header("execute-app-name") in ("speak", "playback"):
+                break
+            peer.ok()
+            peer.complete(cmd, "_none_")
+        with caplog.at_level(logging.INFO, logger="esl_app.telephony.call"):
+            peer.event("CHANNEL_HANGUP", [("Hangup-Cause", "NORMAL_CLEARING")])
+            peer.close()  # no reply to the prompt: the socket just goes
+            _no_leak(server)
+    finally:
+        peer.close()
+    assert server.last_transcripts[-1].outcome == "caller_hangup"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING
+                and "ESL failure" in r.getMessage()]
+    _healthy_call(server)

@@ -184,9 +184,17 @@ class CallController:
             if exc.reason == "max_call" and not self.gone:
                 self._time_limit()
         except EslError as exc:
-            self.ended_reason = "esl_error"
-            log.warning("call %s: ESL failure: %s", self._cid(), exc)
-            self.transcript.outcome = self.transcript.outcome or "error"
+            if self.gone or self.session.hungup:
+                # the call was over (FreeSWITCH reported the hang-up, or we hung up) and
+                # the socket closed while a command was on its way: not a failure
+                if self.session.channel_hungup:
+                    self.gone = True  # the hang-up event may still sit in our queue
+                self.ended_reason = "caller_hangup" if self.gone else "hangup"
+                log.info("call %s: closed after the caller hung up (%s)", self._cid(), exc)
+            else:
+                self.ended_reason = "esl_error"
+                log.warning("call %s: ESL failure: %s", self._cid(), exc)
+                self.transcript.outcome = self.transcript.outcome or "error"
         except gevent.GreenletExit:
             self.ended_reason = "shutdown"
             raise

@@ -323,6 +323,7 @@ class EslSession(OutboundSession):
         self.close_reason = ""
         self.protocol_errors = 0
         self.hungup = False
+        self.channel_hungup = False
         self.address = address
         # Commands are small and often follow each other without waiting for a reply
         # (pipelining): Nagle's algorithm would hold each one until the previous one
@@ -613,6 +614,7 @@ class EslSession(OutboundSession):
         elif ctype == "text/event-plain":
             if event.name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
                 self.hungup = True
+                self.channel_hungup = True  # FreeSWITCH said so (not our own hangup)
             self._sink(event)
         elif ctype == "text/disconnect-notice":
             if event.headers.get("Content-Disposition") == "linger":
