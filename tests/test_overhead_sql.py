@@ -50,7 +50,9 @@ def test_compiled_search_matches_peewee(db, monkeypatch):
             assert fast == slow == fast_again, (tenant, kw)
             found += bool(slow)
     assert found >= 8  # beta has no afternoons; everything else finds slots
-    shapes = {k[1:]: v for k, v in service._COMPILED.items()}
+    from esl_app.db import database
+
+    shapes = {k[2:]: v for k, v in service._COMPILED[database()].items()}
     assert all(v is not None for v in shapes.values())  # every shape verified and cached
     assert ("search", True, True) in shapes
 
@@ -94,3 +96,34 @@ def test_compiled_release_frees_only_the_owners_holds(db):
     assert service.release_holds("call-a") == 0
     free = {s.slot_id for s in service.search_slots("alpha", now=NOW, limit=5)}
     assert a.slot_id in free and b.slot_id not in free
+
+
+def test_compiled_sql_belongs_to_its_database_object(tmp_path):
+    """A database opened later (even at a reused address) never gets another's SQL.
+
+    CI once ran Postgres with SQLite's '?' placeholders: the cache was keyed by id(db),
+    and a new Postgres database object took a collected SQLite object's address.
+    """
+    import gc
+
+    import peewee as pw
+
+    lite = pw.SqliteDatabase(str(tmp_path / "a.db"))
+    pg = pw.PostgresqlDatabase("nowhere")  # never connected: only its dialect matters
+    calls = []
+
+    def build(placeholder):
+        class Q:
+            def sql(self):
+                calls.append(placeholder)
+                return f"SELECT {placeholder}", [1]
+        return Q()
+
+    assert service._sql(lite, ("probe",), lambda: build("?"), [1]) == ("SELECT ?", [1])
+    assert service._sql(pg, ("probe",), lambda: build("%s"), [1]) == ("SELECT %s", [1])
+    assert service._sql(lite, ("probe",), lambda: build("?"), [1]) == ("SELECT ?", [1])
+    assert calls == ["?", "%s"]  # each compiled once, for its own database
+    del lite
+    gc.collect()
+    assert not any(isinstance(db, pw.SqliteDatabase) and str(getattr(db, "database", ""))
+                   .endswith("a.db") for db in list(service._COMPILED.keys()))

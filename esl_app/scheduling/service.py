@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time as _time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -203,7 +204,10 @@ def _window(tenant: Tenant, now_utc: datetime) -> tuple[datetime, datetime]:
             now_utc + timedelta(days=min(p.booking_window_days, MAX_SEARCH_DAYS)))
 
 
-_COMPILED: dict[tuple[Any, ...], str | None] = {}
+# per database object, held weakly: a database opened later at the same address (tests
+# switch between SQLite and Postgres) must never see another dialect's SQL
+_COMPILED: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], str | None]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _sql(db: pw.Database, key: tuple[Any, ...], build: Any, params: list[Any]
@@ -216,14 +220,17 @@ def _sql(db: pw.Database, key: tuple[Any, ...], build: Any, params: list[Any]
     time a shape is seen both are checked against peewee's own compilation, and a
     shape that does not match always goes through peewee.
     """
-    full = (id(db), *key)
-    sql = _COMPILED.get(full, "")
+    shapes = _COMPILED.get(db)
+    if shapes is None:
+        shapes = _COMPILED[db] = {}
+    full = (type(db).__name__, getattr(db, "param", "?"), *key)
+    sql = shapes.get(full, "")
     if sql == "":
         compiled, expected = build().sql()
         sql = compiled if list(expected) == list(params) else None
-        _COMPILED[full] = sql
-        if len(_COMPILED) > 512:  # shapes are few; a runaway key must not grow forever
-            _COMPILED.clear()
+        if len(shapes) > 512:  # shapes are few; a runaway key must not grow forever
+            shapes.clear()
+        shapes[full] = sql
         return compiled, list(expected)
     if sql is None:
         compiled, expected = build().sql()
