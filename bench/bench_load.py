@@ -6,9 +6,12 @@
 Each step starts a fresh server (2 workers by default) on free ports with a fresh
 SQLite database, runs N concurrent booking calls in emulator processes separate
 from the server, and prints one row. Text mode uses FreeSWITCH-side recognition;
-audio mode streams the callers' voices in real-time 20 ms frames (VAD + the local
-recogniser run for real in the server). The default provider profile is `cloud`
-(emulated AWS latency and no local speech synthesis CPU, as in production).
+audio mode streams the callers' voices in real-time 20 ms frames (the server's VAD and
+end of turn run for real; recognition is the local recogniser, or in the `cloud` profile
+the emulated Transcribe, which matches the caller lines the load generator registered).
+The default provider profile is `cloud` (emulated AWS latency and no local speech
+synthesis or recognition CPU, as in production). "turn" is end of speech -> first bot
+audio (often a cached acknowledgement), "answer" -> first audio of the agent's answer.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ COLS = [("mode", "mode", "{}"), ("N", "calls", "{}"), ("peak", "peak_concurrent"
         ("kB/call", "rss_per_call_kb", "{:.0f}"), ("setup p99", "setup_p99_ms", "{:.1f}"),
         ("rtt p99", ("esl_rtt_ms", "p99"), "{:.1f}"),
         ("barge p50", "barge_in_p50_ms", "{:.1f}"), ("barge p99", "barge_in_p99_ms", "{:.1f}"),
-        ("turn p50", "turn_p50_ms", "{:.0f}"),
+        ("turn p50", "turn_p50_ms", "{:.0f}"), ("answer p50", "answer_p50_ms", "{:.0f}"),
         ("ovh p99", "turn_overhead_p99_ms", "{:.1f}")]
 
 
