@@ -29,24 +29,11 @@ barge-in is louder and longer than echo; echo attenuated by the network (about
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Literal
 
 from esl_app.media.pcm import rms
 from esl_app.media.vad import VoiceDetector
-
-try:  # audioop: C, and deprecated only in 3.13 (pcm.rms falls back to Python there)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from audioop import rms as _rms  # type: ignore[import-not-found]
-except ImportError:  # Python >= 3.13
-    _rms = None
-try:  # webrtcvad's C entry point, without its Python wrapper method per frame
-    from _webrtcvad import process as _process  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover
-    def _process(vad: object, rate: int, frame: bytes, n: int) -> bool:
-        raise RuntimeError("webrtcvad's C module is missing")
 
 __all__ = ["EchoGuard", "TurnDetector", "TurnEvent"]
 
@@ -71,8 +58,6 @@ class EchoGuard:
 
 class TurnDetector:
     """Streaming speech start/end detector over one call's caller audio."""
-
-    level_gate = False  # skip webrtcvad on frames below ``min_rms`` (see bench notes)
 
     def __init__(self, sample_rate: int = 8000, vad_mode: int = 2, min_speech_ms: int = 120,
                  end_silence_ms: int = 600, frame_ms: int = 20,
@@ -117,20 +102,11 @@ class TurnDetector:
         """Analyse more audio (any chunking); return the boundaries it completes.
 
         Per 20 ms frame this is one ``audioop.rms`` and one webrtcvad call (both C)
-        and a few integer updates: no objects are allocated unless a boundary fires.
+        and a few integer updates.
         """
         events: list[TurnEvent] = []
-        vad = self._vad
-        split = vad._split
-        size = split.size
-        if len(pcm) == size and not split.pending:  # one whole frame: the usual case
-            self._frame(pcm, events)
-        elif len(pcm) % size == 0 and not split.pending:
-            for i in range(0, len(pcm), size):
-                self._frame(pcm[i:i + size], events)
-        else:
-            for frame in split.push(pcm):
-                self._frame(frame, events)
+        for frame in self._vad.frames(pcm):
+            self._frame(frame, events)
         return events
 
     def _frame(self, frame: bytes, events: list[TurnEvent]) -> None:
@@ -138,12 +114,8 @@ class TurnDetector:
         start = vad.position_ms
         fm = self._frame_ms
         vad.position_ms = start + fm
-        level = float(_rms(frame, 2)) if _rms is not None else rms(frame)
-        if level < self.min_rms and self.level_gate:
-            voiced = False  # too quiet to count whatever the VAD says: skip it
-        else:
-            voiced = _process(vad._vad._vad, vad.sample_rate, frame, len(frame) >> 1) \
-                and level >= self.min_rms
+        level = rms(frame)
+        voiced = vad.is_speech(frame) and level >= self.min_rms
         if self._bot_speaking:
             guard = True
             floor = max(self.echo.echo_min_rms, self.echo.echo_ratio * self._echo_level)

@@ -8,12 +8,17 @@ each frame voiced/unvoiced and keeps the stream position in milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import webrtcvad
 
 from esl_app.media.pcm import frame_bytes, rms
+
+try:  # webrtcvad's C entry point: a frame's verdict without the wrapper's checks
+    from _webrtcvad import process as _c_process  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - the wheel always ships it
+    _c_process = None
 
 __all__ = ["Frame", "FrameSplitter", "VoiceDetector"]
 
@@ -81,11 +86,31 @@ class VoiceDetector:
         """Change aggressiveness mid-stream."""
         self._vad.set_mode(mode)
 
+    def frames(self, pcm: bytes) -> Iterable[bytes]:
+        """The complete frames in ``pcm`` (plus any earlier remainder).
+
+        Audio-fork reads are whole frames almost always: those are sliced directly,
+        without the splitter's buffer or a generator (the per-frame hot path).
+        """
+        split = self._split
+        size = split.size
+        if not split.pending and len(pcm) % size == 0:
+            if len(pcm) == size:
+                return (pcm,)
+            return [pcm[i:i + size] for i in range(0, len(pcm), size)]
+        return split.push(pcm)
+
+    def is_speech(self, frame: bytes) -> bool:
+        """The VAD's verdict on one whole frame (webrtcvad's C entry point)."""
+        if _c_process is not None:
+            return _c_process(self._vad._vad, self.sample_rate, frame, len(frame) >> 1)
+        return self._vad.is_speech(frame, self.sample_rate)  # pragma: no cover
+
     def process(self, pcm: bytes, with_level: bool = False) -> list[Frame]:
         """Analyse every complete frame in ``pcm`` (plus any earlier remainder)."""
         out: list[Frame] = []
-        for frame in self._split.push(pcm):
-            voiced = self._vad.is_speech(frame, self.sample_rate)
+        for frame in self.frames(pcm):
+            voiced = self.is_speech(frame)
             level = rms(frame) if with_level else None
             out.append(Frame(self.position_ms, voiced, level))
             self.position_ms += self.frame_ms

@@ -227,11 +227,11 @@ class EmulatedTranscribeStream:
                 self._head += take
                 i += len(take)
                 if len(self._head) == HEAD_BYTES:
-                    head, self._head = bytes(self._head), None
-                    cands = self.provider.table.lookup(zlib.crc32(head))
+                    crc, self._head = zlib.crc32(self._head), None
+                    cands = self.provider.table.lookup(crc)
                     if cands:
                         self._cands = list(cands)
-                        self._crc = zlib.crc32(head)
+                        self._crc = crc
                         self._got = HEAD_BYTES
                         self._check(base + i)
                     else:
