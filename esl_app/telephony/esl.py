@@ -258,24 +258,23 @@ class _Deferred:
         self.check = check
 
     def set(self, event: EslEvent) -> None:
-        session = self.session
-        session._outstanding -= 1
         problem = None
         if self.check is not None:
             try:
                 problem = self.check(event)
             except Exception as exc:  # noqa: BLE001 - a checker bug must not kill the reader
                 problem = f"reply check failed: {exc}"
-        if problem and session._deferred_error is None:
-            session._deferred_error = EslError(f"{self.label}: {problem}")
-        if session._outstanding == 0:
-            session._settled.set()
+        self._done(EslError(f"{self.label}: {problem}") if problem else None)
 
     def set_exception(self, exc: BaseException) -> None:
+        self._done(exc if isinstance(exc, EslError) else EslError(str(exc)))
+
+    def _done(self, error: EslError | None) -> None:
+        """One reply fewer outstanding; the session keeps the first failure."""
         session = self.session
         session._outstanding -= 1
-        if session._deferred_error is None:
-            session._deferred_error = exc if isinstance(exc, EslError) else EslError(str(exc))
+        if error is not None and session._deferred_error is None:
+            session._deferred_error = error
         if session._outstanding == 0:
             session._settled.set()
 
@@ -351,15 +350,11 @@ class EslSession(OutboundSession):
         return data.get("Unique-ID") or data.get("variable_uuid") or ""
 
     def connect(self) -> dict[str, str]:
-        """Send ``connect`` and keep the channel data (headers already decoded)."""
-        if self._outbound_connected:
-            return self.session_data
-        reply = self.send("connect")
-        self.session_data = dict(reply.headers)
-        self._outbound_connected = True
-        return self.session_data
+        """Send ``connect`` alone and keep the channel data (greenswitch's API)."""
+        return self.handshake(follow=())
 
-    def handshake(self, *, linger: bool = True) -> dict[str, str]:
+    def handshake(self, *, follow: tuple[str, ...] = ("myevents", "linger")
+                  ) -> dict[str, str]:
         """``connect``, ``myevents`` and ``linger`` in one write; returns the channel data.
 
         mod_event_socket reads a socket's commands one at a time, in order, and
@@ -372,7 +367,6 @@ class EslSession(OutboundSession):
             return self.session_data
         if not self.connected:
             raise SessionGone(self.close_reason or "not connected")
-        follow = ["myevents", "linger"] if linger else ["myevents"]
         first: AsyncResult = AsyncResult()
         slots: list[AsyncResult | _Deferred] = [first]
         slots += [_Deferred(self, name, self._linger_error if name == "linger" else _reply_error)
