@@ -747,6 +747,7 @@ class CallController:
                 from esl_app.scheduling.service import release_holds
 
                 release_holds(self.ctx.call_id)
+            self.ctx.signal = None  # the ctx <-> controller cycle: let refcounting free the call
         if self.transcript.outcome is None:
             broken = self.session.close_reason.startswith(("protocol", "connection error"))
             self.transcript.outcome = "caller_hangup" if self.gone and not broken else "error"

@@ -331,6 +331,10 @@ class EslSession(OutboundSession):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().__init__(address, sock)
         self.session_data = {}
+        # greenswitch registers its own bound methods as handlers; our reader hands every
+        # event to the sink and never calls them, and they would make each session a
+        # reference cycle left to the cyclic GC (whose pauses stop the hub)
+        self.event_handlers.clear()
 
     # -- greenswitch overrides -------------------------------------------------------
 
