@@ -13,6 +13,7 @@ BOOT = ("import esl_app.__main__, sys\nfrom esl_app.loadtest import main\n"
         "sys.exit(main(sys.argv[1:]))")
 KEYS = {"calls_completed", "calls_failed", "frames_sent", "frames_lost", "setup_p99_ms",
         "barge_in_p50_ms", "barge_in_p99_ms", "turn_overhead_p99_ms", "server_cpu_percent",
+        "server_cpu_steady_percent",
         "rss_per_call_kb"}
 
 
@@ -45,3 +46,13 @@ def test_caller_answers_what_the_bot_asks():
     assert reply_for("May I have your first and last name?", rng, "1001").count(" ") == 1
     assert reply_for("Shall I book Tuesday at 9 AM?", rng, "1001") == "yes"
     assert reply_for("Is there anything else I can help you with?", rng, "1001") == "no thanks"
+
+
+def test_steady_cpu_is_the_median_while_every_call_is_up():
+    from esl_app.loadtest import _steady_cpu
+
+    # (time, cumulative CPU s, memory, active): ramp, three full seconds, tail
+    samples = [(0.0, 0.0, 0, 0), (1.0, 0.2, 0, 50), (2.0, 1.2, 0, 100), (3.0, 2.1, 0, 100),
+               (4.0, 3.2, 0, 99), (5.0, 3.3, 0, 10)]
+    assert _steady_cpu(samples, 100) == 100.0  # 100, 90, 110 -> median 100
+    assert _steady_cpu(samples[:2], 0) is None
