@@ -98,3 +98,15 @@ def test_command_parser_limits():
     p = wire.CommandParser(max_header=64, max_body=10)
     with pytest.raises(wire.ProtocolError):
         p.feed(b"sendmsg\ncontent-length: 99999999\n\n")
+
+
+def test_url_encoding_of_every_byte_matches_the_c_loop():
+    unsafe = b" \"#%&+:;<=>?@[\\]^`{|}"
+
+    def switch_url_encode(raw: bytes) -> str:  # switch_utils.c, byte by byte
+        return "".join(f"%{b:02X}" if b < 0x20 or b > 0x7E or b in unsafe else chr(b)
+                       for b in raw)
+
+    text = "".join(chr(c) for c in range(1, 0x250)) + "\u20ac\U0001F600 end"
+    assert wire.url_encode(text) == switch_url_encode(text.encode("utf-8"))
+    assert wire.url_encode("") == ""

@@ -234,6 +234,19 @@ def _epoch_us() -> int:
     return int(time.time() * 1_000_000)
 
 
+_dates: list[Any] = [None, "", ""]  # the second they were formatted for, local, GMT
+
+
+def _event_dates() -> tuple[str, str]:
+    """Event-Date-Local and Event-Date-GMT: both change once a second, so format once."""
+    sec = int(time.time())
+    if _dates[0] != sec:
+        stamp = datetime.fromtimestamp(sec, UTC)
+        _dates[:] = [sec, stamp.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+                     stamp.strftime("%a, %d %b %Y %H:%M:%S GMT")]
+    return _dates[1], _dates[2]
+
+
 class Switch:
     """Process-wide emulator state shared by outbound channels and inbound clients."""
 
@@ -279,8 +292,7 @@ class Switch:
         self, name: str, calling: tuple[str, str, int], subclass: str | None = None
     ) -> list[tuple[str, str]]:
         """The headers switch_event_create puts first, in its order."""
-        now = datetime.now(UTC)
-        local = datetime.now().astimezone()
+        local, gmt = _event_dates()
         hdrs = [("Event-Name", name)]
         if subclass:
             hdrs.append(("Event-Subclass", subclass))
@@ -290,8 +302,8 @@ class Switch:
             ("FreeSWITCH-Switchname", self.hostname),
             ("FreeSWITCH-IPv4", self.ipv4),
             ("FreeSWITCH-IPv6", "::1"),
-            ("Event-Date-Local", local.strftime("%Y-%m-%d %H:%M:%S")),
-            ("Event-Date-GMT", now.strftime("%a, %d %b %Y %H:%M:%S GMT")),
+            ("Event-Date-Local", local),
+            ("Event-Date-GMT", gmt),
             ("Event-Date-Timestamp", str(_epoch_us())),
             ("Event-Calling-File", calling[0]),
             ("Event-Calling-Function", calling[1]),

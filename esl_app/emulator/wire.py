@@ -61,15 +61,23 @@ class ProtocolError(ValueError):
     """Raised when a peer sends something that cannot be framed (limits, bad lengths)."""
 
 
+def _encode_byte(b: int) -> str:
+    if b < 0x20 or b > 0x7E or b in _UNSAFE:
+        return "%" + _HEX[b >> 4] + _HEX[b & 0x0F]
+    return chr(b)
+
+
+# every byte (as the latin-1 character of the same value) -> what switch_url_encode writes
+_URL_TABLE = {b: _encode_byte(b) for b in range(256)}
+
+
 def url_encode(value: str) -> str:
-    """Encode like switch_url_encode: bytes < 0x20, > 0x7e and the unsafe set become %XX."""
-    out: list[str] = []
-    for b in value.encode("utf-8"):
-        if b < 0x20 or b > 0x7E or b in _UNSAFE:
-            out.append("%" + _HEX[b >> 4] + _HEX[b & 0x0F])
-        else:
-            out.append(chr(b))
-    return "".join(out)
+    """Encode like switch_url_encode: bytes < 0x20, > 0x7e and the unsafe set become %XX.
+
+    One ``str.translate`` over the UTF-8 bytes (seen as latin-1) instead of a
+    Python loop per byte: the emulator serialises every header of every event.
+    """
+    return value.encode("utf-8").decode("latin-1").translate(_URL_TABLE)
 
 
 def url_decode(value: str) -> str:
