@@ -578,6 +578,7 @@ class LoadConfig:
     db_url: str | None = None  # default: a fresh SQLite file in the temp dir
     progress: bool = True
     warmup: int = 0  # unmeasured calls first (imports, caches): default 2 per worker
+    emulator_nice: int = 0  # niceness of the emulator processes (0: same as the server)
 
 
 def _warm_up(address: tuple[str, int], cfg: LoadConfig) -> None:
@@ -724,9 +725,11 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
                     "stt_table": (str(Path(srv.tmp.name) / "stt-lines") if srv is not None
                                   else os.environ.get("IVR_EMULATED_STT_TABLE"))
                     if cfg.audio else None}
+            nice = ["nice", "-n", str(cfg.emulator_nice)] if cfg.emulator_nice else []
             p = subprocess.Popen(
-                [sys.executable, "-c", _BOOTSTRAP.format(mod="esl_app.loadtest",
-                                                         fn="_child_main"), json.dumps(ccfg)],
+                [*nice, sys.executable, "-c", _BOOTSTRAP.format(mod="esl_app.loadtest",
+                                                                fn="_child_main"),
+                 json.dumps(ccfg)],
                 stdout=subprocess.PIPE)
             children.append(p)
 
@@ -802,6 +805,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         "server_cpu_percent": round((cpu1 - cpu0) / wall * 100, 1),
         "server_cpu_steady_percent": steady,
         "emulator_cpu_percent": round(emu_cpu / wall * 100, 1),
+        "emulator_nice": cfg.emulator_nice,
         "server_mem_kb_baseline": round(mem0),
         "server_mem_kb_peak": round(peak_mem),
         "rss_per_call_kb": (round((peak_mem - mem0) / peak_active, 1) if peak_active
@@ -896,12 +900,16 @@ def _hostport(value: str | None) -> tuple[str, int] | None:
               help="Clinics the callers dial (synthetic; with --server: DIDs 2000…).")
 @click.option("--warmup", type=click.IntRange(0, 1000), default=None,
               help="Unmeasured warm-up calls per tenant first (default: 2 per worker).")
+@click.option("--emulator-nice", type=click.IntRange(0, 19), default=0, show_default=True,
+              help="Run the emulator processes at this niceness: with both on one machine, "
+                   "the server gets the CPU first, as it would on a box of its own "
+                   "(an emulator that falls behind shows as lost frames).")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line on stdout.")
 @click.pass_context
 def loadtest(ctx: click.Context, calls: int, ramp: float | None, duration: float, audio: bool,
              profile: str, server: str | None, workers: int, procs: int, time_scale: float,
              tts: str | None, seed: int, db_url: str | None, n_tenants: int,
-             warmup: int | None,
+             warmup: int | None, emulator_nice: int,
              as_json: bool) -> None:
     """Drive N concurrent emulated calls through full conversations and measure the server."""
     cfg = LoadConfig(calls=calls, ramp=calls / 100.0 if ramp is None else ramp,
@@ -909,7 +917,8 @@ def loadtest(ctx: click.Context, calls: int, ramp: float | None, duration: float
                      server=_hostport(server), workers=workers, procs=procs,
                      time_scale=time_scale, tts=tts, seed=seed,
                      tenants=n_tenants, db_url=db_url,
-                     warmup=2 * workers if warmup is None else warmup)
+                     warmup=2 * workers if warmup is None else warmup,
+                     emulator_nice=emulator_nice)
     report = run_loadtest(cfg)
     click.echo(summarize(report), err=as_json)
     if as_json:

@@ -20,7 +20,7 @@ KEYS = {"calls_completed", "calls_failed", "frames_sent", "frames_lost", "setup_
 def test_small_text_run_reports_json(tmp_path):
     out = subprocess.run(
         [sys.executable, "-c", BOOT, "--calls", "10", "--ramp", "0.5", "--time-scale", "0.1",
-         "--workers", "2", "--procs", "2", "--tenants", "3", "--json"],
+         "--workers", "2", "--procs", "2", "--tenants", "3", "--emulator-nice", "5", "--json"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
@@ -31,6 +31,7 @@ def test_small_text_run_reports_json(tmp_path):
     assert report["barge_in_p50_ms"] is not None  # callers talk over the greeting
     assert report["frames_sent"] == 0 and report["frames_lost"] == 0  # text mode
     assert "started 10/10" in out.stderr  # the progress display
+    assert report["emulator_nice"] == 5
 
 
 def test_percentile_nearest_rank():

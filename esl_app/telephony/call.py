@@ -327,7 +327,7 @@ class CallController:
             listen = Listen(self, self.listener, timeout=tenant.no_input_seconds)
             utterance = listen.run(self._pending)
             if utterance is None and listen.media_lost:
-                log.warning("call %s: audio stream lost", self._cid())
+                log.warning("call %s: audio stream lost (%s)", self._cid(), listen.media_lost)
                 self._say("I'm sorry, I'm having trouble hearing you.", barge_in=False)
                 if tenant.handoff:
                     self._transfer(tenant.handoff, self.transcript.outcome or "handoff")

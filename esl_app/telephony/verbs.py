@@ -368,7 +368,7 @@ class Listen:
 
     def run(self, pending: list[Msg]) -> Utterance | None:
         """``pending`` holds messages stashed earlier (speech during the last prompt)."""
-        self.media_lost = False
+        self.media_lost: str | bool = False  # once lost, why ("stalled", "disconnected", ...)
         digits = ""
         started = False
         deadline = self.timeout
@@ -397,7 +397,7 @@ class Listen:
                     return Utterance(text=msg.text, confidence=msg.confidence)
                 continue  # an empty result: the caller coughed; keep listening
             if msg.kind == "media_lost":  # the audio fork died: we cannot hear the caller
-                self.media_lost = True
+                self.media_lost = msg.key or "lost"
                 return None
             if msg.kind == "speech_start":
                 self.speech_started = True
