@@ -67,6 +67,34 @@ def test_failed_synthesis_leaves_no_wav(tmp_path):
     assert not list(tmp_path.glob("*.wav")) and not list(tmp_path.glob(".tmp-*"))
 
 
+def test_two_workers_share_a_cache_directory_and_it_comes_back(tmp_path):
+    """Workers write into one directory; temp names must never collide, modes stay 0644."""
+    a, b = PromptCache(tmp_path / "prompts"), PromptCache(tmp_path / "prompts")
+    seen = []
+
+    def synth(p):
+        seen.append(p.name)
+        p.write_bytes(b"RIFF" + p.name.encode())
+
+    for i in range(3):
+        a.get_or_create("t", "v", 8000, f"a{i}", f"a{i}", synth)
+        b.get_or_create("t", "v", 8000, f"b{i}", f"b{i}", synth)
+    assert len(set(seen)) == 6 and all(n.startswith(f".tmp-{os.getpid()}-") for n in seen)
+    wavs = list((tmp_path / "prompts").glob("*.wav"))
+    assert len(wavs) == 6 and not list((tmp_path / "prompts").glob(".tmp-*"))
+    assert all(w.stat().st_mode & 0o777 == 0o644 for w in wavs)
+    # each file holds what was written under its own temp name: no two writes met
+    assert len({w.read_bytes() for w in wavs}) == 6
+    for f in (tmp_path / "prompts").iterdir():
+        f.unlink()
+    (tmp_path / "prompts").rmdir()
+    try:
+        a.get_or_create("t", "v", 8000, "gone", "gone", synth)
+    except FileNotFoundError:
+        pass  # the first miss after the directory vanished fails; the next one makes it
+    assert a.get_or_create("t", "v", 8000, "back", "back", synth).path.exists()
+
+
 def test_voice_maps():
     assert espeak_voice("Joanna") == "en-us+f3"
     assert espeak_voice("Matthew") == "en-us+m3"

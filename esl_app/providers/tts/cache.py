@@ -19,9 +19,9 @@ when :meth:`PromptWarmer.ready` says it is already there.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,6 +30,9 @@ from typing import Any
 
 import gevent
 import gevent.event
+
+# temp-file numbers, process-wide: several caches (and workers, by pid) share a directory
+_TMP_SEQ = itertools.count()
 
 __all__ = ["WARMER", "CachedPrompt", "PromptCache", "PromptWarmer", "cache_key"]
 
@@ -61,6 +64,7 @@ class PromptCache:
         self.hits = 0
         self.misses = 0
         self._inflight: dict[str, gevent.event.AsyncResult] = {}
+        self._dir_ready = False
 
     def path_for(self, key: str) -> Path:
         """Where the WAV of ``key`` lives."""
@@ -96,11 +100,15 @@ class PromptCache:
         self.misses += 1
         result = self._inflight[key] = gevent.event.AsyncResult()
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            if not self._dir_ready:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._dir_ready = True
             self._atomic_write(txt, lambda p: p.write_text(plain_text + "\n", encoding="utf-8"))
             self._atomic_write(path, synth)
             result.set(path)
         except BaseException as exc:
+            if isinstance(exc, FileNotFoundError):
+                self._dir_ready = False  # the directory was removed: make it again next time
             result.set_exception(exc)
             raise
         finally:
@@ -108,8 +116,13 @@ class PromptCache:
         return CachedPrompt(path, txt, False)
 
     def _atomic_write(self, final: Path, write: Callable[[Path], None]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=final.suffix, dir=self.directory)
-        os.close(fd)
+        """``write`` a temporary file, then rename it over ``final`` (readers never see half).
+
+        The temporary name is this process's id and a counter: unique across the
+        workers sharing the directory without ``mkstemp``'s extra create and close
+        (every new sentence of every call passes here, on the hub).
+        """
+        tmp = self.directory / f".tmp-{os.getpid()}-{next(_TMP_SEQ)}{final.suffix}"
         try:
             write(Path(tmp))
             os.chmod(tmp, 0o644)  # FreeSWITCH may run as another user
