@@ -132,3 +132,47 @@ def test_bad_path_is_rejected(media):
     host, port = server.address
     with pytest.raises(websocket.WebSocketBadStatusException):
         websocket.create_connection(f"ws://{host}:{port}/other", timeout=5)
+
+
+def test_a_batch_of_many_streams_yields_to_the_hub_and_loses_nothing(monkeypatch):
+    """Many ready streams in one batch: the reader yields every few streams (so set-up and
+    barge-in commands are not held behind ~10 ms of reading) and every byte still lands
+    with its own call, in order."""
+    import esl_app.media.server as media_server
+
+    monkeypatch.setattr(media_server, "_YIELD_EVERY", 8)
+    yields = []
+    real_sleep = media_server.gevent.sleep
+
+    def counting_sleep(seconds=0, *a, **kw):
+        if seconds == media_server._YIELD_S:
+            yields.append(seconds)
+        return real_sleep(seconds, *a, **kw)
+
+    monkeypatch.setattr(media_server.gevent, "sleep", counting_sleep)
+    registry = MediaRegistry()
+    server = MediaServer("127.0.0.1", 0, registry, batch_ms=40.0).start()
+    try:
+        sinks, socks = [], []
+        for i in range(40):
+            sink = Sink()
+            token = registry.register(f"call-{i}", sink)
+            ws = connect(server, f"call-{i}")
+            ws.send(fork_metadata(token))
+            sinks.append(sink)
+            socks.append(ws)
+        payloads = [[bytes((i * 7 + k + j) % 256 for j in range(320)) for k in range(6)]
+                    for i in range(40)]
+        for k in range(6):
+            for ws, frames in zip(socks, payloads, strict=True):
+                ws.send_binary(frames[k])
+        for sink, frames in zip(sinks, payloads, strict=True):
+            deadline = gevent.get_hub().loop.now() + 5
+            while len(sink.audio) < 6 * 320 and gevent.get_hub().loop.now() < deadline:
+                real_sleep(0.01)
+            assert bytes(sink.audio) == b"".join(frames)
+        assert yields, "a batch of 40 ready streams never yielded"
+        for ws in socks:
+            ws.close(1000)
+    finally:
+        server.stop()

@@ -89,6 +89,8 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEAD = 8192
 _RECV = 16384
 _MS_PER_STREAM = 0.06  # reader pause per live stream (500 streams: 30 ms)
+_YIELD_EVERY = 64  # streams read between two yields to the rest of the hub in a batch
+_YIELD_S = 1e-5  # already due when the loop next looks: one full iteration, no wait
 _CLOSE_WAIT_S = 2.0  # after our close frame, how long the peer gets to answer
 # valid close codes a peer may send (RFC 6455 7.4; 1004-1006, 1015 are never sent)
 _VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013,
@@ -679,7 +681,13 @@ class _Reader:
         now = loop.now()
         self.batches += 1
         self.reads += len(ready)
-        for fd, _ev in ready:
+        for i, (fd, _ev) in enumerate(ready):
+            if i and not i % _YIELD_EVERY:
+                # a batch of 500 streams is ~10 ms of work: let the calls' ESL traffic
+                # (set-up, uuid_break on a barge-in just detected) run in between. A
+                # timer, not sleep(0): that would resume us before the loop polls again
+                gevent.sleep(_YIELD_S)
+                now = loop.now()
             conn = conns.get(fd)
             if conn is None:
                 continue
