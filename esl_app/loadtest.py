@@ -37,6 +37,7 @@ What is measured, all on the emulator's clock (``wire.Command.at``):
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
@@ -428,6 +429,18 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
     return st
 
 
+def _freeze_heap() -> None:
+    """Keep the load generator's live calls out of its own cyclic GC passes.
+
+    1000 calls' emulator state is a large heap of live objects: a full collection
+    walks all of it, ~100-130 ms during which no caller's frame goes out (measured:
+    both emulator processes at once, the 'late frames' of a run). Frozen every half
+    second, a pass only walks what is newer. Nothing leaks by it: the emulated
+    calls hold no reference cycles, so reference counting still frees them.
+    """
+    gc.freeze()
+
+
 def _child_main(argv: list[str]) -> int:
     """Emulator process: run this process's share of callers, report JSON lines on stdout."""
     import gevent
@@ -485,6 +498,7 @@ def _child_main(argv: list[str]) -> int:
         while True:
             emit({"progress": dict(counts)})
             gevent.sleep(0.5)
+            _freeze_heap()
 
     ticker = gevent.spawn(progress)
     gevent.joinall([gevent.spawn(slot, i) for i in cfg["indices"]])
