@@ -144,15 +144,19 @@ def percentile(values: list[float], q: float) -> float | None:
     return s[k]
 
 
+def _cpu_pct(a: tuple[float, float, float, int], b: tuple[float, float, float, int]) -> float:
+    """CPU % between two samples (time, cumulative CPU seconds, memory, active)."""
+    return (b[1] - a[1]) / max(1e-6, b[0] - a[0]) * 100
+
+
 def _steady_cpu(samples: list[tuple[float, float, float, int]], peak: int) -> float | None:
     """Median server CPU % over the 1 s samples taken while (nearly) every call was up.
 
     The whole-run average mixes in the ramp and the tail; this is the figure for
-    "N concurrent calls". Samples are (time, cumulative CPU seconds, memory, active).
+    "N concurrent calls".
     """
-    rates = [(cb - ca) / max(1e-6, tb - ta) * 100
-             for (ta, ca, _, _), (tb, cb, _, act) in zip(samples, samples[1:], strict=False)
-             if peak and act >= 0.95 * peak]
+    rates = [_cpu_pct(a, b) for a, b in zip(samples, samples[1:], strict=False)
+             if peak and b[3] >= 0.95 * peak]
     if not rates:
         return None
     rates.sort()
@@ -429,18 +433,6 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
     return st
 
 
-def _freeze_heap() -> None:
-    """Keep the load generator's live calls out of its own cyclic GC passes.
-
-    1000 calls' emulator state is a large heap of live objects: a full collection
-    walks all of it, ~100-130 ms during which no caller's frame goes out (measured:
-    both emulator processes at once, the 'late frames' of a run). Frozen every half
-    second, a pass only walks what is newer. Nothing leaks by it: the emulated
-    calls hold no reference cycles, so reference counting still frees them.
-    """
-    gc.freeze()
-
-
 def _child_main(argv: list[str]) -> int:
     """Emulator process: run this process's share of callers, report JSON lines on stdout."""
     import gevent
@@ -498,7 +490,12 @@ def _child_main(argv: list[str]) -> int:
         while True:
             emit({"progress": dict(counts)})
             gevent.sleep(0.5)
-            _freeze_heap()
+            # 1000 calls' emulator state is a large live heap: a full collection walks
+            # all of it, ~100-130 ms in which no caller's frame goes out (the "late
+            # frames" of a run, in both emulator processes at once). Frozen every half
+            # second, a pass only walks what is newer; nothing leaks by it, since the
+            # emulated calls hold no reference cycles (tests/test_call_memory.py)
+            gc.freeze()
 
     ticker = gevent.spawn(progress)
     gevent.joinall([gevent.spawn(slot, i) for i in cfg["indices"]])
@@ -774,10 +771,10 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
             failed = sum(v.get("failed", 0) for v in progress.values())
             started = sum(v.get("started", 0) for v in progress.values())
             if cfg.progress and len(samples) >= 2:
-                (ta, ca, _, _), (tb, cb, _, _) = samples[-2], samples[-1]
-                pct = (cb - ca) / max(1e-6, tb - ta) * 100
+                pct = _cpu_pct(samples[-2], samples[-1])
+                at = samples[-1][0] - t_start
                 sys.stderr.write(
-                    f"\r[{tb - t_start:6.1f}s] started {started}/{cfg.calls} active {active} "
+                    f"\r[{at:6.1f}s] started {started}/{cfg.calls} active {active} "
                     f"done {done} failed {failed} | server cpu {pct:5.1f}% "
                     f"mem {mem / 1024:7.1f} MB   ")
                 sys.stderr.flush()

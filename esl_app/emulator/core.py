@@ -11,6 +11,7 @@ inbound client lists the calls the emulator placed into the bot.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import socket as _socket
@@ -234,17 +235,16 @@ def _epoch_us() -> int:
     return int(time.time() * 1_000_000)
 
 
-_dates: list[Any] = [None, "", ""]  # the second they were formatted for, local, GMT
+@functools.lru_cache(maxsize=1)
+def _dates_of(sec: int) -> tuple[str, str]:
+    stamp = datetime.fromtimestamp(sec, UTC)
+    return (stamp.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            stamp.strftime("%a, %d %b %Y %H:%M:%S GMT"))
 
 
 def _event_dates() -> tuple[str, str]:
     """Event-Date-Local and Event-Date-GMT: both change once a second, so format once."""
-    sec = int(time.time())
-    if _dates[0] != sec:
-        stamp = datetime.fromtimestamp(sec, UTC)
-        _dates[:] = [sec, stamp.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
-                     stamp.strftime("%a, %d %b %Y %H:%M:%S GMT")]
-    return _dates[1], _dates[2]
+    return _dates_of(int(time.time()))
 
 
 class Switch:

@@ -368,7 +368,7 @@ class Listen:
 
     def run(self, pending: list[Msg]) -> Utterance | None:
         """``pending`` holds messages stashed earlier (speech during the last prompt)."""
-        self.media_lost: str | bool = False  # once lost, why ("stalled", "disconnected", ...)
+        self.media_lost = ""  # once the stream is lost, why ("stalled", "disconnected", ...)
         digits = ""
         started = False
         deadline = self.timeout

@@ -124,7 +124,7 @@ class PromptCache:
         """
         tmp = self.directory / f".tmp-{os.getpid()}-{next(_TMP_SEQ)}{final.suffix}"
         try:
-            write(Path(tmp))
+            write(tmp)
             os.chmod(tmp, 0o644)  # FreeSWITCH may run as another user
             os.replace(tmp, final)
         except BaseException:
