@@ -277,3 +277,39 @@ def test_many_streams_share_one_reader(media):
     assert server.active_streams == 30
     stats = server.reader_stats
     assert stats["reads"] >= 30 and stats["batches"] < stats["reads"]  # reads are batched
+
+
+def test_c_unmask_matches_the_big_int_xor_and_the_rfc_byte_loop():
+    from esl_app.media import server as srv
+
+    assert srv._unmask is not srv._unmask_py, "websockets' C apply_mask should be in use"
+    for n in [*range(0, 70), 125, 126, 320, 321, 640, 4099]:
+        data, key = os.urandom(n), os.urandom(4)
+        want = bytes(b ^ key[i % 4] for i, b in enumerate(data))
+        assert srv._unmask(data, key) == want
+        assert srv._unmask_py(data, key) == want
+
+
+def test_a_run_of_audio_frames_then_text_ping_and_a_partial_frame_in_one_read(media):
+    c, sink = started(media)
+    tail = frame(0x2, pcm(9))
+    c.send(b"".join(frame(0x2, pcm(i)) for i in range(3)) + frame(0x1, b"note")
+           + frame(0x2, pcm(3)) + frame(0x9, b"hi") + frame(0x2, pcm(4)) + tail[:100])
+    assert c.read_frame() == (0xA, b"hi")
+    wait_audio(sink, 5 * 320)
+    c.send(tail[100:])
+    wait_audio(sink, 6 * 320)
+    assert bytes(sink.audio) == b"".join(pcm(i) for i in (0, 1, 2, 3, 4, 9))
+
+
+def test_a_too_big_frame_after_a_run_of_audio_closes_1009_and_keeps_the_audio():
+    registry = MediaRegistry()
+    server = MediaServer("127.0.0.1", 0, registry, stall_ms=2000, max_message=1000).start()
+    try:
+        c, sink = started((server, registry))
+        c.send(frame(0x2, pcm(1)) + frame(0x2, pcm(2)) + frame(0x2, bytes(2000)))
+        assert c.close_code() == 1009
+        assert sink.ended.wait(5)
+        assert bytes(sink.audio) == pcm(1) + pcm(2)
+    finally:
+        server.stop()

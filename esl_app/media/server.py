@@ -19,7 +19,8 @@ on one 2-core machine):
   next batch) and pauses, so that frames of many streams are taken in one
   wake-up; the pause grows with the number of streams (5 ms up to 30 ms at 500
   streams), so that under load one read takes two or three frames. Frames
-  parse with integer header arithmetic and unmask with one big-int XOR; every
+  parse with integer header arithmetic (a run of plain binary frames takes a
+  short fast loop) and unmask in C (websockets' ``apply_mask``); every
   binary payload of one read goes to the sink in one ``on_audio`` call (audio
   is a byte stream, frame boundaries mean nothing).
 - Stalls are found by one watchdog greenlet scanning last-read times, not by a
@@ -100,14 +101,21 @@ _EPOLLIN = get_original("select", "EPOLLIN")
 _REP: dict[int, int] = {}
 
 
-def _unmask(data: bytes, key: int, n: int) -> bytes:
-    """XOR ``n`` bytes with a repeated 4-byte mask, as one big-int operation (no byte loop)."""
+def _unmask_py(data: bytes, key: bytes) -> bytes:
+    """XOR ``data`` with a repeated 4-byte mask, as one big-int operation (no byte loop)."""
+    n = len(data)
     words = (n + 3) >> 2
     rep = _REP.get(words)
     if rep is None:  # 0x00000001_00000001_…: key * rep repeats the key ``words`` times
         rep = _REP[words] = int.from_bytes(b"\x01\x00\x00\x00" * words, "little")
-    x = int.from_bytes(data, "little") ^ (key * rep)
+    x = int.from_bytes(data, "little") ^ (int.from_bytes(key, "little") * rep)
     return x.to_bytes(n, "little") if not n & 3 else x.to_bytes(words * 4, "little")[:n]
+
+
+try:  # websockets' C speedup: 0.2 µs for a 20 ms frame, the big-int XOR 2.6 µs
+    from websockets.speedups import apply_mask as _unmask
+except ImportError:  # pragma: no cover - websockets ships it in every binary wheel
+    _unmask = _unmask_py
 
 
 def _frame(opcode: int, payload: bytes) -> bytes:
@@ -361,34 +369,40 @@ class _Connection:
             return False
 
     def _parse(self, data: bytes) -> bool:
-        n = len(data)
         if self._buf:
             data = self._buf + data
             self._buf = b""
-            n = len(data)
-        elif n > 8 and data[0] == 0x82 and data[1] == 0xFE and self.started \
-                and not self._frag and not self.closed \
-                and n == 8 + ((data[2] << 8) | data[3]) and n - 8 <= self.server.max_message:
-            # fast path: exactly one final masked binary frame of 126..65535 bytes (a 20 ms
-            # frame is 320 or 640), read whole; everything else takes the general loop
-            pcm = _unmask(data[8:], int.from_bytes(data[4:8], "little"), n - 8)
-            self.bytes_in += n - 8
-            self.entry.sink.on_audio(pcm)  # type: ignore[union-attr]
-            return True
+        n = len(data)
         audio: list[bytes] = []
+        pos = 0
+        if self.started and not self._frag and not self.closed:
+            # fast path: a run of final masked binary frames of 126..65535 bytes (a 20 ms
+            # frame is 320 or 640; a read under load holds one to three); whatever else
+            # follows (a partial frame, text, control, a violation) takes the general loop
+            limit = self.server.max_message
+            while n - pos > 8 and data[pos] == 0x82 and data[pos + 1] == 0xFE:
+                ln = (data[pos + 2] << 8) | data[pos + 3]
+                end = pos + 8 + ln
+                if end > n or ln > limit:
+                    break
+                audio.append(_unmask(data[pos + 8:end], data[pos + 4:pos + 8]))
+                pos = end
+            if pos == n:
+                self._deliver(audio)
+                return True
         try:
-            return self._frames(data, n, audio)
+            return self._frames(data, pos, n, audio)
         except _Fail:
             if audio:  # what came before the violation is still the caller's audio
                 self._deliver(audio)
             raise
 
-    def _frames(self, data: bytes, n: int, audio: list[bytes]) -> bool:
-        """The general loop over every complete frame in ``data``.
+    def _frames(self, data: bytes, pos: int, n: int, audio: list[bytes]) -> bool:
+        """The general loop over every complete frame in ``data[pos:n]``.
 
-        Binary payloads gather in ``audio`` and reach the sink together.
+        Binary payloads gather in ``audio`` (which may hold the fast path's) and
+        reach the sink together.
         """
-        pos = 0
         limit = self.server.max_message
         while n - pos >= 2:
             b0 = data[pos]
@@ -422,8 +436,7 @@ class _Connection:
             end = pos + hdr + ln
             if end > n:
                 break
-            key = int.from_bytes(data[pos + hdr - 4:pos + hdr], "little")
-            payload = _unmask(data[pos + hdr:end], key, ln) if ln else b""
+            payload = _unmask(data[pos + hdr:end], data[pos + hdr - 4:pos + hdr]) if ln else b""
             pos = end
             fin = b0 & 0x80
             if opcode == 2 or (opcode == 0 and self._frag == 2):
