@@ -81,3 +81,43 @@ def test_echo_guard_ignores_quiet_echo_but_not_the_caller(speech8k):
     # without the guard the leaked echo would have barged in
     plain = TurnDetector(8000, vad_mode=2, min_speech_ms=120, end_silence_ms=600)
     assert [e.kind for e in plain.feed(quiet)][:1] == ["speech_start"]
+
+
+def _noise(ms: int, level: float, rnd: random.Random, rate: int = 8000) -> bytes:
+    n = rate * ms // 1000
+    return struct.pack(f"<{n}h", *(max(-32768, min(32767, int(rnd.gauss(0, 1) * level)))
+                                   for _ in range(n)))
+
+
+def _conversation(speech: bytes, level: float, seed: int) -> bytes:
+    """Caller lines at three loudnesses, gaps of noise at ``level`` (0: digital silence), clicks."""
+    rnd = random.Random(seed)
+    samples = struct.unpack(f"<{len(speech) // 2}h", speech)
+    parts = []
+    for i in range(5):
+        scale = (0.3, 0.6, 1.0)[i % 3]
+        line = struct.pack(f"<{len(samples)}h", *(int(s * scale) for s in samples))
+        parts.append(_noise(rnd.randrange(200, 1500), level, rnd))
+        parts.append(line)
+        if i % 2:
+            parts.append(click(40))
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("level", [0, 1, 3, 40])
+@pytest.mark.parametrize("bot_speaking", [False, True])
+def test_skipping_digital_silence_changes_no_turn_boundary(speech8k, level, bot_speaking):
+    pcm = _conversation(speech8k, level, seed=level * 7 + bot_speaking)
+    runs = []
+    for skip in (True, False):
+        det = TurnDetector(8000, 2, 100, 600, skip_silence=skip)
+        det.set_bot_speaking(bot_speaking)
+        runs.append((feed_chunked(det, pcm), det.vad_frames))
+    (skipped, n_skip), (full, n_full) = runs
+    assert skipped == full and len(full) >= 4
+    frames = len(pcm) // 320
+    assert n_full == frames
+    zero = sum(pcm[i:i + 320] == bytes(320) for i in range(0, frames * 320, 320))
+    assert frames - zero <= n_skip < frames  # only exact zeros are ever skipped
+    if level == 0:  # digital-silence gaps: the VAD sees their first frame only
+        assert n_skip < frames * 0.8

@@ -61,13 +61,18 @@ class TurnDetector:
 
     def __init__(self, sample_rate: int = 8000, vad_mode: int = 2, min_speech_ms: int = 120,
                  end_silence_ms: int = 600, frame_ms: int = 20,
-                 echo_guard: EchoGuard | None = None, min_rms: float = 100.0) -> None:
+                 echo_guard: EchoGuard | None = None, min_rms: float = 100.0,
+                 skip_silence: bool = True) -> None:
         self.sample_rate = sample_rate
         self.min_speech_ms = min_speech_ms
         self.end_silence_ms = end_silence_ms
         self.echo = echo_guard or EchoGuard()
         self.min_rms = min_rms
+        self.skip_silence = skip_silence
+        self._vad_idle = False  # the VAD's last frame was digital silence, and not speech
+        self.vad_frames = 0  # frames the VAD analysed (digital silence after silence is not)
         self._vad = VoiceDetector(sample_rate, vad_mode, frame_ms)
+        self._silent = bytes(self._vad._split.size)
         self._frame_ms = frame_ms
         self._bot_speaking = False
         self._echo_level = 0.0
@@ -114,8 +119,22 @@ class TurnDetector:
         start = vad.position_ms
         fm = self._frame_ms
         vad.position_ms = start + fm
-        level = rms(frame)
-        voiced = vad.is_speech(frame) and level >= self.min_rms
+        if self._vad_idle and frame == self._silent:
+            # Digital silence after digital silence the VAD called "no speech": its verdict
+            # would be "no speech" again and its models would not update (no energy, no
+            # hangover held; only its filters' memory, already near zero, decays further),
+            # so it is skipped, as is the level (2.5 µs of a frame's ~13).
+            # Only exact zeros: any noise, however faint, feeds its noise model
+            # (tests/test_media_vad.py compares both ways on speech in noise).
+            level = 0.0
+            voiced = False
+        else:
+            level = rms(frame)
+            said = vad.is_speech(frame)
+            self.vad_frames += 1
+            self._vad_idle = self.skip_silence and not said and not level \
+                and frame == self._silent
+            voiced = said and level >= self.min_rms
         if self._bot_speaking:
             guard = True
             floor = max(self.echo.echo_min_rms, self.echo.echo_ratio * self._echo_level)
