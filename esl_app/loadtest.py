@@ -32,6 +32,13 @@ What is measured, all on the emulator's clock (``wire.Command.at``):
   real-time slot (a real mod_audio_fork buffer would have overrun).
   ``frames_received`` is sent − lost: the server does not report what it read,
   so frames dropped inside the server would not show here.
+
+Also reported, to tell the server's share of those times from the rest (the
+network, the switch, and on one machine the load generator's own scheduling):
+``server_setup_ms`` (ESL accept → ``answer`` written) and ``server_barge_in_ms``
+(our VAD detects the caller → ``uuid_break`` written), from the workers'
+Prometheus histograms (bucket-interpolated); and ``host_cpu_steady``, the whole
+machine's CPU by kind while every call was up (idle near 0: saturated).
 """
 
 from __future__ import annotations
@@ -161,6 +168,74 @@ def _steady_cpu(samples: list[tuple[float, float, float, int]], peak: int) -> fl
         return None
     rates.sort()
     return round(rates[len(rates) // 2], 1)
+
+
+_HOST_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def _host_ticks() -> list[int] | None:
+    """The machine's cumulative CPU ticks by kind (``/proc/stat``), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:1 + len(_HOST_FIELDS)]]
+    except (OSError, ValueError):
+        return None
+
+
+def _host_split(samples: list[tuple[list[int] | None, int]], peak: int
+                ) -> dict[str, float] | None:
+    """The whole machine's CPU by kind, % of all cores, while (nearly) every call was up.
+
+    Why: with the load generator on the same cores, a run whose tails blow up is
+    usually a saturated machine (idle near 0); ``softirq`` is the kernel's TCP work
+    for the frames, charged to no process.
+    """
+    window = [t for t, active in samples if t is not None and peak and active >= 0.95 * peak]
+    if len(window) < 2:
+        return None
+    d = [b - a for a, b in zip(window[0], window[-1], strict=True)]
+    total = sum(d) or 1
+    return {k: round(100 * v / total, 1) for k, v in zip(_HOST_FIELDS, d, strict=True)}
+
+
+def _hist_quantiles(path: str, name: str) -> dict[str, float | None]:
+    """p50/p95/p99 in ms of a histogram the server's workers wrote (multiprocess files).
+
+    Interpolated within buckets as Prometheus' ``histogram_quantile`` does, so a
+    figure is only as fine as the buckets (1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50 ms ...).
+    """
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    reg = CollectorRegistry()
+    multiprocess.MultiProcessCollector(reg, path=path)
+    buckets: dict[float, float] = {}
+    for metric in reg.collect():
+        if metric.name != name:
+            continue
+        for s in metric.samples:
+            if s.name == name + "_bucket":
+                le = float(s.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + s.value
+    out: dict[str, float | None] = {"p50": None, "p95": None, "p99": None, "count": 0}
+    bounds = sorted(buckets)
+    if not bounds or not buckets[bounds[-1]]:
+        return out
+    total = buckets[bounds[-1]]
+    out["count"] = int(total)
+    for q, key in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+        rank = q * total
+        lo, below = 0.0, 0.0
+        for le in bounds:
+            if buckets[le] >= rank:
+                if le == float("inf"):
+                    out[key] = round(lo * 1000, 1)  # beyond the last bound: report that bound
+                else:
+                    span = buckets[le] - below
+                    frac = (rank - below) / span if span else 1.0
+                    out[key] = round((lo + (le - lo) * frac) * 1000, 1)
+                break
+            lo, below = le, buckets[le]
+    return out
 
 
 def _pcts(values: list[float]) -> dict[str, float | None]:
@@ -631,6 +706,10 @@ def _start_server(cfg: LoadConfig) -> _Server:
         database().close()
     # `ivr serve`; the prompt cache (./var/prompts) starts cold in the temp dir
     env = dict(os.environ, IVR_PROFILE=cfg.profile, IVR_PROFILE_SEED=str(cfg.seed))
+    # the workers' metrics in files we can read once they stop (server-side latencies)
+    prom = Path(tmp.name) / "metrics"
+    prom.mkdir()
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
     if cfg.audio:  # the cloud profile's emulated Transcribe learns caller lines here
         from esl_app.providers.stt.emulated import TABLE_ENV
 
@@ -686,7 +765,8 @@ def _log_problem(line: str) -> str | None:
     return f"{m.group(1)} {m.group(2)}: {_VARYING.sub('#', m.group(3))[:160]}"
 
 
-def _stop_server(srv: _Server) -> None:
+def _stop_server(srv: _Server) -> dict[str, dict[str, float | None]]:
+    """Stop it; returns the server-side set-up and barge-in times its workers recorded."""
     import signal
 
     with contextlib.suppress(ProcessLookupError):
@@ -695,7 +775,15 @@ def _stop_server(srv: _Server) -> None:
         srv.proc.wait(timeout=30)
     except Exception:  # noqa: BLE001
         srv.proc.kill()
+    inside: dict[str, dict[str, float | None]] = {}
+    try:
+        path = str(Path(srv.tmp.name) / "metrics")
+        inside["setup_ms"] = _hist_quantiles(path, "ivr_call_setup_seconds")
+        inside["barge_in_ms"] = _hist_quantiles(path, "ivr_barge_in_reaction_seconds")
+    except Exception:  # noqa: BLE001 - a diagnostic: never fail the run for it
+        sys.stderr.write("loadtest: could not read the server's metrics files\n")
     srv.tmp.cleanup()
+    return inside
 
 
 def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -757,6 +845,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         peak_active = 0
         peak_mem = mem0
         samples: list[tuple[float, float, float, int]] = []
+        host: list[tuple[list[int] | None, int]] = []
         emu_cpu = 0.0
         while not all(r.dead for r in readers):
             gevent.sleep(1.0)
@@ -764,6 +853,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
             emu_cpu = max(emu_cpu, _proc_sample([p.pid for p in children])[0])
             active = sum(v.get("active", 0) for v in progress.values())
             samples.append((time.monotonic(), cpu, mem, active))
+            host.append((_host_ticks(), active))
             if active >= peak_active:
                 peak_active = active
                 peak_mem = max(peak_mem, mem)
@@ -785,8 +875,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         if cfg.progress:
             sys.stderr.write("\n")
     finally:
-        if srv is not None:
-            _stop_server(srv)
+        inside = _stop_server(srv) if srv is not None else {}
     server_log: dict[str, int] = dict(srv.problems) if srv is not None else {}
     merged: dict[str, Any] = {"setup_ms": [], "rtt_ms": [], "barge_ms": [], "overhead_ms": [],
                               "turn_ms": [], "answer_ms": []}
@@ -815,6 +904,9 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         "frames_sent": sent, "frames_received": sent - lost, "frames_lost": lost,
         "server_cpu_percent": round((cpu1 - cpu0) / wall * 100, 1),
         "server_cpu_steady_percent": steady,
+        "host_cpu_steady": _host_split(host, peak_active),
+        "server_setup_ms": inside.get("setup_ms"),
+        "server_barge_in_ms": inside.get("barge_in_ms"),
         "emulator_cpu_percent": round(emu_cpu / wall * 100, 1),
         "emulator_nice": cfg.emulator_nice,
         "server_mem_kb_baseline": round(mem0),
@@ -861,6 +953,16 @@ def summarize(r: dict[str, Any]) -> str:
         row("turn overhead (final → play)", r["turn_overhead_ms"]),
         row("turn (end of speech → play)", r["turn_ms"]),
         row("answer (speech end → answer)", r["answer_ms"]),
+    ]
+    for key, name in (("server_setup_ms", "server side of set-up"),
+                      ("server_barge_in_ms", "server side of barge-in")):
+        if r.get(key) and r[key].get("count"):
+            lines.append(row(name, r[key]))
+    host = r.get("host_cpu_steady")
+    if host:
+        lines.append("machine, every call up: " + ", ".join(
+            f"{k} {v}%" for k, v in host.items() if v))
+    lines += [
         "outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(r["outcomes"].items())),
     ]
     if r["errors"]:

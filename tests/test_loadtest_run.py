@@ -32,6 +32,13 @@ def test_small_text_run_reports_json(tmp_path):
     assert report["frames_sent"] == 0 and report["frames_lost"] == 0  # text mode
     assert "started 10/10" in out.stderr  # the progress display
     assert report["emulator_nice"] == 5
+    # the server's own share, from its workers' histograms: one set-up per call
+    assert report["server_setup_ms"]["count"] >= 10  # and the warm-up calls
+    assert 0 < report["server_setup_ms"]["p50"] <= report["setup_ms"]["p99"]
+    # text mode: FreeSWITCH's recogniser detects the caller, not our VAD
+    assert report["server_barge_in_ms"]["count"] == 0
+    assert set(report["host_cpu_steady"] or {}) <= {
+        "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"}
 
 
 def test_percentile_nearest_rank():
@@ -57,3 +64,41 @@ def test_steady_cpu_is_the_median_while_every_call_is_up():
                (4.0, 3.2, 0, 99), (5.0, 3.3, 0, 10)]
     assert _steady_cpu(samples, 100) == 100.0  # 100, 90, 110 -> median 100
     assert _steady_cpu(samples[:2], 0) is None
+
+
+def test_histogram_quantiles_from_worker_files_interpolate_like_prometheus(tmp_path):
+    """Two 'workers' write one histogram; the report reads both files, as after a run."""
+    script = """
+import os, sys
+from esl_app.http import metrics
+for v in [float(x) for x in sys.argv[1:]]:
+    metrics.CALL_SETUP.observe(v)
+"""
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    # 100 values: 90 of 1.5 ms, 9 of 12 ms, 1 of 40 ms, split over two processes
+    values = ["0.0015"] * 90 + ["0.012"] * 9 + ["0.04"]
+    for part in (values[:50], values[50:]):
+        subprocess.run([sys.executable, "-c", script, *part], check=True, env=env)
+    from esl_app.loadtest import _hist_quantiles
+
+    q = _hist_quantiles(str(tmp_path), "ivr_call_setup_seconds")
+    assert q["count"] == 100
+    assert 1.0 < q["p50"] <= 2.0  # inside the (1, 2] ms bucket
+    assert 10.0 < q["p95"] <= 15.0  # inside (10, 15]
+    assert 10.0 < q["p99"] <= 15.0  # rank 99 is the last of the 12 ms values
+    empty = _hist_quantiles(str(tmp_path), "ivr_barge_in_reaction_seconds")
+    assert empty == {"p50": None, "p95": None, "p99": None, "count": 0}
+
+
+def test_host_cpu_split_is_taken_over_the_window_with_every_call_up():
+    from esl_app.loadtest import _host_split
+
+    # cumulative ticks: user nice system idle iowait irq softirq steal
+    t0 = [0, 0, 0, 0, 0, 0, 0, 0]
+    t1 = [50, 0, 10, 40, 0, 0, 0, 0]  # the ramp: not counted
+    t2 = [110, 0, 40, 40, 0, 0, 10, 0]  # every call up
+    t3 = [170, 0, 70, 40, 0, 0, 20, 0]
+    split = _host_split([(t0, 0), (t1, 50), (t2, 100), (t3, 100)], 100)
+    assert split["user"] == 60.0 and split["system"] == 30.0 and split["softirq"] == 10.0
+    assert split["idle"] == 0.0
+    assert _host_split([(t0, 0), (None, 100)], 100) is None

@@ -32,3 +32,7 @@ def test_small_audio_run_books_through_the_emulated_recogniser(tmp_path):
     assert report["outcomes"] == {"booked": 3}  # every line was heard, word for word
     assert report["frames_sent"] > 1000 and report["frames_lost"] == 0
     assert report["barge_in_p50_ms"] is not None
+    # the server's share of it: our VAD's detection to uuid_break written
+    assert report["server_barge_in_ms"]["count"] >= 1
+    assert report["server_barge_in_ms"]["p99"] < report["barge_in_ms"]["p99"]
+    assert report["server_setup_ms"]["count"] >= 3

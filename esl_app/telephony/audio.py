@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -98,7 +99,7 @@ class AudioListenSource:
             return
         for ev in self.detector.feed(pcm):
             if ev.kind == "speech_start":
-                self.call.post(Msg("speech_start"))
+                self.call.post(Msg("speech_start", at=time.monotonic()))
             elif ev.kind == "speech_end" and self.stream is not None:
                 self.stream.finalize()
         if self.stream is not None:

@@ -124,6 +124,7 @@ class CallController:
         self.tts: TtsProvider | None = None
         self.listener: ListenSource | None = None
         self.gone = False
+        self.accepted_at = 0.0  # time.monotonic() of the ESL accept (the server sets it)
         self.ended_reason = ""
         self._helpers: set[gevent.Greenlet] = set()
         self._timers: list[gevent.Greenlet] = []
@@ -227,6 +228,8 @@ class CallController:
         wanted = ch.get("variable_ivr_tenant")
         self.tenant = tenants.get(wanted) if wanted else tenants.by_did(did)
         app = self.session.execute("answer", wait=False)
+        if self.accepted_at and (m := _metrics()) is not None:
+            m.CALL_SETUP.observe(time.monotonic() - self.accepted_at)
         log.info("call %s: did=%s caller=%s tenant=%s", self._cid(), did, mask_number(caller),
                  self.tenant.id if self.tenant else "-")
         if self.tenant is not None:

@@ -33,6 +33,7 @@ class Msg:
     value: Any = None
     event: EslEvent | None = None
     confidence: float | None = None
+    at: float = 0.0  # time.monotonic() it happened, where known (our VAD's speech_start)
 
 
 _INPUT = re.compile(r"<input[^>]*>(.*?)</input>", re.S | re.I)

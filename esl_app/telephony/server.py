@@ -191,10 +191,12 @@ class EslServer:
         queue: Queue = Queue()
         session: EslSession | None = None
         key = id(gevent.getcurrent())
+        accepted = time.monotonic()
         try:
             session = EslSession(sock, address, sink=queue.put,
                                  command_timeout=self.services.command_timeout)
             controller = CallController(session, queue, self.services)
+            controller.accepted_at = accepted
             self.calls[key] = controller
             transcript = controller.run()
             self.completed += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -242,7 +243,7 @@ class Speak:
                                         or self._next < len(self.sentences)
                                         or not self.closed)
                     result.barge_msg = msg
-                    self.cancel()
+                    self.cancel(heard_at=msg.at if msg.kind == "speech_start" else 0.0)
                     return result
             # anything else (completions of older verbs, unrelated events) is dropped
 
@@ -253,11 +254,12 @@ class Speak:
         elif msg.kind in ("agent", "signal"):
             self.call.stash(msg)  # an agent answer arriving while a filler plays
 
-    def cancel(self) -> None:
+    def cancel(self, heard_at: float = 0.0) -> None:
         """Stop playing now (``uuid_break all``) and drop the pending synthesis.
 
         A cancelled Speak takes no more sentences (``closed``); what arrives while
-        the broken playback reports its end still reaches its owner.
+        the broken playback reports its end still reaches its owner. ``heard_at``:
+        when our VAD detected the caller's speech (the barge-in reaction metric).
         """
         if self.cancelled:
             return
@@ -267,6 +269,8 @@ class Speak:
             self._synth.kill(block=False)
         if self._playing is not None:
             playing, self._playing = self._playing, None
+            if heard_at:
+                _observe_barge_in(time.monotonic() - heard_at)
             try:
                 self.call.session.uuid_break()
             except EslError:
@@ -462,3 +466,12 @@ def _count_tts_error(provider: str) -> None:
     except ImportError:
         return
     PROVIDER_ERRORS.labels("tts", provider).inc()
+
+
+def _observe_barge_in(seconds: float) -> None:
+    """Server side of a barge-in (VAD detection to ``uuid_break``), where metrics exist."""
+    try:
+        from esl_app.http import metrics
+    except ImportError:  # pragma: no cover - the HTTP extra is not installed
+        return
+    metrics.BARGE_IN_REACTION.observe(seconds)
