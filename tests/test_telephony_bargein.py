@@ -105,3 +105,20 @@ def test_audio_stream_lost_mid_call_is_noticed_and_handed_over(audio_bot):
     said = " ".join(x["text"] for x in t["turns"] if x["speaker"] == "bot")
     assert "trouble hearing you" in said
     assert t["outcome"] == "handoff" and t["transfer_to"] == "user/1000"
+
+
+def test_fork_closed_just_before_the_hang_up_event_is_a_hang_up_not_a_lost_stream(audio_bot):
+    """FreeSWITCH closes the fork (1000) at hang-up; the event may come a little later."""
+    forks, factory = _forks(AudioFork)
+
+    sim = SimCall(audio_bot.address, "1001", time_scale=0.2, audio=True,
+                  audio_fork=factory).start()
+    assert sim.call.wait_until_listening(30)
+    forks[0].stop()  # the close frame goes first...
+    wait_until(lambda: forks[0].close_code is not None or forks[0].ended.is_set(), 10)
+    sim.call.hang_up()  # ...the hang-up event follows on the ESL socket
+    assert sim.call.wait_ended(30)
+    t = transcript_for(sim, audio_bot)
+    said = " ".join(x["text"] for x in t["turns"] if x["speaker"] == "bot")
+    assert "trouble hearing you" not in said
+    assert t["outcome"] == "caller_hangup" and not t.get("transfer_to")

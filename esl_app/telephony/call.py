@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 AGENT_TIMEOUT = 30.0
 HANGUP_GRACE = 0.5  # how long a pending agent reply may finish after the caller hangs up
+# a normally closed audio fork: how long a hang-up event may lag behind it (_await_hangup)
+_CLOSED_GRACE_S = 1.0
 REJECT_TEXT = "We're sorry, this number is not in service. Goodbye."
 TROUBLE_TEXT = "I'm sorry, I'm having trouble right now."
 FILLER_TEXT = "One moment while I check."
@@ -157,6 +159,21 @@ class CallController:
             if msg.kind == "other":
                 continue
             return msg
+
+    def _await_hangup(self, seconds: float) -> None:
+        """Give a hang-up that may be on its way ``seconds`` to arrive (raises CallEnded).
+
+        Why: FreeSWITCH closes the audio fork normally (1000) when the caller hangs up,
+        and that close and the hang-up event travel on two sockets: under load the
+        close often comes first. Without this the bot would apologise to, and try to
+        transfer, a caller who is gone. Anything else arriving meanwhile is kept.
+        """
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.next(timeout=left)
+            if msg is None:
+                return
+            self.stash(msg)
 
     def stash(self, msg: Msg) -> None:
         self._pending.append(msg)
@@ -330,6 +347,8 @@ class CallController:
             listen = Listen(self, self.listener, timeout=tenant.no_input_seconds)
             utterance = listen.run(self._pending)
             if utterance is None and listen.media_lost:
+                if listen.media_lost == "closed":
+                    self._await_hangup(_CLOSED_GRACE_S)  # raises CallEnded if it comes
                 log.warning("call %s: audio stream lost (%s)", self._cid(), listen.media_lost)
                 self._say("I'm sorry, I'm having trouble hearing you.", barge_in=False)
                 if tenant.handoff:
