@@ -35,10 +35,13 @@ What is measured, all on the emulator's clock (``wire.Command.at``):
 
 Also reported, to tell the server's share of those times from the rest (the
 network, the switch, and on one machine the load generator's own scheduling):
-``server_setup_ms`` (ESL accept → ``answer`` written) and ``server_barge_in_ms``
-(our VAD detects the caller → ``uuid_break`` written), from the workers'
-Prometheus histograms (bucket-interpolated); and ``host_cpu_steady``, the whole
-machine's CPU by kind while every call was up (idle near 0: saturated).
+``server_setup_ms`` (ESL accept → ``answer`` written), ``server_barge_in_ms``
+(our VAD detects the caller → ``uuid_break`` written) and
+``server_turn_response_ms`` (the final transcript received → the reply's first
+playback command written: with ``--profile local --tts freeswitch``, our own work
+per turn without the two process wake-ups the outside figure includes), from the
+workers' Prometheus histograms (bucket-interpolated); and ``host_cpu_steady``, the
+whole machine's CPU by kind while every call was up (idle near 0: saturated).
 """
 
 from __future__ import annotations
@@ -198,27 +201,41 @@ def _host_split(samples: list[tuple[list[int] | None, int]], peak: int
     return {k: round(100 * v / total, 1) for k, v in zip(_HOST_FIELDS, d, strict=True)}
 
 
-def _hist_quantiles(path: str, name: str) -> dict[str, float | None]:
-    """p50/p95/p99 in ms of a histogram the server's workers wrote (multiprocess files).
+_SERVER_HISTS = {"setup_ms": "ivr_call_setup_seconds",
+                 "barge_in_ms": "ivr_barge_in_reaction_seconds",
+                 "turn_response_ms": "ivr_turn_response_seconds"}
 
-    Interpolated within buckets as Prometheus' ``histogram_quantile`` does, so a
-    figure is only as fine as the buckets (1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50 ms ...).
+
+def _hist_buckets(path: str) -> dict[str, dict[float, float]]:
+    """Cumulative bucket counts of the server-side histograms, by metric name.
+
+    Summed over the workers' multiprocess files in ``path`` (readable while they run).
     """
     from prometheus_client import CollectorRegistry, multiprocess
 
     reg = CollectorRegistry()
     multiprocess.MultiProcessCollector(reg, path=path)
-    buckets: dict[float, float] = {}
+    out: dict[str, dict[float, float]] = {name: {} for name in _SERVER_HISTS.values()}
     for metric in reg.collect():
-        if metric.name != name:
+        if metric.name not in out:
             continue
+        buckets = out[metric.name]
         for s in metric.samples:
-            if s.name == name + "_bucket":
+            if s.name == metric.name + "_bucket":
                 le = float(s.labels["le"])
                 buckets[le] = buckets.get(le, 0.0) + s.value
+    return out
+
+
+def _quantiles(buckets: dict[float, float]) -> dict[str, float | None]:
+    """p50/p95/p99 in ms (and the count) from cumulative buckets.
+
+    Interpolated within buckets as Prometheus' ``histogram_quantile`` does, so a
+    figure is only as fine as the buckets (1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50 ms ...).
+    """
     out: dict[str, float | None] = {"p50": None, "p95": None, "p99": None, "count": 0}
     bounds = sorted(buckets)
-    if not bounds or not buckets[bounds[-1]]:
+    if not bounds or buckets[bounds[-1]] <= 0:
         return out
     total = buckets[bounds[-1]]
     out["count"] = int(total)
@@ -236,6 +253,15 @@ def _hist_quantiles(path: str, name: str) -> dict[str, float | None]:
                 break
             lo, below = le, buckets[le]
     return out
+
+
+def _hist_quantiles(path: str, name: str,
+                    before: dict[str, dict[float, float]] | None = None
+                    ) -> dict[str, float | None]:
+    """Quantiles of one server-side histogram, less what ``before`` (the warm-up) held."""
+    now = _hist_buckets(path).get(name, {})
+    base = (before or {}).get(name, {})
+    return _quantiles({le: v - base.get(le, 0.0) for le, v in now.items()})
 
 
 def _pcts(values: list[float]) -> dict[str, float | None]:
@@ -685,6 +711,7 @@ class _Server:
     tmp: Any
     log_tail: list[str]
     problems: dict[str, int] = field(default_factory=dict)  # warning/error kind -> count
+    hist_base: dict[str, dict[float, float]] = field(default_factory=dict)  # after warm-up
 
 
 def _start_server(cfg: LoadConfig) -> _Server:
@@ -778,8 +805,8 @@ def _stop_server(srv: _Server) -> dict[str, dict[str, float | None]]:
     inside: dict[str, dict[str, float | None]] = {}
     try:
         path = str(Path(srv.tmp.name) / "metrics")
-        inside["setup_ms"] = _hist_quantiles(path, "ivr_call_setup_seconds")
-        inside["barge_in_ms"] = _hist_quantiles(path, "ivr_barge_in_reaction_seconds")
+        for key, name in _SERVER_HISTS.items():
+            inside[key] = _hist_quantiles(path, name, srv.hist_base)
     except Exception:  # noqa: BLE001 - a diagnostic: never fail the run for it
         sys.stderr.write("loadtest: could not read the server's metrics files\n")
     srv.tmp.cleanup()
@@ -808,6 +835,9 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         gevent.sleep(0.5)
         if cfg.warmup:
             _warm_up(address, cfg)
+            if srv is not None:  # the server-side figures leave the warm-up calls out
+                with contextlib.suppress(Exception):
+                    srv.hist_base = _hist_buckets(str(Path(srv.tmp.name) / "metrics"))
         cpu0, mem0 = _proc_sample(server_pids())
         procs = max(1, min(cfg.procs, cfg.calls))
         children = []
@@ -907,6 +937,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         "host_cpu_steady": _host_split(host, peak_active),
         "server_setup_ms": inside.get("setup_ms"),
         "server_barge_in_ms": inside.get("barge_in_ms"),
+        "server_turn_response_ms": inside.get("turn_response_ms"),
         "emulator_cpu_percent": round(emu_cpu / wall * 100, 1),
         "emulator_nice": cfg.emulator_nice,
         "server_mem_kb_baseline": round(mem0),
@@ -955,7 +986,8 @@ def summarize(r: dict[str, Any]) -> str:
         row("answer (speech end → answer)", r["answer_ms"]),
     ]
     for key, name in (("server_setup_ms", "server side of set-up"),
-                      ("server_barge_in_ms", "server side of barge-in")):
+                      ("server_barge_in_ms", "server side of barge-in"),
+                      ("server_turn_response_ms", "server side of final → play")):
         if r.get(key) and r[key].get("count"):
             lines.append(row(name, r[key]))
     host = r.get("host_cpu_steady")

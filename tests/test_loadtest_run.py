@@ -33,8 +33,11 @@ def test_small_text_run_reports_json(tmp_path):
     assert "started 10/10" in out.stderr  # the progress display
     assert report["emulator_nice"] == 5
     # the server's own share, from its workers' histograms: one set-up per call
-    assert report["server_setup_ms"]["count"] >= 10  # and the warm-up calls
+    assert report["server_setup_ms"]["count"] == 10  # the warm-up calls are left out
     assert 0 < report["server_setup_ms"]["p50"] <= report["setup_ms"]["p99"]
+    # every turn's response, from the ESL reader taking the final to the playback command
+    turns = report["server_turn_response_ms"]
+    assert turns["count"] >= 30 and 0 < turns["p50"] <= report["turn_overhead_ms"]["p99"]
     # text mode: FreeSWITCH's recogniser detects the caller, not our VAD
     assert report["server_barge_in_ms"]["count"] == 0
     assert set(report["host_cpu_steady"] or {}) <= {
@@ -86,6 +89,14 @@ for v in [float(x) for x in sys.argv[1:]]:
     assert 1.0 < q["p50"] <= 2.0  # inside the (1, 2] ms bucket
     assert 10.0 < q["p95"] <= 15.0  # inside (10, 15]
     assert 10.0 < q["p99"] <= 15.0  # rank 99 is the last of the 12 ms values
+    # less a baseline (the warm-up): only the 12 and 40 ms values are left
+    from esl_app.loadtest import _hist_buckets
+
+    base = _hist_buckets(str(tmp_path))
+    base["ivr_call_setup_seconds"] = {
+        le: (90.0 if le >= 0.002 else 0.0) for le in base["ivr_call_setup_seconds"]}
+    later = _hist_quantiles(str(tmp_path), "ivr_call_setup_seconds", base)
+    assert later["count"] == 10 and 10.0 < later["p50"] <= 15.0
     empty = _hist_quantiles(str(tmp_path), "ivr_barge_in_reaction_seconds")
     assert empty == {"p50": None, "p95": None, "p99": None, "count": 0}
 

@@ -39,6 +39,7 @@ __all__ = [
     "TTS_CACHE_HITS",
     "TTS_CACHE_MISSES",
     "TURN_LATENCY",
+    "TURN_RESPONSE",
     "render",
 ]
 
@@ -70,6 +71,11 @@ CALL_SETUP = Histogram(
 BARGE_IN_REACTION = Histogram(
     "ivr_barge_in_reaction_seconds",
     "Server side of barge-in: our VAD detects the caller's speech to uuid_break written.",
+    registry=REGISTRY, buckets=_FINE)
+TURN_RESPONSE = Histogram(
+    "ivr_turn_response_seconds",
+    "A caller's final transcript received to the reply's first playback command written "
+    "(provider latency included; with instant providers, the server's own work).",
     registry=REGISTRY, buckets=_FINE)
 BOOKINGS = Counter(
     "ivr_bookings", "Appointment changes by action (booked, cancelled, rescheduled) and channel.",

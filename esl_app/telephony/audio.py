@@ -130,7 +130,8 @@ class AudioListenSource:
         if self.closed:
             return
         if ev.kind == "final":
-            self.call.post(Msg("transcript", text=ev.text, confidence=ev.confidence))
+            self.call.post(Msg("transcript", text=ev.text, confidence=ev.confidence,
+                               at=time.monotonic()))
         elif ev.kind == "error":
             log.warning("call %s: recogniser error: %s", self.uuid[:8], ev.text)
 

@@ -138,6 +138,7 @@ class CallController:
         self._published: dict[str, str] = {}
         self._counted_active = False
         self._turn_t0: float | None = None
+        self._response_t0: float | None = None  # the turn's final transcript arrived
         self._last_ack: str | None = None
         self._reply_heard = True  # the last streamed reply's text reached the caller
 
@@ -368,6 +369,7 @@ class CallController:
                 return
             misses = 0
             self._turn_t0 = time.monotonic()
+            self._response_t0 = listen.heard_at or None
             said = utterance.text if utterance.text is not None else f"#{utterance.dtmf}"
             self.transcript.add("caller", said, dtmf=utterance.dtmf)
             if _wants_person(utterance) and not self._in_message_mode():
@@ -651,6 +653,16 @@ class CallController:
             if heard:
                 self.transcript.add("bot", heard, barged_in=result.barged_in, at_ms=at)
                 self._emit("bot_said", {"text": heard, "barged_in": result.barged_in})
+
+    def reply_playing(self) -> None:
+        """A reply's first playback command is about to go out (called by Speak).
+
+        Ends the turn's response time, measured from when the final transcript reached
+        us (the ESL reader or the recogniser): with instant providers, our own work.
+        """
+        t0, self._response_t0 = self._response_t0, None
+        if t0 is not None and (m := _metrics()) is not None:
+            m.TURN_RESPONSE.observe(time.monotonic() - t0)
 
     def _first_audio(self) -> None:
         """The bot starts answering: one conversational turn's latency is known."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 import uuid as uuidlib
 from collections import deque
 from collections.abc import Callable
@@ -77,7 +78,7 @@ class EslEvent:
     of what the reader costs.
     """
 
-    __slots__ = ("_body", "_ctype", "_headers", "_inner", "_rest", "data")
+    __slots__ = ("_body", "_ctype", "_headers", "_inner", "_rest", "at", "data")
 
     def __init__(self, headers: dict[str, str] | None = None, body: str = "",
                  data: str = "") -> None:
@@ -87,6 +88,7 @@ class EslEvent:
         self._ctype = ""
         self._body = body
         self.data = data
+        self.at = 0.0  # time.monotonic() the reader received it (events only)
 
     @classmethod
     def from_block(cls, ctype: str, block: str) -> EslEvent:
@@ -610,6 +612,7 @@ class EslSession(OutboundSession):
                 raise ProtocolViolation(f"unsolicited {ctype}")
             self._pending.popleft().set(event)
         elif ctype == "text/event-plain":
+            event.at = time.monotonic()
             if event.name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
                 self.hungup = True
                 self.channel_hungup = True  # FreeSWITCH said so (not our own hangup)

@@ -33,7 +33,9 @@ class Msg:
     value: Any = None
     event: EslEvent | None = None
     confidence: float | None = None
-    at: float = 0.0  # time.monotonic() it happened, where known (our VAD's speech_start)
+    # time.monotonic() it happened, where known: our VAD's speech_start, a final transcript
+    # (when the ESL reader or the recogniser delivered it)
+    at: float = 0.0
 
 
 _INPUT = re.compile(r"<input[^>]*>(.*?)</input>", re.S | re.I)
@@ -70,7 +72,7 @@ def from_esl(event: EslEvent | str) -> Msg:
             return Msg("speech_start", event=event)
         if kind == "detected-speech":
             text, conf = parse_nlsml(event.body)
-            return Msg("transcript", text=text, confidence=conf, event=event)
+            return Msg("transcript", text=text, confidence=conf, event=event, at=event.at)
         return Msg("other", event=event)
     if name == "DTMF":
         return Msg("dtmf", text=(event.get("DTMF-Digit", "") or "").strip(), event=event)

@@ -206,6 +206,9 @@ class Speak:
                     if self.before_play is not None:
                         hook, self.before_play = self.before_play, None
                         hook()  # arm the recogniser just before the first audio (barge-in)
+                    if not self.started and (mark := getattr(self.call, "reply_playing",
+                                                             None)) is not None:
+                        mark()  # the turn's response time ends as its first command goes out
                     self._playing = self.call.session.execute(item.app, item.arg)
                     self.started = True
                     note = getattr(self.call, "note_tts", None)
@@ -373,6 +376,7 @@ class Listen:
     def run(self, pending: list[Msg]) -> Utterance | None:
         """``pending`` holds messages stashed earlier (speech during the last prompt)."""
         self.media_lost = ""  # once the stream is lost, why ("stalled", "disconnected", ...)
+        self.heard_at = 0.0  # when the final transcript returned arrived (Msg.at)
         digits = ""
         started = False
         deadline = self.timeout
@@ -398,6 +402,7 @@ class Listen:
             if msg.kind == "transcript":
                 self.source.heard()
                 if msg.text:
+                    self.heard_at = msg.at
                     return Utterance(text=msg.text, confidence=msg.confidence)
                 continue  # an empty result: the caller coughed; keep listening
             if msg.kind == "media_lost":  # the audio fork died: we cannot hear the caller
