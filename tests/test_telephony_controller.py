@@ -98,3 +98,35 @@ def test_dtmf_zero_bridges_to_handoff():
     finally:
         peer.close()
         server.stop(timeout=2)
+
+
+def test_next_times_out_while_unrelated_events_keep_coming():
+    """A heartbeat every 50 ms must not restart a 0.3 s wait (a caller's silence)."""
+    import time
+
+    import gevent
+    from gevent.queue import Queue
+
+    from esl_app.telephony.call import CallController
+    from esl_app.telephony.events import Msg
+
+    queue: Queue = Queue()
+    ctl = CallController.__new__(CallController)
+    ctl.queue = queue
+    ctl.gone = False
+
+    def heartbeat():
+        while True:
+            queue.put(Msg("other"))
+            gevent.sleep(0.05)
+
+    g = gevent.spawn(heartbeat)
+    try:
+        t0 = time.monotonic()
+        assert ctl.next(timeout=0.3) is None
+        assert 0.25 <= time.monotonic() - t0 < 1.0
+        queue.put(Msg("dtmf", text="5"))
+        msg = ctl.next(timeout=0.3)
+        assert msg is not None and msg.kind == "dtmf"  # what means something still arrives
+    finally:
+        g.kill()

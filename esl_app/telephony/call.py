@@ -145,10 +145,17 @@ class CallController:
     # -- the CallControl surface used by verbs ------------------------------------
 
     def next(self, timeout: float | None = None) -> Msg | None:
-        """The next meaningful message; raises :class:`CallEnded` when the call is gone."""
+        """The next meaningful message; raises :class:`CallEnded` when the call is gone.
+
+        ``timeout`` bounds the whole wait: events that mean nothing to the call (a
+        channel's SESSION_HEARTBEAT every second, say) must not keep restarting it, or a
+        caller's silence would never time out.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                raw = self.queue.get(timeout=timeout)
+                raw = self.queue.get(timeout=wait)
             except Empty:
                 return None
             msg = from_esl(raw) if isinstance(raw, EslEvent | str) else raw
