@@ -35,7 +35,8 @@ What is measured, all on the emulator's clock (``wire.Command.at``):
 
 Also reported, to tell the server's share of those times from the rest (the
 network, the switch, and on one machine the load generator's own scheduling):
-``server_setup_ms`` (ESL accept → ``answer`` written), ``server_barge_in_ms``
+``server_setup_ms`` (ESL accept → ``answer`` written; it holds the one round trip
+for the channel data, so the switch's reply time too), ``server_barge_in_ms``
 (our VAD detects the caller → ``uuid_break`` written) and
 ``server_turn_response_ms`` (the final transcript received → the reply's first
 playback command written: with ``--profile local --tts freeswitch``, our own work
