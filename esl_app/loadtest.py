@@ -256,13 +256,18 @@ def _quantiles(buckets: dict[float, float]) -> dict[str, float | None]:
     return out
 
 
-def _hist_quantiles(path: str, name: str,
-                    before: dict[str, dict[float, float]] | None = None
-                    ) -> dict[str, float | None]:
-    """Quantiles of one server-side histogram, less what ``before`` (the warm-up) held."""
-    now = _hist_buckets(path).get(name, {})
-    base = (before or {}).get(name, {})
-    return _quantiles({le: v - base.get(le, 0.0) for le, v in now.items()})
+def _server_figures(path: str, before: dict[str, dict[float, float]] | None = None
+                    ) -> dict[str, dict[str, float | None]]:
+    """Quantiles of every server-side histogram, keyed like ``_SERVER_HISTS``.
+
+    One read of the workers' files; less what ``before`` (their state after the
+    warm-up) held.
+    """
+    now = _hist_buckets(path)
+    before = before or {}
+    return {key: _quantiles({le: v - before.get(name, {}).get(le, 0.0)
+                             for le, v in now[name].items()})
+            for key, name in _SERVER_HISTS.items()}
 
 
 def _pcts(values: list[float]) -> dict[str, float | None]:
@@ -712,6 +717,7 @@ class _Server:
     tmp: Any
     log_tail: list[str]
     problems: dict[str, int] = field(default_factory=dict)  # warning/error kind -> count
+    metrics_dir: str = ""  # the workers' PROMETHEUS_MULTIPROC_DIR
     hist_base: dict[str, dict[float, float]] = field(default_factory=dict)  # after warm-up
 
 
@@ -774,7 +780,8 @@ def _start_server(cfg: LoadConfig) -> _Server:
         with contextlib.suppress(Exception):
             proc.kill()
         raise click.ClickException("the server did not start: " + " | ".join(tail[-5:]))
-    return _Server(proc, (ready["esl"][0], ready["esl"][1]), ready["pid"], tmp, tail, problems)
+    return _Server(proc, (ready["esl"][0], ready["esl"][1]), ready["pid"], tmp, tail, problems,
+                   metrics_dir=str(prom))
 
 
 _LOG_LINE = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) ([\w.]+): (.*)$")
@@ -794,7 +801,7 @@ def _log_problem(line: str) -> str | None:
 
 
 def _stop_server(srv: _Server) -> dict[str, dict[str, float | None]]:
-    """Stop it; returns the server-side set-up and barge-in times its workers recorded."""
+    """Stop it; returns the server-side times its workers recorded (``_server_figures``)."""
     import signal
 
     with contextlib.suppress(ProcessLookupError):
@@ -805,9 +812,7 @@ def _stop_server(srv: _Server) -> dict[str, dict[str, float | None]]:
         srv.proc.kill()
     inside: dict[str, dict[str, float | None]] = {}
     try:
-        path = str(Path(srv.tmp.name) / "metrics")
-        for key, name in _SERVER_HISTS.items():
-            inside[key] = _hist_quantiles(path, name, srv.hist_base)
+        inside = _server_figures(srv.metrics_dir, srv.hist_base)
     except Exception:  # noqa: BLE001 - a diagnostic: never fail the run for it
         sys.stderr.write("loadtest: could not read the server's metrics files\n")
     srv.tmp.cleanup()
@@ -838,7 +843,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
             _warm_up(address, cfg)
             if srv is not None:  # the server-side figures leave the warm-up calls out
                 with contextlib.suppress(Exception):
-                    srv.hist_base = _hist_buckets(str(Path(srv.tmp.name) / "metrics"))
+                    srv.hist_base = _hist_buckets(srv.metrics_dir)
         cpu0, mem0 = _proc_sample(server_pids())
         procs = max(1, min(cfg.procs, cfg.calls))
         children = []

@@ -82,9 +82,9 @@ for v in [float(x) for x in sys.argv[1:]]:
     values = ["0.0015"] * 90 + ["0.012"] * 9 + ["0.04"]
     for part in (values[:50], values[50:]):
         subprocess.run([sys.executable, "-c", script, *part], check=True, env=env)
-    from esl_app.loadtest import _hist_quantiles
+    from esl_app.loadtest import _server_figures
 
-    q = _hist_quantiles(str(tmp_path), "ivr_call_setup_seconds")
+    q = _server_figures(str(tmp_path))["setup_ms"]
     assert q["count"] == 100
     assert 1.0 < q["p50"] <= 2.0  # inside the (1, 2] ms bucket
     assert 10.0 < q["p95"] <= 15.0  # inside (10, 15]
@@ -95,9 +95,9 @@ for v in [float(x) for x in sys.argv[1:]]:
     base = _hist_buckets(str(tmp_path))
     base["ivr_call_setup_seconds"] = {
         le: (90.0 if le >= 0.002 else 0.0) for le in base["ivr_call_setup_seconds"]}
-    later = _hist_quantiles(str(tmp_path), "ivr_call_setup_seconds", base)
+    later = _server_figures(str(tmp_path), base)["setup_ms"]
     assert later["count"] == 10 and 10.0 < later["p50"] <= 15.0
-    empty = _hist_quantiles(str(tmp_path), "ivr_barge_in_reaction_seconds")
+    empty = _server_figures(str(tmp_path))["barge_in_ms"]
     assert empty == {"p50": None, "p95": None, "p99": None, "count": 0}
 
 

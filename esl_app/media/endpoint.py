@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from esl_app.media.pcm import rms
+from esl_app.media.pcm import rms, silence
 from esl_app.media.vad import VoiceDetector
 
 __all__ = ["EchoGuard", "TurnDetector", "TurnEvent"]
@@ -72,7 +72,7 @@ class TurnDetector:
         self._vad_idle = False  # the VAD's last frame was digital silence, and not speech
         self.vad_frames = 0  # frames the VAD analysed (digital silence after silence is not)
         self._vad = VoiceDetector(sample_rate, vad_mode, frame_ms)
-        self._silent = bytes(self._vad._split.size)
+        self._silent = silence(sample_rate, frame_ms)
         self._frame_ms = frame_ms
         self._bot_speaking = False
         self._echo_level = 0.0

@@ -88,7 +88,7 @@ class EslEvent:
         self._ctype = ""
         self._body = body
         self.data = data
-        self.at = 0.0  # time.monotonic() the reader received it (events only)
+        self.at = 0.0  # time.monotonic() the reader received it (DETECTED_SPEECH only)
 
     @classmethod
     def from_block(cls, ctype: str, block: str) -> EslEvent:
@@ -612,8 +612,10 @@ class EslSession(OutboundSession):
                 raise ProtocolViolation(f"unsolicited {ctype}")
             self._pending.popleft().set(event)
         elif ctype == "text/event-plain":
-            event.at = time.monotonic()
-            if event.name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
+            name = event.name
+            if name == "DETECTED_SPEECH":
+                event.at = time.monotonic()  # a final's arrival starts the turn response time
+            elif name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
                 self.hungup = True
                 self.channel_hungup = True  # FreeSWITCH said so (not our own hangup)
             self._sink(event)

@@ -15,7 +15,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import gevent
 import gevent.event
@@ -465,18 +465,21 @@ class Bridge:
         self._app = None
 
 
-def _count_tts_error(provider: str) -> None:
+def _metrics() -> Any:
+    """The process metrics, or None where the HTTP extra is not installed."""
     try:
-        from esl_app.http.metrics import PROVIDER_ERRORS
-    except ImportError:
-        return
-    PROVIDER_ERRORS.labels("tts", provider).inc()
+        from esl_app.http import metrics
+    except ImportError:  # pragma: no cover - the HTTP extra is not installed
+        return None
+    return metrics
+
+
+def _count_tts_error(provider: str) -> None:
+    if (m := _metrics()) is not None:
+        m.PROVIDER_ERRORS.labels("tts", provider).inc()
 
 
 def _observe_barge_in(seconds: float) -> None:
     """Server side of a barge-in (VAD detection to ``uuid_break``), where metrics exist."""
-    try:
-        from esl_app.http import metrics
-    except ImportError:  # pragma: no cover - the HTTP extra is not installed
-        return
-    metrics.BARGE_IN_REACTION.observe(seconds)
+    if (m := _metrics()) is not None:
+        m.BARGE_IN_REACTION.observe(seconds)
