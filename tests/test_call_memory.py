@@ -15,10 +15,9 @@ import gc
 from collections import Counter
 
 import pytest
-from test_telephony_helpers import TENANTS_YAML, wait_until
+from test_telephony_helpers import local_bot, wait_until
 
-from esl_app.simulate import SimCall, run_lines, start_local_bot, transcript_for
-from esl_app.testing import make_db
+from esl_app.simulate import SimCall, run_lines, transcript_for
 
 SCALE = 0.02
 BOOKING = ["I'd like to book an appointment with Dr. Smith", "next Tuesday morning",
@@ -29,10 +28,7 @@ INTERRUPTING = ["I'd like to book an appointment with Dr. Smith", "#hangup now"]
 
 @pytest.fixture
 def bot(tmp_path):
-    tenants = make_db(tmp_path, TENANTS_YAML)
-    b = start_local_bot(tenants)
-    yield b
-    b.stop()
+    yield from local_bot(tmp_path)
 
 
 def _engine_garbage(bot, script: list[str]) -> tuple[Counter[str], dict]:

@@ -6,23 +6,19 @@ import json
 
 import gevent
 import pytest
-from test_telephony_helpers import TENANTS_YAML, wait_until
+from test_telephony_helpers import local_bot, wait_until
 
 from esl_app.emulator.outbound import BridgeOutcome
 from esl_app.scheduling import service
-from esl_app.simulate import SimCall, run_lines, start_local_bot, transcript_for
+from esl_app.simulate import SimCall, run_lines, transcript_for
 from esl_app.telephony.records import get_call, list_calls
-from esl_app.testing import make_db
 
 SCALE = 0.02  # emulated media time: a 3 s prompt plays in 60 ms
 
 
 @pytest.fixture
 def bot(tmp_path):
-    tenants = make_db(tmp_path, TENANTS_YAML)
-    b = start_local_bot(tenants)
-    yield b
-    b.stop()
+    yield from local_bot(tmp_path)
 
 
 def _call(bot, lines, did="1001", hang_up_at_end=True, **kw):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import gevent
 
@@ -214,3 +216,13 @@ def wait_until(pred, timeout: float = 10.0) -> None:
     with gevent.Timeout(timeout):
         while not pred():
             gevent.sleep(0.01)
+
+
+def local_bot(tmp_path: Path) -> Iterator:
+    """A local bot over TENANTS_YAML's clinics (for a ``bot`` fixture to yield from)."""
+    from esl_app.simulate import start_local_bot
+    from esl_app.testing import make_db
+
+    bot = start_local_bot(make_db(tmp_path, TENANTS_YAML))
+    yield bot
+    bot.stop()
