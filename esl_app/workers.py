@@ -275,6 +275,7 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
     services.extra["worker"] = index
     _warm(services, source)
     _freeze_heap()
+    gevent.spawn(_watch_hub_lag)
     if index == 0:  # one worker keeps each clinic's retention promise, daily
         import gevent
 
@@ -315,6 +316,30 @@ def _warm(services: Any, source: Any) -> None:
         with contextlib.suppress(Exception):
             services.agent_for(tenant)
             services.tts_for(tenant, tenant.tts)
+
+
+_LAG_EVERY_S = 0.02
+
+
+def _watch_hub_lag() -> None:
+    """Sample how late the hub runs a due timer, into ``ivr_hub_lag_seconds``.
+
+    Every call of a worker shares its one hub: whatever runs long on it (a full
+    garbage collection, a blocking system call, a big batch of frames) delays
+    every set-up, barge-in and turn in the worker by as much. The end-to-end
+    latencies mix that with the network's and the switch's; this is the worker's
+    own part, and an overload signal for operators.
+    """
+    import gevent
+
+    from esl_app.http.metrics import HUB_LAG
+
+    loop = gevent.get_hub().loop
+    while True:
+        loop.update_now()  # the timer counts from now, not from the loop's cached time
+        due = time.monotonic() + _LAG_EVERY_S
+        gevent.sleep(_LAG_EVERY_S)
+        HUB_LAG.observe(max(0.0, time.monotonic() - due))
 
 
 def _freeze_heap() -> None:

@@ -40,6 +40,9 @@ def test_small_text_run_reports_json(tmp_path):
     assert turns["count"] >= 30 and 0 < turns["p50"] <= report["turn_overhead_ms"]["p99"]
     # text mode: FreeSWITCH's recogniser detects the caller, not our VAD
     assert report["server_barge_in_ms"]["count"] == 0
+    # the workers' event-loop lag, sampled every 20 ms all along
+    lag = report["server_hub_lag_ms"]
+    assert lag["count"] >= 50 and 0 <= lag["p50"] <= lag["p99"]
     assert set(report["host_cpu_steady"] or {}) <= {
         "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"}
 

@@ -34,6 +34,7 @@ __all__ = [
     "CONTENT_TYPE",
     "HTTP_REQUESTS",
     "HTTP_SECONDS",
+    "HUB_LAG",
     "PROVIDER_ERRORS",
     "REGISTRY",
     "TTS_CACHE_HITS",
@@ -77,6 +78,11 @@ TURN_RESPONSE = Histogram(
     "ivr_turn_response_seconds",
     "A caller's final transcript received to the reply's first playback command written "
     "(provider latency included; with instant providers, the server's own work).",
+    registry=REGISTRY, buckets=_FINE)
+HUB_LAG = Histogram(
+    "ivr_hub_lag_seconds",
+    "How late a worker's event loop runs a timer that is due (sampled every 20 ms): what "
+    "any call's set-up, barge-in or turn waits behind the rest of the worker's work.",
     registry=REGISTRY, buckets=_FINE)
 BOOKINGS = Counter(
     "ivr_bookings", "Appointment changes by action (booked, cancelled, rescheduled) and channel.",

@@ -1,0 +1,30 @@
+"""A worker's event-loop lag gauge (esl_app/workers.py)."""
+
+from __future__ import annotations
+
+import gevent
+
+from esl_app import workers
+
+
+def test_hub_lag_is_observed_and_shows_a_blocked_hub(monkeypatch):
+    import time
+
+    from esl_app.http.metrics import HUB_LAG
+
+    def count_and_sum():
+        samples = {s.name: s.value for m in HUB_LAG.collect() for s in m.samples
+                   if s.name.endswith(("_count", "_sum"))}
+        return samples["ivr_hub_lag_seconds_count"], samples["ivr_hub_lag_seconds_sum"]
+
+    n0, s0 = count_and_sum()
+    g = gevent.spawn(workers._watch_hub_lag)
+    gevent.sleep(0.1)
+    t = time.monotonic()
+    while time.monotonic() - t < 0.1:  # the hub held for 100 ms, as a long collection would
+        pass
+    gevent.sleep(0.05)
+    g.kill()
+    n1, s1 = count_and_sum()
+    assert n1 - n0 >= 4
+    assert s1 - s0 >= 0.07  # the timer due during the 100 ms ran that much late
