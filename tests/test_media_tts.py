@@ -112,3 +112,109 @@ def test_freeswitch_tts_and_stt_marker():
     ev = parse_detected_speech("detected-speech", body)
     assert ev.kind == "final" and ev.text == "book an appointment" and ev.confidence == 0.9
     assert parse_detected_speech("begin-speaking").kind == "speech_start"
+
+
+# -- the cache's file work stays off the hub ---------------------------------------------
+
+
+def _wav(pcm: bytes = bytes(1600), rate: int = 8000) -> bytes:
+    from esl_app.media.pcm import wav_bytes
+
+    return wav_bytes(pcm, rate)
+
+
+def test_wav_bytes_is_what_the_wave_module_writes(tmp_path):
+    from esl_app.media.pcm import write_wav
+
+    pcm = bytes(range(256)) * 7
+    write_wav(tmp_path / "a.wav", pcm, 16000)
+    assert (tmp_path / "a.wav").read_bytes() == _wav(pcm, 16000)
+
+
+def test_a_slow_disk_does_not_stop_the_hub(tmp_path, monkeypatch):
+    """Creating the files of a miss runs in a real thread: other greenlets go on meanwhile."""
+    import gevent
+    from gevent import monkey
+
+    from esl_app.providers.tts import cache as cache_mod
+
+    real_sleep = monkey.get_original("time", "sleep")
+    real_ident = monkey.get_original("threading", "get_ident")
+    store = cache_mod._store
+    seen = {}
+
+    def slow_store(*args):
+        seen["thread"] = real_ident()
+        real_sleep(0.3)  # a journal commit stuck behind other writers
+        return store(*args)
+
+    monkeypatch.setattr(cache_mod, "_store", slow_store)
+    ticks = []
+
+    def ticker():
+        while True:
+            ticks.append(time.monotonic())
+            gevent.sleep(0.01)
+
+    t = gevent.spawn(ticker)
+    gevent.sleep(0)
+    try:
+        got = PromptCache(tmp_path).get_or_create("t", "v", 8000, "slow", "slow",
+                                                  lambda _p: _wav())
+    finally:
+        t.kill()
+    assert not got.cached and got.path.read_bytes() == _wav()
+    assert seen["thread"] != real_ident()
+    assert len(ticks) > 10  # ~30 ticks in the 0.3 s; a blocked hub gives 1 or 2
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path):
+    import pytest
+
+    cache = PromptCache(tmp_path / "p")
+    cache.get_or_create("t", "v", 8000, "first", "first", lambda _p: _wav())
+
+    def gone(_p):
+        for f in (tmp_path / "p").iterdir():
+            f.unlink()
+        (tmp_path / "p").rmdir()
+        (tmp_path / "p").write_text("a file where the directory was")
+        return _wav()
+
+    with pytest.raises(OSError):
+        cache.get_or_create("t", "v", 8000, "second", "second", gone)
+    (tmp_path / "p").unlink()
+    assert not list(tmp_path.iterdir())
+    # the next miss makes the directory again
+    assert cache.get_or_create("t", "v", 8000, "third", "third", lambda _p: _wav()).path.exists()
+
+
+def test_a_hit_refreshes_the_last_use_time_at_most_every_ten_minutes(tmp_path):
+    from esl_app.providers.tts import cache as cache_mod
+
+    cache = PromptCache(tmp_path)
+    path = cache.get_or_create("t", "v", 8000, "greeting", "greeting", lambda _p: _wav()).path
+    old = time.time() - 7200
+    os.utime(path, (old, old))
+    assert cache.get_or_create("t", "v", 8000, "greeting", "greeting", lambda _p: b"").cached
+    assert path.stat().st_mtime == old  # touched at creation a moment ago: not again
+    key = next(iter(cache._touched))
+    cache._touched[key] -= cache_mod._TOUCH_EVERY_S + 1
+    cache.get_or_create("t", "v", 8000, "greeting", "greeting", lambda _p: b"")
+    assert path.stat().st_mtime > old + 7000
+    # so a prompt in use survives age pruning, and one unused for hours does not
+    assert cache.prune(max_age_s=3600) == 0
+
+
+def test_the_duration_is_read_once_then_remembered(tmp_path):
+    cache = PromptCache(tmp_path)
+    got = cache.get_or_create("t", "v", 8000, "two", "two", lambda _p: _wav(bytes(32000)))
+    assert cache.duration_ms(got.path) == 2000  # from the bytes written: no file read
+    written = cache.get_or_create("t", "v", 8000, "own", "own",
+                                  lambda p: p.write_bytes(_wav(bytes(8000))))
+    assert cache.duration_ms(written.path) == 500  # the header, read off the hub
+    written.path.write_bytes(b"not a wav any more")
+    assert cache.duration_ms(written.path) == 500  # remembered
+    fresh = PromptCache(tmp_path)
+    fresh.get_or_create("t", "v", 8000, "two", "two", lambda _p: b"")
+    assert fresh.duration_ms(got.path) == 2000  # another worker: a hit, read once

@@ -9,6 +9,7 @@ behaviour identical, only slower. No numpy dependency.
 from __future__ import annotations
 
 import math
+import struct
 import sys
 import warnings
 import wave
@@ -22,6 +23,7 @@ __all__ = [
     "rms",
     "silence",
     "read_wav",
+    "wav_bytes",
     "wav_duration_ms",
     "write_wav",
 ]
@@ -110,6 +112,16 @@ def write_wav(path: str | Path, pcm: bytes, sample_rate: int) -> None:
         w.setsampwidth(2)
         w.setframerate(sample_rate)
         w.writeframes(pcm)
+
+
+def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
+    """A whole mono 16-bit WAV file in memory (the canonical 44-byte header + ``pcm``).
+
+    For writers that hand the bytes to another thread: building them needs no file.
+    """
+    n = len(pcm)
+    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + n, b"WAVE", b"fmt ", 16, 1, 1,
+                       sample_rate, 2 * sample_rate, 2, 16, b"data", n) + pcm
 
 
 def read_wav(path: str | Path) -> tuple[bytes, int]:

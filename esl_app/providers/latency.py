@@ -267,21 +267,16 @@ class EmulatedPolly:
     def synthesize(self, text: str, *, voice: str, sample_rate: int,
                    language: str = "en-US") -> PlayInstruction:
         """A cached prompt at once; a new one after the drawn latency."""
-        import wave
-
+        from esl_app.media.pcm import wav_bytes
         from esl_app.speech_markup import to_plain, to_spoken
 
         spoken = to_spoken(text).strip()
         plain = to_plain(text).strip()
         seconds = max(0.3, len(plain) * self.SECONDS_PER_CHAR)
 
-        def synth(tmp: Any) -> None:
+        def synth(_tmp: Any) -> bytes:
             gevent.sleep(self.delays.draw("tts"))
-            with wave.open(str(tmp), "wb") as w:
-                w.setnchannels(1)
-                w.setsampwidth(2)
-                w.setframerate(sample_rate)
-                w.writeframes(bytes(2 * int(seconds * sample_rate)))
+            return wav_bytes(bytes(2 * int(seconds * sample_rate)), sample_rate)
 
         prompt = self.cache.get_or_create(self.name, voice, sample_rate, spoken, plain, synth)
         return PlayInstruction(app="playback", arg=str(prompt.path), text=plain,

@@ -6,8 +6,9 @@ add latency to each turn. Files live in a directory FreeSWITCH can read
 with the plain text, which the emulator reads to report what the bot said.
 
 Writes are atomic (temp file in the same directory, then ``os.replace``; the
-text file is written before the WAV, so a visible WAV always has its text).
-Concurrent misses of one key in a process synthesise once (single flight).
+text file is written before the WAV, so a visible WAV always has its text) and
+run on a real thread, never on the hub. Concurrent misses of one key in a
+process synthesise once (single flight).
 Cleanup is explicit: :meth:`PromptCache.prune` by age (last use) and total size.
 
 :class:`PromptWarmer` synthesises fixed short prompts (the acknowledgements and
@@ -19,10 +20,12 @@ when :meth:`PromptWarmer.ready` says it is already there.
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import logging
 import os
 import time
+import wave
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,9 @@ from typing import Any
 
 import gevent
 import gevent.event
+
+from esl_app.bridge import run_in_thread
+from esl_app.media.pcm import wav_duration_ms
 
 # temp-file numbers, process-wide: several caches (and workers, by pid) share a directory
 _TMP_SEQ = itertools.count()
@@ -56,6 +62,58 @@ class CachedPrompt:
     cached: bool  # True when it was already there
 
 
+_FILE_POOL = "prompt-files"  # real threads for the cache's file work
+_TOUCH_EVERY_S = 600.0  # a hit refreshes its file's mtime at most this often (per process)
+_MEMO_MAX = 4096  # remembered durations and touch times (cleared, not grown, beyond it)
+
+
+def _unlink_quietly(name: str) -> None:
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
+
+
+def _store(final: str, txt: str, plain_text: str, tmp_wav: str, data: bytes | None
+           ) -> int | None:
+    """A miss's file work, in a real thread; the WAV's duration when its header says.
+
+    The text file is renamed into place before the WAV, so a visible WAV always has
+    its text. Temporary names are this process's id and a counter: unique across
+    the workers sharing the directory without ``mkstemp``'s extra create and close.
+    A directory removed under us (an operator cleaning up) is made again. Whatever
+    fails leaves no temporary file behind.
+    """
+    tmp_txt = f"{os.path.dirname(final)}/.tmp-{os.getpid()}-{next(_TMP_SEQ)}.txt"
+    try:
+        try:
+            _publish(tmp_txt, (plain_text + "\n").encode("utf-8"), txt)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            _publish(tmp_txt, (plain_text + "\n").encode("utf-8"), txt)
+        _publish(tmp_wav, data, final)
+    except BaseException:
+        _unlink_quietly(tmp_txt)
+        _unlink_quietly(tmp_wav)
+        raise
+    try:
+        if data is not None:
+            with wave.open(io.BytesIO(data), "rb") as w:
+                return int(w.getnframes() * 1000 / w.getframerate())
+        return wav_duration_ms(final)
+    except (OSError, EOFError, wave.Error, ZeroDivisionError):
+        return None  # not a WAV we can read: asked for, its duration fails then
+
+
+def _publish(tmp: str, body: bytes | None, dest: str) -> None:
+    """Write ``body`` to ``tmp`` (None: already written), then rename it to ``dest``."""
+    if body is not None:
+        with open(tmp, "wb") as f:
+            f.write(body)
+    os.chmod(tmp, 0o644)  # FreeSWITCH may run as another user
+    os.replace(tmp, dest)
+
+
 class PromptCache:
     """Content-addressed WAV prompts with hit/miss counters."""
 
@@ -65,6 +123,8 @@ class PromptCache:
         self.misses = 0
         self._inflight: dict[str, gevent.event.AsyncResult] = {}
         self._dir_ready = False
+        self._touched: dict[str, float] = {}  # key -> when this process last touched it
+        self._durations: dict[str, int] = {}  # path -> WAV duration (ms)
 
     def path_for(self, key: str) -> Path:
         """Where the WAV of ``key`` lives."""
@@ -76,21 +136,26 @@ class PromptCache:
         return path if path.exists() else None
 
     def get_or_create(self, provider: str, voice: str, rate: int, text: str,
-                      plain_text: str, synth: Callable[[Path], None]) -> CachedPrompt:
+                      plain_text: str, synth: Callable[[Path], Any]) -> CachedPrompt:
         """Return the prompt, calling ``synth(tmp_wav_path)`` on a miss.
 
-        ``synth`` must write a complete WAV to the path it is given (it may
-        block the greenlet cooperatively). ``plain_text`` goes to the .txt file.
+        ``synth`` runs on the calling greenlet (it may wait cooperatively: a request
+        to Polly, a subprocess) and either returns the complete WAV file's bytes, for
+        the cache to write, or writes ``tmp_wav_path`` itself (and returns anything
+        else: None, a byte count).
+        ``plain_text`` goes to the .txt file.
+
+        The miss's file work (the text file, the WAV, modes, renames) is one job on a
+        real thread: creating a file on a journalled file system costs 0.2-3 ms of
+        kernel time (tens of ms at worst), and on the hub every call of the worker
+        would wait it out. A hit costs a ``stat`` on the hub.
         """
         key = cache_key(provider, voice, rate, text)
         path = self.path_for(key)
         txt = Path(str(path) + ".txt")
-        if path.exists():
+        if os.path.exists(path):
             self.hits += 1
-            try:
-                os.utime(path)  # last use, for age-based pruning
-            except OSError:
-                pass
+            self._touch(key, path)
             return CachedPrompt(path, txt, True)
         pending = self._inflight.get(key)
         if pending is not None:  # another greenlet is synthesising it right now
@@ -99,40 +164,64 @@ class PromptCache:
             return CachedPrompt(path, txt, True)
         self.misses += 1
         result = self._inflight[key] = gevent.event.AsyncResult()
+        tmp = self.directory / f".tmp-{os.getpid()}-{next(_TMP_SEQ)}.wav"
         try:
             if not self._dir_ready:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 self._dir_ready = True
-            self._atomic_write(txt, lambda p: p.write_text(plain_text + "\n", encoding="utf-8"))
-            self._atomic_write(path, synth)
+            try:
+                data = synth(tmp)
+            except BaseException:
+                _unlink_quietly(str(tmp))
+                raise
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                data = None  # synth wrote the file
+            duration = run_in_thread(_store, str(path), str(txt), plain_text, str(tmp), data,
+                                     pool=_FILE_POOL)
+            if duration is not None:
+                self._remember_duration(str(path), duration)
+            self._touched[key] = time.monotonic()
             result.set(path)
         except BaseException as exc:
-            if isinstance(exc, FileNotFoundError):
-                self._dir_ready = False  # the directory was removed: make it again next time
+            if isinstance(exc, OSError):
+                self._dir_ready = False  # the directory may be gone: make it again next time
             result.set_exception(exc)
             raise
         finally:
             del self._inflight[key]
         return CachedPrompt(path, txt, False)
 
-    def _atomic_write(self, final: Path, write: Callable[[Path], None]) -> None:
-        """``write`` a temporary file, then rename it over ``final`` (readers never see half).
+    def duration_ms(self, path: str | Path) -> int:
+        """The WAV's duration, from memory after the first time (header read off the hub)."""
+        name = str(path)
+        ms = self._durations.get(name)
+        if ms is None:
+            ms = run_in_thread(wav_duration_ms, name, pool=_FILE_POOL)
+            self._remember_duration(name, ms)
+        return ms
 
-        The temporary name is this process's id and a counter: unique across the
-        workers sharing the directory without ``mkstemp``'s extra create and close
-        (every new sentence of every call passes here, on the hub).
+    def _remember_duration(self, name: str, ms: int) -> None:
+        if len(self._durations) >= _MEMO_MAX:
+            self._durations.clear()
+        self._durations[name] = ms
+
+    def _touch(self, key: str, path: Path) -> None:
+        """Refresh the last-use time for age pruning, at most every ``_TOUCH_EVERY_S``.
+
+        The greeting is a hit on every call: an ``utime`` each time would be a
+        journalled metadata write per call for a clock that pruning reads in hours.
         """
-        tmp = self.directory / f".tmp-{os.getpid()}-{next(_TMP_SEQ)}{final.suffix}"
+        now = time.monotonic()
+        last = self._touched.get(key)
+        if last is not None and now - last < _TOUCH_EVERY_S:
+            return
+        if len(self._touched) >= _MEMO_MAX:
+            self._touched.clear()
+        self._touched[key] = now
         try:
-            write(tmp)
-            os.chmod(tmp, 0o644)  # FreeSWITCH may run as another user
-            os.replace(tmp, final)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+            os.utime(path)
+        except OSError:
+            pass
 
     def stats(self) -> dict[str, float | int]:
         """Counters for metrics: hits, misses, hit_ratio, files, bytes."""

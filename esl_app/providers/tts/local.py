@@ -16,7 +16,6 @@ from typing import Any
 
 from gevent import subprocess
 
-from esl_app.media.pcm import wav_duration_ms
 from esl_app.providers.tts.base import PlayInstruction, TtsCapabilities, TtsError
 from esl_app.providers.tts.cache import DEFAULT_DIR, PromptCache
 from esl_app.speech_markup import to_plain, to_spoken
@@ -129,4 +128,5 @@ class LocalTts:
         prompt = self.cache.get_or_create(self.name, f"{ev}@{self.speed}", sample_rate, spoken,
                                           plain, synth)
         return PlayInstruction(app="playback", arg=str(prompt.path), text=plain,
-                               duration_ms=wav_duration_ms(prompt.path), cached=prompt.cached)
+                               duration_ms=self.cache.duration_ms(prompt.path),
+                               cached=prompt.cached)

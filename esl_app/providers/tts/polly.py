@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from esl_app.media.pcm import wav_duration_ms, write_wav
+from esl_app.media.pcm import wav_bytes
 from esl_app.providers.tts.base import PlayInstruction, TtsCapabilities, TtsError
 from esl_app.providers.tts.cache import DEFAULT_DIR, PromptCache
 from esl_app.speech_markup import to_plain, to_ssml
@@ -86,13 +86,14 @@ class PollyTts:
         else:
             text_type, payload = "text", text.strip()
 
-        def synth(tmp: Path) -> None:
-            write_wav(tmp, self._pcm(payload, text_type, voice, sample_rate), sample_rate)
+        def synth(_tmp: Path) -> bytes:
+            return wav_bytes(self._pcm(payload, text_type, voice, sample_rate), sample_rate)
 
         prompt = self.cache.get_or_create(self.name, voice, sample_rate,
                                           f"{text_type}:{payload}", plain, synth)
         return PlayInstruction(app="playback", arg=str(prompt.path), text=plain,
-                               duration_ms=wav_duration_ms(prompt.path), cached=prompt.cached)
+                               duration_ms=self.cache.duration_ms(prompt.path),
+                               cached=prompt.cached)
 
     def _pcm(self, payload: str, text_type: str, voice: str, sample_rate: int) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
