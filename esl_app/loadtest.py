@@ -205,7 +205,8 @@ def _host_split(samples: list[tuple[list[int] | None, int]], peak: int
 _SERVER_HISTS = {"setup_ms": "ivr_call_setup_seconds",
                  "barge_in_ms": "ivr_barge_in_reaction_seconds",
                  "turn_response_ms": "ivr_turn_response_seconds",
-                 "hub_lag_ms": "ivr_hub_lag_seconds"}
+                 "hub_lag_ms": "ivr_hub_lag_seconds",
+                 "gc_full_ms": "ivr_gc_full_seconds"}
 
 
 def _hist_buckets(path: str) -> dict[str, dict[float, float]]:
@@ -946,6 +947,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         "server_barge_in_ms": inside.get("barge_in_ms"),
         "server_turn_response_ms": inside.get("turn_response_ms"),
         "server_hub_lag_ms": inside.get("hub_lag_ms"),
+        "server_gc_full_ms": inside.get("gc_full_ms"),
         "emulator_cpu_percent": round(emu_cpu / wall * 100, 1),
         "emulator_nice": cfg.emulator_nice,
         "server_mem_kb_baseline": round(mem0),
@@ -996,7 +998,8 @@ def summarize(r: dict[str, Any]) -> str:
     for key, name in (("server_setup_ms", "server side of set-up"),
                       ("server_barge_in_ms", "server side of barge-in"),
                       ("server_turn_response_ms", "server side of final → play"),
-                      ("server_hub_lag_ms", "server event-loop lag")):
+                      ("server_hub_lag_ms", "server event-loop lag"),
+                      ("server_gc_full_ms", "server full collections")):
         if r.get(key) and r[key].get("count"):
             lines.append(row(name, r[key]))
     host = r.get("host_cpu_steady")

@@ -275,6 +275,7 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
     services.extra["worker"] = index
     _warm(services, source)
     _freeze_heap()
+    _time_full_collections()
     gevent.spawn(_pace_gc)
     gevent.spawn(_watch_hub_lag)
     if index == 0:  # one worker keeps each clinic's retention promise, daily
@@ -347,6 +348,26 @@ def _pace_gc() -> None:
             gc.collect()
             last_sweep = time.monotonic()
         gc.freeze()
+
+
+def _time_full_collections() -> None:
+    """Record every full collection's duration in ``ivr_gc_full_seconds``."""
+    import gc
+
+    from esl_app.http.metrics import GC_FULL
+
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            started[0] = time.perf_counter()
+        elif started[0]:
+            GC_FULL.observe(time.perf_counter() - started[0])
+            started[0] = 0.0
+
+    gc.callbacks.append(on_gc)
 
 
 _LAG_EVERY_S = 0.02

@@ -43,6 +43,7 @@ def test_small_text_run_reports_json(tmp_path):
     # the workers' event-loop lag, sampled every 20 ms all along
     lag = report["server_hub_lag_ms"]
     assert lag["count"] >= 50 and 0 <= lag["p50"] <= lag["p99"]
+    assert report["server_gc_full_ms"]["count"] >= 0  # full collections, timed (if any)
     assert set(report["host_cpu_steady"] or {}) <= {
         "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"}
 

@@ -52,3 +52,22 @@ def test_objects_without_cycles_are_freed_at_once_even_frozen(fast_gc):
     gevent.sleep(0.05)
     del obj
     assert ref() is None  # reference counting does not wait for any collection
+
+
+def test_full_collections_are_timed():
+    from esl_app.http.metrics import GC_FULL
+
+    def count():
+        return next(s.value for m in GC_FULL.collect() for s in m.samples
+                    if s.name == "ivr_gc_full_seconds_count")
+
+    before = count()
+    n = len(gc.callbacks)
+    workers._time_full_collections()
+    try:
+        gc.collect(0)  # a young collection: not counted
+        assert count() == before
+        gc.collect()
+        assert count() == before + 1
+    finally:
+        del gc.callbacks[n:]

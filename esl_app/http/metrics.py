@@ -34,6 +34,7 @@ __all__ = [
     "CONTENT_TYPE",
     "HTTP_REQUESTS",
     "HTTP_SECONDS",
+    "GC_FULL",
     "HUB_LAG",
     "PROVIDER_ERRORS",
     "REGISTRY",
@@ -83,6 +84,10 @@ HUB_LAG = Histogram(
     "ivr_hub_lag_seconds",
     "How late a worker's event loop runs a timer that is due (sampled every 20 ms): what "
     "any call's set-up, barge-in or turn waits behind the rest of the worker's work.",
+    registry=REGISTRY, buckets=_FINE)
+GC_FULL = Histogram(
+    "ivr_gc_full_seconds",
+    "A worker's full (generation 2) garbage collections: the hub runs nothing meanwhile.",
     registry=REGISTRY, buckets=_FINE)
 BOOKINGS = Counter(
     "ivr_bookings", "Appointment changes by action (booked, cancelled, rescheduled) and channel.",
