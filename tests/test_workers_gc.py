@@ -61,13 +61,17 @@ def test_full_collections_are_timed():
         return next(s.value for m in GC_FULL.collect() for s in m.samples
                     if s.name == "ivr_gc_full_seconds_count")
 
-    before = count()
+    was_enabled = gc.isenabled()
+    gc.disable()  # no automatic collection in between: only the two below run
     n = len(gc.callbacks)
     workers._time_full_collections()
     try:
+        before = count()
         gc.collect(0)  # a young collection: not counted
         assert count() == before
         gc.collect()
         assert count() == before + 1
     finally:
         del gc.callbacks[n:]
+        if was_enabled:
+            gc.enable()
