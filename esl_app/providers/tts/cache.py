@@ -180,7 +180,7 @@ class PromptCache:
                                      pool=_FILE_POOL)
             if duration is not None:
                 self._remember_duration(str(path), duration)
-            self._touched[key] = time.monotonic()
+            self._mark_touched(key, time.monotonic())
             result.set(path)
         except BaseException as exc:
             if isinstance(exc, OSError):
@@ -200,6 +200,11 @@ class PromptCache:
             self._remember_duration(name, ms)
         return ms
 
+    def _mark_touched(self, key: str, now: float) -> None:
+        if len(self._touched) >= _MEMO_MAX:
+            self._touched.clear()
+        self._touched[key] = now
+
     def _remember_duration(self, name: str, ms: int) -> None:
         if len(self._durations) >= _MEMO_MAX:
             self._durations.clear()
@@ -215,9 +220,7 @@ class PromptCache:
         last = self._touched.get(key)
         if last is not None and now - last < _TOUCH_EVERY_S:
             return
-        if len(self._touched) >= _MEMO_MAX:
-            self._touched.clear()
-        self._touched[key] = now
+        self._mark_touched(key, now)
         try:
             os.utime(path)
         except OSError:
@@ -241,7 +244,8 @@ class PromptCache:
     def prune(self, max_bytes: int | None = None, max_age_s: float | None = None) -> int:
         """Delete old prompts, then the least recently used beyond a size; return the count.
 
-        ``max_age_s``: unused (mtime, refreshed on every hit) for longer is removed;
+        ``max_age_s``: unused (mtime, refreshed by a hit at most every 10 minutes per
+        process) for longer is removed;
         ``max_bytes``: the WAVs left total at most this.
         """
         if not self.directory.exists():
