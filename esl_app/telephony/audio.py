@@ -84,6 +84,9 @@ class AudioListenSource:
             with contextlib.suppress(Exception):
                 self.stream.close()
             self.stream = None
+        # the call <-> source cycle: let reference counting free both when the call ends
+        # (the callbacks below check ``closed`` before they touch the call)
+        self.call = None
 
     # -- StreamSink (media server greenlet) ----------------------------------------------
 
