@@ -70,8 +70,31 @@ def test_a_call_hung_up_mid_answer_leaves_no_cycles(bot):
     assert not found, f"call engine objects left to the cyclic GC: {dict(found)}"
 
 
+def test_a_hang_up_while_the_agent_thinks_leaves_no_cycles(tmp_path, monkeypatch):
+    """The agent job killed at clean-up keeps its GreenletExit, whose traceback holds
+    the job's frame and the controller: the controller must let go of the job."""
+    from test_telephony_helpers import TENANTS_YAML
+
+    from esl_app.providers.latency import make_provider_cache
+    from esl_app.simulate import start_local_bot
+    from esl_app.telephony import call as call_mod
+    from esl_app.testing import make_db
+
+    monkeypatch.setattr(call_mod, "HANGUP_GRACE", 0.01)  # the agent (0.5-1.5 s) is killed
+    bot = start_local_bot(make_db(tmp_path, TENANTS_YAML),
+                          providers=make_provider_cache("cloud", seed=1))
+    try:
+        found, transcript = _engine_garbage(bot, INTERRUPTING)
+    finally:
+        bot.stop()
+    assert transcript["outcome"] == "caller_hangup"
+    assert not found, f"call engine objects left to the cyclic GC: {dict(found)}"
+
+
 def test_an_audio_call_leaves_no_cycles(tmp_path):
-    """Audio mode adds the fork's listen source, VAD and recogniser stream to the call.
+    """(Last in this file: stopping its bot leaves a cycle the next test would see.)
+
+    Audio mode adds the fork's listen source, VAD and recogniser stream to the call.
 
     The source <-> controller cycle left every finished audio call to the cyclic
     collector: with the heap frozen every second (tried for issue #9) it grew each

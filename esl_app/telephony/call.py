@@ -775,6 +775,9 @@ class CallController:
             if not job.dead:
                 job.kill(block=True, timeout=0.2)
             self._drain_agent_reply()
+            # a killed job keeps its GreenletExit, whose traceback holds the job's frame
+            # and so this controller: let reference counting free the call
+            self._agent_job = None
         if self.listener is not None:
             with contextlib.suppress(Exception):
                 self.listener.close()
