@@ -278,8 +278,6 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
     _time_full_collections()
     gevent.spawn(_watch_hub_lag)
     if index == 0:  # one worker keeps each clinic's retention promise, daily
-        import gevent
-
         gevent.spawn(_purge_daily)
     server = EslServer(services, max_calls=cfg.max_calls,
                        listener=_gevent_socket(esl_raw))

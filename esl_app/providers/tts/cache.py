@@ -85,12 +85,13 @@ def _store(final: str, txt: str, plain_text: str, tmp_wav: str, data: bytes | No
     fails leaves no temporary file behind.
     """
     tmp_txt = f"{os.path.dirname(final)}/.tmp-{os.getpid()}-{next(_TMP_SEQ)}.txt"
+    text = (plain_text + "\n").encode("utf-8")
     try:
         try:
-            _publish(tmp_txt, (plain_text + "\n").encode("utf-8"), txt)
+            _publish(tmp_txt, text, txt)
         except FileNotFoundError:
             os.makedirs(os.path.dirname(final), exist_ok=True)
-            _publish(tmp_txt, (plain_text + "\n").encode("utf-8"), txt)
+            _publish(tmp_txt, text, txt)
         _publish(tmp_wav, data, final)
     except BaseException:
         _unlink_quietly(tmp_txt)
@@ -103,6 +104,13 @@ def _store(final: str, txt: str, plain_text: str, tmp_wav: str, data: bytes | No
         return wav_duration_ms(final)
     except (OSError, EOFError, wave.Error, ZeroDivisionError):
         return None  # not a WAV we can read: asked for, its duration fails then
+
+
+def _put_bounded(memo: dict[str, Any], key: str, value: Any) -> None:
+    """``memo[key] = value``, clearing ``memo`` first once it holds ``_MEMO_MAX`` keys."""
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[key] = value
 
 
 def _publish(tmp: str, body: bytes | None, dest: str) -> None:
@@ -179,8 +187,8 @@ class PromptCache:
             duration = run_in_thread(_store, str(path), str(txt), plain_text, str(tmp), data,
                                      pool=_FILE_POOL)
             if duration is not None:
-                self._remember_duration(str(path), duration)
-            self._mark_touched(key, time.monotonic())
+                _put_bounded(self._durations, str(path), duration)
+            _put_bounded(self._touched, key, time.monotonic())
             result.set(path)
         except BaseException as exc:
             if isinstance(exc, OSError):
@@ -197,18 +205,8 @@ class PromptCache:
         ms = self._durations.get(name)
         if ms is None:
             ms = run_in_thread(wav_duration_ms, name, pool=_FILE_POOL)
-            self._remember_duration(name, ms)
+            _put_bounded(self._durations, name, ms)
         return ms
-
-    def _mark_touched(self, key: str, now: float) -> None:
-        if len(self._touched) >= _MEMO_MAX:
-            self._touched.clear()
-        self._touched[key] = now
-
-    def _remember_duration(self, name: str, ms: int) -> None:
-        if len(self._durations) >= _MEMO_MAX:
-            self._durations.clear()
-        self._durations[name] = ms
 
     def _touch(self, key: str, path: Path) -> None:
         """Refresh the last-use time for age pruning, at most every ``_TOUCH_EVERY_S``.
@@ -220,7 +218,7 @@ class PromptCache:
         last = self._touched.get(key)
         if last is not None and now - last < _TOUCH_EVERY_S:
             return
-        self._mark_touched(key, now)
+        _put_bounded(self._touched, key, now)
         try:
             os.utime(path)
         except OSError:
