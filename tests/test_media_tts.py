@@ -2,6 +2,8 @@ import os
 import time
 import wave
 
+import pytest
+
 from esl_app.providers.stt.freeswitch import parse_detected_speech
 from esl_app.providers.tts.cache import PromptCache
 from esl_app.providers.tts.freeswitch import FreeswitchTts
@@ -218,3 +220,89 @@ def test_the_duration_is_read_once_then_remembered(tmp_path):
     fresh = PromptCache(tmp_path)
     fresh.get_or_create("t", "v", 8000, "two", "two", lambda _p: b"")
     assert fresh.duration_ms(got.path) == 2000  # another worker: a hit, read once
+
+
+def _slow_synth(calls: list[str], name: str, data: bytes = b"RIFF"):
+    import gevent
+
+    def synth(tmp):
+        calls.append(name)
+        gevent.sleep(0.05)  # a request to Polly
+        return data
+    return synth
+
+
+def test_concurrent_misses_synthesise_a_prompt_once(tmp_path):
+    import gevent
+
+    cache = PromptCache(tmp_path)
+    calls: list[str] = []
+    jobs = [gevent.spawn(cache.get_or_create, "t", "v", 8000, "hello", "hello",
+                         _slow_synth(calls, f"g{i}")) for i in range(3)]
+    gevent.joinall(jobs, raise_error=True)
+    assert calls == ["g0"]
+    assert [j.value.cached for j in jobs] == [False, True, True]
+    assert (cache.misses, cache.hits) == (1, 2)
+
+
+def test_a_waiter_synthesises_itself_when_the_first_call_hangs_up_meanwhile(tmp_path):
+    """The owner's greenlet is killed mid-synthesis (its caller hung up): a call waiting
+    for the same prompt must still get it, not the other call's GreenletExit."""
+    import gevent
+
+    cache = PromptCache(tmp_path)
+    calls: list[str] = []
+    owner = gevent.spawn(cache.get_or_create, "t", "v", 8000, "hi", "hi",
+                         _slow_synth(calls, "owner"))
+    waiter = gevent.spawn(cache.get_or_create, "t", "v", 8000, "hi", "hi",
+                          _slow_synth(calls, "waiter"))
+    gevent.sleep(0.01)
+    owner.kill()
+    got = waiter.get(timeout=5)
+    assert calls == ["owner", "waiter"] and not got.cached and got.path.exists()
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("how", ["killed", "failed"])
+def test_a_miss_cut_short_leaves_no_cycle_for_the_collector(tmp_path, how):
+    """A kill (the caller hung up) or a provider failure mid-synthesis must not tie
+    the caller's frames into a reference cycle: at 1000 calls those wait for full
+    collections that stop the hub."""
+    import gc
+    import weakref
+
+    import gevent
+
+    cache = PromptCache(tmp_path)
+
+    class Verb:  # stands for the Speak verb whose greenlet asked for the prompt
+        pass
+
+    def broken(tmp):
+        gevent.sleep(0.02)
+        raise RuntimeError("Polly said no")
+
+    synth = _slow_synth([], "x") if how == "killed" else broken
+
+    def ask(verb):
+        cache.get_or_create("t", "v", 8000, "bye", "bye", synth)
+
+    gc.collect()
+    gc.disable()
+    try:
+        verb = Verb()
+        ref = weakref.ref(verb)
+        g = gevent.spawn(ask, verb)
+        del verb
+        gevent.sleep(0.01)
+        if how == "killed":
+            g.kill()
+        else:
+            g.join()
+            assert isinstance(g.exception, RuntimeError)
+        del g
+        gevent.sleep(0)  # the hub lets go of the dead greenlet (its links' callback)
+        gevent.sleep(0)
+        assert ref() is None, "the miss's frames wait for the cyclic GC"
+    finally:
+        gc.enable()

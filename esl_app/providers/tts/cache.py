@@ -129,7 +129,7 @@ class PromptCache:
         self.directory = Path(directory).resolve()
         self.hits = 0
         self.misses = 0
-        self._inflight: dict[str, gevent.event.AsyncResult] = {}
+        self._inflight: dict[str, gevent.event.Event] = {}
         self._dir_ready = False
         self._touched: dict[str, float] = {}  # key -> when this process last touched it
         self._durations: dict[str, int] = {}  # path -> WAV duration (ms)
@@ -157,21 +157,28 @@ class PromptCache:
         real thread: creating a file on a journalled file system costs 0.2-3 ms of
         kernel time (tens of ms at worst), and on the hub every call of the worker
         would wait it out. A hit costs a ``stat`` on the hub.
+
+        Concurrent misses of one prompt synthesise it once; the others wait and look
+        again, and synthesise it themselves if that failed or its call hung up.
         """
         key = cache_key(provider, voice, rate, text)
         path = self.path_for(key)
         txt = Path(str(path) + ".txt")
-        if os.path.exists(path):
-            self.hits += 1
-            self._touch(key, path)
-            return CachedPrompt(path, txt, True)
-        pending = self._inflight.get(key)
-        if pending is not None:  # another greenlet is synthesising it right now
-            pending.get()
-            self.hits += 1
-            return CachedPrompt(path, txt, True)
+        while True:
+            if os.path.exists(path):
+                self.hits += 1
+                self._touch(key, path)
+                return CachedPrompt(path, txt, True)
+            pending = self._inflight.get(key)
+            if pending is None:
+                break
+            # another greenlet is synthesising it right now: wait, then look again.
+            # If it failed or was killed (its call hung up), this one tries itself; no
+            # exception crosses greenlets (one shared would tie every waiter's frames
+            # into a reference cycle through its traceback)
+            pending.wait()
         self.misses += 1
-        result = self._inflight[key] = gevent.event.AsyncResult()
+        done = self._inflight[key] = gevent.event.Event()
         tmp = self.directory / f".tmp-{os.getpid()}-{next(_TMP_SEQ)}.wav"
         try:
             if not self._dir_ready:
@@ -189,14 +196,12 @@ class PromptCache:
             if duration is not None:
                 _put_bounded(self._durations, str(path), duration)
             _put_bounded(self._touched, key, time.monotonic())
-            result.set(path)
-        except BaseException as exc:
-            if isinstance(exc, OSError):
-                self._dir_ready = False  # the directory may be gone: make it again next time
-            result.set_exception(exc)
+        except OSError:
+            self._dir_ready = False  # the directory may be gone: make it again next time
             raise
         finally:
             del self._inflight[key]
+            done.set()
         return CachedPrompt(path, txt, False)
 
     def duration_ms(self, path: str | Path) -> int:
