@@ -96,9 +96,9 @@ def test_an_audio_call_leaves_no_cycles(tmp_path):
 
     Audio mode adds the fork's listen source, VAD and recogniser stream to the call.
 
-    The source <-> controller cycle left every finished audio call to the cyclic
-    collector: with the heap frozen every second (tried for issue #9) it grew each
-    worker by ~8 MB a minute in a 300-call soak, until a sweep.
+    Workers freeze their heap every second (esl_app/workers.py), so a cycle here
+    would hold the call's memory until the 10-minute sweep: in a 12-minute soak
+    at 300 calls the source <-> controller cycle grew each worker by ~8 MB a minute.
     """
     import shutil
 
