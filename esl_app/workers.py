@@ -276,7 +276,7 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
     _warm(services, source)
     _freeze_heap()
     _time_full_collections()
-    gevent.spawn(_pace_gc)
+    gevent.spawn(_pace_gc, index, cfg.workers)
     gevent.spawn(_watch_hub_lag)
     if index == 0:  # one worker keeps each clinic's retention promise, daily
         gevent.spawn(_purge_daily)
@@ -322,7 +322,7 @@ _GC_FREEZE_EVERY_S = 1.0
 _GC_SWEEP_EVERY_S = 600.0
 
 
-def _pace_gc() -> None:
+def _pace_gc(index: int = 0, workers: int = 1) -> None:
     """Keep full collections small: freeze the heap every second, sweep it every 10 min.
 
     With 500 live calls a worker tracks ~100k objects, and Python's full collection
@@ -332,13 +332,16 @@ def _pace_gc() -> None:
     allocated. Reference counting still frees everything that is not in a cycle
     (a finished call leaves none: tests/test_call_memory.py); the rare cycle among
     frozen objects waits for the sweep, which unfreezes and collects everything
-    (one such pause per 10 minutes instead of two per minute).
+    (one such pause per 10 minutes instead of two per minute). Worker ``index`` of
+    ``workers`` first sweeps after ``(index + 1) / workers`` of a period: they
+    start together, and one sweep at a time keeps the other workers' calls (and the
+    switch's view of all of them) moving.
     """
     import gc
 
     import gevent
 
-    last_sweep = time.monotonic()
+    last_sweep = time.monotonic() - _GC_SWEEP_EVERY_S * (1 - (index + 1) / max(1, workers))
     while True:
         gevent.sleep(_GC_FREEZE_EVERY_S)
         if time.monotonic() - last_sweep >= _GC_SWEEP_EVERY_S:

@@ -75,3 +75,24 @@ def test_full_collections_are_timed():
         del gc.callbacks[n:]
         if was_enabled:
             gc.enable()
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_workers_take_turns_to_sweep(monkeypatch, index):
+    """Of two workers, the first sweeps half a period in, the second a whole period in."""
+    monkeypatch.setattr(workers, "_GC_FREEZE_EVERY_S", 0.01)
+    monkeypatch.setattr(workers, "_GC_SWEEP_EVERY_S", 1.0)
+    g = gevent.spawn(workers._pace_gc, index, 2)
+    try:
+        node = _Node()
+        ref = weakref.ref(node)
+        gevent.sleep(0.05)  # frozen by now: only a sweep frees the cycle
+        del node
+        gevent.sleep(0.7)  # worker 0 has swept (at 0.5 s), worker 1 not yet (1.0 s)
+        assert (ref() is None) == (index == 0)
+        gevent.sleep(0.5)
+        assert ref() is None
+    finally:
+        g.kill()
+        gc.unfreeze()
+        gc.collect()
