@@ -200,3 +200,27 @@ def test_frames_on_the_wire_are_masked_l16_after_the_metadata():
     assert all(b0 == 0x82 and masked and len(p) == 320 and p == bytes(320)
                for b0, masked, _k, p in binary)
     assert len({k for _b, _m, k, _p in binary}) > 1  # mask keys vary
+
+
+def test_a_caller_line_survives_the_first_asker_hanging_up(monkeypatch):
+    """Two emulated callers ask for the same line; the first is killed mid-synthesis
+    (its call ended). The second must get the PCM, not the first's GreenletExit."""
+    from esl_app.emulator import audio as emu_audio
+
+    made: list[str] = []
+
+    def slow_pcm(text, voice, rate, speed):
+        made.append(text)
+        gevent.sleep(0.05)  # espeak-ng in a subprocess
+        return b"\x01\x00" * 160
+
+    monkeypatch.setattr(emu_audio, "synthesize_pcm", slow_pcm)
+    line = "a line nobody said before in this process"
+    first = gevent.spawn(emu_audio.synthesize_cached, line, "en-us", 8000, 160)
+    second = gevent.spawn(emu_audio.synthesize_cached, line, "en-us", 8000, 160)
+    gevent.sleep(0.01)
+    first.kill()
+    assert second.get(timeout=5) == b"\x01\x00" * 160
+    assert made == [line, line]
+    third = emu_audio.synthesize_cached(line, "en-us", 8000, 160)  # cached now
+    assert third == b"\x01\x00" * 160 and made == [line, line]

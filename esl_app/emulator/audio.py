@@ -111,7 +111,7 @@ class _Line:
 _lines: OrderedDict[tuple[Any, ...], _Line] = OrderedDict()
 _silence: dict[int, tuple[bytes, ...]] = {}
 _pcm_cache: OrderedDict[tuple[str, str, int, int], bytes] = OrderedDict()
-_pcm_inflight: dict[tuple[str, str, int, int], gevent.event.AsyncResult] = {}
+_pcm_inflight: dict[tuple[str, str, int, int], gevent.event.Event] = {}
 _CACHE_MAX = 512
 
 
@@ -145,26 +145,31 @@ def _silence_frames(rate: int) -> tuple[bytes, ...]:
 
 
 def synthesize_cached(text: str, voice: str, rate: int, speed: int) -> bytes:
-    """espeak-ng PCM of a line, once per (text, voice, rate, speed) in this process."""
+    """espeak-ng PCM of a line, once per (text, voice, rate, speed) in this process.
+
+    Concurrent askers of one line wait for the first and look again; if it failed or
+    its call ended meanwhile (its greenlet killed) the next one synthesises the line
+    itself. No exception is handed across greenlets: another call's GreenletExit
+    would end the waiter's synthesis greenlet, and that caller would never speak.
+    """
     key = (text, voice, rate, speed)
-    pcm = _pcm_cache.get(key)
-    if pcm is not None:
-        return pcm
-    pending = _pcm_inflight.get(key)
-    if pending is not None:
-        return pending.get()
-    pending = _pcm_inflight[key] = gevent.event.AsyncResult()
+    while True:
+        pcm = _pcm_cache.get(key)
+        if pcm is not None:
+            return pcm
+        pending = _pcm_inflight.get(key)
+        if pending is None:
+            break
+        pending.wait()
+    done = _pcm_inflight[key] = gevent.event.Event()
     try:
         pcm = synthesize_pcm(text, voice, rate, speed)
-    except BaseException as exc:
-        pending.set_exception(exc)
-        raise
+        _pcm_cache[key] = pcm
+        while len(_pcm_cache) > _CACHE_MAX:
+            _pcm_cache.popitem(last=False)
     finally:
-        _pcm_inflight.pop(key, None)
-    _pcm_cache[key] = pcm
-    while len(_pcm_cache) > _CACHE_MAX:
-        _pcm_cache.popitem(last=False)
-    pending.set(pcm)
+        del _pcm_inflight[key]
+        done.set()
     return pcm
 
 
