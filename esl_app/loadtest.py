@@ -353,6 +353,11 @@ def load_fork(**kw: Any) -> Any:
     line's first frame is sent, for the server's emulated recogniser
     (:mod:`esl_app.providers.stt.emulated`).
     """
+    return _fork_class()(**kw)
+
+
+def _fork_class() -> type:
+    """The load test's fork class (made once; its imports happen here)."""
     if not _FORK_CLASS:
         from esl_app.emulator.audio import AudioFork
         from esl_app.providers.stt.emulated import TABLE_ENV, LineTable
@@ -366,7 +371,7 @@ def load_fork(**kw: Any) -> Any:
                     table.register(text, pcm)
 
         _FORK_CLASS.append(LoadFork)
-    return _FORK_CLASS[0](**kw)
+    return _FORK_CLASS[0]
 
 
 def _first_after(cmds: list[Any], t: float, pred: Callable[[Any], bool]) -> float | None:
@@ -549,6 +554,11 @@ def _child_main(argv: list[str]) -> int:
     cfg = json.loads(argv[0])
     if cfg.get("stt_table"):  # before load_fork() first runs: lines get registered there
         os.environ["IVR_EMULATED_STT_TABLE"] = cfg["stt_table"]
+    # import now what the calls will need: a first import in the middle of the run
+    # stops this process's hub for 100+ ms, and every caller's frames are late
+    if cfg["audio"]:
+        _fork_class()
+    _is_filler_text("")
     address = (cfg["host"], cfg["port"])
     rng = random.Random(cfg["seed"])
     n_total = cfg["calls_total"]
