@@ -273,7 +273,7 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
     services = build_services(source, audio_source_for=audio_source_for,
                               providers=make_provider_cache(cfg.profile, seed=seed))
     services.extra["worker"] = index
-    _warm(services, source)
+    _warm(services, source, audio_source_for)
     _freeze_heap()
     _time_full_collections()
     gevent.spawn(_pace_gc, index, cfg.workers)
@@ -310,12 +310,18 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
     return 0
 
 
-def _warm(services: Any, source: Any) -> None:
-    """Build every tenant's agent and TTS before accepting: the first calls must not pay it."""
+def _warm(services: Any, source: Any, audio_source_for: Any = None) -> None:
+    """Build every tenant's agent, TTS and recogniser before accepting.
+
+    The first calls must not pay it: an import on the hub stops every call of the worker.
+    """
     for tenant in source.current():
         with contextlib.suppress(Exception):
             services.agent_for(tenant)
             services.tts_for(tenant, tenant.tts)
+        if audio_source_for is not None:
+            with contextlib.suppress(Exception):
+                audio_source_for.warm(tenant)
 
 
 _GC_FREEZE_EVERY_S = 1.0

@@ -28,3 +28,38 @@ def test_hub_lag_is_observed_and_shows_a_blocked_hub(monkeypatch):
     n1, s1 = count_and_sum()
     assert n1 - n0 >= 4
     assert s1 - s0 >= 0.07  # the timer due during the 100 ms ran that much late
+
+
+def test_a_worker_makes_every_tenants_recogniser_before_its_first_call(tmp_path):
+    """The first audio call must not import its recogniser on the hub (~160 ms for the
+    local one on a slow machine, with every other call of the worker standing still)."""
+    from test_telephony_helpers import TENANTS_YAML
+
+    from esl_app.config.tenants import parse_tenants
+    from esl_app.telephony.audio import start_media_for_calls
+
+    made: list[str] = []
+
+    def stt_for(tenant):
+        made.append(tenant.id)
+        return object()
+
+    tenants = list(parse_tenants(TENANTS_YAML))
+
+    class Source:
+        def current(self):
+            return tenants
+
+    class Services:
+        def agent_for(self, tenant):
+            return None
+
+        def tts_for(self, tenant, name):
+            return None
+
+    media, sources = start_media_for_calls(stt_for=stt_for)
+    try:
+        workers._warm(Services(), Source(), sources)
+    finally:
+        media.stop()
+    assert made == [t.id for t in tenants] and made

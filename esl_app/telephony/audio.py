@@ -20,7 +20,7 @@ from esl_app.providers.stt.base import SttProvider, TranscriptEvent
 from esl_app.telephony.esl import EslError, EslSession
 from esl_app.telephony.events import Msg
 
-__all__ = ["AudioListenSource", "start_media_for_calls"]
+__all__ = ["AudioListenSource", "AudioSources", "start_media_for_calls"]
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +139,31 @@ class AudioListenSource:
             log.warning("call %s: recogniser error: %s", self.uuid[:8], ev.text)
 
 
+class AudioSources:
+    """The ``audio_source_for`` factory: one :class:`AudioListenSource` per call."""
+
+    def __init__(self, registry: Any, media_url: str,
+                 stt_for: Callable[[Tenant], SttProvider]) -> None:
+        self.registry = registry
+        self.media_url = media_url
+        self.stt_for = stt_for
+
+    def __call__(self, call: Any, tenant: Tenant, session: EslSession) -> AudioListenSource:
+        return AudioListenSource(call, tenant, session, registry=self.registry,
+                                 media_url=self.media_url, stt=self.stt_for(tenant))
+
+    def warm(self, tenant: Tenant) -> None:
+        """Make ``tenant``'s recogniser now, before calls come.
+
+        Its first call would import it on the hub (the local one: ~160 ms, during
+        which the worker's other calls stand still).
+        """
+        self.stt_for(tenant)
+
+
 def start_media_for_calls(host: str = "127.0.0.1", port: int = 0, *,
                           stt_for: Callable[[Tenant], SttProvider] | None = None
-                          ) -> tuple[Any, Callable[[Any, Tenant, EslSession], AudioListenSource]]:
+                          ) -> tuple[Any, AudioSources]:
     """Start the media server; returns it and the ``audio_source_for`` factory for calls."""
     from esl_app.media.server import MediaRegistry, MediaServer
 
@@ -165,10 +187,4 @@ def start_media_for_calls(host: str = "127.0.0.1", port: int = 0, *,
                 providers[key] = LocalStt()
         return providers[key]
 
-    pick = stt_for or default_stt
-
-    def factory(call: Any, tenant: Tenant, session: EslSession) -> AudioListenSource:
-        return AudioListenSource(call, tenant, session, registry=registry, media_url=url,
-                                 stt=pick(tenant))
-
-    return media, factory
+    return media, AudioSources(registry, url, stt_for or default_stt)
