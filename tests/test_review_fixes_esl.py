@@ -167,3 +167,42 @@ def test_socket_without_full_ends_the_call_with_one_plain_error(server, control,
     assert len(errors) == 1 and NOT_FULL in errors[0].getMessage()
     assert "add 'full' to the socket application's arguments" in NOT_FULL
     assert server.last_transcripts[-1].outcome == "error"
+
+
+@pytest.mark.parametrize("ending", ["hang-up", "timeout"])
+def test_a_command_cut_short_leaves_no_cycle_for_the_collector(ending):
+    """A hang-up (or a timeout) while a command waits for its reply must not tie the
+    waiting frame into a reference cycle through the exception's traceback: every
+    call ended that way would wait for a full collection (issue #9)."""
+    import gc
+    import weakref
+
+    session, peer, _events = _pair(timeout=0.2 if ending == "timeout" else 5.0)
+
+    class Owner:  # stands for the call controller whose greenlet sent the command
+        pass
+
+    def ask(owner):
+        with pytest.raises((SessionGone, CommandTimeout)):
+            session.send("api status")
+
+    gc.collect()
+    gc.disable()
+    try:
+        owner = Owner()
+        ref = weakref.ref(owner)
+        g = gevent.spawn(ask, owner)
+        del owner
+        gevent.sleep(0.05)
+        if ending == "hang-up":
+            peer.close()  # FreeSWITCH goes away with the reply outstanding
+        g.join(timeout=5)
+        assert g.successful()
+        del g
+        gevent.sleep(0)
+        gevent.sleep(0)
+        assert ref() is None, "the waiting frame is left to the cyclic GC"
+    finally:
+        gc.enable()
+        session.stop()
+        peer.close()

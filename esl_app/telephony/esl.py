@@ -281,6 +281,24 @@ class _Deferred:
             session._settled.set()
 
 
+def _reply(result: AsyncResult) -> EslEvent:
+    """``result.get()``, minus a reference cycle when it fails.
+
+    gevent raises a stored exception from a helper frame that keeps it in a local,
+    and the exception's traceback holds that frame: every call that hung up with a
+    command outstanding would leave its waiting frames (and the call state they
+    reach) to the cyclic collector.
+    """
+    reply = result.wait()
+    exc = result.exception
+    if exc is None:
+        return reply
+    try:
+        raise exc
+    finally:
+        del exc, result
+
+
 def _reply_error(event: EslEvent) -> str | None:
     """A ``command/reply`` that refused the command (``-ERR …``)."""
     return event.data if event.data.startswith("-ERR") else None
@@ -380,7 +398,10 @@ class EslSession(OutboundSession):
         raw = "".join(f"{name}\n\n" for name in ("connect", *follow)).encode()
         with gevent.Timeout(self.command_timeout, CommandTimeout("no reply to 'connect'")):
             self._write(raw, slots)
-            reply = first.get()
+            try:
+                reply = _reply(first)
+            finally:
+                del first, slots  # see send()
         if reply.headers.get("Control") == "single-channel":
             raise EslError(self._not_full())  # nothing but sendmsg would work: not answered
         self.session_data = dict(reply.headers)
@@ -416,7 +437,13 @@ class EslSession(OutboundSession):
         wait = self.command_timeout if timeout is None else timeout
         with gevent.Timeout(wait, CommandTimeout(f"no reply to {data.split()[0]!r}")):
             self._write(raw, [result])
-            reply = result.get()
+            try:
+                reply = _reply(result)
+            finally:
+                # a hang-up sets SessionGone in the result, and its traceback holds this
+                # frame: holding the result here would make a cycle that only the
+                # cyclic collector frees (with the call's state it reaches)
+                del result
         self._raise_deferred()
         return reply
 
