@@ -10,7 +10,9 @@ API:
 
 - :func:`run_in_thread` ``(fn, *args, **kwargs) -> result``: run ``fn`` in a real
   thread, blocking only the calling greenlet (exceptions re-raised).
-- :func:`spawn_in_thread` ``(fn, *args, **kwargs) -> gevent.event.AsyncResult``.
+- :func:`spawn_in_thread` ``(fn, *args, **kwargs) -> gevent.event.AsyncResult``;
+  :func:`result_of` waits for such a result (or any ``AsyncResult``) and raises its
+  exception without leaving a reference cycle behind.
 - :class:`HubChannel`: a queue any thread may ``put`` into; greenlets ``get``
   from it, or :meth:`HubChannel.deliver_to` calls a callback on the hub per item.
 - :class:`AsyncioLoopThread`: an asyncio loop in its own OS thread;
@@ -41,6 +43,7 @@ __all__ = [
     "ChannelClosed",
     "HubChannel",
     "get_pool",
+    "result_of",
     "run_in_thread",
     "spawn_in_thread",
 ]
@@ -65,8 +68,38 @@ def get_pool(name: str = "default", size: int = 4) -> gevent.threadpool.ThreadPo
 
 def run_in_thread(fn: Callable[..., T], *args: Any, pool: str = "default",
                   **kwargs: Any) -> T:
-    """Run ``fn(*args, **kwargs)`` in an OS thread; only this greenlet waits."""
-    return get_pool(pool).apply(fn, args, kwargs)
+    """Run ``fn(*args, **kwargs)`` in an OS thread; only this greenlet waits.
+
+    Like ``ThreadPool.apply`` (run at once when called off the pool's hub, e.g.
+    from one of its threads), with :func:`result_of` for the reply.
+    """
+    threads = get_pool(pool)
+    if gevent.get_hub() is not threads.hub:
+        return fn(*args, **kwargs)
+    result = threads.spawn(fn, *args, **kwargs)
+    try:
+        return result_of(result)
+    finally:
+        del result  # see result_of
+
+
+def result_of(result: gevent.event.AsyncResult) -> Any:
+    """``result.get()``, minus a reference cycle when it fails.
+
+    gevent raises a stored exception from a helper frame that keeps it in a local,
+    and the exception's traceback holds that frame: the waiting greenlet's frames
+    (and a call's state they reach) would be left to the cyclic collector, which a
+    worker only runs every 10 minutes (its heap is frozen). Callers holding
+    ``result`` in a local should drop it in a ``finally`` for the same reason.
+    """
+    value = result.wait()
+    exc = result.exception
+    if exc is None:
+        return value
+    try:
+        raise exc
+    finally:
+        del exc, result
 
 
 def spawn_in_thread(fn: Callable[..., Any], *args: Any, pool: str = "default",

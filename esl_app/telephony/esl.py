@@ -33,6 +33,8 @@ from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 from greenswitch.esl import OutboundSession, OutboundSessionHasGoneAway
 
+from esl_app.bridge import result_of
+
 __all__ = [
     "CommandTimeout",
     "EslError",
@@ -281,24 +283,6 @@ class _Deferred:
             session._settled.set()
 
 
-def _reply(result: AsyncResult) -> EslEvent:
-    """``result.get()``, minus a reference cycle when it fails.
-
-    gevent raises a stored exception from a helper frame that keeps it in a local,
-    and the exception's traceback holds that frame: every call that hung up with a
-    command outstanding would leave its waiting frames (and the call state they
-    reach) to the cyclic collector.
-    """
-    reply = result.wait()
-    exc = result.exception
-    if exc is None:
-        return reply
-    try:
-        raise exc
-    finally:
-        del exc, result
-
-
 def _reply_error(event: EslEvent) -> str | None:
     """A ``command/reply`` that refused the command (``-ERR …``)."""
     return event.data if event.data.startswith("-ERR") else None
@@ -399,7 +383,7 @@ class EslSession(OutboundSession):
         with gevent.Timeout(self.command_timeout, CommandTimeout("no reply to 'connect'")):
             self._write(raw, slots)
             try:
-                reply = _reply(first)
+                reply = result_of(first)
             finally:
                 del first, slots  # see send()
         if reply.headers.get("Control") == "single-channel":
@@ -438,7 +422,7 @@ class EslSession(OutboundSession):
         with gevent.Timeout(wait, CommandTimeout(f"no reply to {data.split()[0]!r}")):
             self._write(raw, [result])
             try:
-                reply = _reply(result)
+                reply = result_of(result)
             finally:
                 # a hang-up sets SessionGone in the result, and its traceback holds this
                 # frame: holding the result here would make a cycle that only the
