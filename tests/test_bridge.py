@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import gc
-import weakref
-
-import gevent
 import pytest
+from memory_helpers import freed_without_the_collector
 
 from esl_app.bridge import run_in_thread
 
@@ -15,9 +12,6 @@ def test_a_failing_thread_job_leaves_no_cycle_for_the_collector():
     """The waiting greenlet's frames (a call's state) must be freed by reference
     counting when the job raises: workers run the cyclic collector every 10 minutes."""
 
-    class Owner:
-        pass
-
     def boom():
         raise RuntimeError("database is down")
 
@@ -25,25 +19,14 @@ def test_a_failing_thread_job_leaves_no_cycle_for_the_collector():
         with pytest.raises(RuntimeError, match="database is down"):
             run_in_thread(boom, pool="test-cycles")
 
-    gc.collect()
-    gc.disable()
-    try:
-        owner = Owner()
-        ref = weakref.ref(owner)
-        g = gevent.spawn(ask, owner)
-        del owner
+    def end(g):
         g.join(timeout=5)
         assert g.successful()
-        del g
-        gevent.sleep(0)
-        gevent.sleep(0)
-        assert ref() is None, "the waiting frames are left to the cyclic GC"
-    finally:
-        gc.enable()
+
+    assert freed_without_the_collector(ask, end), "the waiting frames are left to the cyclic GC"
 
 
 def test_run_in_thread_from_one_of_the_pools_threads_runs_at_once():
-
     def outer():
         return run_in_thread(lambda: 7 * 6, pool="test-nested")
 

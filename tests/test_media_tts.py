@@ -3,6 +3,7 @@ import time
 import wave
 
 import pytest
+from memory_helpers import freed_without_the_collector
 
 from esl_app.providers.stt.freeswitch import parse_detected_speech
 from esl_app.providers.tts.cache import PromptCache
@@ -268,15 +269,9 @@ def test_a_miss_cut_short_leaves_no_cycle_for_the_collector(tmp_path, how):
     """A kill (the caller hung up) or a provider failure mid-synthesis must not tie
     the caller's frames into a reference cycle: at 1000 calls those wait for full
     collections that stop the hub."""
-    import gc
-    import weakref
-
     import gevent
 
     cache = PromptCache(tmp_path)
-
-    class Verb:  # stands for the Speak verb whose greenlet asked for the prompt
-        pass
 
     def broken(tmp):
         gevent.sleep(0.02)
@@ -284,25 +279,15 @@ def test_a_miss_cut_short_leaves_no_cycle_for_the_collector(tmp_path, how):
 
     synth = _slow_synth([], "x") if how == "killed" else broken
 
-    def ask(verb):
+    def ask(verb):  # verb: the Speak verb whose greenlet asked for the prompt
         cache.get_or_create("t", "v", 8000, "bye", "bye", synth)
 
-    gc.collect()
-    gc.disable()
-    try:
-        verb = Verb()
-        ref = weakref.ref(verb)
-        g = gevent.spawn(ask, verb)
-        del verb
+    def end(g):
         gevent.sleep(0.01)
         if how == "killed":
             g.kill()
         else:
             g.join()
             assert isinstance(g.exception, RuntimeError)
-        del g
-        gevent.sleep(0)  # the hub lets go of the dead greenlet (its links' callback)
-        gevent.sleep(0)
-        assert ref() is None, "the miss's frames wait for the cyclic GC"
-    finally:
-        gc.enable()
+
+    assert freed_without_the_collector(ask, end), "the miss's frames wait for the cyclic GC"

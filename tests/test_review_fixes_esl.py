@@ -17,6 +17,7 @@ import socket
 
 import gevent
 import pytest
+from memory_helpers import freed_without_the_collector
 from test_setup_pipelining import _read_commands
 from test_telephony_helpers import WirePeer, make_services, start_server, wait_until
 
@@ -174,35 +175,21 @@ def test_a_command_cut_short_leaves_no_cycle_for_the_collector(ending):
     """A hang-up (or a timeout) while a command waits for its reply must not tie the
     waiting frame into a reference cycle through the exception's traceback: every
     call ended that way would wait for a full collection (issue #9)."""
-    import gc
-    import weakref
-
     session, peer, _events = _pair(timeout=0.2 if ending == "timeout" else 5.0)
 
-    class Owner:  # stands for the call controller whose greenlet sent the command
-        pass
-
-    def ask(owner):
+    def ask(owner):  # owner: the call controller whose greenlet sent the command
         with pytest.raises((SessionGone, CommandTimeout)):
             session.send("api status")
 
-    gc.collect()
-    gc.disable()
-    try:
-        owner = Owner()
-        ref = weakref.ref(owner)
-        g = gevent.spawn(ask, owner)
-        del owner
+    def end(g):
         gevent.sleep(0.05)
         if ending == "hang-up":
             peer.close()  # FreeSWITCH goes away with the reply outstanding
         g.join(timeout=5)
         assert g.successful()
-        del g
-        gevent.sleep(0)
-        gevent.sleep(0)
-        assert ref() is None, "the waiting frame is left to the cyclic GC"
+
+    try:
+        assert freed_without_the_collector(ask, end), "the waiting frame is left to the cyclic GC"
     finally:
-        gc.enable()
         session.stop()
         peer.close()
