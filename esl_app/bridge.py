@@ -15,6 +15,8 @@ API:
   exception without leaving a reference cycle behind.
 - :class:`HubChannel`: a queue any thread may ``put`` into; greenlets ``get``
   from it, or :meth:`HubChannel.deliver_to` calls a callback on the hub per item.
+- :func:`watch_hub_lag` ``(observe, every)``: forever, how late the hub runs a due
+  timer (a worker's ``ivr_hub_lag_seconds``, the load generator's own lag).
 - :class:`AsyncioLoopThread`: an asyncio loop in its own OS thread;
   ``submit(coro) -> concurrent.futures.Future``, ``wait(fut, timeout)`` waits
   for it from a greenlet without blocking the hub.
@@ -29,6 +31,7 @@ import collections
 import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -46,6 +49,7 @@ __all__ = [
     "result_of",
     "run_in_thread",
     "spawn_in_thread",
+    "watch_hub_lag",
 ]
 
 log = logging.getLogger(__name__)
@@ -106,6 +110,22 @@ def spawn_in_thread(fn: Callable[..., Any], *args: Any, pool: str = "default",
                     **kwargs: Any) -> gevent.event.AsyncResult:
     """Start ``fn`` in an OS thread and return its :class:`AsyncResult` at once."""
     return get_pool(pool).spawn(fn, *args, **kwargs)
+
+
+def watch_hub_lag(observe: Callable[[float], Any], every: float = 0.02) -> None:
+    """Forever: ``observe(seconds)``, how late the hub ran a timer due ``every`` s on.
+
+    Every greenlet of a process shares its one hub: whatever runs long on it (a
+    full garbage collection, a blocking system call, a big batch of frames, or no
+    CPU to be had) delays all of them by as much. Run it in its own greenlet.
+    """
+    loop = gevent.get_hub().loop
+    mono = time.monotonic
+    while True:
+        loop.update_now()  # the timer counts from now, not from the loop's cached time
+        due = mono() + every
+        gevent.sleep(every)
+        observe(max(0.0, mono() - due))
 
 
 class ChannelClosed(Exception):

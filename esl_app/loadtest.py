@@ -41,8 +41,15 @@ for the channel data, so the switch's reply time too), ``server_barge_in_ms``
 ``server_turn_response_ms`` (the final transcript received → the reply's first
 playback command written: with ``--profile local --tts freeswitch``, our own work
 per turn without the two process wake-ups the outside figure includes), from the
-workers' Prometheus histograms (bucket-interpolated); and ``host_cpu_steady``, the
-whole machine's CPU by kind while every call was up (idle near 0: saturated).
+workers' Prometheus histograms (bucket-interpolated); ``server_setup_own_ms``, the
+server side of set-up less its wait for the switch's reply to ``connect``; and
+``host_cpu_steady``, the whole machine's CPU by kind while every call was up (idle
+near 0: saturated).
+
+The load generator's own share: ``emulator_cpu_steady_percent`` (its processes'
+CPU while every call was up) and ``emulator_hub_lag_ms``, how late its event loops
+ran a due timer. On one machine that lag is in every outside figure: a frame sent
+late, a command read late and so timestamped late.
 """
 
 from __future__ import annotations
@@ -203,6 +210,7 @@ def _host_split(samples: list[tuple[list[int] | None, int]], peak: int
 
 
 _SERVER_HISTS = {"setup_ms": "ivr_call_setup_seconds",
+                 "setup_own_ms": "ivr_call_setup_own_seconds",
                  "barge_in_ms": "ivr_barge_in_reaction_seconds",
                  "turn_response_ms": "ivr_turn_response_seconds",
                  "hub_lag_ms": "ivr_hub_lag_seconds",
@@ -551,6 +559,8 @@ def _child_main(argv: list[str]) -> int:
     """Emulator process: run this process's share of callers, report JSON lines on stdout."""
     import gevent
 
+    from esl_app.bridge import watch_hub_lag
+
     cfg = json.loads(argv[0])
     if cfg.get("stt_table"):  # before load_fork() first runs: lines get registered there
         os.environ["IVR_EMULATED_STT_TABLE"] = cfg["stt_table"]
@@ -616,9 +626,15 @@ def _child_main(argv: list[str]) -> int:
             # emulated calls hold no reference cycles (tests/test_call_memory.py)
             gc.freeze()
 
+    # this process's own event-loop lag: how late it ran its callers' frames, answered
+    # the bot's commands and timestamped them (on a saturated machine, most of the
+    # outside latencies' tails)
+    lags: list[float] = []
     ticker = gevent.spawn(progress)
+    lag_watch = gevent.spawn(watch_hub_lag, lambda s: lags.append(round(s * 1000, 2)))
     gevent.joinall([gevent.spawn(slot, i) for i in cfg["indices"]])
     ticker.kill()
+    lag_watch.kill()
     emit({"progress": dict(counts)})
     emit({"result": {
         "calls_completed": counts["done"], "calls_failed": counts["failed"],
@@ -626,7 +642,7 @@ def _child_main(argv: list[str]) -> int:
         "overhead_ms": merged.overhead_ms, "turn_ms": merged.turn_ms,
         "answer_ms": merged.answer_ms,
         "frames_sent": merged.frames_sent, "frames_lost": merged.frames_lost,
-        "outcomes": outcomes, "errors": errors,
+        "outcomes": outcomes, "errors": errors, "hub_lag_ms": lags,
     }})
     return 0
 
@@ -894,6 +910,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         peak_mem = mem0
         samples: list[tuple[float, float, float, int]] = []
         host: list[tuple[list[int] | None, int]] = []
+        emu_samples: list[tuple[float, float, float, int]] = []
         emu_cpu = 0.0
         while not all(r.dead for r in readers):
             gevent.sleep(1.0)
@@ -901,6 +918,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
             emu_cpu = max(emu_cpu, _proc_sample([p.pid for p in children])[0])
             active = sum(v.get("active", 0) for v in progress.values())
             samples.append((time.monotonic(), cpu, mem, active))
+            emu_samples.append((samples[-1][0], emu_cpu, 0.0, active))
             host.append((_host_ticks(), active))
             if active >= peak_active:
                 peak_active = active
@@ -927,6 +945,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
     server_log: dict[str, int] = dict(srv.problems) if srv is not None else {}
     merged: dict[str, Any] = {"setup_ms": [], "rtt_ms": [], "barge_ms": [], "overhead_ms": [],
                               "turn_ms": [], "answer_ms": []}
+    emu_lags: list[float] = []
     outcomes: dict[str, int] = {}
     errors: dict[str, int] = {}
     completed = failed = sent = lost = 0
@@ -937,6 +956,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         lost += r["frames_lost"]
         for k in merged:
             merged[k].extend(r.get(k, ()))
+        emu_lags.extend(r.get("hub_lag_ms", ()))
         for k, v in r["outcomes"].items():
             outcomes[k] = outcomes.get(k, 0) + v
         for k, v in r["errors"].items():
@@ -954,11 +974,14 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         "server_cpu_steady_percent": steady,
         "host_cpu_steady": _host_split(host, peak_active),
         "server_setup_ms": inside.get("setup_ms"),
+        "server_setup_own_ms": inside.get("setup_own_ms"),
         "server_barge_in_ms": inside.get("barge_in_ms"),
         "server_turn_response_ms": inside.get("turn_response_ms"),
         "server_hub_lag_ms": inside.get("hub_lag_ms"),
         "server_gc_full_ms": inside.get("gc_full_ms"),
         "emulator_cpu_percent": round(emu_cpu / wall * 100, 1),
+        "emulator_cpu_steady_percent": _steady_cpu(emu_samples, peak_active),
+        "emulator_hub_lag_ms": {**_pcts(emu_lags), "count": len(emu_lags)},
         "emulator_nice": cfg.emulator_nice,
         "server_mem_kb_baseline": round(mem0),
         "server_mem_kb_peak": round(peak_mem),
@@ -995,7 +1018,8 @@ def summarize(r: dict[str, Any]) -> str:
         f"{r['frames_lost']} lost",
         f"server: {r['server_cpu_percent']}% CPU over the run, "
         f"{_f(r.get('server_cpu_steady_percent'))}% with every call up (100% = one core; emulators "
-        f"{r['emulator_cpu_percent']}%), "
+        f"{r['emulator_cpu_percent']}% over the run, "
+        f"{_f(r.get('emulator_cpu_steady_percent'))}% with every call up), "
         f"{_f(r['rss_per_call_kb'])} kB per call (PSS {r['server_mem_kb_baseline'] // 1024} → "
         f"{r['server_mem_kb_peak'] // 1024} MB)",
         row("set-up (connect → answer)", r["setup_ms"]),
@@ -1006,10 +1030,12 @@ def summarize(r: dict[str, Any]) -> str:
         row("answer (speech end → answer)", r["answer_ms"]),
     ]
     for key, name in (("server_setup_ms", "server side of set-up"),
+                      ("server_setup_own_ms", "  of it, our own work"),
                       ("server_barge_in_ms", "server side of barge-in"),
                       ("server_turn_response_ms", "server side of final → play"),
                       ("server_hub_lag_ms", "server event-loop lag"),
-                      ("server_gc_full_ms", "server full collections")):
+                      ("server_gc_full_ms", "server full collections"),
+                      ("emulator_hub_lag_ms", "emulators' event-loop lag")):
         if r.get(key) and r[key].get("count"):
             lines.append(row(name, r[key]))
     host = r.get("host_cpu_steady")

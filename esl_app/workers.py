@@ -383,22 +383,15 @@ _LAG_EVERY_S = 0.02
 def _watch_hub_lag() -> None:
     """Sample how late the hub runs a due timer, into ``ivr_hub_lag_seconds``.
 
-    Every call of a worker shares its one hub: whatever runs long on it (a full
-    garbage collection, a blocking system call, a big batch of frames) delays
+    Every call of a worker shares its one hub: whatever runs long on it delays
     every set-up, barge-in and turn in the worker by as much. The end-to-end
     latencies mix that with the network's and the switch's; this is the worker's
     own part, and an overload signal for operators.
     """
-    import gevent
-
+    from esl_app.bridge import watch_hub_lag
     from esl_app.http.metrics import HUB_LAG
 
-    loop = gevent.get_hub().loop
-    while True:
-        loop.update_now()  # the timer counts from now, not from the loop's cached time
-        due = time.monotonic() + _LAG_EVERY_S
-        gevent.sleep(_LAG_EVERY_S)
-        HUB_LAG.observe(max(0.0, time.monotonic() - due))
+    watch_hub_lag(HUB_LAG.observe, _LAG_EVERY_S)
 
 
 def _freeze_heap() -> None:

@@ -44,6 +44,14 @@ def test_small_text_run_reports_json(tmp_path):
     lag = report["server_hub_lag_ms"]
     assert lag["count"] >= 50 and 0 <= lag["p50"] <= lag["p99"]
     assert report["server_gc_full_ms"]["count"] >= 0  # full collections, timed (if any)
+    # our own part of set-up: the server side less the switch's reply to connect
+    own = report["server_setup_own_ms"]
+    assert own["count"] == 10 and 0 < own["p50"] <= report["server_setup_ms"]["p99"]
+    # the load generator's own share: its event loops' lag and its CPU
+    emu_lag = report["emulator_hub_lag_ms"]
+    assert emu_lag["count"] >= 50 and 0 <= emu_lag["p50"] <= emu_lag["p99"]
+    assert "emulator_cpu_steady_percent" in report
+    assert "emulators' event-loop lag" in out.stderr  # the summary, on stderr with --json
     assert set(report["host_cpu_steady"] or {}) <= {
         "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"}
 

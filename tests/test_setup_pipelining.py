@@ -74,6 +74,34 @@ def test_setup_costs_one_round_trip(server):
     assert server.last_transcripts[-1].outcome == "caller_hangup"
 
 
+def _sum(hist) -> float:
+    return next(s.value for m in hist.collect() for s in m.samples if s.name.endswith("_sum"))
+
+
+def test_setup_own_share_leaves_out_the_switchs_reply(server):
+    """ivr_call_setup_own_seconds is the set-up less the wait for connect's reply."""
+    from esl_app.http.metrics import CALL_SETUP, CALL_SETUP_OWN
+
+    total0, own0 = _sum(CALL_SETUP), _sum(CALL_SETUP_OWN)
+    peer = WirePeer(server.address)
+    try:
+        _unanswered(peer, 3)
+        gevent.sleep(0.3)  # FreeSWITCH slow to give the channel data
+        peer.send(peer.channel_data())
+        peer.send(command_reply("+OK Events Enabled"))
+        peer.send(command_reply("+OK will linger"))
+        answer, _setvar = _unanswered(peer, 2)
+        assert answer.header("execute-app-name") == "answer"
+        wait_until(lambda: _sum(CALL_SETUP) > total0)
+        total, own = _sum(CALL_SETUP) - total0, _sum(CALL_SETUP_OWN) - own0
+        assert total >= 0.3
+        assert 0 < own < 0.1  # ours: the accept, the tenant, the answer written
+        peer.hangup()
+        wait_until(lambda: server.active_calls == 0)
+    finally:
+        peer.close()
+
+
 def test_refused_myevents_still_ends_the_call(server):
     """A pipelined reply is checked: without events the bot cannot run the call."""
     peer = WirePeer(server.address)

@@ -30,6 +30,24 @@ def test_hub_lag_is_observed_and_shows_a_blocked_hub(monkeypatch):
     assert s1 - s0 >= 0.07  # the timer due during the 100 ms ran that much late
 
 
+def test_watch_hub_lag_reports_each_tick_to_its_callback():
+    """The one sampler both the workers and the load generator's emulators run."""
+    import time
+
+    from esl_app.bridge import watch_hub_lag
+
+    lags: list[float] = []
+    g = gevent.spawn(watch_hub_lag, lags.append, 0.01)
+    gevent.sleep(0.05)
+    t = time.monotonic()
+    while time.monotonic() - t < 0.05:  # the hub held for 50 ms
+        pass
+    gevent.sleep(0.02)
+    g.kill()
+    assert len(lags) >= 4 and min(lags) >= 0.0
+    assert max(lags) >= 0.035
+
+
 def test_a_worker_makes_every_tenants_recogniser_before_its_first_call(tmp_path):
     """The first audio call must not import its recogniser on the hub (~160 ms for the
     local one on a slow machine, with every other call of the worker standing still)."""

@@ -30,6 +30,7 @@ __all__ = [
     "BOOKINGS",
     "CALLS_ACTIVE",
     "CALL_SETUP",
+    "CALL_SETUP_OWN",
     "CALLS_TOTAL",
     "CONTENT_TYPE",
     "HTTP_REQUESTS",
@@ -70,6 +71,11 @@ CALL_SETUP = Histogram(
     "ivr_call_setup_seconds",
     "Server side of call set-up: the ESL connection accepted to the answer command "
     "written (one round trip to FreeSWITCH for the channel data included).",
+    registry=REGISTRY, buckets=_FINE)
+CALL_SETUP_OWN = Histogram(
+    "ivr_call_setup_own_seconds",
+    "Our own part of call set-up: ivr_call_setup_seconds less the wait for FreeSWITCH's "
+    "reply to connect (written to in hand).",
     registry=REGISTRY, buckets=_FINE)
 BARGE_IN_REACTION = Histogram(
     "ivr_barge_in_reaction_seconds",

@@ -254,7 +254,10 @@ class CallController:
         self.tenant = tenants.get(wanted) if wanted else tenants.by_did(did)
         app = self.session.execute("answer", wait=False)
         if self.accepted_at and (m := _metrics()) is not None:
-            m.CALL_SETUP.observe(time.monotonic() - self.accepted_at)
+            setup = time.monotonic() - self.accepted_at
+            m.CALL_SETUP.observe(setup)
+            m.CALL_SETUP_OWN.observe(
+                max(0.0, setup - getattr(self.session, "handshake_wait_s", 0.0)))
         log.info("call %s: did=%s caller=%s tenant=%s", self._cid(), did, mask_number(caller),
                  self.tenant.id if self.tenant else "-")
         if self.tenant is not None:

@@ -335,6 +335,9 @@ class EslSession(OutboundSession):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().__init__(address, sock)
         self.session_data = {}
+        # seconds the handshake waited for the switch's reply to ``connect`` (written →
+        # in hand): the part of a call's set-up that is FreeSWITCH's, not ours
+        self.handshake_wait_s = 0.0
         # greenswitch registers its own bound methods as handlers; our reader hands every
         # event to the sink and never calls them, and they would make each session a
         # reference cycle left to the cyclic GC (whose pauses stop the hub)
@@ -382,10 +385,12 @@ class EslSession(OutboundSession):
         raw = "".join(f"{name}\n\n" for name in ("connect", *follow)).encode()
         with gevent.Timeout(self.command_timeout, CommandTimeout("no reply to 'connect'")):
             self._write(raw, slots)
+            written = time.monotonic()
             try:
                 reply = result_of(first)
             finally:
                 del first, slots  # see send()
+            self.handshake_wait_s = time.monotonic() - written
         if reply.headers.get("Control") == "single-channel":
             raise EslError(self._not_full())  # nothing but sendmsg would work: not answered
         self.session_data = dict(reply.headers)
