@@ -75,7 +75,7 @@ CALL_SETUP = Histogram(
 CALL_SETUP_OWN = Histogram(
     "ivr_call_setup_own_seconds",
     "Our own part of call set-up: ivr_call_setup_seconds less the wait for FreeSWITCH's "
-    "reply to connect (written to in hand).",
+    "reply to connect (written to in hand: the hub's delay in reading it counts as wait).",
     registry=REGISTRY, buckets=_FINE)
 BARGE_IN_REACTION = Histogram(
     "ivr_barge_in_reaction_seconds",
