@@ -212,8 +212,9 @@ class SimpleAudioFork:
             return
 
     def stop(self) -> None:
-        if self.greenlet is not None:
-            self.greenlet.kill(block=False)
+        glet, self.greenlet = self.greenlet, None  # no cycle through its GreenletExit
+        if glet is not None:
+            glet.kill(block=False)
         if self.ws is not None:
             try:
                 self.ws.close()

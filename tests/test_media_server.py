@@ -176,3 +176,31 @@ def test_a_batch_of_many_streams_yields_to_the_hub_and_loses_nothing(monkeypatch
             ws.close(1000)
     finally:
         server.stop()
+
+
+def test_a_stopped_server_is_freed_without_the_cyclic_collector():
+    """Stopping kills the reader's greenlets; their GreenletExit must not tie the reader
+    (and every stream's entry and sink it reaches) into a cycle: workers run the cyclic
+    collector every 10 minutes, and a test run later would find it among its garbage."""
+    import gc
+    import weakref
+
+    registry = MediaRegistry()
+    server = MediaServer("127.0.0.1", 0, registry, stall_ms=300).start()
+    sink = Sink()
+    token = registry.register("call-x", sink)
+    ws = connect(server, "call-x")
+    ws.send(fork_metadata(token))
+    ws.send_binary(b"\x01\x02" * 160)
+    assert sink.got.wait(5)
+    reader = weakref.ref(server._reader)
+    ws.close()
+    gc.collect()
+    gc.disable()
+    try:
+        server.stop()
+        del server
+        gevent.sleep(0.05)  # the kills run, the greenlets end
+        assert reader() is None, "the stopped reader is left to the cyclic GC"
+    finally:
+        gc.enable()

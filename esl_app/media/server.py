@@ -741,7 +741,11 @@ class _Reader:
                     conn.close(INTERNAL_ERROR, "stalled", end_reason="stalled")
 
     def stop(self) -> None:
-        for g in self._glets:
+        # let go of the greenlets before they die: a killed one keeps its GreenletExit,
+        # whose traceback holds the frame whose ``self`` is this reader (a cycle that
+        # would keep every stream's registry entry and sink for the cyclic collector)
+        glets, self._glets = self._glets, []
+        for g in glets:
             g.kill(block=False)
         self._watcher.stop()
         self.ep.close()
