@@ -110,3 +110,32 @@ def test_url_encoding_of_every_byte_matches_the_c_loop():
     text = "".join(chr(c) for c in range(1, 0x250)) + "\u20ac\U0001F600 end"
     assert wire.url_encode(text) == switch_url_encode(text.encode("utf-8"))
     assert wire.url_encode("") == ""
+
+
+def test_cached_header_lines_serialize_exactly_as_encoding_each_time(monkeypatch):
+    """The per-(name, value) line cache changes no byte, also across its clearing."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    def reference(headers, body=None):
+        text = "".join(f"{n}: {wire.url_encode(v) or '_undef_'}\n" for n, v in headers)
+        if body:
+            text += f"Content-Length: {len(body.encode())}\n\n{body}"
+        else:
+            text += "\n"
+        return text.encode()
+
+    monkeypatch.setattr(wire, "_LINES", {})
+    monkeypatch.setattr(wire, "_LINES_MAX", 8)  # clear often
+    names = st.sampled_from(["Event-Name", "Unique-ID", "variable_x", "Caller-ANI", "A"])
+    pairs = st.lists(st.tuples(names, st.text(max_size=12)), max_size=12)
+
+    @settings(max_examples=300, deadline=None)
+    @given(pairs, st.one_of(st.none(), st.text(max_size=20)))
+    def check(headers, body):
+        assert wire.serialize_event(headers, body) == reference(headers, body)
+        assert wire.serialize_event(headers, body) == reference(headers, body)  # cached
+        assert len(wire._LINES) <= 8
+
+    check()
+    assert wire.serialize_event([("A", "b c")], encode=False) == b"A: [b c]\n\n"
