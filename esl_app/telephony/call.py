@@ -256,8 +256,7 @@ class CallController:
         if self.accepted_at and (m := _metrics()) is not None:
             setup = time.monotonic() - self.accepted_at
             m.CALL_SETUP.observe(setup)
-            m.CALL_SETUP_OWN.observe(
-                max(0.0, setup - getattr(self.session, "handshake_wait_s", 0.0)))
+            m.CALL_SETUP_OWN.observe(max(0.0, setup - self.session.handshake_wait_s))
         log.info("call %s: did=%s caller=%s tenant=%s", self._cid(), did, mask_number(caller),
                  self.tenant.id if self.tenant else "-")
         if self.tenant is not None:
