@@ -10,7 +10,10 @@ Each emulated caller holds a full booking conversation with the local agent:
 it answers whatever the bot asks (day, slot, name, confirmation), barges in
 over the greeting, and hangs up after "anything else?". Text mode uses
 FreeSWITCH-side recognition (``DETECTED_SPEECH``); ``--audio`` streams the
-caller's voice over the audio fork in real-time 20 ms frames.
+caller's voice over the audio fork in real-time 20 ms frames. Every line a
+caller may say is synthesised (espeak-ng) and framed in each emulator process
+before its clock starts: the generator's own start-up work stays out of the
+measured window.
 
 What is measured, all on the emulator's clock (``wire.Command.at``):
 
@@ -129,6 +132,14 @@ _DAYS = ("next Tuesday morning", "Wednesday afternoon", "Thursday morning", "Fri
 _PICKS = ("the first one", "the second one", "the last one", "the first one")
 _NAMES = ("John Smith", "Maria Garcia", "Wei Chen", "Aisha Khan", "Tom Brown",
           "Olga Ivanova", "Pedro Alvarez", "Emma Wilson")
+CALLER_LEAD_MS = 200  # silence before each caller line (espeak adds its own)
+
+
+def caller_lines(n_tenants: int) -> tuple[str, ...]:
+    """Every line a load-test caller may say to the clinics ``2000``… (see :func:`reply_for`)."""
+    doctors = dict.fromkeys(d for i in range(n_tenants) for d in _doctors_of(_did(i)))
+    return tuple(dict.fromkeys((*(f"I'd like to book an appointment with {d}" for d in doctors),
+                                *_PICKS, *_DAYS, *_NAMES, "yes", "no thanks", "the first one")))
 
 
 def reply_for(prompt: str, rng: random.Random, did: str) -> str:
@@ -374,9 +385,14 @@ def _fork_class() -> type:
         table = LineTable(path) if path else None
 
         class LoadFork(AudioFork):
-            def _line_ready(self, text: str, pcm: bytes) -> None:
+            @staticmethod
+            def register_line(text: str, pcm: bytes) -> None:
+                """Publish a line's fingerprint for the server's emulated recogniser."""
                 if table is not None:
                     table.register(text, pcm)
+
+            def _line_ready(self, text: str, pcm: bytes) -> None:
+                self.register_line(text, pcm)
 
         _FORK_CLASS.append(LoadFork)
     return _FORK_CLASS[0]
@@ -440,7 +456,7 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
     fork_holder: list[Any] = []
 
     def make_fork() -> Any:
-        f = load_fork(lead_ms=200)
+        f = load_fork(lead_ms=CALLER_LEAD_MS)
         fork_holder.append(f)
         return f
 
@@ -567,7 +583,14 @@ def _child_main(argv: list[str]) -> int:
     # import now what the calls will need: a first import in the middle of the run
     # stops this process's hub for 100+ ms, and every caller's frames are late
     if cfg["audio"]:
-        _fork_class()
+        fork_class = _fork_class()
+        # the callers' lines too, synthesised and framed before the clock starts, as a
+        # generator with its audio on disk would: not at first use in the measured run
+        from esl_app.emulator.audio import prepare_lines
+
+        for text, pcm in prepare_lines(caller_lines(cfg["tenants"]),
+                                       lead_ms=CALLER_LEAD_MS).items():
+            fork_class.register_line(text, pcm)
     _is_filler_text("")
     address = (cfg["host"], cfg["port"])
     rng = random.Random(cfg["seed"])
@@ -683,8 +706,13 @@ def _children(pid: int) -> list[int]:
     return []
 
 
-def _proc_sample(pids: Iterable[int]) -> tuple[float, float]:
-    """(CPU seconds used, memory in kB: PSS if readable, else RSS) summed over ``pids``."""
+def _proc_sample(pids: Iterable[int], memory: bool = True) -> tuple[float, float]:
+    """(CPU seconds used, memory in kB: PSS if readable, else RSS) summed over ``pids``.
+
+    Reading PSS (``smaps_rollup``) walks the process's page tables under its memory
+    map lock, and the process waits for it in its next ``mmap``/``munmap`` (several ms
+    at a few hundred MB): ``memory=False`` (CPU only) where the figure is not used.
+    """
     tick = os.sysconf("SC_CLK_TCK")
     cpu = 0.0
     mem = 0.0
@@ -694,6 +722,8 @@ def _proc_sample(pids: Iterable[int]) -> tuple[float, float]:
             fields = stat.rsplit(")", 1)[1].split()
             # own + reaped children (espeak/sox run by the local TTS are the server's cost)
             cpu += sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick
+            if not memory:
+                continue
             try:
                 for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                     if line.startswith("Pss:"):
@@ -915,7 +945,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         while not all(r.dead for r in readers):
             gevent.sleep(1.0)
             cpu, mem = _proc_sample(server_pids())
-            emu_cpu = max(emu_cpu, _proc_sample([p.pid for p in children])[0])
+            emu_cpu = max(emu_cpu, _proc_sample([p.pid for p in children], memory=False)[0])
             active = sum(v.get("active", 0) for v in progress.values())
             samples.append((time.monotonic(), cpu, mem, active))
             emu_samples.append((samples[-1][0], emu_cpu, 0.0, active))
@@ -937,7 +967,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         for p in children:
             p.wait()
         t_end = time.monotonic()
-        cpu1, _ = _proc_sample(server_pids())
+        cpu1, _ = _proc_sample(server_pids(), memory=False)
         if cfg.progress:
             sys.stderr.write("\n")
     finally:

@@ -7,7 +7,7 @@ import random
 import subprocess
 import sys
 
-from esl_app.loadtest import percentile, reply_for
+from esl_app.loadtest import caller_lines, percentile, reply_for
 
 BOOT = ("import esl_app.__main__, sys\nfrom esl_app.loadtest import main\n"
         "sys.exit(main(sys.argv[1:]))")
@@ -69,6 +69,24 @@ def test_caller_answers_what_the_bot_asks():
     assert reply_for("May I have your first and last name?", rng, "1001").count(" ") == 1
     assert reply_for("Shall I book Tuesday at 9 AM?", rng, "1001") == "yes"
     assert reply_for("Is there anything else I can help you with?", rng, "1001") == "no thanks"
+
+
+def test_every_line_a_caller_says_is_prepared_before_the_run():
+    """The emulators synthesise caller_lines() before the clock starts: a line missing
+    from it would be synthesised at first use, inside the measured window."""
+    prompts = ("How can I help you today?", "What day would you like to come in?",
+               "I have 9 AM or 10 AM. Which would you like?", "Which one works for you?",
+               "There are no openings then. Another day?", "May I have your name?",
+               "Shall I book it?", "Is that right?", "Is there anything else?",
+               "Sorry, I didn't catch that. Would you like to book an appointment?",
+               "Something the caller has no answer for.")
+    n_tenants = 50
+    lines = set(caller_lines(n_tenants))
+    said = {reply_for(p, random.Random(seed), f"2{i:03d}")
+            for p in prompts for seed in range(40) for i in range(n_tenants)}
+    said |= {"no thanks"}  # said directly before hanging up
+    assert said <= lines, said - lines
+    assert len(lines) == len(caller_lines(n_tenants))  # no duplicates to synthesise twice
 
 
 def test_steady_cpu_is_the_median_while_every_call_is_up():

@@ -224,3 +224,29 @@ def test_a_caller_line_survives_the_first_asker_hanging_up(monkeypatch):
     assert made == [line, line]
     third = emu_audio.synthesize_cached(line, "en-us", 8000, 160)  # cached now
     assert third == b"\x01\x00" * 160 and made == [line, line]
+
+
+def test_prepared_lines_need_no_synthesis_at_first_use(monkeypatch):
+    """prepare_lines() leaves each line where a fork's first use finds it: the PCM in
+    the synthesis cache and its masked frames in the line cache."""
+    from esl_app.emulator import audio as emu_audio
+
+    made: list[str] = []
+
+    def pcm_of(text, voice, rate, speed):
+        made.append(text)
+        return b"\x10\x27" * 800  # 100 ms of audible level at 8 kHz
+
+    monkeypatch.setattr(emu_audio, "synthesize_pcm", pcm_of)
+    lines = ["prepared line one", "prepared line two", "prepared line one"]
+    out = emu_audio.prepare_lines(lines, lead_ms=200)
+    assert sorted(made) == ["prepared line one", "prepared line two"]  # once per text
+    assert out == {t: b"\x10\x27" * 800 for t in lines}
+    monkeypatch.setattr(emu_audio, "synthesize_pcm", None)  # any synthesis now would fail
+    voice = emu_audio.espeak_voice("en-us")
+    assert emu_audio.synthesize_cached("prepared line two", voice, 8000, 160) == out[
+        "prepared line two"]
+    key = (out["prepared line two"], 200, 0, 8000)
+    line = emu_audio._lines[key]
+    assert line.speech_idx == 10  # 200 ms of lead silence, then the line
+    assert len(line.frames) == 15 and all(f[0] == 0x82 for f in line.frames)
