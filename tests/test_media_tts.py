@@ -5,6 +5,7 @@ import wave
 import pytest
 from memory_helpers import freed_without_the_collector
 
+from esl_app.media.pcm import wav_text
 from esl_app.providers.stt.freeswitch import parse_detected_speech
 from esl_app.providers.tts.cache import PromptCache
 from esl_app.providers.tts.freeswitch import FreeswitchTts
@@ -12,7 +13,7 @@ from esl_app.providers.tts.local import LocalTts, espeak_voice
 from esl_app.speech_markup import say_characters
 
 
-def test_local_tts_writes_wav_and_text_then_hits(tmp_path):
+def test_local_tts_writes_wav_with_its_text_then_hits(tmp_path):
     tts = LocalTts(cache_dir=tmp_path)
     text = "Your code is " + say_characters("K7M-4Q2") + "."
     first = tts.synthesize(text, voice="Joanna", sample_rate=8000)
@@ -21,12 +22,11 @@ def test_local_tts_writes_wav_and_text_then_hits(tmp_path):
     assert os.path.isabs(path) and path.endswith(".wav")
     with wave.open(path) as w:
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 1, 2)
-    assert open(path + ".txt").read().strip() == "Your code is K7M-4Q2."
+    assert wav_text(path) == "Your code is K7M-4Q2."  # in the WAV: one file per prompt
     assert first.text == "Your code is K7M-4Q2."
     assert first.duration_ms and first.duration_ms > 1000
     # no temp files left behind
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [os.path.basename(path), os.path.basename(path) + ".txt"])
+    assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(path)]
     second = tts.synthesize(text, voice="Joanna", sample_rate=8000)
     assert second.cached and second.arg == path
     assert tts.cache.stats()["hits"] == 1 and tts.cache.stats()["misses"] == 1
@@ -49,7 +49,7 @@ def test_prune_by_age_and_size(tmp_path):
     old = time.time() - 7200
     os.utime(paths[0], (old, old))
     assert cache.prune(max_age_s=3600) == 1
-    assert not paths[0].exists() and not os.path.exists(str(paths[0]) + ".txt")
+    assert not paths[0].exists()
     os.utime(paths[1], (old + 10, old + 10))  # least recently used now
     assert cache.prune(max_bytes=2000) == 1
     assert not paths[1].exists() and paths[2].exists() and paths[3].exists()
@@ -166,7 +166,8 @@ def test_a_slow_disk_does_not_stop_the_hub(tmp_path, monkeypatch):
                                                   lambda _p: _wav())
     finally:
         t.kill()
-    assert not got.cached and got.path.read_bytes() == _wav()
+    assert not got.cached and got.path.read_bytes()[:len(_wav())][8:] == _wav()[8:]
+    assert wav_text(got.path) == "slow"
     assert seen["thread"] != real_ident()
     assert len(ticks) > 10  # ~30 ticks in the 0.3 s; a blocked hub gives 1 or 2
 

@@ -33,6 +33,7 @@ from gevent.queue import Empty, Queue
 from esl_app.emulator import wire
 from esl_app.emulator.connection import EslConnection
 from esl_app.emulator.core import MYEVENTS, Event, Switch
+from esl_app.media.pcm import wav_text
 
 __all__ = [
     "AudioForkHook",
@@ -133,6 +134,16 @@ def wav_duration(path: str) -> float:
 
 
 def _text_for(path: str) -> str:
+    """What a prompt file says: the INFO comment our TTS cache puts in its WAV.
+
+    Else a text file beside it (older caches, hand-made prompts), else nothing.
+    """
+    try:
+        text = wav_text(path)
+    except OSError:
+        text = None
+    if text is not None:
+        return text.strip()
     for cand in (path + ".txt", str(Path(path).with_suffix(".txt"))):
         try:
             return Path(cand).read_text(encoding="utf-8").strip()

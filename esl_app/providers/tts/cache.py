@@ -2,13 +2,14 @@
 
 Greetings and fixed prompts repeat on every call; synthesising them again would
 add latency to each turn. Files live in a directory FreeSWITCH can read
-(``playback /abs/path.wav``); beside every ``<key>.wav`` sits ``<key>.wav.txt``
-with the plain text, which the emulator reads to report what the bot said.
+(``playback /abs/path.wav``); each ``<key>.wav`` carries its plain text in a RIFF
+INFO comment after the audio (:func:`esl_app.media.pcm.wav_text`), which the
+emulator reads to report what the bot said. One file per prompt: creating files
+is most of what storing a prompt costs.
 
-Writes are atomic (temp file in the same directory, then ``os.replace``; the
-text file is written before the WAV, so a visible WAV always has its text) and
-run on a real thread, never on the hub. Concurrent misses of one key in a
-process synthesise once (single flight).
+Writes are atomic (temp file in the same directory, then ``os.replace``, so a
+visible WAV is complete, text included) and run on a real thread, never on the
+hub. Concurrent misses of one key in a process synthesise once (single flight).
 Cleanup is explicit: :meth:`PromptCache.prune` by age (last use) and total size.
 
 :class:`PromptWarmer` synthesises fixed short prompts (the acknowledgements and
@@ -35,7 +36,7 @@ import gevent
 import gevent.event
 
 from esl_app.bridge import run_in_thread
-from esl_app.media.pcm import wav_duration_ms
+from esl_app.media.pcm import append_wav_text, wav_duration_ms, wav_with_text
 
 # temp-file numbers, process-wide: several caches (and workers, by pid) share a directory
 _TMP_SEQ = itertools.count()
@@ -58,7 +59,6 @@ class CachedPrompt:
     """A synthesised prompt on disk."""
 
     path: Path
-    text_path: Path
     cached: bool  # True when it was already there
 
 
@@ -74,27 +74,28 @@ def _unlink_quietly(name: str) -> None:
         pass
 
 
-def _store(final: str, txt: str, plain_text: str, tmp_wav: str, data: bytes | None
-           ) -> int | None:
+def _store(final: str, plain_text: str, tmp_wav: str, data: bytes | None) -> int | None:
     """A miss's file work, in a real thread; the WAV's duration when its header says.
 
-    The text file is renamed into place before the WAV, so a visible WAV always has
-    its text. Temporary names are this process's id and a counter: unique across
-    the workers sharing the directory without ``mkstemp``'s extra create and close.
-    A directory removed under us (an operator cleaning up) is made again. Whatever
+    The text goes into the WAV (an INFO comment after the audio), then the file is
+    renamed into place: one create per prompt, and a visible WAV always has its
+    text. The temporary name is this process's id and a counter: unique across the
+    workers sharing the directory without ``mkstemp``'s extra create and close. A
+    directory removed under us (an operator cleaning up) is made again. Whatever
     fails leaves no temporary file behind.
     """
-    tmp_txt = f"{os.path.dirname(final)}/.tmp-{os.getpid()}-{next(_TMP_SEQ)}.txt"
-    text = (plain_text + "\n").encode("utf-8")
     try:
-        try:
-            _publish(tmp_txt, text, txt)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            _publish(tmp_txt, text, txt)
-        _publish(tmp_wav, data, final)
+        if data is not None:
+            data = wav_with_text(data, plain_text)
+            try:
+                _publish(tmp_wav, data, final)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                _publish(tmp_wav, data, final)
+        else:  # the synthesiser wrote the file (in place: the directory exists)
+            append_wav_text(tmp_wav, plain_text)
+            _publish(tmp_wav, None, final)
     except BaseException:
-        _unlink_quietly(tmp_txt)
         _unlink_quietly(tmp_wav)
         raise
     try:
@@ -151,9 +152,9 @@ class PromptCache:
         to Polly, a subprocess) and either returns the complete WAV file's bytes, for
         the cache to write, or writes ``tmp_wav_path`` itself (and returns anything
         else: None, a byte count).
-        ``plain_text`` goes to the .txt file.
+        ``plain_text`` goes into the WAV (see :func:`esl_app.media.pcm.wav_text`).
 
-        The miss's file work (the text file, the WAV, modes, renames) is one job on a
+        The miss's file work (the WAV with its text, mode, rename) is one job on a
         real thread: creating a file on a journalled file system costs 0.2-3 ms of
         kernel time (tens of ms at worst), and on the hub every call of the worker
         would wait it out. A hit costs a ``stat`` on the hub.
@@ -163,12 +164,11 @@ class PromptCache:
         """
         key = cache_key(provider, voice, rate, text)
         path = self.path_for(key)
-        txt = Path(str(path) + ".txt")
         while True:
             if os.path.exists(path):
                 self.hits += 1
                 self._touch(key, path)
-                return CachedPrompt(path, txt, True)
+                return CachedPrompt(path, True)
             pending = self._inflight.get(key)
             if pending is None:
                 break
@@ -191,7 +191,7 @@ class PromptCache:
                 raise
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 data = None  # synth wrote the file
-            duration = run_in_thread(_store, str(path), str(txt), plain_text, str(tmp), data,
+            duration = run_in_thread(_store, str(path), plain_text, str(tmp), data,
                                      pool=_FILE_POOL)
             if duration is not None:
                 _put_bounded(self._durations, str(path), duration)
@@ -202,7 +202,7 @@ class PromptCache:
         finally:
             del self._inflight[key]
             done.set()
-        return CachedPrompt(path, txt, False)
+        return CachedPrompt(path, False)
 
     def duration_ms(self, path: str | Path) -> int:
         """The WAV's duration, from memory after the first time (header read off the hub)."""
@@ -269,7 +269,7 @@ class PromptCache:
             too_big = max_bytes is not None and total > max_bytes
             if not (too_old or too_big):
                 continue
-            for victim in (p, Path(str(p) + ".txt")):
+            for victim in (p, Path(str(p) + ".txt")):  # the text file of older caches too
                 try:
                     victim.unlink()
                 except FileNotFoundError:
