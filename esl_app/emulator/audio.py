@@ -43,6 +43,7 @@ from typing import Any
 
 import gevent
 import gevent.event
+import gevent.pool
 import websocket
 
 from esl_app.media.pcm import frame_bytes, rms
@@ -58,7 +59,6 @@ SPEECH_RMS = 100.0
 LATE_S = 0.100
 _PHASES = 4  # pacer ticks per frame period
 _SILENCE_POOL = 50
-_YIELD_S = 1e-5  # due at once, yet after the loop has polled its sockets (sleep(0) need not)
 
 
 def parse_rate(rate: str) -> int:
@@ -185,8 +185,6 @@ def prepare_lines(texts: Iterable[str], *, voice: str = "en-us", rate: int = 800
     for the CPU (measured at 1000 calls: the set-ups of that second wait up to
     250 ms). Returns each line's PCM, as ``synthesize_cached`` gives it to a fork.
     """
-    import gevent.pool
-
     ev = espeak_voice(voice)
     out: dict[str, bytes] = {}
 
