@@ -11,6 +11,7 @@ import base64
 import os
 import socket
 import struct
+import time
 
 import gevent
 import gevent.event
@@ -313,3 +314,46 @@ def test_a_too_big_frame_after_a_run_of_audio_closes_1009_and_keeps_the_audio():
         assert bytes(sink.audio) == pcm(1) + pcm(2)
     finally:
         server.stop()
+
+
+class DecidingSink(Sink):
+    """Returns ``urgent`` from ``on_audio``, as a call's VAD does mid barge-in."""
+
+    def __init__(self, urgent: bool) -> None:
+        super().__init__()
+        self.urgent = urgent
+        self.times: list[float] = []
+
+    def on_audio(self, pcm):
+        super().on_audio(pcm)
+        self.times.append(time.monotonic())
+        return self.urgent
+
+
+@pytest.mark.parametrize("urgent", [True, False])
+def test_a_stream_whose_sink_is_deciding_is_read_between_batches(urgent):
+    registry = MediaRegistry()
+    # batches 0.6 s apart: without the urgent lane a frame may wait for the whole pause
+    server = MediaServer("127.0.0.1", 0, registry, batch_ms=600, max_batch_ms=600,
+                         urgent_ms=5).start()
+    try:
+        c, sink = started((server, registry), "u1", DecidingSink(urgent))
+        with gevent.Timeout(5):
+            while sink.meta is None:
+                gevent.sleep(0.005)
+        gevent.sleep(0.05)  # handed to the reader, which now waits for data
+        c.send(frame(0x2, pcm(0)))
+        wait_audio(sink, 320)
+        gevent.sleep(0.05)  # the reader is inside its 600 ms pause
+        sent = time.monotonic()
+        c.send(frame(0x2, pcm(1)))
+        wait_audio(sink, 640)
+        waited = sink.times[-1] - sent
+        stats = server.reader_stats
+    finally:
+        server.stop()
+    assert bytes(sink.audio) == pcm(0) + pcm(1)
+    if urgent:
+        assert waited < 0.3 and stats["urgent_reads"] >= 1
+    else:
+        assert waited > 0.3 and stats["urgent_reads"] == 0

@@ -121,3 +121,58 @@ def test_skipping_digital_silence_changes_no_turn_boundary(speech8k, level, bot_
     assert frames - zero <= n_skip < frames  # only exact zeros are ever skipped
     if level == 0:  # digital-silence gaps: the VAD sees their first frame only
         assert n_skip < frames * 0.8
+
+
+def test_barge_in_pending_spans_the_voiced_run_before_speech_start(speech8k):
+    """While the bot talks, the frames between a run's onset and its confirmation are the
+    ones the media reader fetches early; outside that window nothing is pending."""
+    det = TurnDetector(8000, vad_mode=2, min_speech_ms=120, end_silence_ms=600)
+    det.feed(silence(8000, 300))
+    assert not det.barge_in_pending
+    det.set_bot_speaking(True)
+    assert not det.barge_in_pending  # silence: no run under way
+    pending_frames, fired = 0, False
+    for i in range(0, len(speech8k), 320):
+        events = det.feed(speech8k[i:i + 320])
+        if any(e.kind == "speech_start" for e in events):
+            fired = True
+            break
+        pending_frames += det.barge_in_pending
+    assert fired and pending_frames >= 3  # 120 ms of run: several frames before it fires
+    assert not det.barge_in_pending  # confirmed: nothing left to decide
+    quiet = TurnDetector(8000, vad_mode=2, min_speech_ms=120, end_silence_ms=600)
+    quiet.feed(speech8k[:1600])  # the same run with the bot silent is not a barge-in
+    assert quiet._run_ms > 0 and not quiet.barge_in_pending
+
+
+def test_the_calls_audio_sink_asks_for_early_reads_only_mid_barge_in(speech8k):
+    """AudioListenSource.on_audio returns its detector's barge_in_pending to the reader."""
+    from esl_app.config.tenants import Tenant
+    from esl_app.media.server import MediaRegistry
+    from esl_app.telephony.audio import AudioListenSource
+
+    class Call:
+        def __init__(self):
+            self.posted = []
+
+        def post(self, msg):
+            self.posted.append(msg.kind)
+
+    class Session:
+        uuid = "u-1"
+        channel_up = False
+
+    call = Call()
+    src = AudioListenSource(call, Tenant(id="t", name="T", dids=("1001",), timezone="UTC"),
+                            Session(), registry=MediaRegistry(), media_url="ws://x", stt=None)
+    assert src.on_audio(silence(8000, 200)) is False
+    src.speaking(True)
+    answers, fired_at = [], None
+    for i in range(0, len(speech8k), 320):
+        answers.append(src.on_audio(speech8k[i:i + 320]))
+        if fired_at is None and call.posted:
+            fired_at = len(answers) - 1  # speech_start posted: the barge-in is confirmed
+    assert fired_at is not None and call.posted[0] == "speech_start"
+    assert any(answers[:fired_at]) and not answers[fired_at]
+    src.close()
+    assert src.on_audio(speech8k[:320]) is False

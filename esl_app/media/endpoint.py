@@ -97,6 +97,15 @@ class TurnDetector:
         """Milliseconds of audio analysed so far."""
         return self._vad.position_ms
 
+    @property
+    def barge_in_pending(self) -> bool:
+        """The bot is talking and a voiced run has begun that may yet be a barge-in.
+
+        The frames that decide it are latency-critical: the media reader reads such a
+        stream sooner than its batch cadence.
+        """
+        return self._bot_speaking and self._run_ms > 0 and not self.in_speech
+
     def set_bot_speaking(self, speaking: bool) -> None:
         """Turn the echo guard on while a prompt plays, off when it ends."""
         self._bot_speaking = speaking

@@ -97,10 +97,12 @@ class AudioListenSource:
             self.uuid, self.tenant.sample_rate, self.tenant.language, self._on_transcript,
             getattr(self, "hints", ()))
 
-    def on_audio(self, pcm: bytes) -> None:
+    def on_audio(self, pcm: bytes) -> bool:
+        """VAD, then the recogniser; True while a barge-in may be starting (read us soon)."""
         if self.closed:
-            return
-        for ev in self.detector.feed(pcm):
+            return False
+        det = self.detector
+        for ev in det.feed(pcm):
             if ev.kind == "speech_start":
                 self.call.post(Msg("speech_start", at=time.monotonic()))
             elif ev.kind == "speech_end" and self.stream is not None:
@@ -108,6 +110,7 @@ class AudioListenSource:
         if self.stream is not None:
             self.stt_bytes += len(pcm)
             self.stream.feed(pcm)
+        return det.barge_in_pending
 
     def set_hints(self, hints: tuple[str, ...] | list[str]) -> None:
         """What the agent expects next (doctor names, yes/no, digits): biases the recogniser."""
