@@ -430,9 +430,10 @@ def _is_answer(c: Any) -> bool:
     if c.header("execute-app-name") == "speak":
         text = arg.rsplit("|", 1)[-1]
     else:
-        from esl_app.emulator.outbound import _text_for
+        from esl_app.emulator.outbound import prompt_info
 
-        text = _text_for(arg)
+        info = prompt_info(arg)
+        text = info[1] if info is not None else ""
     return not _is_filler_text(text)
 
 

@@ -96,3 +96,22 @@ def test_the_emulator_reports_the_text_in_the_wav_before_a_text_file(tmp_path):
     (tmp_path / "legacy.wav.txt").write_text("Beside it.\n")
     assert _text_for(str(legacy)) == "Beside it."
     assert _text_for(str(tmp_path / "missing.wav")) == ""
+
+
+def test_the_emulator_reads_a_prompt_once_until_the_file_changes(tmp_path, monkeypatch):
+    from esl_app.emulator import outbound
+
+    path = tmp_path / "p.wav"
+    path.write_bytes(wav_with_text(wav_bytes(bytes(1600), 8000), "Hello there."))
+    opened: list[str] = []
+    real = outbound.wav_duration
+    monkeypatch.setattr(outbound, "wav_duration", lambda p: opened.append(p) or real(p))
+    assert outbound.prompt_info(str(path)) == (0.1, "Hello there.")
+    assert outbound.prompt_info(str(path)) == (0.1, "Hello there.")
+    assert len(opened) == 1  # the second playback of the same file reads nothing
+    path.write_bytes(wav_with_text(wav_bytes(bytes(3200), 8000), "Changed."))
+    assert outbound.prompt_info(str(path)) == (0.2, "Changed.")  # rewritten: read again
+    assert len(opened) == 2
+    assert outbound.prompt_info(str(tmp_path / "missing.wav")) is None
+    assert outbound.prompt_info(str(tmp_path)) is None  # a directory is not a prompt
+    assert outbound.prompt_info("bad\0path.wav") is None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 import uuid as _uuid
 import wave
@@ -150,6 +151,35 @@ def _text_for(path: str) -> str:
         except OSError:
             continue
     return ""
+
+
+_PROMPT_MEMO: dict[tuple[str, int, int], tuple[float, str]] = {}
+_PROMPT_MEMO_MAX = 4096
+
+
+def prompt_info(path: str) -> tuple[float, str] | None:
+    """(seconds, words) of a prompt file to play, or None if there is no such file.
+
+    Memoised by (path, mtime, size): every call of a load test plays the same
+    greetings and acknowledgements, and reading a WAV's header and its comment took
+    two opens per playback in the load generator, on the cores it shares with the
+    server. A rewritten WAV is read again, as FreeSWITCH would; a ``.txt`` beside a
+    WAV (older caches) is read with it, not watched.
+    """
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    key = (path, st.st_mtime_ns, st.st_size)
+    info = _PROMPT_MEMO.get(key)
+    if info is None:
+        info = (wav_duration(path), _text_for(path))
+        if len(_PROMPT_MEMO) >= _PROMPT_MEMO_MAX:
+            _PROMPT_MEMO.clear()
+        _PROMPT_MEMO[key] = info
+    return info
 
 
 class Channel:
@@ -512,12 +542,12 @@ class Channel:
             except ValueError:
                 ms = 0
             result = self._play("", path, None if ms < 0 else ms / 1000.0)
-        elif not os.path.isfile(path):
+        elif (info := prompt_info(path)) is None:
             self.variables["current_application_response"] = "FILE NOT FOUND"
             return
         else:
-            dur = wav_duration(path)
-            result = self._play(_text_for(path), path, dur)
+            dur, text = info
+            result = self._play(text, path, dur)
             samples = int(dur * 8000)
             self.variables["playback_seconds"] = str(int(dur))
             self.variables["playback_ms"] = str(int(dur * 1000))
