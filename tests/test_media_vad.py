@@ -176,3 +176,26 @@ def test_the_calls_audio_sink_asks_for_early_reads_only_mid_barge_in(speech8k):
     assert any(answers[:fired_at]) and not answers[fired_at]
     src.close()
     assert src.on_audio(speech8k[:320]) is False
+
+
+def test_the_end_of_a_turn_is_pending_for_its_last_100_ms(speech8k):
+    """The frames that complete end_silence_ms start the reply: the last END_LEAD_MS of
+    the caller's silence count as deciding, so the reader fetches them early."""
+    from esl_app.media.endpoint import END_LEAD_MS
+
+    det = TurnDetector(8000, vad_mode=2, min_speech_ms=120, end_silence_ms=600)
+    assert [e.kind for e in det.feed(silence(8000, 200) + speech8k)] == ["speech_start"]
+    assert det.in_speech and not det.deciding
+    quiet_ms, pending_from, ended_at = 0, None, None
+    for _ in range(40):  # 800 ms of silence, frame by frame
+        events = det.feed(silence(8000, 20))
+        quiet_ms += 20
+        if any(e.kind == "speech_end" for e in events):
+            ended_at = quiet_ms
+            break
+        assert det.deciding == det.turn_end_pending
+        if det.turn_end_pending and pending_from is None:
+            pending_from = quiet_ms
+    # the trailing frames of speech may already be quiet, so count from the end
+    assert ended_at is not None and ended_at - pending_from == END_LEAD_MS
+    assert not det.deciding and not det.turn_end_pending  # the turn ended: nothing pending

@@ -35,7 +35,9 @@ from typing import Literal
 from esl_app.media.pcm import rms, silence
 from esl_app.media.vad import VoiceDetector
 
-__all__ = ["EchoGuard", "TurnDetector", "TurnEvent"]
+__all__ = ["END_LEAD_MS", "EchoGuard", "TurnDetector", "TurnEvent"]
+
+END_LEAD_MS = 100  # how close to the end of a turn a stream counts as deciding
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,25 @@ class TurnDetector:
         stream sooner than its batch cadence.
         """
         return self._bot_speaking and self._run_ms > 0 and not self.in_speech
+
+    @property
+    def turn_end_pending(self) -> bool:
+        """The caller has gone quiet and the end of the turn is at most ``END_LEAD_MS`` away.
+
+        The frame that completes ``end_silence_ms`` starts the reply: the media reader
+        reads such a stream sooner than its batch cadence, as for a barge-in.
+        """
+        return self.in_speech and self._silence_ms >= self.end_silence_ms - END_LEAD_MS
+
+    @property
+    def deciding(self) -> bool:
+        """A turn boundary waits on the next frames: the sink asks for them early.
+
+        :attr:`barge_in_pending` or :attr:`turn_end_pending`, in one test per frame.
+        """
+        if self.in_speech:
+            return self._silence_ms >= self.end_silence_ms - END_LEAD_MS
+        return self._bot_speaking and self._run_ms > 0
 
     def set_bot_speaking(self, speaking: bool) -> None:
         """Turn the echo guard on while a prompt plays, off when it ends."""

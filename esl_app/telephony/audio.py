@@ -98,7 +98,11 @@ class AudioListenSource:
             getattr(self, "hints", ()))
 
     def on_audio(self, pcm: bytes) -> bool:
-        """VAD, then the recogniser; True while a barge-in may be starting (read us soon)."""
+        """VAD, then the recogniser; True while a turn boundary is near (read us soon).
+
+        A barge-in under way, or the caller quiet for nearly ``end_silence_ms``: the
+        next frames decide when the bot stops talking or starts its reply.
+        """
         if self.closed:
             return False
         det = self.detector
@@ -110,7 +114,7 @@ class AudioListenSource:
         if self.stream is not None:
             self.stt_bytes += len(pcm)
             self.stream.feed(pcm)
-        return det.barge_in_pending
+        return det.deciding
 
     def set_hints(self, hints: tuple[str, ...] | list[str]) -> None:
         """What the agent expects next (doctor names, yes/no, digits): biases the recogniser."""
