@@ -95,7 +95,7 @@ def serve(args: argparse.Namespace) -> None:
     try:
         media = MediaServer("127.0.0.1", 0, registry, batch_ms=args.batch_ms,
                             max_batch_ms=args.max_batch_ms if args.max_batch_ms is not None
-                            else 45.0, max_streams=args.streams + 10).start()
+                            else 30.0, max_streams=args.streams + 10).start()
     except TypeError:  # an older server (before/after comparisons)
         media = MediaServer("127.0.0.1", 0, registry, max_streams=args.streams + 10).start()
     delays = Delays(CLOUD, 1)
@@ -229,7 +229,7 @@ def main() -> int:
     ap.add_argument("--fast", action="store_true", help="as fast as possible, not real time")
     ap.add_argument("--batch-ms", type=float, default=5.0, help="media reader's least pause")
     ap.add_argument("--max-batch-ms", type=float, default=None,
-                    help="media reader's longest pause (default 45; = --batch-ms: fixed)")
+                    help="media reader's longest pause (default 30; = --batch-ms: fixed)")
     ap.add_argument("--stt", choices=("emulated", "none"), default="emulated")
     ap.add_argument("--every", type=float, default=3.0, help="seconds between caller lines")
     ap.add_argument("--py-spy", dest="py_spy", default=None,

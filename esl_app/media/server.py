@@ -17,7 +17,7 @@ on one 2-core machine):
 - The reader waits on one ``epoll`` (its fd watched by the gevent hub), then
   reads every ready socket once (level-triggered: what it leaves is read in the
   next batch) and pauses, so that frames of many streams are taken in one
-  wake-up; the pause grows with the number of streams (5 ms up to 45 ms at 500
+  wake-up; the pause grows with the number of streams (5 ms up to 30 ms at 500
   streams), so that under load one read takes two or three frames. Frames
   parse with integer header arithmetic (a run of plain binary frames takes a
   short fast loop) and unmask in C (websockets' ``apply_mask``); every
@@ -26,8 +26,8 @@ on one 2-core machine):
 - Latency where it counts: a sink whose ``on_audio`` returns True (its VAD is
   in a voiced run that may be a barge-in, or the caller has been quiet for
   nearly the end of a turn) is read every ``urgent_ms`` (5 ms) during the pause,
-  so the frame that decides waits 5 ms, not up to 45. Only streams in that state
-  (a few at a time) cost the extra reads; the rest take the longer pause.
+  so the frame that decides waits 5 ms, not up to 30. Only streams in that state
+  (a few at a time) cost the extra reads.
 - Stalls are found by one watchdog greenlet scanning last-read times, not by a
   timer per stream.
 - Nothing on the reader or the watchdog waits for a socket: a close frame that
@@ -94,7 +94,7 @@ _PATH = re.compile(r"^/fork/([A-Za-z0-9._-]{1,128})/?(?:\?.*)?$")
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEAD = 8192
 _RECV = 16384
-_MS_PER_STREAM = 0.09  # reader pause per live stream (500 streams: 45 ms)
+_MS_PER_STREAM = 0.06  # reader pause per live stream (500 streams: 30 ms)
 _YIELD_EVERY = 64  # streams read between two yields to the rest of the hub in a batch
 _YIELD_S = 1e-5  # already due when the loop next looks: one full iteration, no wait
 _CLOSE_WAIT_S = 2.0  # after our close frame, how long the peer gets to answer
@@ -714,7 +714,7 @@ class _Reader:
         """Pause until ``end``, reading the hot streams every ``urgent_ms`` meanwhile.
 
         A barge-in is confirmed by the frame that completes the caller's voiced run;
-        waiting for the next batch would add up to the whole pause (45 ms at 500
+        waiting for the next batch would add up to the whole pause (30 ms at 500
         streams) to its reaction; so would the end of the caller's turn. Only the few
         streams in that state are read early.
         """
@@ -815,7 +815,7 @@ class MediaServer:
     ``stall_ms`` is how long a started stream may go without any data before
     the sink is told ``stalled``; ``max_streams`` bounds concurrent handshakes;
     the reader pauses between batches ``batch_ms`` at least, growing with the
-    live streams (0.09 ms each) up to ``max_batch_ms``: the most latency a
+    live streams (0.06 ms each) up to ``max_batch_ms``: the most latency a
     frame can gain, traded for CPU (bench/bench_frames.py: at 200 real-time
     streams 19 µs of server CPU per frame with 5 ms pauses, 14 µs with 40 ms);
     a stream whose sink asks for its next audio soon (``on_audio`` returned True:
@@ -828,7 +828,7 @@ class MediaServer:
 
     def __init__(self, host: str, port: int, registry: MediaRegistry, *,
                  stall_ms: int = 1500, handshake_timeout: float = 5.0,
-                 max_streams: int = 2000, batch_ms: float = 5.0, max_batch_ms: float = 45.0,
+                 max_streams: int = 2000, batch_ms: float = 5.0, max_batch_ms: float = 30.0,
                  urgent_ms: float = 5.0, max_message: int = 1 << 20,
                  send_timeout: float = 2.0) -> None:
         self.registry = registry
