@@ -100,32 +100,27 @@ class TurnDetector:
         return self._vad.position_ms
 
     @property
-    def barge_in_pending(self) -> bool:
-        """The bot is talking and a voiced run has begun that may yet be a barge-in.
-
-        The frames that decide it are latency-critical: the media reader reads such a
-        stream sooner than its batch cadence.
-        """
-        return self._bot_speaking and self._run_ms > 0 and not self.in_speech
-
-    @property
-    def turn_end_pending(self) -> bool:
-        """The caller has gone quiet and the end of the turn is at most ``END_LEAD_MS`` away.
-
-        The frame that completes ``end_silence_ms`` starts the reply: the media reader
-        reads such a stream sooner than its batch cadence, as for a barge-in.
-        """
-        return self.in_speech and self._silence_ms >= self.end_silence_ms - END_LEAD_MS
-
-    @property
     def deciding(self) -> bool:
         """A turn boundary waits on the next frames: the sink asks for them early.
 
-        :attr:`barge_in_pending` or :attr:`turn_end_pending`, in one test per frame.
+        Either a barge-in may be starting (the bot talks and a voiced run has begun,
+        not yet ``speech_start``) or the turn may be ending (the caller has been quiet
+        for all but ``END_LEAD_MS`` of ``end_silence_ms``). The media reader then reads
+        the stream sooner than its batch cadence. The one test the sink makes per read.
         """
         if self.in_speech:
             return self._silence_ms >= self.end_silence_ms - END_LEAD_MS
         return self._bot_speaking and self._run_ms > 0
+
+    @property
+    def barge_in_pending(self) -> bool:
+        """:attr:`deciding` about a barge-in (the caller not yet in speech)."""
+        return not self.in_speech and self.deciding
+
+    @property
+    def turn_end_pending(self) -> bool:
+        """:attr:`deciding` about the end of the caller's turn."""
+        return self.in_speech and self.deciding
 
     def set_bot_speaking(self, speaking: bool) -> None:
         """Turn the echo guard on while a prompt plays, off when it ends."""

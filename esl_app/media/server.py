@@ -148,8 +148,9 @@ class StreamSink(Protocol):
         """More caller audio (L16 at the fork's rate; any length).
 
         Return True while a time-critical decision waits on the next frames (a
-        barge-in not yet confirmed): the reader then reads this stream every
-        ``urgent_ms`` instead of at the batch cadence. None or False otherwise.
+        barge-in not yet confirmed, a turn about to end): the reader then reads this
+        stream every ``urgent_ms`` instead of at the batch cadence. None or False
+        otherwise.
         """
         ...
 
