@@ -218,9 +218,17 @@ def test_race_50_callers_processes_and_threads_sqlite(tmp_path):
     close_db()
 
 
-def test_codes_format_and_uniqueness():
-    codes = {new_code() for _ in range(5000)}
-    assert len(codes) == 5000
+def test_codes_format_and_space():
+    draws = [new_code() for _ in range(5000)]
+    # new_code promises a random draw from the whole 31^6 space; the database, not the draw,
+    # promises uniqueness (test_book_retries_a_colliding_code). Every character must appear
+    # at every position: a missing one has odds of (30/31)^5000 ≈ e^-164.
+    for pos in range(6):
+        assert {c.replace("-", "")[pos] for c in draws} == set(ALPHABET)
+    # Collisions within the birthday bound: 5000 draws from 887 M expect 0.014; three or more
+    # have odds below 1e-6, where a generator with a small or skewed space fails at once.
+    assert len(draws) - len(set(draws)) <= 2
+    codes = set(draws)
     for c in list(codes)[:200]:
         assert CODE_RE.match(c)
         assert not set(c) & set("01OIL")
@@ -229,6 +237,32 @@ def test_codes_format_and_uniqueness():
     assert normalize_code("K7M4Q2") == "K7M-4Q2"
     assert normalize_code("K0M4Q2") is None
     assert normalize_code("short") is None
+
+
+def test_book_retries_a_colliding_code(db, monkeypatch):
+    slots = service.search_slots("alpha", limit=3, now=NOW)
+    first = service.book("alpha", slots[0].slot_id, patient_name="A", now=NOW).confirmation
+    fresh = iter([first, first, "ZZZ-ZZ9"])
+    monkeypatch.setattr(service, "new_code", lambda: next(fresh))
+    second = service.book("alpha", slots[1].slot_id, patient_name="B", now=NOW)
+    assert second.confirmation == "ZZZ-ZZ9"
+    assert next(fresh, None) is None  # two collisions were retried, each in its savepoint
+    # The same code in another tenant is no collision: uniqueness is per tenant.
+    monkeypatch.setattr(service, "new_code", lambda: first)
+    other = service.search_slots("beta", limit=1, now=NOW)[0]
+    assert service.book("beta", other.slot_id, patient_name="C", now=NOW).confirmation == first
+
+
+def test_book_gives_up_cleanly_when_every_code_collides(db, monkeypatch):
+    slots = service.search_slots("alpha", limit=2, now=NOW)
+    taken = service.book("alpha", slots[0].slot_id, patient_name="A", now=NOW).confirmation
+    monkeypatch.setattr(service, "new_code", lambda: taken)
+    with pytest.raises(service.SchedulingError, match="confirmation code"):
+        service.book("alpha", slots[1].slot_id, patient_name="B", now=NOW)
+    # Nothing half-done: no second appointment, and the slot is still free to book.
+    assert Appointment.select().where(Appointment.tenant == "alpha").count() == 1
+    monkeypatch.undo()
+    assert service.book("alpha", slots[1].slot_id, patient_name="B", now=NOW).confirmation != taken
 
 
 def test_codes_not_sequential(db):

@@ -488,7 +488,7 @@ def book(
                 break
             except pw.IntegrityError:
                 continue
-        else:  # pragma: no cover - 20 collisions in a 30-bit space
+        else:  # 20 collisions in a 30-bit space: only a broken generator gets here
             raise SchedulingError("could not allocate a confirmation code")
         audit.record(tenant_id, actor, "create", "appointment", appt.code,
                      slot=slot_pk, doctor=doctor.slug)
