@@ -146,6 +146,14 @@ class WirePeer:
         base = [("Event-Name", name), ("Unique-ID", self.uuid)]
         self.send(event_frame(serialize_event(base + list(headers), body)))
 
+    def started(self, cmd) -> None:
+        """CHANNEL_EXECUTE: the channel thread began the app (it was not still queued)."""
+        self.event("CHANNEL_EXECUTE", [
+            ("Application", cmd.header("execute-app-name") or ""),
+            ("Application-Data", cmd.header("execute-app-arg") or ""),
+            ("Application-UUID", cmd.header("Event-UUID") or ""),
+        ])
+
     def complete(self, cmd, response: str = "FILE PLAYED") -> None:
         self.event("CHANNEL_EXECUTE_COMPLETE", [
             ("Application", cmd.header("execute-app-name") or ""),

@@ -327,3 +327,68 @@ def test_transfer_target_with_line_breaks_never_splits_a_command(target, clean):
     finally:
         peer.close()
         server.stop(timeout=2)
+
+
+# -- 6. a barge-in that drops a playback FreeSWITCH had not started ---------------------
+
+
+def _barge_into_the_second_greeting_sentence(peer: WirePeer, *, started: bool):
+    """The greeting's second sentence is queued; the caller talks before or after it starts."""
+    peer.handshake()
+    greet = peer.next_app()
+    peer.started(greet)
+    peer.complete(greet)
+    second = peer.next_app()
+    assert "How can I help" in second.header("execute-app-arg")
+    if started:
+        peer.started(second)
+    peer.event("DETECTED_SPEECH", [("Speech-Type", "begin-speaking")])
+    brk = peer.command()
+    assert brk.line.startswith("api uuid_break") and brk.line.endswith(" all")
+    peer.api_ok()
+    return second
+
+
+def test_a_playback_dropped_by_the_break_is_not_awaited():
+    # uuid_break … all flushes the channel's queued apps: a playback still queued never
+    # sends CHANNEL_EXECUTE nor its completion. The caller's words must be answered
+    # at once, not after the two seconds a started playback gets to end.
+    server = start_server(make_services())
+    peer = WirePeer(server.address)
+    try:
+        _barge_into_the_second_greeting_sentence(peer, started=False)
+        t0 = time.monotonic()
+        speech(peer, "book Tuesday")
+        answer = peer.next_app()
+        waited = time.monotonic() - t0
+        assert answer is not None and "Tuesday at 9 AM" in _text(answer)
+        assert waited < 1.0, waited
+        peer.started(answer)
+        peer.complete(answer)
+        t = _finish(peer, server)
+        bot = [(x["text"], x["barged_in"]) for x in t["turns"] if x["speaker"] == "bot"]
+        assert any(b for text, b in bot if "How can I help" in text)
+    finally:
+        peer.close()
+        server.stop(timeout=2)
+
+
+def test_a_started_playback_is_still_awaited_after_the_break():
+    # It had started: FreeSWITCH stops it and reports its end; the bot answers after that
+    # (the channel quiet), not during the grace it gives a playback to show it started.
+    server = start_server(make_services())
+    peer = WirePeer(server.address)
+    try:
+        second = _barge_into_the_second_greeting_sentence(peer, started=True)
+        speech(peer, "book Tuesday")
+        with pytest.raises(gevent.Timeout):
+            peer.command(timeout=0.8)  # nothing while the broken playback has not ended
+        peer.complete(second)
+        answer = peer.next_app()
+        assert answer is not None and "Tuesday at 9 AM" in _text(answer)
+        peer.started(answer)
+        peer.complete(answer)
+        _finish(peer, server)
+    finally:
+        peer.close()
+        server.stop(timeout=2)

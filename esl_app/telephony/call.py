@@ -131,6 +131,9 @@ class CallController:
         self._helpers: set[gevent.Greenlet] = set()
         self._timers: list[gevent.Greenlet] = []
         self._pending: list[Msg] = []
+        # Application-UUID of the last app FreeSWITCH started (CHANNEL_EXECUTE): a
+        # playback never started when uuid_break came was dropped, and never completes
+        self.app_started = ""
         self._agent_seq = 0
         self._agent_job: gevent.Greenlet | None = None
         self._current_verb: Any = None
@@ -164,6 +167,9 @@ class CallController:
                 raise CallEnded("caller_hangup" if msg.kind == "hangup" else "closed")
             if msg.kind == "timer" and msg.key == "max_call":
                 raise CallEnded("max_call")
+            if msg.kind == "started":
+                self.app_started = msg.key
+                continue
             if msg.kind == "other":
                 continue
             return msg

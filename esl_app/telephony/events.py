@@ -21,7 +21,8 @@ __all__ = ["Msg", "from_esl", "parse_nlsml"]
 class Msg:
     """One thing that happened to the call.
 
-    kinds: ``complete`` (app finished; ``key`` = Application-UUID), ``speech_start``,
+    kinds: ``started`` / ``complete`` (an app began / finished; ``key`` =
+    Application-UUID), ``speech_start``,
     ``transcript`` (``text``), ``dtmf`` (``text`` = digit), ``hangup``, ``closed``,
     ``tts``/``agent`` (``key`` = request id, ``value`` = result or exception),
     ``timer`` (``key`` = timer name), ``answer``, ``other``.
@@ -63,6 +64,8 @@ def from_esl(event: EslEvent | str) -> Msg:
         return Msg("hangup", text=event.get("Hangup-Cause", "") or "", event=event)
     if name == "DISCONNECT":
         return Msg("closed", event=event)
+    if name == "CHANNEL_EXECUTE":
+        return Msg("started", key=event.get("Application-UUID", "") or "", event=event)
     if name == "CHANNEL_EXECUTE_COMPLETE":
         return Msg("complete", key=event.get("Application-UUID", "") or "",
                    text=event.get("Application-Response", "") or "", event=event)

@@ -39,6 +39,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+BREAK_COMPLETE_S = 2.0  # how long a broken playback gets to report its end
+BREAK_FLUSH_GRACE_S = 0.3  # ... and to show it had started at all (else it was dropped)
 PLAY_STALL_SECONDS = 120.0  # a playback whose completion never comes is a dead channel
 _HANDED_OVER = ("agent", "agent_text", "signal", "timer")  # the owner's messages (on_other)
 
@@ -283,13 +285,32 @@ class Speak:
     def _await_completion(self, app_uuid: str) -> None:
         """Let the broken playback report its end so the channel is quiet (bounded).
 
+        A playback still queued when ``uuid_break … all`` arrived is dropped by
+        FreeSWITCH (``switch_core_session_flush_private_events``): it never starts and
+        never completes. So unless its ``CHANNEL_EXECUTE`` has been seen, or arrives
+        within ``BREAK_FLUSH_GRACE_S`` of the break's reply (which FreeSWITCH sends
+        after acting on it), the wait ends then, not after two seconds of the
+        caller waiting for an answer.
+
         Nothing that matters is dropped meanwhile: the caller's words and a lost
         audio stream are kept for the next listen; the agent's reply, its pieces,
         fillers and timers go to ``on_other`` (or are stashed) as during playback.
         """
+        now = time.monotonic()
+        limit = now + BREAK_COMPLETE_S
+        tracked = hasattr(self.call, "app_started")  # a call that does not track: wait
+        grace = now + BREAK_FLUSH_GRACE_S
         while True:
-            msg = self.call.next(timeout=2.0)
-            if msg is None or (msg.kind == "complete" and msg.key == app_uuid):
+            started = not tracked or self.call.app_started == app_uuid
+            left = (limit if started else min(limit, grace)) - time.monotonic()
+            msg = self.call.next(timeout=max(0.0, left))
+            if msg is None:
+                if not started and self.call.app_started == app_uuid:
+                    continue  # it had started after all: wait for its end
+                if not started:
+                    log.debug("broken playback %s had not started: dropped", app_uuid)
+                return
+            if msg.kind == "complete" and msg.key == app_uuid:
                 return
             if msg.kind in ("dtmf", "transcript", "media_lost"):
                 self.call.stash(msg)
