@@ -72,7 +72,8 @@ def _open_db(ctx: click.Context) -> str:
               help="Concurrent calls per worker.")
 @click.option("--drain-timeout", type=float, default=30.0, show_default=True,
               help="Seconds live calls may take to finish on SIGTERM.")
-@click.option("--profile", type=click.Choice(["local", "cloud"]), default=None,
+@click.option("--profile", type=click.Choice(["local", "cloud", "cloud-stt"]),
+              default=None,
               help="Provider latency profile for load tests  [env IVR_PROFILE; default: "
                    "local].")
 @click.option("--profile-seed", type=int, default=None, help="Seed of the latency profile.")

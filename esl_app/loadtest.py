@@ -1104,7 +1104,8 @@ def _hostport(value: str | None) -> tuple[str, int] | None:
 @click.option("--duration", type=float, default=0.0, show_default=True,
               help="Keep every caller calling again for this long (0: one call each).")
 @click.option("--audio", is_flag=True, help="Stream the caller's voice over the audio fork.")
-@click.option("--profile", type=click.Choice(["local", "cloud"]), default="local",
+@click.option("--profile", type=click.Choice(["local", "cloud", "cloud-stt"]),
+              default="local",
               show_default=True, help="Provider latency profile of the started server.")
 @click.option("--server", default=None, help="HOST:PORT of a running server's ESL port.")
 @click.option("--workers", type=click.IntRange(1, 64), default=os.cpu_count() or 1,

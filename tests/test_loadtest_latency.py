@@ -116,6 +116,22 @@ def test_provider_cache_per_profile():
     assert hasattr(make_provider_cache("cloud", seed=1), "delays")
 
 
+def test_cloud_stt_profile_adds_only_the_recognisers_latency():
+    # the turn then holds our own work alone, under the load of real-time frames
+    from esl_app.providers.latency import CLOUD_STT, EmulatedPolly
+
+    prof = get_profile("cloud-stt")
+    assert prof is CLOUD_STT and prof.stt_final_ms == CLOUD.stt_final_ms
+    cache = make_provider_cache(prof, seed=1)
+    cache._agent_factory = lambda tenant: _Agent()
+    agent = cache.agent_for(type("T", (), {"id": "t", "agent": "local"})())
+    assert isinstance(agent, _Agent)  # not a SlowAgent: it answers at once
+    tts = cache.tts_for(None, "polly")
+    assert isinstance(tts, EmulatedPolly)  # prompts still written, as Polly's would be
+    assert all(cache.delays.draw("tts") == 0.0 for _ in range(20))
+    assert 0.1 <= cache.delays.draw("stt") <= 0.3 and cache.delays.draw("agent") == 0.0
+
+
 def test_server_log_problems_are_counted_by_kind_without_ids() -> None:
     from esl_app.loadtest import _log_problem
 

@@ -7,9 +7,10 @@ wait with the real providers (the original design's estimate: Transcribe
 wrappers sleep cooperatively (``gevent.sleep``), so a sleeping call costs
 nothing but a timer, exactly like a call waiting on the network.
 
-Profiles: ``local`` (no added latency) and ``cloud``. Draws are uniform within
-each range and come from a seeded :class:`random.Random`, so a run is
-repeatable (``--profile-seed``). Cached prompts (``PlayInstruction.cached``)
+Profiles: ``local`` (no added latency), ``cloud``, and ``cloud-stt`` (only the
+recogniser's latency: what a turn costs our own server under audio load). Draws
+are uniform within each range and come from a seeded :class:`random.Random`, so
+a run is repeatable (``--profile-seed``). Cached prompts (``PlayInstruction.cached``)
 add no TTS latency: a cache hit never reaches Polly. In the cloud profile the
 local TTS is replaced by :class:`EmulatedPolly` (silent prompts of the right
 length), because espeak's CPU would otherwise be billed to our server when
@@ -49,6 +50,7 @@ from esl_app.providers.tts.base import PlayInstruction
 
 __all__ = [
     "CLOUD",
+    "CLOUD_STT",
     "LOCAL",
     "EmulatedPolly",
     "PROFILES",
@@ -83,7 +85,11 @@ class LatencyProfile:
 LOCAL = LatencyProfile("local")
 CLOUD = LatencyProfile("cloud", stt_final_ms=(100, 300), agent_ms=(500, 1500),
                        tts_first_audio_ms=(200, 500))
-PROFILES: dict[str, LatencyProfile] = {p.name: p for p in (LOCAL, CLOUD)}
+#: Only the recogniser as in the cloud (emulated Transcribe in ``--audio`` load tests);
+#: the agent answers at once and Polly's stand-in writes its prompts with no wait. The
+#: turn then holds nothing but our own work, under the full load of real-time frames.
+CLOUD_STT = LatencyProfile("cloud-stt", stt_final_ms=(100, 300), tts_first_audio_ms=(0, 0))
+PROFILES: dict[str, LatencyProfile] = {p.name: p for p in (LOCAL, CLOUD, CLOUD_STT)}
 
 
 def get_profile(name: str | LatencyProfile) -> LatencyProfile:
@@ -360,7 +366,8 @@ def make_provider_cache(profile: str | LatencyProfile = "local", *,
 
     class _SlowCache(ProviderCache):
         def agent_for(self, tenant: Any) -> Any:
-            return SlowAgent(super().agent_for(tenant), delays)
+            agent = super().agent_for(tenant)
+            return agent if prof.agent_ms is None else SlowAgent(agent, delays)
 
         def tts_for(self, tenant: Any, name: str) -> Any:
             if name == "freeswitch":
