@@ -388,3 +388,23 @@ def maintenance_purge(ctx: click.Context, dry_run: bool) -> None:
         click.echo(f"{tenant_id}: {verb} {report.calls[tenant_id]} call record(s), "
                    f"{report.callbacks[tenant_id]} callback ticket(s)")
     click.echo(f"{verb} {report.total} row(s) in all")
+
+
+@maintenance.command("prompts")
+@click.option("--dir", "directory", default=None,
+              help="The prompt cache  [default: var/prompts under the working directory].")
+@click.option("--max-age-days", type=click.FloatRange(min=0), default=None,
+              help="Remove prompts unused for longer than this.")
+@click.option("--max-mb", type=click.FloatRange(min=0), default=None,
+              help="Then remove the least recently used until the rest fit in this.")
+def maintenance_prompts(directory: str | None, max_age_days: float | None,
+                        max_mb: float | None) -> None:
+    """Prune the synthesised-prompt cache (run it from cron; vital when it is on tmpfs)."""
+    from esl_app.providers.tts.cache import DEFAULT_DIR, PromptCache
+
+    cache = PromptCache(directory or DEFAULT_DIR)
+    removed = cache.prune(max_bytes=None if max_mb is None else int(max_mb * 1024 * 1024),
+                          max_age_s=None if max_age_days is None else max_age_days * 86400)
+    left = cache.stats()
+    click.echo(f"removed {removed} prompt(s); {left['files']} left, "
+               f"{left['bytes'] / 1048576:.1f} MB in {cache.directory}")

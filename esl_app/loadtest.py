@@ -756,6 +756,7 @@ class LoadConfig:
     progress: bool = True
     warmup: int = 0  # unmeasured calls first (imports, caches): default 2 per worker
     emulator_nice: int = 0  # niceness of the emulator processes (0: same as the server)
+    prompt_cache: str = "memory"  # the started server's var/prompts: tmpfs ("memory") or disk
 
 
 def _warm_up(address: tuple[str, int], cfg: LoadConfig) -> None:
@@ -776,6 +777,7 @@ class _Server:
     tmp: Any
     log_tail: list[str]
     problems: dict[str, int] = field(default_factory=dict)  # warning/error kind -> count
+    prompts: Any = None  # the tmpfs directory var/prompts points to, if any
     metrics_dir: str = ""  # the workers' PROMETHEUS_MULTIPROC_DIR
     hist_base: dict[str, dict[float, float]] = field(default_factory=dict)  # after warm-up
 
@@ -797,7 +799,9 @@ def _start_server(cfg: LoadConfig) -> _Server:
         from esl_app.db import database
 
         database().close()
-    # `ivr serve`; the prompt cache (./var/prompts) starts cold in the temp dir
+    # `ivr serve`; the prompt cache (./var/prompts) starts cold in the temp dir, on tmpfs
+    # unless asked for a disk: the layout the README recommends for a busy box
+    prompts = _prompts_on_tmpfs(Path(tmp.name)) if cfg.prompt_cache == "memory" else None
     env = dict(os.environ, IVR_PROFILE=cfg.profile, IVR_PROFILE_SEED=str(cfg.seed))
     # the workers' metrics in files we can read once they stop (server-side latencies)
     prom = Path(tmp.name) / "metrics"
@@ -840,7 +844,19 @@ def _start_server(cfg: LoadConfig) -> _Server:
             proc.kill()
         raise click.ClickException("the server did not start: " + " | ".join(tail[-5:]))
     return _Server(proc, (ready["esl"][0], ready["esl"][1]), ready["pid"], tmp, tail, problems,
-                   metrics_dir=str(prom))
+                   prompts=prompts, metrics_dir=str(prom))
+
+
+def _prompts_on_tmpfs(root: Path) -> Any:
+    """``root/var/prompts`` as a link into a fresh directory on /dev/shm (None: no tmpfs)."""
+    from esl_app.providers.tts.cache import on_memory_fs
+
+    if not os.path.isdir("/dev/shm") or not on_memory_fs("/dev/shm"):
+        return None
+    shm = tempfile.TemporaryDirectory(prefix="ivr-load-prompts-", dir="/dev/shm")
+    (root / "var").mkdir(exist_ok=True)
+    (root / "var" / "prompts").symlink_to(shm.name)
+    return shm
 
 
 _LOG_LINE = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) ([\w.]+): (.*)$")
@@ -875,6 +891,8 @@ def _stop_server(srv: _Server) -> dict[str, dict[str, float | None]]:
     except Exception:  # noqa: BLE001 - a diagnostic: never fail the run for it
         sys.stderr.write("loadtest: could not read the server's metrics files\n")
     srv.tmp.cleanup()
+    if srv.prompts is not None:
+        srv.prompts.cleanup()
     return inside
 
 
@@ -1014,6 +1032,8 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         "emulator_cpu_steady_percent": _steady_cpu(emu_samples, peak_active),
         "emulator_hub_lag_ms": {**_pcts(emu_lags), "count": len(emu_lags)},
         "emulator_nice": cfg.emulator_nice,
+        "prompt_cache": (None if srv is None else "tmpfs" if srv.prompts is not None
+                         else "disk"),
         "server_mem_kb_baseline": round(mem0),
         "server_mem_kb_peak": round(peak_mem),
         "rss_per_call_kb": (round((peak_mem - mem0) / peak_active, 1) if peak_active
@@ -1129,12 +1149,17 @@ def _hostport(value: str | None) -> tuple[str, int] | None:
               help="Run the emulator processes at this niceness: with both on one machine, "
                    "the server gets the CPU first, as it would on a box of its own "
                    "(an emulator that falls behind shows as lost frames).")
+@click.option("--prompt-cache", type=click.Choice(["memory", "disk"]), default="memory",
+              show_default=True,
+              help="Where the started server's prompt cache lives: tmpfs (/dev/shm, when "
+                   "there is one), where a miss is written inline, or the temp dir's disk, "
+                   "where it is written on a thread.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line on stdout.")
 @click.pass_context
 def loadtest(ctx: click.Context, calls: int, ramp: float | None, duration: float, audio: bool,
              profile: str, server: str | None, workers: int, procs: int, time_scale: float,
              tts: str | None, seed: int, db_url: str | None, n_tenants: int,
-             warmup: int | None, emulator_nice: int,
+             warmup: int | None, emulator_nice: int, prompt_cache: str,
              as_json: bool) -> None:
     """Drive N concurrent emulated calls through full conversations and measure the server."""
     cfg = LoadConfig(calls=calls, ramp=calls / 100.0 if ramp is None else ramp,
@@ -1143,7 +1168,7 @@ def loadtest(ctx: click.Context, calls: int, ramp: float | None, duration: float
                      time_scale=time_scale, tts=tts, seed=seed,
                      tenants=n_tenants, db_url=db_url,
                      warmup=2 * workers if warmup is None else warmup,
-                     emulator_nice=emulator_nice)
+                     emulator_nice=emulator_nice, prompt_cache=prompt_cache)
     report = run_loadtest(cfg)
     click.echo(summarize(report), err=as_json)
     if as_json:

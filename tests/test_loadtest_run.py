@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -17,7 +18,15 @@ KEYS = {"calls_completed", "calls_failed", "frames_sent", "frames_lost", "setup_
         "rss_per_call_kb"}
 
 
+def _shm_prompt_dirs() -> set[str]:
+    return {n for n in (os.listdir("/dev/shm") if os.path.isdir("/dev/shm") else ())
+            if n.startswith("ivr-load-prompts-")}
+
+
 def test_small_text_run_reports_json(tmp_path):
+    from esl_app.providers.tts.cache import on_memory_fs
+
+    shm_before = _shm_prompt_dirs()
     out = subprocess.run(
         [sys.executable, "-c", BOOT, "--calls", "10", "--ramp", "0.5", "--time-scale", "0.1",
          "--workers", "2", "--procs", "2", "--tenants", "3", "--emulator-nice", "5", "--json"],
@@ -32,6 +41,10 @@ def test_small_text_run_reports_json(tmp_path):
     assert report["frames_sent"] == 0 and report["frames_lost"] == 0  # text mode
     assert "started 10/10" in out.stderr  # the progress display
     assert report["emulator_nice"] == 5
+    # the server's prompt cache on tmpfs (as the README recommends), removed afterwards
+    tmpfs = os.path.isdir("/dev/shm") and on_memory_fs("/dev/shm")
+    assert report["prompt_cache"] == ("tmpfs" if tmpfs else "disk")
+    assert _shm_prompt_dirs() <= shm_before
     # the server's own share, from its workers' histograms: one set-up per call
     assert report["server_setup_ms"]["count"] == 10  # the warm-up calls are left out
     assert 0 < report["server_setup_ms"]["p50"] <= report["setup_ms"]["p99"]
