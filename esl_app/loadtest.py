@@ -579,6 +579,10 @@ def _child_main(argv: list[str]) -> int:
     from esl_app.bridge import watch_hub_lag
 
     cfg = json.loads(argv[0])
+    from esl_app.fds import reserve_fds
+
+    # like the server's workers (fds.py): no fd-table doubling stalls this hub mid-ramp
+    reserve_fds(2 * len(cfg["indices"]))
     if cfg.get("stt_table"):  # before load_fork() first runs: lines get registered there
         os.environ["IVR_EMULATED_STT_TABLE"] = cfg["stt_table"]
     # import now what the calls will need: a first import in the middle of the run

@@ -70,6 +70,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 READY_PREFIX = "ivr ready "
+SOCKETS_PER_CALL = 2  # the ESL connection and the audio fork
 MAX_QUICK_FAILURES = 5  # a worker dying this often within 5 s of its start stops the server
 _SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -240,6 +241,10 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
+    from esl_app.fds import reserve_fds
+
+    # before any thread starts: a full fd table then never grows under the calls
+    reserve_fds(SOCKETS_PER_CALL * cfg.max_calls)
     import gevent
 
     gevent.reinit()

@@ -17,7 +17,7 @@ from esl_app.emulator.outbound import EmulatedCall
 from esl_app.loadtest import _children
 from esl_app.media.server import SUBPROTOCOL
 from esl_app.testing import REPO_TENANTS, make_db
-from esl_app.workers import READY_PREFIX, WorkerConfig, media_port_for
+from esl_app.workers import READY_PREFIX, SOCKETS_PER_CALL, WorkerConfig, media_port_for
 
 BOOT = ("import esl_app.__main__, sys\nfrom esl_app.workers import main\n"
         "sys.exit(main(sys.argv[1:]))")
@@ -200,3 +200,11 @@ def test_worker_that_cannot_start_stops_the_server(tmp_path):
     taken.close()
     assert proc.returncode == 1
     assert "keeps failing" in proc.stderr
+
+
+def test_workers_size_their_fd_tables_for_max_calls(server):
+    """Each worker's table holds two sockets per call from the start (esl_app/fds.py)."""
+    for pid in server.ready["workers"]:
+        with open(f"/proc/{pid}/status") as fh:
+            size = next(int(line.split()[1]) for line in fh if line.startswith("FDSize:"))
+        assert size >= SOCKETS_PER_CALL * WorkerConfig().max_calls
