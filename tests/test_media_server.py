@@ -204,3 +204,49 @@ def test_a_stopped_server_is_freed_without_the_cyclic_collector():
         assert reader() is None, "the stopped reader is left to the cyclic GC"
     finally:
         gc.enable()
+
+
+SENDER = r"""
+import sys, time, websocket
+url, meta, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+ws = websocket.create_connection(url, subprotocols=["audio.drachtio.org"], timeout=5)
+ws.send(meta)
+t0 = time.monotonic(); n = 0
+while time.monotonic() - t0 < seconds:
+    ws.send_binary(b"\x01\x00" * 160); n += 1
+    time.sleep(max(0.0, t0 + n * 0.02 - time.monotonic()))
+ws.close()
+"""
+
+
+def test_a_held_up_hub_does_not_call_a_flowing_stream_stalled(media):
+    """Frames kept coming while this process was stopped: the stream is late, not stalled.
+
+    A worker's hub can be held up for longer than ``stall_ms`` (a blocking syscall, a
+    page fault on a slow disk, a starved core: seen at 1000 calls, where 600 streams
+    were then closed as stalled and their calls handed to a human). The frames wait
+    in the socket; the watchdog must read them before it judges.
+    """
+    import subprocess
+    import sys
+
+    from gevent import monkey
+
+    server, registry = media
+    sink = Sink()
+    token = registry.register("call-held", sink)
+    host, port = server.address
+    sender = subprocess.Popen([sys.executable, "-c", SENDER, f"ws://{host}:{port}/fork/call-held",
+                               fork_metadata(token), "3"])
+    try:
+        assert sink.got.wait(10)
+        monkey.get_original("time", "sleep")(1.0)  # the hub stops: 3 × stall_ms
+        before = len(sink.audio)
+        gevent.sleep(0.5)
+        assert not sink.reasons, sink.reasons
+        assert len(sink.audio) > before
+        sender.wait(10)
+        assert sink.ended.wait(5) and sink.reasons == ["closed"]
+    finally:
+        if sender.poll() is None:
+            sender.kill()

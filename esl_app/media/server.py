@@ -795,6 +795,12 @@ class _Reader:
                     if conn.close_at and now - conn.close_at > _CLOSE_WAIT_S:
                         conn.release()
                 elif now - conn.last_rx > stall_s:
+                    # look before judging: if this hub was held up (a blocking syscall, a
+                    # page fault, a starved core) the frames wait in the socket, and the
+                    # stream is late only because we did not read it
+                    self._read(conn, now)
+                    if conn.done or conn.last_rx == now:
+                        continue
                     log.warning("audio fork of %s stalled", conn.call_uuid)
                     conn.close(INTERNAL_ERROR, "stalled", end_reason="stalled")
 
