@@ -283,6 +283,7 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
     _time_full_collections()
     gevent.spawn(_pace_gc, index, cfg.workers)
     gevent.spawn(_watch_hub_lag)
+    hub_watch = _start_hub_watch()
     if index == 0:  # one worker keeps each clinic's retention promise, daily
         gevent.spawn(_purge_daily)
     server = EslServer(services, max_calls=cfg.max_calls,
@@ -311,6 +312,8 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
         http.stop(timeout=2)
     if media is not None:
         media.stop()
+    if hub_watch is not None:
+        hub_watch.stop()
     log.info("worker %d: stopped (%d call(s) served)", index, server.completed)
     return 0
 
@@ -397,6 +400,27 @@ def _watch_hub_lag() -> None:
     from esl_app.http.metrics import HUB_LAG
 
     watch_hub_lag(HUB_LAG.observe, _LAG_EVERY_S)
+
+
+HUB_STOP_S = 0.25  # an event-loop stop this long is logged with its cause
+
+
+def _start_hub_watch() -> Any:
+    """Log (and count in ``ivr_hub_stops_total``) what held the hub whenever it stops.
+
+    The lag histogram shows that the hub ran late; a stop of seconds (seen once under
+    load, cause unknown then) needs its cause on record: code on the hub, a blocking
+    system call, no free core, or the whole process not run (esl_app/hubwatch.py).
+    """
+    from esl_app.http.metrics import HUB_STOPS
+    from esl_app.hubwatch import HubWatch
+
+    try:
+        return HubWatch(threshold_s=HUB_STOP_S,
+                        observe=lambda found: HUB_STOPS.labels(found["kind"]).inc()).start()
+    except Exception as exc:  # noqa: BLE001 - a diagnostic must not stop the worker
+        log.warning("event-loop watch not started: %s", exc)
+        return None
 
 
 def _freeze_heap() -> None:

@@ -208,3 +208,20 @@ def test_workers_size_their_fd_tables_for_max_calls(server):
         with open(f"/proc/{pid}/status") as fh:
             size = next(int(line.split()[1]) for line in fh if line.startswith("FDSize:"))
         assert size >= SOCKETS_PER_CALL * WorkerConfig().max_calls
+
+
+def test_a_worker_says_why_its_event_loop_stood_still(server):
+    """A stopped worker (SIGSTOP: a paused machine looks the same) logs the stop and its
+    cause once it runs again (esl_app/hubwatch.py), and keeps serving."""
+    pid = server.ready["workers"][0]
+    os.kill(pid, signal.SIGSTOP)
+    time.sleep(0.8)
+    os.kill(pid, signal.SIGCONT)
+    with gevent.Timeout(10):
+        while not any("event loop stopped for" in line for line in server.lines):
+            gevent.sleep(0.05)
+    line = next(line for line in server.lines if "event loop stopped for" in line)
+    assert "WARNING esl_app.hubwatch" in line
+    assert "the whole process was not run" in line
+    assert 600 <= int(line.split("event loop stopped for ")[1].split(" ms")[0]) <= 3000
+    assert server.proc.poll() is None and pid in _children(server.proc.pid)

@@ -91,6 +91,11 @@ HUB_LAG = Histogram(
     "How late a worker's event loop runs a timer that is due (sampled every 20 ms): what "
     "any call's set-up, barge-in or turn waits behind the rest of the worker's work.",
     registry=REGISTRY, buckets=_FINE)
+HUB_STOPS = Counter(
+    "ivr_hub_stops",
+    "Times a worker's event loop stood still for 250 ms or more, by what held it (on_cpu, "
+    "blocked, no_core, not_run; esl_app/hubwatch.py): every call of the worker waited.",
+    ["kind"], registry=REGISTRY)
 GC_FULL = Histogram(
     "ivr_gc_full_seconds",
     "A worker's full (generation 2) garbage collections: the hub runs nothing meanwhile.",
