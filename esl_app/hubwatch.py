@@ -9,8 +9,9 @@ seen under load, and then every audio stream looked dead) an operator needs *why
 - the main thread runnable but given no core (cores taken by other work);
 - the whole process not run at all (a paused or starved machine, SIGSTOP).
 
-The hub cannot see its own stop, so a real OS thread watches a heartbeat that a
-greenlet beats, and while it is stale samples the main thread: its Python stack
+The hub cannot see its own stop, so a real OS thread watches a heartbeat that the
+hub's lag sampler (``bridge.watch_hub_lag``, which feeds ``on_lag``) beats, and
+while it is stale samples the main thread: its Python stack
 (``sys._current_frames``), its kernel state and wait channel
 (``/proc/self/task/<tid>/stat``, ``wchan``), its CPU time (the thread's CPU clock)
 and its run-queue wait (``schedstat``). A
@@ -38,7 +39,7 @@ from typing import Any
 import gevent
 from gevent import monkey
 
-from esl_app.bridge import HubChannel
+from esl_app.bridge import HubChannel, watch_hub_lag
 
 __all__ = ["HubWatch", "describe"]
 
@@ -52,10 +53,14 @@ class HubWatch:
 
     def __init__(self, threshold_s: float = 0.25, every_s: float = 0.1,
                  min_gap_s: float = 5.0,
-                 observe: Callable[[dict[str, Any]], Any] | None = None) -> None:
+                 observe: Callable[[dict[str, Any]], Any] | None = None,
+                 on_lag: Callable[[float], Any] | None = None,
+                 beat_every_s: float = 0.02) -> None:
         self.observe = observe  # called on the hub with each finding (a metric), before the log
+        self.on_lag = on_lag  # each lag sample of the heartbeat (a worker's ivr_hub_lag_seconds)
         self.threshold_s = threshold_s
-        self.every_s = every_s
+        self.every_s = every_s  # how often the thread looks
+        self.beat_every_s = beat_every_s  # how often the hub beats
         self.min_gap_s = min_gap_s
         self.reports: list[dict[str, Any]] = []  # every finding, newest last (bounded)
         self._beat = time.monotonic()
@@ -70,11 +75,11 @@ class HubWatch:
     # -- on the hub ----------------------------------------------------------------------
 
     def start(self) -> HubWatch:
-        """Beat the heartbeat from a greenlet and start the watching thread."""
+        """Beat the heartbeat from the lag sampler's greenlet; start the watching thread."""
         self._ident = monkey.get_original("_thread", "get_ident")()
         self._tid = monkey.get_original("_thread", "get_native_id")()
         self._channel = HubChannel()
-        self._greenlets = [gevent.spawn(self._beating),
+        self._greenlets = [gevent.spawn(watch_hub_lag, self._tick, self.beat_every_s),
                            self._channel.deliver_to(self._report)]
         self._beat = time.monotonic()
         monkey.get_original("_thread", "start_new_thread")(self._watch, ())
@@ -85,10 +90,10 @@ class HubWatch:
         for g in self._greenlets:
             g.kill(block=False)
 
-    def _beating(self) -> None:
-        while not self._stopped:
-            self._beat = time.monotonic()
-            gevent.sleep(self.every_s)
+    def _tick(self, lag_s: float) -> None:
+        self._beat = time.monotonic()
+        if self.on_lag is not None:
+            self.on_lag(lag_s)
 
     def _report(self, found: dict[str, Any]) -> None:
         if self.observe is not None:
@@ -147,7 +152,7 @@ class HubWatch:
                 continue
             # the hub beat again: the stop is over
             c = cpu_now()
-            ms = max(0.0, (self._beat - stall["since"] - self.every_s) * 1000)
+            ms = max(0.0, (self._beat - stall["since"] - self.beat_every_s) * 1000)
             sched = _sched(self._tid)
             runq = None  # the run-queue share of the part watched (from detection on)
             if sched is not None and stall["sched"] is not None:

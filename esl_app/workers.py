@@ -282,8 +282,7 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
     _freeze_heap()
     _time_full_collections()
     gevent.spawn(_pace_gc, index, cfg.workers)
-    gevent.spawn(_watch_hub_lag)
-    hub_watch = _start_hub_watch()
+    hub_watch = _start_hub_watch()  # also samples ivr_hub_lag_seconds
     if index == 0:  # one worker keeps each clinic's retention promise, daily
         gevent.spawn(_purge_daily)
     server = EslServer(services, max_calls=cfg.max_calls,
@@ -411,15 +410,21 @@ def _start_hub_watch() -> Any:
     The lag histogram shows that the hub ran late; a stop of seconds (seen once under
     load, cause unknown then) needs its cause on record: code on the hub, a blocking
     system call, no free core, or the whole process not run (esl_app/hubwatch.py).
+    The watch's heartbeat is the lag sampler, so one ticker serves both; if the watch
+    cannot start, the sampler runs alone.
     """
-    from esl_app.http.metrics import HUB_STOPS
+    import gevent
+
+    from esl_app.http.metrics import HUB_LAG, HUB_STOPS
     from esl_app.hubwatch import HubWatch
 
     try:
-        return HubWatch(threshold_s=HUB_STOP_S,
+        return HubWatch(threshold_s=HUB_STOP_S, beat_every_s=_LAG_EVERY_S,
+                        on_lag=HUB_LAG.observe,
                         observe=lambda found: HUB_STOPS.labels(found["kind"]).inc()).start()
     except Exception as exc:  # noqa: BLE001 - a diagnostic must not stop the worker
         log.warning("event-loop watch not started: %s", exc)
+        gevent.spawn(_watch_hub_lag)
         return None
 
 

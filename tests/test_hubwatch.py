@@ -63,8 +63,10 @@ def test_code_running_long_on_the_hub_is_reported_on_cpu_with_its_function():
     assert any("_busy" in frame for frame in found["stack"])
 
 
-def test_a_hub_that_keeps_running_reports_nothing():
-    w = _watch()
+def test_a_hub_that_keeps_running_reports_nothing_and_samples_its_lag():
+    lags: list[float] = []
+    w = _watch(on_lag=lags.append)
+    n0 = len(lags)
     try:
         for _ in range(25):
             _busy(0.01)  # short bursts, as calls' work is
@@ -72,6 +74,8 @@ def test_a_hub_that_keeps_running_reports_nothing():
     finally:
         w.stop()
     assert w.reports == []
+    # the heartbeat is the lag sampler (every 20 ms): each beat hands on its lag
+    assert len(lags) - n0 >= 10 and min(lags) >= 0.0
 
 
 def test_reports_go_to_observe_and_the_log_at_most_once_per_gap(caplog):
