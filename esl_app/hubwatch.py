@@ -96,6 +96,11 @@ class HubWatch:
             self.on_lag(lag_s)
 
     def _report(self, found: dict[str, Any]) -> None:
+        if "failed" in found:
+            # the watch is gone (the lag sampler beats on): say so once, loudly
+            log.error("event-loop watch stopped; stops of this process's event loop will "
+                      "no longer be explained: %s", found["failed"])
+            return
         if self.observe is not None:
             with contextlib.suppress(Exception):
                 self.observe(found)
@@ -116,6 +121,13 @@ class HubWatch:
     # -- in the watching thread -------------------------------------------------------------
 
     def _watch(self) -> None:
+        """The thread's body: a failure is handed to the hub, which logs it (the thread cannot)."""
+        try:
+            self._look()
+        except BaseException as exc:  # noqa: BLE001 - a thread's death must not pass unseen
+            self._send({"failed": f"{type(exc).__name__}: {exc}"})
+
+    def _look(self) -> None:
         # Each look takes the GIL from the hub for a moment: a look is two clock reads,
         # and /proc is read only while the hub stands still.
         sleep = monkey.get_original("time", "sleep")

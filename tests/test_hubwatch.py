@@ -119,3 +119,25 @@ def test_classify_and_describe():
     assert line.startswith("event loop stopped for 1000 ms: the whole process was not run")
     assert "woke 990 ms late" in line and "D in folio_wait_bit_common ×3" in line
     assert "at esl_app/media/server.py:770 _read < x.py:1 run" in line
+
+
+def test_a_watch_thread_that_dies_says_so_on_the_hub(monkeypatch, caplog):
+    import esl_app.hubwatch as hubwatch
+
+    def broken(_tid: int) -> str:
+        raise RuntimeError("no /proc here")
+
+    monkeypatch.setattr(hubwatch, "_state", broken)
+    w = _watch()
+    try:
+        with caplog.at_level(logging.WARNING, logger="esl_app.hubwatch"):
+            get_original("time", "sleep")(0.3)  # a stop makes the thread read the state
+            with gevent.Timeout(3):
+                while not any(r.levelno == logging.ERROR for r in caplog.records):
+                    gevent.sleep(0.02)
+    finally:
+        w.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == ["event-loop watch stopped; stops of this process's event loop will "
+                      "no longer be explained: RuntimeError: no /proc here"]
+    assert w.reports == []  # nothing counted as a stop
