@@ -46,6 +46,7 @@ import gevent.event
 import gevent.pool
 import websocket
 
+from esl_app.emulator.net import connect_ws
 from esl_app.media.pcm import frame_bytes, rms
 from esl_app.media.server import SUBPROTOCOL
 from esl_app.providers.tts.local import espeak_voice, synthesize_pcm
@@ -352,10 +353,14 @@ class AudioFork:
     # -- connection -----------------------------------------------------------------------
 
     def _run(self, url: str, metadata: str | None, call: Any) -> None:
+        sock = None
         try:
+            sock = connect_ws(url, timeout=5)
             ws = websocket.create_connection(url, subprotocols=[SUBPROTOCOL], timeout=5,
-                                             enable_multithread=False)
-        except Exception as exc:  # noqa: BLE001 - like mod_audio_fork::connect_failed
+                                             enable_multithread=False, socket=sock)
+        except Exception as exc:
+            if sock is not None:
+                sock.close()  # noqa: BLE001 - like mod_audio_fork::connect_failed
             log.warning("audio fork connect to %s failed: %s", url, exc)
             self._fire(call, "mod_audio_fork::connect_failed", f'{{"reason":"{exc}"}}')
             self.ended.set()

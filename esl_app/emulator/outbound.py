@@ -31,7 +31,7 @@ import gevent.event
 from gevent import socket as gsocket
 from gevent.queue import Empty, Queue
 
-from esl_app.emulator import wire
+from esl_app.emulator import net, wire
 from esl_app.emulator.connection import EslConnection
 from esl_app.emulator.core import MYEVENTS, Event, Switch
 from esl_app.media.pcm import wav_text
@@ -1061,7 +1061,7 @@ class EmulatedCall:
     def start(self) -> EmulatedCall:
         """Connect to the bot like the ``socket`` app; raises OSError if it is unreachable."""
         try:
-            sock = gsocket.create_connection(self.server, timeout=self.connect_timeout)
+            sock = net.connect(self.server, timeout=self.connect_timeout)
         except OSError:
             self.channel.hangup("DESTINATION_OUT_OF_ORDER", by="socket_failed")
             raise
@@ -1191,7 +1191,7 @@ class RawEslClient:
     """A bare socket that plays FreeSWITCH toward the bot with hand-made bytes."""
 
     def __init__(self, server: tuple[str, int], timeout: float = 5.0) -> None:
-        self.sock = gsocket.create_connection(server, timeout=timeout)
+        self.sock = net.connect(server, timeout=timeout)
         self.parser = wire.CommandParser()
         self._pending: list[wire.Command] = []
 
