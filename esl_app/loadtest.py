@@ -307,6 +307,7 @@ class CallStats:
     outcome: str = ""
     error: str = ""
     setup_ms: float | None = None
+    connect_ms: float | None = None  # TCP connect → connected, on the emulator's clock
     rtt_ms: list[float] = field(default_factory=list)
     barge_ms: list[float] = field(default_factory=list)
     overhead_ms: list[float] = field(default_factory=list)
@@ -476,6 +477,7 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
     except OSError as exc:
         st.error = f"connect: {exc}"
         return st
+    st.connect_ms = (time.monotonic() - t0) * 1000
     try:
         events = call.events
         last_bot = ""
@@ -609,6 +611,7 @@ def _child_main(argv: list[str]) -> int:
     errors: dict[str, int] = {}
     setups: list[float] = []
     rtts: list[float] = []
+    connects: list[float] = []
     t_start = time.monotonic()
 
     def emit(obj: dict[str, Any]) -> None:
@@ -635,6 +638,8 @@ def _child_main(argv: list[str]) -> int:
                 errors[key] = errors.get(key, 0) + 1
             if st.setup_ms is not None:
                 setups.append(st.setup_ms)
+            if st.connect_ms is not None:
+                connects.append(st.connect_ms)
             rtts.extend(st.rtt_ms)
             merged.barge_ms.extend(st.barge_ms)
             merged.overhead_ms.extend(st.overhead_ms)
@@ -666,7 +671,7 @@ def _child_main(argv: list[str]) -> int:
     emit({"progress": dict(counts)})
     emit({"result": {
         "calls_completed": counts["done"], "calls_failed": counts["failed"],
-        "setup_ms": setups, "rtt_ms": rtts, "barge_ms": merged.barge_ms,
+        "setup_ms": setups, "connect_ms": connects, "rtt_ms": rtts, "barge_ms": merged.barge_ms,
         "overhead_ms": merged.overhead_ms, "turn_ms": merged.turn_ms,
         "answer_ms": merged.answer_ms,
         "frames_sent": merged.frames_sent, "frames_lost": merged.frames_lost,
@@ -996,8 +1001,8 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
     finally:
         inside = _stop_server(srv) if srv is not None else {}
     server_log: dict[str, int] = dict(srv.problems) if srv is not None else {}
-    merged: dict[str, Any] = {"setup_ms": [], "rtt_ms": [], "barge_ms": [], "overhead_ms": [],
-                              "turn_ms": [], "answer_ms": []}
+    merged: dict[str, Any] = {"setup_ms": [], "connect_ms": [], "rtt_ms": [], "barge_ms": [],
+                              "overhead_ms": [], "turn_ms": [], "answer_ms": []}
     emu_lags: list[float] = []
     outcomes: dict[str, int] = {}
     errors: dict[str, int] = {}
@@ -1043,6 +1048,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         "rss_per_call_kb": (round((peak_mem - mem0) / peak_active, 1) if peak_active
                             else None),
         "setup_ms": _pcts(merged["setup_ms"]), "esl_rtt_ms": _pcts(merged["rtt_ms"]),
+        "tcp_connect_ms": _pcts(merged["connect_ms"]),
         "barge_in_ms": _pcts(merged["barge_ms"]),
         "turn_overhead_ms": _pcts(merged["overhead_ms"]),
         "turn_ms": _pcts(merged["turn_ms"]),
@@ -1058,6 +1064,9 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
     report["turn_p50_ms"] = report["turn_ms"]["p50"]
     report["answer_p50_ms"] = report["answer_ms"]["p50"]
     return report
+
+
+_NO_PCTS = {"p50": None, "p95": None, "p99": None}
 
 
 def summarize(r: dict[str, Any]) -> str:
@@ -1078,6 +1087,7 @@ def summarize(r: dict[str, Any]) -> str:
         f"{_f(r['rss_per_call_kb'])} kB per call (PSS {r['server_mem_kb_baseline'] // 1024} → "
         f"{r['server_mem_kb_peak'] // 1024} MB)",
         row("set-up (connect → answer)", r["setup_ms"]),
+        row("  of it, TCP connect", r.get("tcp_connect_ms") or _NO_PCTS),
         row("ESL round trip", r["esl_rtt_ms"]),
         row("barge-in (onset → break)", r["barge_in_ms"]),
         row("turn overhead (final → play)", r["turn_overhead_ms"]),
