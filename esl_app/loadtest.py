@@ -315,6 +315,10 @@ class CallStats:
     answer_ms: list[float] = field(default_factory=list)
     frames_sent: int = 0
     frames_lost: int = 0
+    turns: int = 0
+    #: the conversation, "bot: …" / "caller: …" lines; kept in the report only for a
+    #: call that did not book (what went wrong is read from it, not guessed)
+    said: list[str] = field(default_factory=list)
 
 
 class _Fire:
@@ -452,6 +456,7 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
     from esl_app.emulator.outbound import EmulatedCall
 
     st = CallStats()
+    said = st.said
     variables = {} if audio else {"ivr_stt": "freeswitch"}
     if tts:
         variables["ivr_tts"] = tts
@@ -471,6 +476,11 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
     if not audio:
         call.channel._recognise = _text_recogniser(  # type: ignore[method-assign]
             call.channel, stt_ms, rng, ends)
+
+    def say(text: str) -> None:
+        said.append("caller: " + text)
+        call.say(text)
+
     t0 = time.monotonic()
     try:
         call.start()
@@ -494,11 +504,12 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
             kind = ev.get("event")
             if kind == "bot_said":
                 last_bot = ev.get("text", "")
+                said.append("bot: " + last_bot)
                 if not barged:  # talk over the greeting's first sentence
                     barged = True
                     gevent.sleep(0.3 * time_scale)
                     if not call.channel.playback_idle.is_set():
-                        call.say(reply_for("how can I help you", rng, did))
+                        say(reply_for("how can I help you", rng, did))
                         turns += 1
                         deadline = time.monotonic() + turn_timeout
             elif kind == "listening":
@@ -506,13 +517,13 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
                     continue  # "Okay." / "One moment…": a caller waits for the answer
                 if turns >= max_turns or "anything else" in last_bot.lower() and turns > 2:
                     if "anything else" in last_bot.lower():
-                        call.say("no thanks")
+                        say("no thanks")
                         gevent.sleep(2.0 * time_scale + 0.2)
                     if not call.ended:
                         call.hang_up()
                     done = True
                     continue
-                call.say(reply_for(last_bot, rng, did))
+                say(reply_for(last_bot, rng, did))
                 turns += 1
                 deadline = time.monotonic() + turn_timeout
             elif kind == "call_ended":
@@ -520,6 +531,7 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
         if not call.wait_ended(10):
             call.hang_up()
             call.wait_ended(5)
+        st.turns = turns
         summary = call.transcript
         variables_out = summary.get("variables", {})
         st.outcome = variables_out.get("ivr_outcome") or (
@@ -574,6 +586,16 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
     return st
 
 
+UNUSUAL_KEPT = 10  # calls that did not book, kept with their conversation per report
+UNUSUAL_LINES = 16  # the last lines of each such conversation
+
+
+def _unusual(st: CallStats, did: str) -> dict[str, Any]:
+    """A call that did not book, as the report keeps it: its last lines, not its caller."""
+    return {"did": did, "outcome": st.outcome, "error": st.error, "turns": st.turns,
+            "said": st.said[-UNUSUAL_LINES:]}
+
+
 def _child_main(argv: list[str]) -> int:
     """Emulator process: run this process's share of callers, report JSON lines on stdout."""
     import gevent
@@ -612,6 +634,7 @@ def _child_main(argv: list[str]) -> int:
     setups: list[float] = []
     rtts: list[float] = []
     connects: list[float] = []
+    unusual: list[dict[str, Any]] = []
     t_start = time.monotonic()
 
     def emit(obj: dict[str, Any]) -> None:
@@ -636,6 +659,8 @@ def _child_main(argv: list[str]) -> int:
             if st.error:
                 key = st.error[:80]
                 errors[key] = errors.get(key, 0) + 1
+            if (st.error or st.outcome != "booked") and len(unusual) < UNUSUAL_KEPT:
+                unusual.append(_unusual(st, did))
             if st.setup_ms is not None:
                 setups.append(st.setup_ms)
             if st.connect_ms is not None:
@@ -675,7 +700,7 @@ def _child_main(argv: list[str]) -> int:
         "overhead_ms": merged.overhead_ms, "turn_ms": merged.turn_ms,
         "answer_ms": merged.answer_ms,
         "frames_sent": merged.frames_sent, "frames_lost": merged.frames_lost,
-        "outcomes": outcomes, "errors": errors, "hub_lag_ms": lags,
+        "outcomes": outcomes, "errors": errors, "hub_lag_ms": lags, "unusual": unusual,
     }})
     return 0
 
@@ -1006,6 +1031,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
     emu_lags: list[float] = []
     outcomes: dict[str, int] = {}
     errors: dict[str, int] = {}
+    unusual: list[dict[str, Any]] = []
     completed = failed = sent = lost = 0
     for r in results:
         completed += r["calls_completed"]
@@ -1019,6 +1045,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
             outcomes[k] = outcomes.get(k, 0) + v
         for k, v in r["errors"].items():
             errors[k] = errors.get(k, 0) + v
+        unusual.extend(r.get("unusual", ()))
     failed += cfg.calls - completed - failed if cfg.duration == 0 else 0
     wall = max(1e-6, t_end - t_start)
     steady = _steady_cpu(samples, peak_active)
@@ -1055,6 +1082,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         "answer_ms": _pcts(merged["answer_ms"]),
         "samples": {k: len(v) for k, v in merged.items()},
         "outcomes": outcomes, "errors": errors,
+        "unusual_calls": unusual[:UNUSUAL_KEPT],
         "server_log": dict(sorted(server_log.items(), key=lambda kv: -kv[1])[:20]),
     }
     report["setup_p99_ms"] = report["setup_ms"]["p99"]
@@ -1114,6 +1142,10 @@ def summarize(r: dict[str, Any]) -> str:
         lines.append("errors: " + "; ".join(f"{k} ×{v}" for k, v in r["errors"].items()))
     for kind, n in list(r.get("server_log", {}).items())[:5]:
         lines.append(f"server log: {n} × {kind}")
+    for u in r.get("unusual_calls", ())[:3]:
+        why = u["error"] or u["outcome"]
+        lines.append(f"unusual call to {u['did']} ({why}, {u['turns']} turns), last words: "
+                     + " | ".join(u["said"][-4:]))
     return "\n".join(lines)
 
 

@@ -40,6 +40,7 @@ def test_small_text_run_reports_json(tmp_path):
     assert report["barge_in_p50_ms"] is not None  # callers talk over the greeting
     assert report["frames_sent"] == 0 and report["frames_lost"] == 0  # text mode
     assert "started 10/10" in out.stderr  # the progress display
+    assert report["unusual_calls"] == []  # every call booked: no conversation kept
     assert report["emulator_nice"] == 5
     # the server's prompt cache on tmpfs (as the README recommends), removed afterwards
     tmpfs = os.path.isdir("/dev/shm") and on_memory_fs("/dev/shm")
@@ -156,3 +157,36 @@ def test_host_cpu_split_is_taken_over_the_window_with_every_call_up():
     assert split["user"] == 60.0 and split["system"] == 30.0 and split["softirq"] == 10.0
     assert split["idle"] == 0.0
     assert _host_split([(t0, 0), (None, 100)], 100) is None
+
+
+def test_a_call_that_does_not_book_is_kept_with_its_last_words(tmp_path):
+    """What went wrong in a run is read from the call's own conversation, not guessed."""
+    from test_telephony_helpers import local_bot
+
+    from esl_app.loadtest import UNUSUAL_LINES, _unusual, run_one_call, summarize
+
+    bot_gen = local_bot(tmp_path)
+    bot = next(bot_gen)
+    try:
+        st = run_one_call(bot.address, "5559999", random.Random(3), audio=False,
+                          time_scale=0.02, stt_ms=None, tts=None, turn_timeout=10)
+    finally:
+        bot_gen.close()
+    assert st.outcome != "booked"
+    kept = _unusual(st, "5559999")
+    assert kept["did"] == "5559999" and kept["outcome"] == st.outcome
+    assert kept["said"][0].startswith("bot: ") and "not in service" in kept["said"][0]
+    assert len(kept["said"]) <= UNUSUAL_LINES
+    text = summarize({**_minimal_report(), "unusual_calls": [kept]})
+    assert "unusual call to 5559999" in text and "not in service" in text
+
+
+def _minimal_report() -> dict:
+    empty = {"p50": None, "p95": None, "p99": None}
+    return {"calls_completed": 0, "calls_failed": 1, "peak_concurrent": 1, "mode": "text",
+            "profile": "local", "wall_s": 1.0, "frames_sent": 0, "frames_received": 0,
+            "frames_lost": 0, "server_cpu_percent": 0.0, "emulator_cpu_percent": 0.0,
+            "rss_per_call_kb": None, "server_mem_kb_baseline": 0, "server_mem_kb_peak": 0,
+            "setup_ms": empty, "esl_rtt_ms": empty, "barge_in_ms": empty,
+            "turn_overhead_ms": empty, "turn_ms": empty, "answer_ms": empty,
+            "outcomes": {}, "errors": {}}
