@@ -110,7 +110,8 @@ def test_time_skips_date_numbers():
 
 
 @pytest.mark.parametrize("text", ["yes", "i want to book an appointment", "in two days",
-                                  "the 5th"])
+                                  "the 5th", "the first one", "that one", "the last one",
+                                  "the second one please"])
 def test_not_times(text):
     assert nlu.parse_time(text) is None
 

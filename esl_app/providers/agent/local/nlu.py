@@ -848,6 +848,9 @@ def parse_relative(text: str | None) -> timedelta | None:
 
 
 _TIME_LEAD = ("at", "around", "about", "after", "before", "by", "say", "like", "the", "for")
+# "the first one", "that one": "one" stands for an offered option, not one o'clock
+_ONE_AS_OPTION = ("first", "second", "third", "last", "that", "this", "either", "which",
+                  "another", "other", "same", "earlier", "later", "next", "any")
 
 
 def _find_clock(toks: list[str], skip: set[int]) -> tuple[str, time] | None:
@@ -870,6 +873,8 @@ def _find_clock(toks: list[str], skip: set[int]) -> tuple[str, time] | None:
             continue
         hour, used = got
         if not 1 <= hour <= 12 and not (13 <= hour <= 23 and w.isdigit()):
+            continue
+        if w == "one" and i > 0 and toks[i - 1] in _ONE_AS_OPTION:
             continue
         j = i + used
         minute = 0
