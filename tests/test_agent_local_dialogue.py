@@ -327,6 +327,74 @@ def test_misunderstanding_rephrases_then_offers_a_person(tenant):
     assert r.action == "transfer"
 
 
+def test_a_pick_said_again_when_the_name_is_asked_keeps_the_chosen_time(tenant):
+    # seen in load runs: "the first one" said into the pause after "Great." reached the
+    # name question and was read as one o'clock, so the bot searched again and offered 1 PM
+    c = Conversation(tenant)
+    c.say("i'd like to book with doctor smith tomorrow morning")
+    chosen = c.offered[0]
+    r = c.say("the first one")
+    assert "name" in r.text and c.state["chosen"] == chosen
+    r = c.say("the first one")
+    assert c.state["stage"] == "name" and c.state["chosen"] == chosen
+    assert "name" in r.text
+    r = c.say("John Smith")
+    assert "ending in 4 5 6 7" in r.text
+
+
+def _offered_a_person(tenant) -> Conversation:
+    c = Conversation(tenant)
+    c.say("book an appointment")
+    c.say("blue elephants")
+    c.say("")
+    c.say("purple")
+    assert c.state["stage"] == "offer_handoff"
+    return c
+
+
+def test_an_offer_of_a_person_answered_unclearly_twice_connects_instead_of_asking_on(tenant):
+    # seen in a 1000-call load run: a caller who never says yes or no heard "Please say
+    # yes or no. Would you like me to connect you…?" until they hung up 14 turns later
+    c = _offered_a_person(tenant)
+    r = c.say("the first one")
+    assert "Please say yes or no" in r.text and c.state["stage"] == "offer_handoff"
+    r = c.say("the first one")
+    assert r.action == "transfer" and r.outcome == "handoff"
+    assert r.transfer_to == tenant.handoff
+
+
+def test_each_offer_of_a_person_counts_its_own_unclear_answers(tenant):
+    c = _offered_a_person(tenant)
+    assert "Please say yes or no" in c.say("hmm").text
+    r = c.say("no")
+    assert "Which doctor" in r.text and c.state["stage"] == "doctor"
+    for _ in range(3):
+        c.say("blah")
+    assert c.state["stage"] == "offer_handoff"
+    r = c.say("hmm")  # the first unclear answer to this offer: asked again, not connected
+    assert "Please say yes or no" in r.text and r.action != "transfer"
+
+
+def test_a_person_not_available_from_the_offer_goes_back_to_the_question(tenant):
+    c = _offered_a_person(tenant)
+    c.agent.tools = _NoOneThere()
+    r = c.say("yes")
+    assert "nobody is available" in r.text and "front desk" not in r.text
+    assert "Which doctor" in r.text and c.state["stage"] == "doctor"
+
+
+class _NoOneThere:
+    """The tools, but the front desk cannot take the call."""
+
+    def __getattr__(self, name):
+        return getattr(tools, name)
+
+    @staticmethod
+    def handoff_to_human(tenant, *, reason=None):
+        return {"ok": False, "error": "not_allowed",
+                "message": "Sorry, nobody is available to take the call right now."}
+
+
 def test_emergency_and_goodbye(tenant):
     c = Conversation(tenant)
     r = c.say("i'm having chest pain")

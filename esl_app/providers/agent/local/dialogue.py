@@ -27,6 +27,7 @@ __all__ = ["LocalAgent", "format_hours"]
 log = logging.getLogger(__name__)
 
 MAX_MISSES = 3
+HANDOFF_UNCLEAR = 2  # answers that are neither yes nor no to "connect you with the front desk?"
 _YES_NO_HINTS = ("yes", "no")
 _DIGIT_HINTS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
                 "nine")
@@ -219,6 +220,7 @@ class LocalAgent:
         if st["misses"] >= MAX_MISSES and call.tenant.handoff and st["stage"] != "offer_handoff":
             st["resume_stage"] = st["stage"]
             st["stage"] = "offer_handoff"
+            st.pop("handoff_unclear", None)
             return self._say(call, "I'm sorry, I'm having trouble understanding. Would you "
                              "like me to connect you with someone at the front desk?",
                              hints=_YES_NO_HINTS)
@@ -241,6 +243,8 @@ class LocalAgent:
         result = self.tools.handoff_to_human(call.tenant, reason=reason)
         if not result.get("ok"):
             call.state["misses"] = 0
+            if call.state.get("stage") == "offer_handoff":  # not the offer again: go back
+                call.state["stage"] = call.state.pop("resume_stage", None) or "start"
             prompt, hints = self._prompt(call)
             return self._say(call, f"{result.get('message', 'Sorry, nobody is available.')} "
                              f"{prompt}", hints=hints)
@@ -705,6 +709,7 @@ class LocalAgent:
             if call.tenant.handoff:
                 st["resume_stage"] = "date"
                 st["stage"] = "offer_handoff"
+                st.pop("handoff_unclear", None)
                 return self._say(call, f"{lead} I'm sorry, I don't see any open times. Would "
                                  "you like me to connect you with the front desk?".strip(),
                                  hints=_YES_NO_HINTS)
@@ -750,12 +755,18 @@ class LocalAgent:
     def _on_offer_handoff(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
         st = call.state
         yn = nlu.yes_no(t)
+        unclear = st.pop("handoff_unclear", 0)
         if yn is True:
             return self._handoff(call, "caller could not be understood")
         if yn is False:
             st["misses"] = 0
             return self._ask(call, st.pop("resume_stage", "start") or "start",
                              "Okay, let's try again.")
+        if unclear + 1 >= HANDOFF_UNCLEAR:
+            # neither yes nor no, again: a person can sort out what we cannot (asking the
+            # same question on and on would keep the caller in a loop until they hang up)
+            return self._handoff(call, "caller could not be understood")
+        st["handoff_unclear"] = unclear + 1
         return self._miss(call, "Please say yes or no.")
 
     # ------------------------------------------------------------ stages: booking
@@ -1043,6 +1054,7 @@ class LocalAgent:
         if call.tenant.handoff:
             st["resume_stage"] = "anything_else"
             st["stage"] = "offer_handoff"
+            st.pop("handoff_unclear", None)
             return self._say(call, f"{msg} Would you like me to connect you with the front "
                              "desk?", hints=_YES_NO_HINTS)
         return self._ask(call, "anything_else", msg)
