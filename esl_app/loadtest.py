@@ -139,7 +139,8 @@ def caller_lines(n_tenants: int) -> tuple[str, ...]:
     """Every line a load-test caller may say to the clinics ``2000``… (see :func:`reply_for`)."""
     doctors = dict.fromkeys(d for i in range(n_tenants) for d in _doctors_of(_did(i)))
     return tuple(dict.fromkeys((*(f"I'd like to book an appointment with {d}" for d in doctors),
-                                *_PICKS, *_DAYS, *_NAMES, "yes", "no thanks", "the first one")))
+                                *doctors, *_PICKS, *_DAYS, *_NAMES, "yes", "no", "no thanks",
+                                "the first one")))
 
 
 def reply_for(prompt: str, rng: random.Random, did: str) -> str:
@@ -158,6 +159,10 @@ def reply_for(prompt: str, rng: random.Random, did: str) -> str:
         return rng.choice(_NAMES)
     if "shall i book" in p or "reach you" in p or "is that right" in p or "correct" in p:
         return "yes"
+    if "front desk?" in p:  # offered a person: a booking caller tries again
+        return "no"
+    if "which doctor" in p:
+        return rng.choice(_doctors_of(did))
     return "the first one"
 
 
@@ -587,13 +592,18 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
 
 
 UNUSUAL_KEPT = 10  # calls that did not book, kept with their conversation per report
-UNUSUAL_LINES = 16  # the last lines of each such conversation
+UNUSUAL_LINES = 16  # lines kept of each such conversation: its first 4 and last 12
 
 
 def _unusual(st: CallStats, did: str) -> dict[str, Any]:
     """A call that did not book, as the report keeps it: its last lines, not its caller."""
+    said = st.said
+    if len(said) > UNUSUAL_LINES:  # how it began and how it ended
+        head = UNUSUAL_LINES // 4
+        said = [*said[:head], f"… {len(said) - UNUSUAL_LINES} lines …",
+                *said[head - UNUSUAL_LINES:]]
     return {"did": did, "outcome": st.outcome, "error": st.error, "turns": st.turns,
-            "said": st.said[-UNUSUAL_LINES:]}
+            "said": said}
 
 
 def _child_main(argv: list[str]) -> int:

@@ -8,7 +8,7 @@ import random
 import subprocess
 import sys
 
-from esl_app.loadtest import caller_lines, percentile, reply_for
+from esl_app.loadtest import _doctors_of, caller_lines, percentile, reply_for
 
 BOOT = ("import esl_app.__main__, sys\nfrom esl_app.loadtest import main\n"
         "sys.exit(main(sys.argv[1:]))")
@@ -83,6 +83,10 @@ def test_caller_answers_what_the_bot_asks():
     assert reply_for("May I have your first and last name?", rng, "1001").count(" ") == 1
     assert reply_for("Shall I book Tuesday at 9 AM?", rng, "1001") == "yes"
     assert reply_for("Is there anything else I can help you with?", rng, "1001") == "no thanks"
+    # offered a person, a booking caller tries again; asked for the doctor, names one
+    assert reply_for("Please say yes or no. Would you like me to connect you with the front "
+                     "desk?", rng, "2035") == "no"
+    assert reply_for("Sorry, which doctor was that?", rng, "2035") in _doctors_of("2035")
 
 
 def test_every_line_a_caller_says_is_prepared_before_the_run():
@@ -93,7 +97,9 @@ def test_every_line_a_caller_says_is_prepared_before_the_run():
                "There are no openings then. Another day?", "May I have your name?",
                "Shall I book it?", "Is that right?", "Is there anything else?",
                "Sorry, I didn't catch that. Would you like to book an appointment?",
-               "Something the caller has no answer for.")
+               "Something the caller has no answer for.", "Sorry, which doctor was that?",
+               "I'm sorry, I don't see any open times. Would you like me to connect you with "
+               "the front desk?")
     n_tenants = 50
     lines = set(caller_lines(n_tenants))
     said = {reply_for(p, random.Random(seed), f"2{i:03d}")
@@ -190,3 +196,15 @@ def _minimal_report() -> dict:
             "setup_ms": empty, "esl_rtt_ms": empty, "barge_in_ms": empty,
             "turn_overhead_ms": empty, "turn_ms": empty, "answer_ms": empty,
             "outcomes": {}, "errors": {}}
+
+
+def test_a_long_conversation_keeps_how_it_began_and_how_it_ended():
+    from esl_app.loadtest import UNUSUAL_LINES, CallStats, _unusual
+
+    st = CallStats(outcome="caller_hangup", turns=14,
+                   said=[f"line {i}" for i in range(40)])
+    said = _unusual(st, "2035")["said"]
+    assert said[:4] == ["line 0", "line 1", "line 2", "line 3"]
+    assert said[4] == "… 24 lines …"
+    assert said[5:] == [f"line {i}" for i in range(28, 40)]
+    assert len(said) == UNUSUAL_LINES + 1
