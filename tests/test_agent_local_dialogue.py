@@ -342,6 +342,17 @@ def test_a_pick_said_again_when_the_name_is_asked_keeps_the_chosen_time(tenant):
     assert "ending in 4 5 6 7" in r.text
 
 
+@pytest.mark.parametrize("answer,morning", [("the first one", True), ("the second one", False),
+                                             ("the last one", False)])
+def test_morning_or_afternoon_answered_by_position(tenant, answer, morning):
+    c = Conversation(tenant)
+    r = c.say("i'd like to book with doctor smith tomorrow")
+    assert "morning or the afternoon" in r.text
+    c.say(answer)
+    assert c.state["stage"] == "offer" and c.offered
+    assert all((local(s["start"]).hour < 12) == morning for s in c.offered)
+
+
 def _offered_a_person(tenant) -> Conversation:
     c = Conversation(tenant)
     c.say("book an appointment")

@@ -446,3 +446,11 @@ def test_codes_with_am_pm_letters(code):
     """Letters "a m"/"p m" in a code survive the clock normalisation of the transcript."""
     spelled = nlu.normalize(" ".join(code.replace("-", "")).lower())
     assert nlu.parse_code(spelled) == code
+
+
+@pytest.mark.parametrize("text,n,expected", [
+    ("the first one", 2, 0), ("the second one", 2, 1), ("the last one", 2, 1),
+    ("the latter", 2, 1), ("the former", 3, 0), ("option two", 2, 1), ("the third one", 2, None),
+    ("the middle one", 3, 1), ("afternoon", 2, None), ("", 2, None)])
+def test_position_among_choices_read_out(text, n, expected):
+    assert nlu.position(text, n) == expected

@@ -27,6 +27,7 @@ __all__ = ["LocalAgent", "format_hours"]
 log = logging.getLogger(__name__)
 
 MAX_MISSES = 3
+_PARTS = ("morning", "afternoon")  # as the "part" question reads them out
 HANDOFF_UNCLEAR = 2  # answers that are neither yes nor no to "connect you with the front desk?"
 _YES_NO_HINTS = ("yes", "no")
 _DIGIT_HINTS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
@@ -294,7 +295,7 @@ class LocalAgent:
             return ("What day would you like to come in?",
                     ("today", "tomorrow", "next week", "the earliest") + tuple(
                         n.lower() for n in _DAY_NAMES.values()))
-        if stage == "part":
+        if stage == "part":  # in the order of _PARTS: "the first one" is the morning
             return ("Do you prefer the morning or the afternoon?",
                     ("morning", "afternoon", "any time"))
         if stage == "offer":
@@ -820,6 +821,11 @@ class LocalAgent:
 
     def _on_part(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
         if self._absorb(call, t):
+            self._understood(call)
+            return self._book_next(call)
+        pos = nlu.position(t, len(_PARTS))  # "the first one": the morning
+        if pos is not None:
+            call.state["part"] = _PARTS[pos]
             self._understood(call)
             return self._book_next(call)
         return self._miss(call, "Sorry.")

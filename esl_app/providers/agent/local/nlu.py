@@ -946,6 +946,34 @@ _CHOICE_ORDINALS = {"first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3r
                     "fourth": 3, "4th": 3, "fifth": 4}
 
 
+def position(text: str | None, n: int) -> int | None:
+    """Which of ``n`` choices read out the caller picked by position, or None.
+
+    "the first one", "the latter", "option two": for an either/or question such as
+    "the morning or the afternoon?" as much as for a list of times.
+    """
+    toks = tokens(text)
+    pos = _position(toks, " ".join(toks), n)
+    return pos if pos is not None and 0 <= pos < n else None
+
+
+def _position(toks: Sequence[str], t: str, n: int) -> int | None:
+    """The position named in ``toks`` (may be out of range), or None."""
+    if _has(t, "last one", "the last", "last", "latest one", "the latter", "later one",
+            "latter"):
+        return n - 1
+    if _has(t, "middle", "middle one"):
+        return n // 2 if n == 3 else None
+    if _has(t, "earlier one", "the former", "earliest one"):
+        return 0
+    for i, w in enumerate(toks):
+        if w in _CHOICE_ORDINALS:
+            return _CHOICE_ORDINALS[w]
+        if w in ("option", "number", "choice") and (got := _cardinal(toks, i + 1)):
+            return got[0] - 1
+    return None
+
+
 def choose(text: str | None, options: Sequence[Option], doctors: Sequence[Doctor] = ()
            ) -> int | None:
     """The index of the offered option the caller picked, or None when unclear.
@@ -962,23 +990,7 @@ def choose(text: str | None, options: Sequence[Option], doctors: Sequence[Doctor
         return None
     candidates = set(range(len(options)))
     narrowed = False
-    # positions
-    pos: int | None = None
-    if _has(t, "last one", "the last", "last", "latest one", "the latter", "later one",
-            "latter"):
-        pos = len(options) - 1
-    elif _has(t, "middle", "middle one"):
-        pos = len(options) // 2 if len(options) == 3 else None
-    elif _has(t, "earlier one", "the former", "earliest one"):
-        pos = 0
-    else:
-        for i, w in enumerate(toks):
-            if w in _CHOICE_ORDINALS:
-                pos = _CHOICE_ORDINALS[w]
-                break
-            if w in ("option", "number", "choice") and (got := _cardinal(toks, i + 1)):
-                pos = got[0] - 1
-                break
+    pos = _position(toks, t, len(options))
     if pos is not None:
         if 0 <= pos < len(options):
             return pos
