@@ -422,6 +422,27 @@ def _is_play(c: Any) -> bool:
 _FILLERS: set[str] = set()
 
 
+STATEMENT_WAIT_S = 0.5  # how long a caller waits after a statement for the question
+
+
+def _bot_goes_on(events: Any) -> bool:
+    """True if the bot says more within :data:`STATEMENT_WAIT_S` after a statement.
+
+    The bot speaks a reply sentence by sentence; when the next one is still being
+    synthesised there is a pause between them ("Thank you." … "Can we reach you at
+    …?"). Answering into it, as the callers did after 50 ms, put their answer to a
+    question they had not heard yet: about one call in a hundred in text mode then
+    looped until the turn limit.
+    """
+    from gevent.queue import Empty
+
+    try:
+        events.peek(timeout=STATEMENT_WAIT_S)
+    except Empty:
+        return False
+    return True
+
+
 def _is_filler_text(text: str) -> bool:
     """An acknowledgement or the "one moment" filler: no answer to the caller yet."""
     if not _FILLERS:
@@ -520,6 +541,8 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
             elif kind == "listening":
                 if _is_filler_text(last_bot):
                     continue  # "Okay." / "One moment…": a caller waits for the answer
+                if not last_bot.rstrip().endswith("?") and _bot_goes_on(events):
+                    continue  # "Thank you." then a pause: a caller waits for the question
                 if turns >= max_turns or "anything else" in last_bot.lower() and turns > 2:
                     if "anything else" in last_bot.lower():
                         say("no thanks")
