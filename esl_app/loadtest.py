@@ -321,8 +321,8 @@ class CallStats:
     frames_sent: int = 0
     frames_lost: int = 0
     turns: int = 0
-    #: the conversation, "bot: …" / "caller: …" lines; kept in the report only for a
-    #: call that did not book (what went wrong is read from it, not guessed)
+    #: the conversation as the emulator heard it ("bot: …" / "caller: …"), taken only
+    #: for a call that did not book (what went wrong is read from it, not guessed)
     said: list[str] = field(default_factory=list)
 
 
@@ -482,7 +482,6 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
     from esl_app.emulator.outbound import EmulatedCall
 
     st = CallStats()
-    said = st.said
     variables = {} if audio else {"ivr_stt": "freeswitch"}
     if tts:
         variables["ivr_tts"] = tts
@@ -502,11 +501,6 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
     if not audio:
         call.channel._recognise = _text_recogniser(  # type: ignore[method-assign]
             call.channel, stt_ms, rng, ends)
-
-    def say(text: str) -> None:
-        said.append("caller: " + text)
-        call.say(text)
-
     t0 = time.monotonic()
     try:
         call.start()
@@ -530,12 +524,11 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
             kind = ev.get("event")
             if kind == "bot_said":
                 last_bot = ev.get("text", "")
-                said.append("bot: " + last_bot)
                 if not barged:  # talk over the greeting's first sentence
                     barged = True
                     gevent.sleep(0.3 * time_scale)
                     if not call.channel.playback_idle.is_set():
-                        say(reply_for("how can I help you", rng, did))
+                        call.say(reply_for("how can I help you", rng, did))
                         turns += 1
                         deadline = time.monotonic() + turn_timeout
             elif kind == "listening":
@@ -545,13 +538,13 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
                     continue  # "Thank you." then a pause: a caller waits for the question
                 if turns >= max_turns or "anything else" in last_bot.lower() and turns > 2:
                     if "anything else" in last_bot.lower():
-                        say("no thanks")
+                        call.say("no thanks")
                         gevent.sleep(2.0 * time_scale + 0.2)
                     if not call.ended:
                         call.hang_up()
                     done = True
                     continue
-                say(reply_for(last_bot, rng, did))
+                call.say(reply_for(last_bot, rng, did))
                 turns += 1
                 deadline = time.monotonic() + turn_timeout
             elif kind == "call_ended":
@@ -565,6 +558,8 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
         st.outcome = variables_out.get("ivr_outcome") or (
             "caller_hangup" if summary.get("hangup_by") == "caller" else
             summary.get("hangup_by") or "?")
+        if st.outcome != "booked" or st.error:
+            st.said = [f"{t['speaker']}: {t['text']}" for t in summary.get("turns", ())]
         cmds = list(call.commands)
         answer = _first_after(cmds, t0, lambda c: c.name == "sendmsg"
                               and c.header("execute-app-name") == "answer")
@@ -619,7 +614,7 @@ UNUSUAL_LINES = 16  # lines kept of each such conversation: its first 4 and last
 
 
 def _unusual(st: CallStats, did: str) -> dict[str, Any]:
-    """A call that did not book, as the report keeps it: its last lines, not its caller."""
+    """A call that did not book, as the report keeps it: how it began and ended, not who called."""
     said = st.said
     if len(said) > UNUSUAL_LINES:  # how it began and how it ended
         head = UNUSUAL_LINES // 4

@@ -358,9 +358,9 @@ class AudioFork:
             sock = connect_ws(url, timeout=5)
             ws = websocket.create_connection(url, subprotocols=[SUBPROTOCOL], timeout=5,
                                              enable_multithread=False, socket=sock)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - like mod_audio_fork::connect_failed
             if sock is not None:
-                sock.close()  # noqa: BLE001 - like mod_audio_fork::connect_failed
+                sock.close()
             log.warning("audio fork connect to %s failed: %s", url, exc)
             self._fire(call, "mod_audio_fork::connect_failed", f'{{"reason":"{exc}"}}')
             self.ended.set()
