@@ -510,7 +510,8 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
     st.connect_ms = (time.monotonic() - t0) * 1000
     try:
         events = call.events
-        last_bot = ""
+        last_bot = ""  # the bot's latest sentence
+        heard: list[str] = []  # what the bot said since the caller last spoke
         turns = 0
         barged = not barge
         done = False
@@ -524,11 +525,13 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
             kind = ev.get("event")
             if kind == "bot_said":
                 last_bot = ev.get("text", "")
+                heard.append(last_bot)
                 if not barged:  # talk over the greeting's first sentence
                     barged = True
                     gevent.sleep(0.3 * time_scale)
                     if not call.channel.playback_idle.is_set():
                         call.say(reply_for("how can I help you", rng, did))
+                        heard.clear()
                         turns += 1
                         deadline = time.monotonic() + turn_timeout
             elif kind == "listening":
@@ -536,15 +539,17 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
                     continue  # "Okay." / "One moment…": a caller waits for the answer
                 if not last_bot.rstrip().endswith("?") and _bot_goes_on(events):
                     continue  # "Thank you." then a pause: a caller waits for the question
-                if turns >= max_turns or "anything else" in last_bot.lower() and turns > 2:
-                    if "anything else" in last_bot.lower():
+                reply = " ".join(heard)  # "Which doctor…: Dr. A or Dr. B? Or any doctor."
+                if turns >= max_turns or "anything else" in reply.lower() and turns > 2:
+                    if "anything else" in reply.lower():
                         call.say("no thanks")
                         gevent.sleep(2.0 * time_scale + 0.2)
                     if not call.ended:
                         call.hang_up()
                     done = True
                     continue
-                call.say(reply_for(last_bot, rng, did))
+                call.say(reply_for(reply, rng, did))
+                heard.clear()
                 turns += 1
                 deadline = time.monotonic() + turn_timeout
             elif kind == "call_ended":

@@ -353,6 +353,17 @@ def test_morning_or_afternoon_answered_by_position(tenant, answer, morning):
     assert all((local(s["start"]).hour < 12) == morning for s in c.offered)
 
 
+@pytest.mark.parametrize("answer,index", [("the first one", 0), ("the second one", 1),
+                                           ("the last one", -1)])
+def test_which_doctor_answered_by_position(tenant, answer, index):
+    c = Conversation(tenant)
+    r = c.say("i'd like to book an appointment")
+    assert "Which doctor" in r.text
+    r = c.say(answer)
+    assert c.state["doctor"] == tenant.doctors[index].id
+    assert "What day" in r.text
+
+
 def _offered_a_person(tenant) -> Conversation:
     c = Conversation(tenant)
     c.say("book an appointment")

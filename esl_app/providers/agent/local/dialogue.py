@@ -802,6 +802,12 @@ class LocalAgent:
             call.state["doctor"] = nlu.ANY_DOCTOR
             call.state["earliest"] = True
             return self._book_next(call)
+        doctors = call.tenant.doctors
+        pos = nlu.position(t, len(doctors))  # "the first one": as the question lists them
+        if pos is not None:
+            call.state["doctor"] = doctors[pos].id
+            self._understood(call)
+            return self._book_next(call)
         return self._miss(call, "Sorry, which doctor was that?")
 
     def _on_date(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
