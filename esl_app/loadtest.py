@@ -325,6 +325,11 @@ class CallStats:
     #: for a call that did not book (what went wrong is read from it, not guessed)
     said: list[str] = field(default_factory=list)
 
+    @property
+    def unusual(self) -> bool:
+        """The call did not book (or broke): its conversation goes into the report."""
+        return bool(self.error) or self.outcome != "booked"
+
 
 class _Fire:
     """Wraps ``Channel.fire`` to timestamp DETECTED_SPEECH (speech onset, final result)."""
@@ -563,7 +568,7 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
         st.outcome = variables_out.get("ivr_outcome") or (
             "caller_hangup" if summary.get("hangup_by") == "caller" else
             summary.get("hangup_by") or "?")
-        if st.outcome != "booked" or st.error:
+        if st.unusual:
             st.said = [f"{t['speaker']}: {t['text']}" for t in summary.get("turns", ())]
         cmds = list(call.commands)
         answer = _first_after(cmds, t0, lambda c: c.name == "sendmsg"
@@ -621,7 +626,7 @@ UNUSUAL_LINES = 16  # lines kept of each such conversation: its first 4 and last
 def _unusual(st: CallStats, did: str) -> dict[str, Any]:
     """A call that did not book, as the report keeps it: how it began and ended, not who called."""
     said = st.said
-    if len(said) > UNUSUAL_LINES:  # how it began and how it ended
+    if len(said) > UNUSUAL_LINES:
         head = UNUSUAL_LINES // 4
         said = [*said[:head], f"… {len(said) - UNUSUAL_LINES} lines …",
                 *said[head - UNUSUAL_LINES:]]
@@ -692,7 +697,7 @@ def _child_main(argv: list[str]) -> int:
             if st.error:
                 key = st.error[:80]
                 errors[key] = errors.get(key, 0) + 1
-            if (st.error or st.outcome != "booked") and len(unusual) < UNUSUAL_KEPT:
+            if st.unusual and len(unusual) < UNUSUAL_KEPT:
                 unusual.append(_unusual(st, did))
             if st.setup_ms is not None:
                 setups.append(st.setup_ms)
@@ -1127,9 +1132,6 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
     return report
 
 
-_NO_PCTS = {"p50": None, "p95": None, "p99": None}
-
-
 def summarize(r: dict[str, Any]) -> str:
     """The report as a few human-readable lines."""
     def row(name: str, d: dict[str, Any]) -> str:
@@ -1148,7 +1150,7 @@ def summarize(r: dict[str, Any]) -> str:
         f"{_f(r['rss_per_call_kb'])} kB per call (PSS {r['server_mem_kb_baseline'] // 1024} → "
         f"{r['server_mem_kb_peak'] // 1024} MB)",
         row("set-up (connect → answer)", r["setup_ms"]),
-        row("  of it, TCP connect", r.get("tcp_connect_ms") or _NO_PCTS),
+        row("  of it, TCP connect", r["tcp_connect_ms"]),
         row("ESL round trip", r["esl_rtt_ms"]),
         row("barge-in (onset → break)", r["barge_in_ms"]),
         row("turn overhead (final → play)", r["turn_overhead_ms"]),

@@ -193,7 +193,7 @@ def _minimal_report() -> dict:
             "profile": "local", "wall_s": 1.0, "frames_sent": 0, "frames_received": 0,
             "frames_lost": 0, "server_cpu_percent": 0.0, "emulator_cpu_percent": 0.0,
             "rss_per_call_kb": None, "server_mem_kb_baseline": 0, "server_mem_kb_peak": 0,
-            "setup_ms": empty, "esl_rtt_ms": empty, "barge_in_ms": empty,
+            "setup_ms": empty, "tcp_connect_ms": empty, "esl_rtt_ms": empty, "barge_in_ms": empty,
             "turn_overhead_ms": empty, "turn_ms": empty, "answer_ms": empty,
             "outcomes": {}, "errors": {}}
 

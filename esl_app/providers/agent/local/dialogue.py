@@ -219,14 +219,19 @@ class LocalAgent:
         st = call.state
         st["misses"] = st.get("misses", 0) + 1
         if st["misses"] >= MAX_MISSES and call.tenant.handoff and st["stage"] != "offer_handoff":
-            st["resume_stage"] = st["stage"]
-            st["stage"] = "offer_handoff"
-            st.pop("handoff_unclear", None)
-            return self._say(call, "I'm sorry, I'm having trouble understanding. Would you "
-                             "like me to connect you with someone at the front desk?",
-                             hints=_YES_NO_HINTS)
+            return self._offer_person(call, st["stage"], "I'm sorry, I'm having trouble "
+                                      "understanding. Would you like me to connect you with "
+                                      "someone at the front desk?")
         prompt, hints = self._prompt(call)
         return self._say(call, f"{rephrase} {prompt}".strip(), hints=hints)
+
+    def _offer_person(self, call: CallContext, resume_stage: str, text: str) -> AgentReply:
+        """Ask whether to connect the caller with the front desk ("no" resumes ``resume_stage``)."""
+        st = call.state
+        st["resume_stage"] = resume_stage
+        st["stage"] = "offer_handoff"
+        st.pop("handoff_unclear", None)  # each offer counts its own unclear answers
+        return self._say(call, text, hints=_YES_NO_HINTS)
 
     def _dtmf_text(self, call: CallContext, keys: str) -> str | None:
         """Keys as words the stage understands: digits for numbers, 1/2 for yes/no."""
@@ -708,12 +713,9 @@ class LocalAgent:
         if not slots:
             st["offered"] = []
             if call.tenant.handoff:
-                st["resume_stage"] = "date"
-                st["stage"] = "offer_handoff"
-                st.pop("handoff_unclear", None)
-                return self._say(call, f"{lead} I'm sorry, I don't see any open times. Would "
-                                 "you like me to connect you with the front desk?".strip(),
-                                 hints=_YES_NO_HINTS)
+                return self._offer_person(call, "date", f"{lead} I'm sorry, I don't see any "
+                                          "open times. Would you like me to connect you with "
+                                          "the front desk?".strip())
             return self._ask(call, "date", f"{lead} I'm sorry, I don't see any open times "
                              "then.".strip())
         st["offered"] = slots
@@ -1061,14 +1063,10 @@ class LocalAgent:
         return self._failed(call, result)
 
     def _failed(self, call: CallContext, result: dict[str, Any]) -> AgentReply:
-        st = call.state
         msg = result.get("message") or "Sorry, something went wrong."
         if call.tenant.handoff:
-            st["resume_stage"] = "anything_else"
-            st["stage"] = "offer_handoff"
-            st.pop("handoff_unclear", None)
-            return self._say(call, f"{msg} Would you like me to connect you with the front "
-                             "desk?", hints=_YES_NO_HINTS)
+            return self._offer_person(call, "anything_else", f"{msg} Would you like me to "
+                                      "connect you with the front desk?")
         return self._ask(call, "anything_else", msg)
 
     def _announce(self, call: CallContext, done: dict[str, Any]) -> AgentReply:
