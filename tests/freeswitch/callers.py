@@ -1,0 +1,74 @@
+"""Adaptive callers for real-switch calls: they answer what the bot just asked.
+
+Each caller picks its words by the question it heard (never by a turn number), in one
+of several phrasings, so the test follows the bot wherever the conversation goes. The
+phrasings are ones espeak-ng's voice and the local recogniser get right at 8 kHz: the
+test is of the telephony path, the recogniser's accuracy is measured elsewhere.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from freeswitch.harness import Caller
+
+OPENERS = ("Hi, I'd like to book an appointment", "I'd like to book an appointment")
+DOCTORS = ("Dr. Smith, please",)
+DAYS = ("next Tuesday morning",)
+PICKS = ("the last one", "the first one")
+NAMES = ("Mary Johnson",)
+YES = ("yes",)
+NO = ("no", "no thanks")
+DONE = ("no, that's all, thanks",)
+
+
+@dataclass
+class BookingCaller:
+    """Books with Dr. Smith next Tuesday morning; answers whatever the bot asks next."""
+
+    call: Caller
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+    said: list[str] = field(default_factory=list)
+    bot: list[str] = field(default_factory=list)
+
+    def reply(self, prompt: str) -> str | None:
+        """The line for the bot's last words, or None when nothing is asked."""
+        p = prompt.lower()
+        if "goodbye" in p:
+            return None
+        if "anything else" in p:
+            return self.rng.choice(DONE)
+        if "front desk" in p or "leave a message" in p or "connect you" in p:
+            return self.rng.choice(NO)  # a booking caller wants the bot, not a person
+        if "which doctor" in p or "who would you like" in p:
+            return self.rng.choice(DOCTORS)
+        if "what day" in p or "which day" in p or "another day" in p or "no openings" in p:
+            return self.rng.choice(DAYS)
+        if "morning or" in p:
+            return "the morning"
+        if "which would you like" in p or "which one" in p:
+            return self.rng.choice(PICKS)
+        if "name" in p:
+            return self.rng.choice(NAMES)
+        if ("shall i book" in p or "is that right" in p or "correct" in p or "work?" in p
+                or "reach you" in p or "confirm" in p):
+            return self.rng.choice(YES)
+        if "help you" in p or "book, change or cancel" in p or "how can i" in p:
+            return self.rng.choice(OPENERS)
+        return None
+
+    def converse(self, max_turns: int = 14) -> None:
+        """Talk until the bot hangs up, says goodbye, or ``max_turns`` caller lines."""
+        for _ in range(max_turns):
+            heard = self.call.wait_bot_quiet(timeout=40)
+            self.bot += heard
+            if self.call.ended():
+                return
+            line = self.reply(" ".join(heard[-2:]) if heard else "")
+            if line is None:
+                if self.call.ended() or any("goodbye" in h.lower() for h in heard):
+                    return
+                line = self.said[-1] if self.said else self.rng.choice(OPENERS)
+            self.said.append(line)
+            self.call.say(line)
