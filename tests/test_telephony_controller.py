@@ -40,7 +40,7 @@ def test_booking_dialogue_commands_and_transcript():
                 '</interpretation></result>'
         peer.event("DETECTED_SPEECH", [("Speech-Type", "detected-speech")], nlsml)
         booked = peer.next_app()
-        assert booked.header("execute-app-arg") == "flite|Joanna|You are booked."
+        assert booked.header("execute-app-arg") == "flite|slt|You are booked."
         peer.complete(booked)
         code = peer.next_app()
         assert "K, 7, M, dash, 4, Q, 2" in code.header("execute-app-arg")

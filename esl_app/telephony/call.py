@@ -38,7 +38,8 @@ from esl_app.providers.agent.base import (
 )
 from esl_app.providers.tts.base import PlayInstruction, TtsProvider
 from esl_app.providers.tts.cache import WARMER
-from esl_app.speech_markup import split_sentences, to_plain, to_spoken
+from esl_app.providers.tts.freeswitch import FreeswitchTts as FreeswitchSpeak  # its old name
+from esl_app.speech_markup import split_sentences, to_plain
 from esl_app.telephony.esl import EslError, EslEvent, EslSession
 from esl_app.telephony.events import Msg, from_esl
 from esl_app.telephony.transcript import Transcript, mask_number
@@ -54,6 +55,8 @@ HANGUP_GRACE = 0.5  # how long a pending agent reply may finish after the caller
 # a normally closed audio fork: how long a hang-up event may lag behind it (_await_hangup)
 _CLOSED_GRACE_S = 1.0
 REJECT_TEXT = "We're sorry, this number is not in service. Goodbye."
+# No tenant, hence no tenant voice: the apology is FreeSWITCH's own TTS in a flite voice.
+REJECT_VOICE = "slt"
 TROUBLE_TEXT = "I'm sorry, I'm having trouble right now."
 FILLER_TEXT = "One moment while I check."
 _PERSON = re.compile(
@@ -68,24 +71,6 @@ class CallEnded(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-class FreeswitchSpeak:
-    """FreeSWITCH's own TTS (``speak flite|voice|text``): no files, nothing to cache.
-
-    The fallback speaker when no TTS provider is configured, and the one the
-    rejection message uses (there is no tenant, hence no provider, yet).
-    """
-
-    name = "freeswitch"
-
-    def __init__(self, engine: str = "flite") -> None:
-        self.engine = engine
-
-    def synthesize(self, text: str, *, voice: str, sample_rate: int,
-                   language: str = "en-US") -> PlayInstruction:
-        spoken = to_spoken(text).replace("|", " ").replace("\n", " ")
-        return PlayInstruction("speak", f"{self.engine}|{voice}|{spoken}", to_plain(text))
 
 
 @dataclass
@@ -292,7 +277,7 @@ class CallController:
 
     def _reject(self) -> None:
         self.transcript.outcome = "rejected"
-        self._say(self.services.reject_text, tts=FreeswitchSpeak(), voice="Joanna",
+        self._say(self.services.reject_text, tts=FreeswitchSpeak(), voice=REJECT_VOICE,
                   barge_in=False)
         if self.services.reject_transfer:
             self.transcript.transfer_to = self.services.reject_transfer
