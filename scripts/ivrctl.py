@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """ivrctl: day-to-day operation of a live FreeSWITCH running the ivr bot.
 
+Installed with the package as the ``ivrctl`` command; ``scripts/ivrctl.py`` runs from a
+checkout too.
+
 Talks to FreeSWITCH's inbound Event Socket (mod_event_socket, default
 127.0.0.1:8021) with greenswitch's InboundESL. Every network wait is bounded by
 ``--timeout``: greenswitch itself waits forever for the auth request and for
@@ -31,6 +34,9 @@ EXIT_CONNECT = 3
 WELL_KNOWN_PASSWORD = "ClueCon"
 TEST_CALLER = "0000000000"
 DEFAULT_DIALPLAN_OUT = "/etc/freeswitch/ivr/ivr_public.xml"
+# How long test-call polls ``show channels`` when the a-leg does not name its b-leg:
+# FreeSWITCH lists new channels there ~150 ms after originate has answered.
+LISTING_WAIT = 2.0
 # Arguments end up inside one ESL command line: no whitespace, no newlines (a newline
 # would smuggle a second command onto the socket).
 _UUID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{7,63}$")
@@ -194,18 +200,22 @@ def channels(conn: Switch) -> list[dict[str, Any]]:
     return [r for r in rows if isinstance(r, dict)]
 
 
-def channel_var(conn: Switch, row: dict[str, Any], name: str) -> str:
-    """A channel variable, from the row if present, else ``uuid_getvar``."""
-    for key in (name, f"variable_{name}"):
-        if row.get(key):
-            return str(row[key])
-    uuid = str(row.get("uuid", ""))
+def uuid_var(conn: Switch, uuid: str, name: str) -> str:
+    """``uuid_getvar``, with "" for an unset variable (``_undef_``) or a gone channel."""
     if not _UUID.match(uuid):
         return ""
     value = conn.api(f"uuid_getvar {uuid} {name}").strip()
     if not value or value == "_undef_" or value.startswith(("-ERR", "-USAGE")):
         return ""
     return value
+
+
+def channel_var(conn: Switch, row: dict[str, Any], name: str) -> str:
+    """A channel variable, from the row if present, else ``uuid_getvar``."""
+    for key in (name, f"variable_{name}"):
+        if row.get(key):
+            return str(row[key])
+    return uuid_var(conn, str(row.get("uuid", "")), name)
 
 
 def bot_calls(conn: Switch) -> list[dict[str, Any]]:
@@ -411,23 +421,64 @@ def test_call_cmd(ctx: click.Context, did: str, dp_context: str, wait: int) -> N
                                             "reloaded?)",
                     "NORMAL_TEMPORARY_FAILURE": " (bot unreachable and no human line?)"}
             raise OpsError(f"test call to {did} failed: {cause}{hint.get(cause, '')}")
-        uuid = reply.removeprefix("+OK").strip()
-        # Real FreeSWITCH returns the loopback a-leg; the b-leg went through the dialplan
-        # and carries ivr_tenant. Prefer the returned channel, then our test caller id.
-        tagged = sorted((c for c in bot_calls(conn)
-                         if c["did"].lstrip("+") == did.lstrip("+")),
-                        key=lambda c: (c["uuid"] != uuid, c["caller"] != mask(TEST_CALLER)))
-        if _UUID.match(uuid):
-            conn.api(f"uuid_kill {uuid} NORMAL_CLEARING")
-    if not tagged:
+        a_leg = reply.removeprefix("+OK").strip()
+        try:
+            call = _test_call_leg(conn, a_leg, did)
+        finally:
+            if _UUID.match(a_leg):  # mod_loopback hangs up the b-leg with it
+                conn.api(f"uuid_kill {a_leg} NORMAL_CLEARING")
+    if call is None:
         raise OpsError(f"test call to {did} was answered, but no channel carries ivr_tenant "
                        "(not routed by the ivr dialplan?)")
-    call = tagged[0]
     if call["app"] == "bridge":
         raise OpsError(f"test call to {did} (tenant {call['tenant']}) went to the human line "
                        f"({call['app_data']}): drain on, or no bot reachable?")
     click.echo(f"ok: {did} answered by the bot; tenant {call['tenant']}, "
-               f"state {call['state']}; test call hung up")
+               f"ivr_did {call['did'] or '?'}, application {call['app'] or '?'}; "
+               "test call hung up")
+
+
+def _test_call_leg(conn: Switch, a_leg: str, did: str) -> dict[str, str] | None:
+    """The test call's loopback b-leg, the one the dialplan routed, if it carries ivr_tenant.
+
+    ``originate`` answers with the a-leg, which only parks. mod_loopback names the other
+    leg in ``other_loopback_leg_uuid`` at once, whereas ``show channels`` reads the core's
+    SQL table, written asynchronously: it lists neither leg for ~150 ms after originate.
+    """
+    b_leg = uuid_var(conn, a_leg, "other_loopback_leg_uuid")
+    if not _UUID.match(b_leg):
+        return _listed_test_call(conn, did)
+    tenant = uuid_var(conn, b_leg, "ivr_tenant")
+    if not tenant:
+        return None
+    return {"uuid": b_leg, "tenant": tenant, "did": uuid_var(conn, b_leg, "ivr_did"),
+            "app": uuid_var(conn, b_leg, "current_application"),
+            "app_data": uuid_var(conn, b_leg, "current_application_data")}
+
+
+def _listed_test_call(conn: Switch, did: str) -> dict[str, str] | None:
+    """Fallback without ``other_loopback_leg_uuid``: poll ``show channels`` for a while.
+
+    Only our test caller's channels to DID count, so a real call to the same number is
+    never taken for the test call.
+    """
+    import gevent
+
+    deadline = time.monotonic() + LISTING_WAIT
+    while True:
+        for row in channels(conn):
+            dest = str(row.get("dest") or "").lstrip("+")
+            if str(row.get("cid_num") or "") != TEST_CALLER or dest != did.lstrip("+"):
+                continue
+            tenant = channel_var(conn, row, "ivr_tenant")
+            if tenant:
+                return {"uuid": str(row.get("uuid", "")), "tenant": tenant,
+                        "did": channel_var(conn, row, "ivr_did") or dest,
+                        "app": str(row.get("application") or ""),
+                        "app_data": str(row.get("application_data") or "")}
+        if time.monotonic() >= deadline:
+            return None
+        gevent.sleep(0.1)
 
 
 def _bot_reachable(address: str, timeout: float) -> str | None:
@@ -492,9 +543,11 @@ def main(argv: list[str] | None = None) -> None:
 
     if not monkey.is_module_patched("socket"):
         monkey.patch_all()
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:  # run from a checkout without `pip install -e .`
-        sys.path.insert(0, root)
+    root = Path(__file__).resolve().parent.parent
+    # Run from a checkout without `pip install -e .`; installed as the `ivrctl` command,
+    # this file sits in site-packages next to esl_app and root is no checkout.
+    if (root / "esl_app").is_dir() and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
     cli.main(args=argv, prog_name="ivrctl")
 
 

@@ -126,11 +126,22 @@ def test_originate_loopback_places_call_into_bot(server):
         c.cmd("auth ClueCon\n\n")
         fr = c.cmd("api originate loopback/1001/default &park\n\n")
         assert fr.body.startswith(b"+OK ")
-        uid = fr.body[4:].strip().decode()
+        a_leg = fr.body[4:].strip().decode()
+        # as mod_loopback: the answer is the parked a-leg; the b-leg is the call in the bot
+        b_leg = c.cmd(f"api uuid_getvar {a_leg} other_loopback_leg_uuid\n\n").body.decode()
+        assert b_leg != a_leg and b_leg in server.switch.channels
+        assert c.cmd(f"api uuid_getvar {a_leg} loopback_leg\n\n").body == b"A"
+        assert c.cmd(f"api uuid_getvar {a_leg} current_application\n\n").body == b"park"
         bot.accept()
         bot.send("connect\n\n")
         raw = bot.read_raw_until_blank().decode()
-        assert f"Unique-ID: {uid}\n" in raw
+        assert f"Unique-ID: {b_leg}\n" in raw
         assert "Caller-Destination-Number: 1001\n" in raw
+        assert f"variable_other_loopback_leg_uuid: {a_leg}\n" in raw
+        assert "variable_loopback_leg: B\n" in raw
+        assert c.cmd(f"api uuid_kill {a_leg}\n\n").body == b"+OK\n"
+        with gevent.Timeout(5):
+            while server.switch.channels:  # the b-leg hangs up with its a-leg
+                gevent.sleep(0.01)
     finally:
         bot.stop()

@@ -2,7 +2,9 @@
 
 Calls come from the emulator; which tenant a test call gets is decided by the rendered
 dialplan (evaluated as FreeSWITCH would, see test_dialplan_render), and the bot is a
-stand-in outbound ESL server that answers and holds the call.
+stand-in outbound ESL server that answers and holds the call. As on a real switch, a new
+channel shows in ``show channels`` only after a while (the core writes that table
+asynchronously): ``DB_LAG``, what FreeSWITCH 1.10 takes on an idle machine.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import gevent
@@ -27,6 +30,7 @@ from esl_app.emulator.outbound import Channel, originate_into_bot
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "not-ClueCon-7f3a"
 CALLER = "+15557654321"
+DB_LAG = 0.15
 
 
 class HoldingBot:
@@ -66,7 +70,7 @@ def xml(bot) -> str:
 def fs(bot, xml):
     """The emulated switch, its inbound socket, and FreeSWITCH's routing of originate."""
     host, port = bot.address.split(":")
-    switch = Switch(password=PASSWORD, bot_address=(host, int(port)))
+    switch = Switch(password=PASSWORD, bot_address=(host, int(port)), db_lag=DB_LAG)
 
     def originate(sw, did, caller, variables, address):
         routed = place_call(xml, did, globals_=sw.global_vars, reachable=(bot.address,))
@@ -91,6 +95,11 @@ def fs(bot, xml):
 
 def bot_call(switch: Switch, tenant: str, did: str) -> Channel:
     return Channel(switch, did, CALLER, variables={"ivr_tenant": tenant, "ivr_did": did})
+
+
+def listed(switch: Switch) -> None:
+    """Wait until the channels made so far show in ``show channels``."""
+    gevent.sleep(switch.db_lag + 0.01)
 
 
 def ctl(switch: Switch, *args: str):
@@ -118,6 +127,8 @@ def test_calls_lists_bot_calls_with_masked_callers(fs):
     a = bot_call(fs, "sunrise", "1001")
     b = bot_call(fs, "lakeside", "+15550101002")
     Channel(fs, "4444", "+15550000000")  # not routed by our dialplan
+    assert json.loads(ctl(fs, "calls", "--json").output) == []  # not listed yet
+    listed(fs)
     result = ctl(fs, "calls", "--json")
     assert result.exit_code == 0, result.stderr
     rows = {r["uuid"]: r for r in json.loads(result.output)}
@@ -141,6 +152,7 @@ def test_calls_with_no_calls(fs):
 
 def test_calls_as_a_script(fs):
     call = bot_call(fs, "sunrise", "1001")
+    listed(fs)
     proc = subprocess.run([sys.executable, str(SCRIPT), "calls", "--json"], capture_output=True,
                           text=True, timeout=60, cwd=ROOT, env={"PATH": "", **fs.env})
     assert proc.returncode == 0, proc.stderr
@@ -172,6 +184,7 @@ def test_drain_on_off_status_and_the_dialplan_obeys(fs, xml, bot):
     assert status.exit_code == 0
     assert status.output.startswith("drain: off (ivr_drain=unset)")
     bot_call(fs, "sunrise", "1001")
+    listed(fs)
     on = ctl(fs, "drain", "on")
     assert on.exit_code == 0, on.stderr
     assert on.output.startswith("drain: on") and "1 call with the bot" in on.output
@@ -205,12 +218,71 @@ def test_reload_with_bad_tenants_changes_nothing(fs, tmp_path):
 
 
 def test_test_call_reaches_the_bot_and_is_hung_up(fs):
+    # longer than test-call would poll the listing: it must not need show channels at all
+    fs.db_lag = 30.0
     result = ctl(fs, "test-call", "+15550101002")
     assert result.exit_code == 0, result.stderr
-    assert result.output.startswith("ok: +15550101002 answered by the bot; tenant lakeside")
+    assert result.output.startswith(
+        "ok: +15550101002 answered by the bot; tenant lakeside, ivr_did +15550101002, "
+        "application ")
     with gevent.Timeout(10):
         while fs.channels:
             gevent.sleep(0.01)
+
+
+def test_originate_answers_with_the_a_leg_which_names_the_b_leg(fs):
+    fs.db_lag = 30.0
+    reply = fs.api("originate", "{origination_caller_id_number=0000000000}loopback/1001/public "
+                                "&park()")
+    assert reply.startswith("+OK ")
+    a_leg = reply[4:].strip()
+    b_leg = fs.api("uuid_getvar", f"{a_leg} other_loopback_leg_uuid")
+    assert fs.api("uuid_getvar", f"{b_leg} other_loopback_leg_uuid") == a_leg
+    assert [fs.api("uuid_getvar", f"{u} loopback_leg") for u in (a_leg, b_leg)] == ["A", "B"]
+    assert fs.api("uuid_getvar", f"{a_leg} ivr_tenant") == "_undef_"
+    assert fs.api("uuid_getvar", f"{b_leg} ivr_tenant") == "sunrise"
+    assert fs.api("uuid_getvar", f"{b_leg} ivr_did") == "1001"
+    assert json.loads(fs.api("show", "channels as json")) == {"row_count": 0}
+    fs.db_lag = 0.0
+    rows = json.loads(fs.api("show", "channels as json"))["rows"]
+    assert {r["name"]: r["uuid"] for r in rows} == {"loopback/1001-a": a_leg,
+                                                   "loopback/1001-b": b_leg}
+    assert fs.api("uuid_kill", b_leg) == "+OK\n"
+    with gevent.Timeout(10):
+        while fs.channels:  # the a-leg hangs up with the b-leg
+            gevent.sleep(0.01)
+
+
+def _forget_the_b_leg(fs) -> None:
+    """A switch whose a-leg does not name its b-leg: unset it as soon as originate returns."""
+    hook = fs.originate_hook
+
+    def originate(sw, did, caller, variables, address):
+        a_leg = variables["other_loopback_leg_uuid"]
+        gevent.spawn(sw.api, "uuid_setvar", f"{a_leg} other_loopback_leg_uuid")
+        return hook(sw, did, caller, variables, address)
+
+    fs.originate_hook = originate
+
+
+def test_test_call_without_the_b_leg_name_waits_for_the_listing(fs):
+    _forget_the_b_leg(fs)
+    fs.db_lag = 0.5
+    started = time.monotonic()
+    result = ctl(fs, "test-call", "1002")
+    assert result.exit_code == 0, result.stderr
+    assert result.output.startswith("ok: 1002 answered by the bot; tenant lakeside")
+    assert time.monotonic() - started >= 0.5
+
+
+def test_test_call_without_the_b_leg_name_gives_up_after_a_bounded_wait(fs):
+    _forget_the_b_leg(fs)
+    fs.db_lag = 30.0
+    started = time.monotonic()
+    result = ctl(fs, "test-call", "1002")
+    assert result.exit_code == 1
+    assert "no channel carries ivr_tenant" in result.stderr
+    assert ivrctl.LISTING_WAIT <= time.monotonic() - started < ivrctl.LISTING_WAIT + 2
 
 
 def test_test_call_while_draining_reports_the_human_line(fs):
@@ -223,7 +295,10 @@ def test_test_call_while_draining_reports_the_human_line(fs):
 def test_test_call_to_an_unknown_number_fails(fs):
     result = ctl(fs, "test-call", "9999")
     assert result.exit_code == 1
-    assert "no channel carries ivr_tenant" in result.stderr
+    assert result.stderr.strip() == (
+        "error: test call to 9999 failed: NO_ROUTE_DESTINATION (no extension matches: "
+        "dialplan rendered and reloaded?)")
+    assert not fs.channels
 
 
 def test_health_all_good(fs, bot):

@@ -260,6 +260,7 @@ class Switch:
         password: str = "ClueCon",
         bot_address: tuple[str, int] | None = None,
         time_scale: float = 1.0,
+        db_lag: float = 0.0,
     ) -> None:
         self.core_uuid = str(_uuid.uuid4())
         self.hostname = hostname
@@ -267,6 +268,9 @@ class Switch:
         self.password = password
         self.bot_address = bot_address
         self.time_scale = time_scale
+        #: Seconds a new channel stays out of ``show channels``: FreeSWITCH lists channels
+        #: from its core SQL table, written asynchronously (~150 ms late on an idle switch).
+        self.db_lag = db_lag
         self.started = time.monotonic()
         self.global_vars: dict[str, str] = {
             "hostname": hostname,
@@ -397,7 +401,9 @@ class Switch:
                 "channels [count|like <match string>]|calls|detailed_calls|bridged_calls|"\
                 "detailed_bridged_calls|aliases|complete|chat|management|modules|nat_map|say|"\
                 "interfaces|interface_types|tasks|limits|status\n"
-        rows = [ch.show_row() for ch in list(self.channels.values()) if not ch.destroyed]
+        now = time.monotonic()
+        rows = [ch.show_row() for ch in list(self.channels.values())
+                if not ch.destroyed and now - ch.created_mono >= self.db_lag]
         if what == "calls":
             for r in rows:
                 r["b_uuid"] = ""
@@ -535,7 +541,15 @@ class Switch:
         return f"FreeSWITCH Version {self.version} (emulator)\n"
 
     def _api_originate(self, arg: str) -> str:
-        """``originate [{vars}]loopback/<did>[/<context>] <&app(args)|exten>``."""
+        """``originate [{vars}]loopback/<did>[/<context>] <&app(args)|exten>``.
+
+        As mod_loopback does: the b-leg enters the dialplan (``originate_hook`` plays it,
+        e.g. a call into the bot), the a-leg runs the originate's application and is the
+        uuid answered. Each leg names the other in ``other_loopback_leg_uuid``, and
+        ``loopback_leg`` is ``A`` or ``B``; the hang-up of either ends both. A b-leg that
+        has already ended fails the originate with its cause. Unlike FreeSWITCH, the
+        answer does not wait for the b-leg to be answered.
+        """
         parts = arg.split(" ", 1)
         if len(parts) < 2:
             return "-USAGE: <call url> <exten>|&<application_name>(<app_args>) [<dialplan>] "\
@@ -562,8 +576,30 @@ class Switch:
         if address is None or self.originate_hook is None:
             return "-ERR DESTINATION_OUT_OF_ORDER\n"
         caller = variables.pop("origination_caller_id_number", "0000000000")
-        call = self.originate_hook(self, did, caller, variables, address)
-        return f"+OK {call.uuid}\n"
+        a_uuid = str(_uuid.uuid4())
+        b_vars = {**variables, "loopback_leg": "B", "other_loopback_leg_uuid": a_uuid}
+        call = self.originate_hook(self, did, caller, b_vars, address)
+        b_leg = getattr(call, "channel", call)
+        b_leg.name = b_leg.variables["channel_name"] = f"loopback/{did}-b"
+        if b_leg.hung_up:
+            return f"-ERR {b_leg.hangup_cause or 'NORMAL_CLEARING'}\n"
+        a_leg = self._loopback_a_leg(a_uuid, b_leg, target, caller, variables)
+        return f"+OK {a_leg.uuid}\n"
+
+    def _loopback_a_leg(self, uid: str, b_leg: Channel, target: str, caller: str,
+                        variables: dict[str, str]) -> Channel:
+        """The originating leg: it runs ``&app(args)`` and ends together with ``b_leg``."""
+        from esl_app.emulator.outbound import Channel
+
+        a_leg = Channel(self, b_leg.did, caller, uuid=uid, variables={
+            **variables, "loopback_leg": "A", "other_loopback_leg_uuid": b_leg.uuid})
+        a_leg.name = a_leg.variables["channel_name"] = f"loopback/{b_leg.did}-a"
+        app, _, app_arg = target.removeprefix("&").partition("(")
+        if not target.startswith("&") or app not in Channel._APPS:
+            app, app_arg = "park", ""  # an extension, or an app the emulator lacks: it holds
+        a_leg.execute(app, app_arg.removesuffix(")"))
+        gevent.spawn(_hang_up_together, a_leg, b_leg)
+        return a_leg
 
     _API: dict[str, Callable[[Switch, str], str]] = {
         "status": _api_status,
@@ -583,3 +619,11 @@ class Switch:
         "version": _api_version,
         "originate": _api_originate,
     }
+
+
+def _hang_up_together(a_leg: Channel, b_leg: Channel) -> None:
+    """mod_loopback: when one leg of the pair ends, the other hangs up with its cause."""
+    gevent.wait([a_leg.ended, b_leg.ended], count=1)
+    first = a_leg if a_leg.ended.is_set() else b_leg
+    for leg in (a_leg, b_leg):
+        leg.hangup(first.hangup_cause or "NORMAL_CLEARING", by="loopback")

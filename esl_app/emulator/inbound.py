@@ -7,7 +7,9 @@ other command is ``-ERR command not found``. A client outside the ACL gets
 ``event``/``filter``/``nixevent``/``noevents``, ``exit``. API commands run against the shared
 :class:`~esl_app.emulator.core.Switch`, so the channels the emulator placed into the bot are
 visible (``show channels``, ``uuid_getvar``, ``uuid_kill`` ...), and ``originate
-loopback/<did>`` places a new emulated call into the bot.
+loopback/<did>`` places a new emulated call into the bot: as with mod_loopback, the answer
+names the parked a-leg, whose ``other_loopback_leg_uuid`` is the b-leg in the bot. Set the
+Switch's ``db_lag`` to list new channels in ``show channels`` as late as FreeSWITCH does.
 """
 
 from __future__ import annotations
