@@ -122,6 +122,30 @@ class TurnDetector:
         """:attr:`deciding` about the end of the caller's turn."""
         return self.in_speech and self.deciding
 
+    @property
+    def onset_pending(self) -> bool:
+        """A voiced run has begun that ``min_speech_ms`` more may make a ``speech_start``.
+
+        Whether or not the bot talks: a listen about to give up on a silent caller
+        waits for the verdict rather than cut off someone who just began.
+        """
+        return not self.in_speech and self._run_ms > 0
+
+    def end_turn(self) -> TurnEvent | None:
+        """End the caller's turn now, without waiting for ``end_silence_ms`` of silence.
+
+        For a turn too long to wait for (a listen's limit on one utterance): returns its
+        ``speech_end`` (``None`` when the caller was not in speech). Speech that goes on
+        becomes a new turn, after ``min_speech_ms`` as always.
+        """
+        if not self.in_speech:
+            return None
+        end = self.position_ms
+        at = self._silence_start if self._silence_ms else end
+        self.in_speech = False
+        self._run_ms = self._gap = self._silence_ms = 0
+        return TurnEvent("speech_end", at, end)
+
     def set_bot_speaking(self, speaking: bool) -> None:
         """Turn the echo guard on while a prompt plays, off when it ends."""
         self._bot_speaking = speaking

@@ -41,6 +41,9 @@ class AudioListenSource:
         self.detector = TurnDetector.for_tenant(tenant)
         self.stream: Any = None
         self.stt_bytes = 0  # audio handed to the recogniser, for usage and cost
+        # time.monotonic() the caller's current turn began (in speech) or their last one
+        # ended (0.0: none yet); kept by the media greenlet, read by the listen
+        self._speech_since = 0.0
         self.hints: tuple[str, ...] = ()
         self.started = False
         self.closed = False
@@ -70,6 +73,34 @@ class AudioListenSource:
     def speaking(self, on: bool) -> None:
         """The bot's prompt plays: stricter VAD against its echo."""
         self.detector.set_bot_speaking(on)
+
+    def speech_state(self) -> tuple[bool, float]:
+        """Whether the caller is speaking now, and since when (``time.monotonic()``).
+
+        Speaking: since their turn's onset (a voiced run not yet long enough for a
+        ``speech_start`` counts too, from now); quiet: since the VAD ended their last
+        turn (``0.0``: no turn yet). The listen's no-input timer counts silence from it.
+        """
+        det = self.detector
+        if det.in_speech:
+            return True, self._speech_since
+        if det.onset_pending:
+            return True, time.monotonic()
+        return False, self._speech_since
+
+    def end_turn(self) -> None:
+        """The caller's turn ran past the listen's limit: end it and finalise what was heard.
+
+        Runs on the controller's greenlet, between two ``on_audio`` calls (gevent does not
+        preempt them), so the recogniser has every frame fed so far and its final comes
+        as after any turn. Speech that goes on starts a new turn.
+        """
+        if self.closed:
+            return
+        if self.detector.end_turn() is not None:
+            self._speech_since = time.monotonic()
+            if self.stream is not None:
+                self.stream.finalize()
 
     def close(self) -> None:
         if self.closed:
@@ -107,10 +138,16 @@ class AudioListenSource:
             return False
         det = self.detector
         for ev in det.feed(pcm):
+            now = time.monotonic()
             if ev.kind == "speech_start":
-                self.call.post(Msg("speech_start", at=time.monotonic()))
-            elif ev.kind == "speech_end" and self.stream is not None:
-                self.stream.finalize()
+                self._speech_since = now - (ev.detected_ms - ev.at_ms) / 1000.0  # the onset
+                self.call.post(Msg("speech_start", at=now))
+            elif ev.kind == "speech_end":
+                # the turn is over when the VAD says so: the listen's silence counts from
+                # here (the recogniser's final follows), not from the last voiced frame
+                self._speech_since = now
+                if self.stream is not None:
+                    self.stream.finalize()
         if self.stream is not None:
             self.stt_bytes += len(pcm)
             self.stream.feed(pcm)

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 BREAK_COMPLETE_S = 2.0  # how long a broken playback gets to report its end
 BREAK_FLUSH_GRACE_S = 0.3  # ... and to show it had started at all (else it was dropped)
 PLAY_STALL_SECONDS = 120.0  # a playback whose completion never comes is a dead channel
+MAX_UTTERANCE_S = 30.0  # one caller turn longer than this is ended and finalised (Listen)
+SPEECH_RECHECK_S = 0.5  # while the caller talks, how often a listen looks at the VAD again
 _HANDED_OVER = ("agent", "agent_text", "signal", "timer")  # the owner's messages (on_other)
 
 
@@ -239,7 +241,9 @@ class Speak:
             elif msg.kind == "transcript" and not (msg.text or "").strip():
                 continue  # an empty result (a click, a cough) is not the caller talking
             elif msg.kind in ("speech_start", "dtmf", "transcript"):
-                if msg.kind != "speech_start":
+                if msg.kind != "speech_start" or self.barge_in:
+                    # the listen after this prompt wants the words, and to know the caller
+                    # began talking over it (text mode cannot ask the recogniser later)
                     self.call.stash(msg)
                 if not self.interruptible:
                     continue  # the answer has not started: the words wait for the next listen
@@ -333,6 +337,19 @@ class ListenSource(Protocol):
         """The bot starts or stops talking (audio mode tightens its VAD against echo)."""
         ...
 
+    def speech_state(self) -> tuple[bool, float] | None:
+        """Whether the caller is speaking now, and since when (``time.monotonic()``).
+
+        Speaking: since their turn began; quiet: since their last turn ended (``0.0``:
+        none yet). ``None``: the source cannot tell (text mode). Read-only: called by
+        the listen's no-input timer on the controller's greenlet.
+        """
+        ...
+
+    def end_turn(self) -> None:
+        """The caller's turn is too long to wait for: finalise it now (its result follows)."""
+        ...
+
     def close(self) -> None:
         """Stop recognising; idempotent, never raises."""
         ...
@@ -371,6 +388,13 @@ class TextListenSource:
     def speaking(self, on: bool) -> None:
         """FreeSWITCH's recogniser handles its own echo: nothing to do."""
 
+    def speech_state(self) -> None:
+        """Unknown: ``detect_speech`` reports a start of speech, never its end."""
+        return None
+
+    def end_turn(self) -> None:
+        """Never called (:meth:`speech_state` is ``None``): FreeSWITCH ends its own turns."""
+
     def close(self) -> None:
         if self.started and not self.closed and self.session.channel_up:
             try:
@@ -384,15 +408,30 @@ _WORD_ZERO = re.compile(r"^\s*(press(ing)?\s+)?(zero|0)\W*$", re.I)
 
 
 class Listen:
-    """Wait for one caller turn: speech, or DTMF digits, or nothing (returns ``None``)."""
+    """Wait for one caller turn: speech, or DTMF digits, or nothing (returns ``None``).
+
+    The no-input ``timeout`` counts the caller's silence, never their speech. Where
+    the source can tell (:meth:`ListenSource.speech_state`, audio mode: our VAD) it
+    runs from the listen's start or the end of the caller's last turn, whichever is
+    later, and it never expires while they talk: a sentence begun over the prompt,
+    or longer than the window, is waited for. ``max_utterance`` bounds that wait (a
+    caller who does not stop, a television, line noise the VAD takes for speech):
+    the turn is then ended and finalised, and the listen returns what the recogniser
+    made of it, or ``None`` when nothing intelligible came within ``timeout`` (a
+    no-input like any other: the caller is asked again, and the misses hand them
+    over). Where the source cannot tell (text mode: FreeSWITCH's ASR) a start of
+    speech restarts the window and gives the recogniser one more window, once.
+    """
 
     def __init__(self, call: CallControl, source: ListenSource, *, timeout: float,
-                 digit_timeout: float = 1.5) -> None:
+                 digit_timeout: float = 1.5, max_utterance: float = MAX_UTTERANCE_S) -> None:
         self.call = call
         self.source = source
         self.timeout = timeout
         self.digit_timeout = digit_timeout
+        self.max_utterance = max_utterance
         self.speech_started = False
+        self.cut = False  # the caller's turn ran past max_utterance and was ended
 
     def run(self, pending: list[Msg]) -> Utterance | None:
         """``pending`` holds messages stashed earlier (speech during the last prompt)."""
@@ -400,7 +439,9 @@ class Listen:
         self.heard_at = 0.0  # when the final transcript returned arrived (Msg.at)
         digits = ""
         started = False
-        deadline = self.timeout
+        # absolute: messages that mean nothing here (a late completion, a stale timer)
+        # must not restart a silent caller's window
+        deadline = time.monotonic() + self.timeout
         while True:
             if pending:
                 msg: Msg | None = pending.pop(0)
@@ -411,32 +452,63 @@ class Listen:
                     flush = getattr(self.call.session, "flush", None)
                     if flush is not None:  # nothing else follows: check the arm's reply now
                         flush()
-                msg = self.call.next(timeout=self.digit_timeout if digits else deadline)
+                wait = self.digit_timeout if digits else max(0.0, deadline - time.monotonic())
+                msg = self.call.next(timeout=wait)
             if msg is None:
                 if digits:
                     return Utterance(dtmf=digits)
-                if self.speech_started:
-                    # they are talking: give the recogniser one more window, once
-                    self.speech_started = False
-                    continue
-                return None
+                later = self._later()
+                if later is None:
+                    return None
+                deadline = later
+                continue
             if msg.kind == "transcript":
                 self.source.heard()
                 if msg.text:
                     self.heard_at = msg.at
                     return Utterance(text=msg.text, confidence=msg.confidence)
-                continue  # an empty result: the caller coughed; keep listening
+                if self.cut:
+                    return None  # the over-long turn held nothing intelligible
+                # an empty result (a cough): the caller's silence counts from here
+                deadline = time.monotonic() + self.timeout
+                continue
             if msg.kind == "media_lost":  # the audio fork died: we cannot hear the caller
                 self.media_lost = msg.key or "lost"
                 return None
             if msg.kind == "speech_start":
                 self.speech_started = True
+                if not self.cut:
+                    deadline = time.monotonic() + self.timeout
             elif msg.kind == "dtmf" and msg.text:
                 if msg.text == "#" and digits:
                     return Utterance(dtmf=digits)
                 if msg.text == "0" and not digits:
                     return Utterance(dtmf="0")
                 digits += msg.text
+
+    def _later(self) -> float | None:
+        """The window is up: a new deadline if the caller is or was lately talking, else None."""
+        if self.cut:
+            return None  # the over-long turn's result did not come: nothing was heard
+        now = time.monotonic()
+        state = self.source.speech_state()
+        if state is None:  # the source cannot tell (text mode)
+            if self.speech_started:
+                # they are talking: give the recogniser one more window, once
+                self.speech_started = False
+                return now + self.timeout
+            return None
+        speaking, since = state
+        if not speaking:
+            later = since + self.timeout  # silence counts from the end of their turn
+            return later if later > now else None
+        if now - since < self.max_utterance:
+            return min(now + SPEECH_RECHECK_S, since + self.max_utterance)
+        log.info("call %s: the caller has talked for %.0f s: their turn is ended",
+                 (getattr(self.call.session, "uuid", "") or "?")[:8], now - since)
+        self.cut = True
+        self.source.end_turn()
+        return now + self.timeout  # for the recogniser's final
 
 
 def is_zero_request(utterance: Utterance) -> bool:
