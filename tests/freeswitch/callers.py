@@ -9,6 +9,7 @@ test is of the telephony path, the recogniser's accuracy is measured elsewhere.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from freeswitch.harness import Caller
@@ -29,6 +30,7 @@ class BookingCaller:
 
     call: Caller
     rng: random.Random = field(default_factory=lambda: random.Random(7))
+    keys: bool = False  # choose and confirm on the keypad (RFC 2833 DTMF) instead of words
     said: list[str] = field(default_factory=list)
     bot: list[str] = field(default_factory=list)
 
@@ -48,12 +50,12 @@ class BookingCaller:
         if "morning or" in p:
             return "the morning"
         if "which would you like" in p or "which one" in p:
-            return self.rng.choice(PICKS)
+            return "#2" if self.keys else self.rng.choice(PICKS)
         if "name" in p:
             return self.rng.choice(NAMES)
         if ("shall i book" in p or "is that right" in p or "correct" in p or "work?" in p
                 or "reach you" in p or "confirm" in p):
-            return self.rng.choice(YES)
+            return "#1" if self.keys else self.rng.choice(YES)
         if "help you" in p or "book, change or cancel" in p or "how can i" in p:
             return self.rng.choice(OPENERS)
         return None
@@ -69,6 +71,54 @@ class BookingCaller:
             if line is None:
                 if self.call.ended() or any("goodbye" in h.lower() for h in heard):
                     return
-                line = self.said[-1] if self.said else self.rng.choice(OPENERS)
+                continue  # nothing was asked ("Please hold…"): the bot goes on by itself
             self.said.append(line)
-            self.call.say(line)
+            if line.startswith("#"):
+                self.call.dtmf(line[1:])
+            else:
+                self.call.say(line)
+
+    def until(self, pred: Callable[[str], bool], max_turns: int = 10) -> list[str]:
+        """Converse until the bot says something ``pred`` accepts (not answered yet)."""
+        for _ in range(max_turns):
+            heard = self.call.wait_bot_quiet(timeout=40)
+            self.bot += heard
+            if any(pred(h) for h in heard) or self.call.ended():
+                return heard
+            line = self.reply(" ".join(heard[-2:]) if heard else "") or self.rng.choice(OPENERS)
+            self.said.append(line)
+            if line.startswith("#"):
+                self.call.dtmf(line[1:])
+            else:
+                self.call.say(line)
+        raise AssertionError(f"the bot never got there: {self.bot}")
+
+
+@dataclass
+class MessageCaller(BookingCaller):
+    """Wants a person; when nobody answers, leaves a message (or declines with ``decline``)."""
+
+    decline: bool = False
+
+    def reply(self, prompt: str) -> str | None:
+        p = prompt.lower()
+        if "goodbye" in p:
+            return None
+        if "leave a message" in p:
+            return "no" if self.decline else "yes"
+        if "your name" in p or "name, please" in p:
+            return "Mary Johnson"
+        if "what number" in p:
+            return "#5550100100#"
+        if "message for the clinic" in p or "what is your message" in p:
+            return "please call me back about my appointment"
+        if "should we call you back" in p or "send" in p or "is that right" in p \
+                or "correct" in p:
+            return "yes"
+        if "anything else" in p:
+            return "no thanks"
+        if "help you" in p or "book, change or cancel" in p:
+            return "#0"
+        if "didn't" in p or "sorry" in p:
+            return self.said[-1] if self.said else "#0"
+        return None

@@ -118,7 +118,7 @@ def _no_channel_left(request: pytest.FixtureRequest) -> Iterator[None]:
     esl: InboundEsl = request.getfixturevalue("fs_esl")
     mark = len(esl.events)
     yield
-    created = {e.uuid for e in esl.events[mark:] if e.name == "CHANNEL_CREATE"}
+    created = esl.ours(mark)
     deadline = time.monotonic() + 15
     left: set[str] = set()
     while time.monotonic() < deadline:

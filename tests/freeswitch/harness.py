@@ -131,6 +131,7 @@ class InboundEsl:
     def __init__(self, addr: tuple[str, int] = ESL_ADDR, password: str = ESL_PASSWORD) -> None:
         self.addr, self.password = addr, password
         self.events: list[Event] = []
+        self.owned: set[str] = set()  # channels our callers made (other runs share the switch)
         self._changed = gevent.event.Event()
         self._replies: gevent.queue.Queue = gevent.queue.Queue()
         self._lock = gevent.lock.Semaphore()
@@ -200,6 +201,21 @@ class InboundEsl:
             if i < len(self.events):
                 continue
             self._changed.wait(min(left, 0.5))
+
+    def ours(self, start: int) -> set[str]:
+        """Channels created since event ``start`` by this run: our callers' legs, and every
+        channel whose creation names one of them (a bridge's outbound leg, a loopback pair).
+        """
+        creates = [e for e in self.events[start:] if e.name == "CHANNEL_CREATE"]
+        related = {e.uuid for e in creates if e.uuid in self.owned}
+        grew = True
+        while grew:
+            grew = False
+            for e in creates:
+                if e.uuid not in related and any(v in related for v in e.headers.values()):
+                    related.add(e.uuid)
+                    grew = True
+        return related
 
     def channel_uuids(self) -> list[str]:
         """Channels alive now. ``show channels`` lags (FreeSWITCH fills it asynchronously)."""
@@ -433,6 +449,7 @@ class Caller:
             dest = f"sofia/internal/{self.plan.sip_user(self.did, self.suffix)}@127.0.0.1:5060"
         else:
             dest = f"loopback/{self.did}/{self.plan.context(self.suffix)}"
+        self.esl.owned.add(self.a)
         reply = self.esl.api(f"originate {{{vars_}}}{dest} &park()", timeout=timeout + 5)
         if not reply.startswith("+OK"):
             raise RuntimeError(f"originate {dest}: {reply.strip()}")
@@ -444,6 +461,7 @@ class Caller:
                 lambda e: e.get("variable_sip_call_id") == call_id and e.uuid != self.a,
                 10, self.start, "the SIP b-leg")
             self.b = ev.uuid
+        self.esl.owned.update((self.a, self.b))
         return self
 
     # what the bot does
@@ -472,13 +490,14 @@ class Caller:
                 app = ev.get("Application")
                 if ev.name == "CHANNEL_HANGUP_COMPLETE":
                     return self._said(said)
-                if app not in _PLAYS:
-                    continue
+                if app not in _PLAYS and app != "bridge":
+                    continue  # a ringing transfer is not the bot waiting for the caller
                 key = ev.get("Application-UUID")
                 if ev.name == "CHANNEL_EXECUTE":
                     running.add(key)
-                    seen_any = True
-                    said.append(self._text(ev))
+                    if app in _PLAYS:
+                        seen_any = True
+                        said.append(self._text(ev))
                 elif ev.name == "CHANNEL_EXECUTE_COMPLETE":
                     running.discard(key)
                 last_change = time.monotonic()

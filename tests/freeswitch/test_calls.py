@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import random
+import time
+from pathlib import Path
 
 import gevent
 
-from freeswitch.callers import BookingCaller
-from freeswitch.harness import Bot, Caller, DialplanInstall, InboundEsl
+from freeswitch.callers import BookingCaller, MessageCaller
+from freeswitch.harness import Bot, Caller, DialplanInstall, InboundEsl, free_port
 
 
 def _appointment(bot: Bot, tenant: str, code: str) -> dict:
-    import json
-
     rows = json.loads(bot.ivr("appointments", "list", "--tenant", tenant, "--all",
                               "--json").stdout)
     return next((r for r in rows if r.get("confirmation") == code), {})
@@ -40,3 +41,136 @@ def test_booking_by_voice_over_loopback_and_sip(fs_esl: InboundEsl, fs_plan: Dia
     jobs = [gevent.spawn(_book, via, fs_esl, fs_plan, fs_bot) for via in ("loopback", "sip")]
     gevent.joinall(jobs, raise_error=True)
     assert not fs_bot.log_problems()
+
+
+def _record(bot: Bot, call: Caller) -> dict:
+    call.wait_ended()
+    return bot.wait_call_record(call.b)
+
+
+def _keys_booking(esl: InboundEsl, plan: DialplanInstall, bot: Bot) -> None:
+    """Choose the time and confirm on the keypad (RFC 2833 over loopback)."""
+    call = Caller(esl, plan, "1001").dial()
+    caller = BookingCaller(call, rng=random.Random(3), keys=True)
+    caller.converse()
+    if not call.ended():
+        call.hangup()
+    record = _record(bot, call)
+    assert record["outcome"] == "booked", (record["outcome"], caller.bot, caller.said)
+    assert "#2" in caller.said and "#1" in caller.said
+
+
+def _zero_to_answering_line(esl: InboundEsl, plan: DialplanInstall, bot: Bot) -> None:
+    """0 on the keypad: the bot bridges to the clinic's line, which answers (ext 1005)."""
+    call = Caller(esl, plan, "2001").dial()
+    call.wait_bot_quiet()
+    mark = len(esl.events)
+    call.dtmf("0")
+    esl.wait_for(lambda e: e.uuid == call.b and e.name == "CHANNEL_BRIDGE", 20, mark,
+                 "the bridge to the human line")
+    gevent.sleep(1.0)
+    call.hangup()
+    record = _record(bot, call)
+    assert record["outcome"] == "handoff"
+    assert record["transfer_to"] == "loopback/1005/public"
+
+
+def _unanswered_line_takes_message(esl: InboundEsl, plan: DialplanInstall, bot: Bot) -> None:
+    """The line rings out (ext 1004, 5 s): back to the bot, which takes a message."""
+    call = Caller(esl, plan, "2002").dial()
+    caller = MessageCaller(call)
+    caller.converse()
+    if not call.ended():
+        call.hangup()
+    record = _record(bot, call)
+    assert record["outcome"] == "message_taken", (record["outcome"], caller.bot, caller.said)
+    tickets = json.loads(bot.ivr("callbacks", "list", "--tenant", "noanswer", "--json").stdout)
+    assert any("appointment" in json.dumps(t).lower() for t in tickets), tickets
+
+
+def _unregistered_line_message_declined(esl: InboundEsl, plan: DialplanInstall,
+                                        bot: Bot) -> None:
+    """user/1000 is not registered: the bot is back at once and the caller declines."""
+    call = Caller(esl, plan, "1001", caller_id="+15550100111").dial()
+    caller = MessageCaller(call, decline=True)
+    caller.converse()
+    if not call.ended():
+        call.hangup()
+    record = _record(bot, call)
+    assert record["outcome"] == "message_declined", (record["outcome"], caller.bot)
+    assert any("leave a message" in h for h in caller.bot)
+
+
+def test_keys_transfers_and_messages(fs_esl: InboundEsl, fs_plan: DialplanInstall,
+                                     fs_bot: Bot) -> None:
+    """DTMF and the three kinds of human line, four callers at once."""
+    jobs = [gevent.spawn(fn, fs_esl, fs_plan, fs_bot) for fn in (
+        _keys_booking, _zero_to_answering_line, _unanswered_line_takes_message,
+        _unregistered_line_message_declined)]
+    gevent.joinall(jobs, raise_error=True)
+    assert not fs_bot.log_problems()
+
+
+def _holds(bot: Bot) -> int:
+    import sqlite3
+
+    with sqlite3.connect(bot.workdir / "ivr.db") as db:
+        return db.execute("SELECT count(*) FROM slot WHERE hold_owner IS NOT NULL").fetchone()[0]
+
+
+def _hangup_mid_prompt(esl: InboundEsl, plan: DialplanInstall, bot: Bot) -> None:
+    call = Caller(esl, plan, "1001").dial()
+    esl.wait_for(lambda e: e.uuid == call.b and e.name == "CHANNEL_EXECUTE"
+                 and e.get("Application") == "playback", 15, call.start, "the greeting")
+    gevent.sleep(0.5)
+    call.hangup()
+    assert _record(bot, call)["outcome"] == "caller_hangup"
+
+
+def _hangup_mid_recognition(esl: InboundEsl, plan: DialplanInstall, bot: Bot) -> None:
+    call = Caller(esl, plan, "1001").dial()
+    call.wait_bot_quiet()
+    call.say("I would like to book an appointment with doctor Smith next Tuesday morning",
+             wait=False)
+    gevent.sleep(1.2)
+    call.hangup()
+    assert _record(bot, call)["outcome"] == "caller_hangup"
+
+
+def _hangup_mid_booking(esl: InboundEsl, plan: DialplanInstall, bot: Bot) -> None:
+    """At the name question the picked time is held; the hang-up must free it."""
+    call = Caller(esl, plan, "1001").dial()
+    caller = BookingCaller(call)
+    caller.until(lambda h: "name" in h.lower())
+    assert _holds(bot) >= 1
+    call.hangup()
+    record = _record(bot, call)
+    assert record["outcome"] == "caller_hangup"
+
+
+def test_hangups_release_everything(fs_esl: InboundEsl, fs_plan: DialplanInstall,
+                                    fs_bot: Bot) -> None:
+    """Caller hang-up mid-prompt, mid-recognition, mid-booking: nothing of the call stays."""
+    jobs = [gevent.spawn(fn, fs_esl, fs_plan, fs_bot) for fn in (
+        _hangup_mid_prompt, _hangup_mid_recognition, _hangup_mid_booking)]
+    gevent.joinall(jobs, raise_error=True)
+    deadline = time.monotonic() + 10
+    while fs_bot.metric("ivr_calls_active") and time.monotonic() < deadline:
+        gevent.sleep(0.2)
+    assert fs_bot.metric("ivr_calls_active") == 0
+    assert _holds(fs_bot) == 0
+    assert not fs_bot.log_problems()
+
+
+def test_dead_bot_sends_the_call_to_the_human_line(fs_esl: InboundEsl, fs_plan: DialplanInstall,
+                                                   fs_tenants: Path) -> None:
+    """No bot listening: the dialplan goes on to the clinic's line (which answers here)."""
+    fs_plan.install(fs_tenants, f"127.0.0.1:{free_port()}", suffix="_down")
+    call = Caller(fs_esl, fs_plan, "2001", suffix="_down").dial()
+    bridge = fs_esl.wait_for(lambda e: e.uuid == call.b and e.name == "CHANNEL_EXECUTE"
+                             and e.get("Application") == "bridge", 15, call.start, "bridge")
+    assert bridge.get("Application-Data") == "loopback/1005/public"
+    fs_esl.wait_for(lambda e: e.uuid == call.b and e.name == "CHANNEL_BRIDGE", 15, call.start,
+                    "the human line answering")
+    call.hangup()
+    call.wait_ended()
