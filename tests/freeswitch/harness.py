@@ -348,6 +348,20 @@ class Bot:
                 self.proc.wait()
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL the server and its workers: a crash, not a drain."""
+        if self.proc is None:
+            return
+        kids = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+        for pid in (*kids, str(self.proc.pid)):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+        self.proc = None
+
     def metric(self, name: str) -> float:
         """Sum of a Prometheus metric's samples (all label sets) from /metrics."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics",
@@ -560,3 +574,52 @@ class Caller:
 
     def ended(self) -> bool:
         return any(e.name == "CHANNEL_HANGUP_COMPLETE" for e in self.bot_events())
+
+
+# -- barge-in --------------------------------------------------------------------------
+
+BARGE_LINE = "I'd like to book an appointment please"
+
+
+@dataclass
+class BargeIn:
+    """One barge-in as FreeSWITCH's own clock saw it."""
+
+    reaction_ms: float  # caller's speech onset → the interrupted playback's completion
+    reaction_rx_ms: float  # the same between the two events' arrival here (µs resolution)
+    played_ms: float  # how long the bot's prompt had played when it stopped
+    prompt_ms: float  # how long the prompt would have played uninterrupted
+
+
+def barge_in_once(esl: InboundEsl, plan: DialplanInstall, did: str = "1001",
+                  after_s: float = 0.6) -> BargeIn:
+    """Call, talk over the greeting ``after_s`` into it, measure, hang up.
+
+    Speech onset = the caller leg's playback start (CHANNEL_EXECUTE) plus where speech
+    begins in the WAV; the end = CHANNEL_EXECUTE_COMPLETE of the bot's interrupted
+    playback. Both are FreeSWITCH's Event-Date-Timestamp, so neither our clock nor our
+    event delivery is in the figure; that clock ticks in 20 ms steps (FreeSWITCH's
+    timer thread), so the same span is also taken between the two events' arrival
+    here, which both travel the same inbound ESL connection.
+    """
+    import wave
+
+    call = Caller(esl, plan, did).dial()
+    try:
+        greet = esl.wait_for(lambda e: e.uuid == call.b and e.name == "CHANNEL_EXECUTE"
+                             and e.get("Application") == "playback", 20, call.start,
+                             "the greeting")
+        gevent.sleep(after_s)
+        started, wav = call.say(BARGE_LINE, wait=False)
+        onset = started.fs_time + speech_onset_ms(wav) / 1000.0
+        done = esl.wait_for(lambda e: e.uuid == call.b and e.name == "CHANNEL_EXECUTE_COMPLETE"
+                            and e.get("Application-UUID") == greet.get("Application-UUID"),
+                            20, call.start, "the end of the interrupted greeting")
+        with wave.open(greet.get("Application-Data")) as w:
+            prompt_ms = w.getnframes() * 1000.0 / w.getframerate()
+        onset_rx = started.at + speech_onset_ms(wav) / 1000.0
+        return BargeIn((done.fs_time - onset) * 1000.0, (done.at - onset_rx) * 1000.0,
+                       (done.fs_time - greet.fs_time) * 1000.0, prompt_ms)
+    finally:
+        call.hangup()
+        call.wait_ended()

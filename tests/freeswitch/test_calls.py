@@ -174,3 +174,32 @@ def test_dead_bot_sends_the_call_to_the_human_line(fs_esl: InboundEsl, fs_plan: 
                     "the human line answering")
     call.hangup()
     call.wait_ended()
+
+
+def test_bot_dying_mid_call_sends_the_caller_to_the_human_line(
+        fs_esl: InboundEsl, fs_plan: DialplanInstall, fs_tenants: Path,
+        tmp_path: Path) -> None:
+    """A bot killed mid-call: FreeSWITCH ends the socket app and the dialplan goes on.
+
+    (FreeSWITCH 1.10.12 does not hang up here: the rendered dialplan's next condition
+    bridges to the clinic's line, ext 1005, which answers.)
+    """
+    bot = Bot(tmp_path, fs_tenants, days=1)
+    bot.prepare()
+    bot.start()
+    try:
+        fs_plan.install(fs_tenants, bot.esl, suffix="_kill")
+        call = Caller(fs_esl, fs_plan, "2001", suffix="_kill").dial()
+        call.wait_bot_quiet()
+        mark = len(fs_esl.events)
+        bot.kill()
+        bridge = fs_esl.wait_for(lambda e: e.uuid == call.b and e.name == "CHANNEL_EXECUTE"
+                                 and e.get("Application") == "bridge", 15, mark, "bridge")
+        assert bridge.get("Application-Data") == "loopback/1005/public"
+        fs_esl.wait_for(lambda e: e.uuid == call.b and e.name == "CHANNEL_BRIDGE", 15, mark,
+                        "the human line answering")
+        assert not call.ended()
+        call.hangup()
+        call.wait_ended()
+    finally:
+        bot.stop()
