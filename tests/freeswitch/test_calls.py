@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -203,3 +204,23 @@ def test_bot_dying_mid_call_sends_the_caller_to_the_human_line(
         call.wait_ended()
     finally:
         bot.stop()
+
+
+def test_sipp_call_reaches_the_bot(fs_esl: InboundEsl, fs_plan: DialplanInstall,
+                                   fs_bot: Bot) -> None:
+    """A foreign SIP user agent (sipp, PCMU RTP from a capture of speech) into the bot."""
+    import subprocess
+
+    mark = len(fs_esl.events)
+    out = subprocess.run(["/opt/fs-test/test_call.sh"], capture_output=True, text=True,
+                         timeout=90, env={**os.environ, "DEST": fs_plan.sip_user("1001"),
+                                          "CALL_SECONDS": "10", "CALLER": "15551230000"})
+    assert "RESULT: OK" in out.stdout, out.stdout[-2000:]
+    ev = fs_esl.wait_for(lambda e: e.name == "CHANNEL_EXECUTE" and e.get("Application")
+                         == "socket" and e.get("Caller-Destination-Number") == "1001"
+                         and e.get("variable_sip_from_user") == "15551230000", 5, mark,
+                         "the sipp call in the bot's socket")
+    fs_esl.owned.add(ev.uuid)
+    record = fs_bot.wait_call_record(ev.uuid)
+    assert record["outcome"] == "caller_hangup"
+    assert [t for t in record["turns"] if t["speaker"] == "caller"], record["turns"]
