@@ -7,11 +7,10 @@ import shutil
 import struct
 
 import pytest
-from test_telephony_helpers import TENANTS_YAML, wait_until
+from test_telephony_helpers import local_bot, wait_until
 
 from esl_app.emulator.audio import AudioFork
-from esl_app.simulate import SimCall, start_local_bot, transcript_for
-from esl_app.testing import make_db
+from esl_app.simulate import SimCall, transcript_for
 
 pytestmark = pytest.mark.skipif(not shutil.which("espeak-ng") or not shutil.which("sox"),
                                 reason="espeak-ng and sox are needed to speak as the caller")
@@ -33,10 +32,7 @@ class ClickFork(AudioFork):
 
 @pytest.fixture
 def audio_bot(tmp_path):
-    tenants = make_db(tmp_path, TENANTS_YAML.replace("stt: freeswitch", "stt: local"))
-    bot = start_local_bot(tenants, audio=True)
-    yield bot
-    bot.stop()
+    yield from local_bot(tmp_path, audio=True)
 
 
 def _forks(cls):

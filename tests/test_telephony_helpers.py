@@ -226,11 +226,16 @@ def wait_until(pred, timeout: float = 10.0) -> None:
             gevent.sleep(0.01)
 
 
-def local_bot(tmp_path: Path) -> Iterator:
-    """A local bot over TENANTS_YAML's clinics (for a ``bot`` fixture to yield from)."""
+def local_bot(tmp_path: Path, *, audio: bool = False) -> Iterator:
+    """A local bot over TENANTS_YAML's clinics (for a ``bot`` fixture to yield from).
+
+    ``audio``: the clinics hear through our media path (VAD and the local recogniser)
+    instead of FreeSWITCH's ``detect_speech``.
+    """
     from esl_app.simulate import start_local_bot
     from esl_app.testing import make_db
 
-    bot = start_local_bot(make_db(tmp_path, TENANTS_YAML))
+    yaml_text = TENANTS_YAML.replace("stt: freeswitch", "stt: local") if audio else TENANTS_YAML
+    bot = start_local_bot(make_db(tmp_path, yaml_text), audio=audio)
     yield bot
     bot.stop()

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import gevent
 import gevent.queue
 import pytest
-from test_telephony_helpers import TENANTS_YAML, tenant_set, wait_until
+from test_telephony_helpers import TENANTS_YAML, local_bot, tenant_set, wait_until
 
 from esl_app.emulator.audio import AudioFork
 from esl_app.media.endpoint import TurnDetector
@@ -53,10 +53,7 @@ def _caller_answered(t) -> str:
 
 @pytest.fixture
 def audio_bot(tmp_path):
-    tenants = make_db(tmp_path, TENANTS_YAML.replace("stt: freeswitch", "stt: local"))
-    bot = start_local_bot(tenants, audio=True)
-    yield bot
-    bot.stop()
+    yield from local_bot(tmp_path, audio=True)
 
 
 @pytest.fixture
