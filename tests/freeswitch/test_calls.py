@@ -11,7 +11,7 @@ from pathlib import Path
 import gevent
 
 from freeswitch.callers import BookingCaller, MessageCaller
-from freeswitch.harness import Bot, Caller, DialplanInstall, InboundEsl, free_port
+from freeswitch.harness import FSCTL, Bot, Caller, DialplanInstall, InboundEsl, free_port
 
 
 def _appointment(bot: Bot, tenant: str, code: str) -> dict:
@@ -212,7 +212,7 @@ def test_sipp_call_reaches_the_bot(fs_esl: InboundEsl, fs_plan: DialplanInstall,
     import subprocess
 
     mark = len(fs_esl.events)
-    out = subprocess.run(["/opt/fs-test/test_call.sh"], capture_output=True, text=True,
+    out = subprocess.run([str(FSCTL.with_name("test_call.sh"))], capture_output=True, text=True,
                          timeout=90, env={**os.environ, "DEST": fs_plan.sip_user("1001"),
                                           "CALL_SECONDS": "10", "CALLER": "15551230000"})
     assert "RESULT: OK" in out.stdout, out.stdout[-2000:]
