@@ -9,7 +9,9 @@ mode" (``detect_speech`` → DETECTED_SPEECH), DTMF, bridge outcomes and hang-up
 generator. :class:`RawEslClient` sends arbitrary bytes for fault tests.
 
 Event order, reply texts and header order follow mod_event_socket.c and
-switch_core_session.c; see ``docs/call-wire-contract.md``.
+switch_core_session.c; see ``docs/call-wire-contract.md``. A call recorded at the real
+FreeSWITCH (``tests/freeswitch/golden/``) holds them to it:
+``tests/test_emulator_golden_trace.py`` fails when the emulator's wire differs.
 """
 
 from __future__ import annotations
@@ -54,15 +56,29 @@ SECONDS_PER_CHAR = 0.065
 #: DTMF digit length in samples at 8 kHz (FS reports DTMF-Duration in samples).
 DTMF_DURATION_SAMPLES = 2000
 
-_SOCKET_FILE = ("mod_event_socket.c", "parse_command", 2011)
-_EXEC_FILE = ("switch_core_session.c", "switch_core_session_exec", 2984)
-_EXEC_DONE_FILE = ("switch_core_session.c", "switch_core_session_exec", 3027)
-_ANSWER_FILE = ("switch_channel.c", "switch_channel_perform_mark_answered", 3776)
-_HANGUP_FILE = ("switch_channel.c", "switch_channel_perform_hangup", 3578)
-_HANGUP_DONE_FILE = ("switch_core_state_machine.c", "switch_core_session_reporting_state", 1005)
-_DTMF_FILE = ("switch_channel.c", "switch_channel_dequeue_dtmf", 519)
+# Event-Calling-* as FreeSWITCH 1.10.12 stamps them (tests/freeswitch/golden, WIRE-FACTS.md)
+_SOCKET_FILE = ("mod_event_socket.c", "parse_command", 2021)
+_EXEC_FILE = ("switch_core_session.c", "switch_core_session_exec", 2944)
+_EXEC_DONE_FILE = ("switch_core_session.c", "switch_core_session_exec", 2967)
+_ANSWER_FILE = ("switch_channel.c", "switch_channel_perform_mark_answered", 3846)
+_HANGUP_FILE = ("switch_channel.c", "switch_channel_perform_hangup", 3445)
+_HANGUP_DONE_FILE = ("switch_core_state_machine.c", "switch_core_session_reporting_state", 943)
+_DTMF_FILE = ("switch_channel.c", "switch_channel_dequeue_dtmf", 677)
 _SPEECH_FILE = ("switch_ivr_async.c", "speech_thread", 4676)
-_BRIDGE_FILE = ("switch_ivr_bridge.c", "audio_bridge_on_exchange_media", 1208)
+_BRIDGE_FILE = ("switch_ivr_bridge.c", "switch_ivr_multi_threaded_bridge", 1689)
+_UNBRIDGE_FILE = ("switch_ivr_bridge.c", "switch_ivr_multi_threaded_bridge", 1879)
+_PARK_FILE = ("switch_ivr.c", "switch_ivr_park", 1002)
+_UNPARK_FILE = ("switch_ivr.c", "switch_ivr_park", 1213)
+_STATE_FILE = ("switch_channel.c", "switch_channel_perform_set_running_state", 2408)
+
+#: Events that carry the channel variables (switch_channel_event_set_extended_data); the
+#: others (DTMF, CHANNEL_STATE, DETECTED_SPEECH ...) have the basic channel data only.
+VARIABLE_EVENTS = frozenset(
+    """CHANNEL_CREATE CHANNEL_ORIGINATE CHANNEL_UUID CHANNEL_ANSWER CHANNEL_PARK
+    CHANNEL_UNPARK CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA
+    CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE REQUEST_PARAMS CHANNEL_DATA CHANNEL_EXECUTE
+    CHANNEL_EXECUTE_COMPLETE CHANNEL_DESTROY SESSION_HEARTBEAT API RECORD_START RECORD_STOP
+    PLAYBACK_START PLAYBACK_STOP CALL_UPDATE MEDIA_BUG_START MEDIA_BUG_STOP CUSTOM""".split())
 
 
 class AudioForkHook(Protocol):
@@ -229,6 +245,8 @@ class Channel:
         self.transfer_to: str | None = None
         self.resumed = False
         self.conn: OutboundConnection | None = None
+        self.socket_app_uuid = ""  # set once the ``socket`` application has parked us
+        self.other_leg: list[tuple[str, str]] = []  # the bridged party, once bridged
         self.variables: dict[str, str] = {
             "direction": "inbound",
             "uuid": self.uuid,
@@ -249,6 +267,7 @@ class Channel:
         }
         self.variables.update(variables or {})
         host, _, _ = socket_data.split(" ")[0].rpartition(":")
+        self.socket_data = socket_data
         self.variables.update({
             "current_application_data": socket_data,
             "current_application": "socket",
@@ -318,8 +337,20 @@ class Channel:
             (f"{p}-Privacy-Hide-Number", "false"),
         ]
 
-    def channel_data(self) -> list[tuple[str, str]]:
-        """switch_channel_event_set_data: state, identity, codecs, caller profile, variables."""
+    def _other_leg(self, b_uuid: str, target: str) -> list[tuple[str, str]]:
+        """The bridged party's profile: FreeSWITCH puts it in every event from the bridge on."""
+        over = {"Direction": "outbound", "Destination-Number": target.rsplit("/", 1)[-1],
+                "Unique-ID": b_uuid, "Channel-Name": target,
+                "Channel-Answered-Time": str(_now_us())}
+        cut = len("Other-Leg-")
+        return [("Other-Type", "originatee"),
+                *((k, over.get(k[cut:], v)) for k, v in self._profile("Other-Leg"))]
+
+    def channel_data(self, variables: bool = True) -> list[tuple[str, str]]:
+        """switch_channel_event_set_data: state, identity, codecs, caller profile, variables.
+
+        A hung-up channel says why (``Hangup-Cause``) right after its Answer-State.
+        """
         hdrs = [
             ("Channel-State", self.state),
             ("Channel-Call-State", self.call_state),
@@ -331,6 +362,7 @@ class Channel:
             ("Channel-HIT-Dialplan", "true"),
             ("Channel-Call-UUID", self.uuid),
             ("Answer-State", self.answer_state),
+            *([("Hangup-Cause", self.hangup_cause)] if self.hangup_cause else []),
             ("Channel-Read-Codec-Name", "PCMU"),
             ("Channel-Read-Codec-Rate", "8000"),
             ("Channel-Read-Codec-Bit-Rate", "64000"),
@@ -339,7 +371,9 @@ class Channel:
             ("Channel-Write-Codec-Bit-Rate", "64000"),
         ]
         hdrs += self._profile("Caller")
-        hdrs += [(f"variable_{k}", v) for k, v in self.variables.items()]
+        hdrs += self.other_leg
+        if variables:
+            hdrs += [(f"variable_{k}", v) for k, v in self.variables.items()]
         return hdrs
 
     def connect_reply(self, async_: bool = True, full: bool = True) -> bytes:
@@ -368,7 +402,7 @@ class Channel:
         """Build and fire a channel event: base, ``before``, channel data, ``after``."""
         hdrs = self.switch.base_headers(name, calling, subclass)
         hdrs += list(before)
-        hdrs += self.channel_data()
+        hdrs += self.channel_data(variables=name in VARIABLE_EVENTS)
         hdrs += list(after)
         ev = Event(name, hdrs, body, subclass)
         self.switch.fire(ev)
@@ -393,6 +427,15 @@ class Channel:
             "state": self.state,
         }
         return builtin.get(name)
+
+    def socket_parked(self) -> None:
+        """The ``socket`` application connected and parks the channel (switch_ivr_park).
+
+        Its CHANNEL_PARK fires before the bot can have sent ``myevents``, so the bot does
+        not get it (FreeSWITCH's usually beats it too); UNPARK comes at the hang-up.
+        """
+        self.socket_app_uuid = str(_uuid.uuid4())
+        self.fire("CHANNEL_PARK", _PARK_FILE)
 
     # -- driver helpers ------------------------------------------------------------------
     def _elapsed_ms(self) -> int:
@@ -450,26 +493,27 @@ class Channel:
         else:
             self.variables.pop("current_application_data", None)
         self.variables.pop("current_application_response", None)
+        # switch_core_session_exec adds Application-Data only when there is an argument
+        data = [("Application-Data", app.arg)] if app.arg else []
         self.fire("CHANNEL_EXECUTE", _EXEC_FILE, after=[
-            ("Application", app.name), ("Application-Data", app.arg),
-            ("Application-UUID", app.app_uuid)])
+            ("Application", app.name), *data, ("Application-UUID", app.app_uuid)])
         self._break.clear()
         handler = getattr(self, "_app_" + app.name, None)
         if handler is not None:
             handler(app)
         resp = self.variables.get("current_application_response") or "_none_"
         self.fire("CHANNEL_EXECUTE_COMPLETE", _EXEC_DONE_FILE, after=[
-            ("Application", app.name), ("Application-Data", app.arg),
+            ("Application", app.name), *data,
             ("Application-Response", resp), ("Application-UUID", app.app_uuid)])
 
     def _app_answer(self, app: _App) -> None:
         if self.answered_us:
             return
         self.answered_us = _now_us()
-        self.call_state = "ACTIVE"
         self.answer_state = "answered"
         self.variables["endpoint_disposition"] = "ANSWER"
         self.fire("CHANNEL_ANSWER", _ANSWER_FILE)
+        self.call_state = "ACTIVE"  # CHANNEL_ANSWER itself still says RINGING
 
     def _app_pre_answer(self, app: _App) -> None:
         self.call_state = "EARLY"
@@ -596,20 +640,23 @@ class Channel:
             self.variables.update({"originate_disposition": "SUCCESS", "DIALSTATUS": "SUCCESS",
                                    "bridge_channel": target, "bridge_uuid": b_uuid,
                                    "signal_bond": b_uuid, "last_bridge_to": b_uuid})
+            self.other_leg = self._other_leg(b_uuid, target)
             self.fire("CHANNEL_BRIDGE", _BRIDGE_FILE, before=[
-                ("Bridge-A-Unique-ID", self.uuid), ("Bridge-B-Unique-ID", b_uuid)],
-                after=[("Other-Type", "originatee"), ("Other-Leg-Unique-ID", b_uuid),
-                       ("Other-Leg-Destination-Number", target.split("/")[-1])])
-            deadline = time.monotonic() + out.talk_seconds * self.time_scale
-            while not self.hung_up and time.monotonic() < deadline:
-                gevent.sleep(max(0.0, deadline - time.monotonic()))
+                ("Bridge-A-Unique-ID", self.uuid), ("Bridge-B-Unique-ID", b_uuid)])
+            legs = [("Bridge-A-Unique-ID", self.uuid), ("Bridge-B-Unique-ID", b_uuid)]
+            end = time.monotonic() + out.talk_seconds * self.time_scale
+            while not self.hung_up and (left := end - time.monotonic()) > 0:
+                self._break.wait(left)  # set by a hang-up (a uuid_break does not unbridge)
+                if not self.hung_up:
+                    self._break.clear()
             if self.hung_up:
+                # the caller hung up on the human: UNBRIDGE, then the bridge completes
+                self.fire("CHANNEL_UNBRIDGE", _UNBRIDGE_FILE, before=legs)
                 return
             self.variables["bridge_hangup_cause"] = "NORMAL_CLEARING"
             self.variables["last_bridge_hangup_cause"] = "NORMAL_CLEARING"
             self.variables["last_bridge_role"] = "originator"
-            self.fire("CHANNEL_UNBRIDGE", _BRIDGE_FILE, before=[
-                ("Bridge-A-Unique-ID", self.uuid), ("Bridge-B-Unique-ID", b_uuid)])
+            self.fire("CHANNEL_UNBRIDGE", _UNBRIDGE_FILE, before=legs)
             if out.caller_hangs_up_after:
                 self._later(0, lambda: self.hangup("NORMAL_CLEARING", by="caller"))
             elif self.variables.get("hangup_after_bridge", "").lower() == "true":
@@ -652,11 +699,30 @@ class Channel:
         self._maybe_listening()
 
     def transfer(self, dest: str, dialplan: str = "XML", context: str = "default") -> None:
-        """uuid_transfer: the call leaves the bot for ``dest`` (then ends after the talk)."""
+        """uuid_transfer: the call leaves the bot for ``dest`` (then ends after the talk).
+
+        As FreeSWITCH 1.10 does: the ``socket`` application completes at once (the
+        bot's connection stays open and keeps receiving the channel's events), then
+        the new extension's applications run.
+        """
         self.transfer_us = _now_us()
         self.transfer_to = dest
+        # set before the break: the broken playback's completion already carries it
+        self.variables["transfer_source"] = (
+            f"{int(time.time())}:{_uuid.uuid4()}:bl_xfer:{dest}/{context}/{dialplan}")
+        self.variables["transfer_history"] = self.variables["transfer_source"]
         self._emit({"event": "transfer", "to": dest})
         self.do_break(all_=True)
+
+        def left() -> None:
+            self._app_idle.wait(timeout=2.0)  # the broken app reports first, as on FS
+            self.fire("CHANNEL_EXECUTE_COMPLETE", _EXEC_DONE_FILE, after=[
+                ("Application", "socket"), ("Application-Data", self.socket_data),
+                ("Application-Response",
+                 self.variables.get("current_application_response") or "_none_"),
+                ("Application-UUID", str(_uuid.uuid4()))])
+
+        self._bg.append(gevent.spawn(left))
         talk = self.bridge_outcome.talk_seconds
         self._later(talk, lambda: self.hangup("NORMAL_CLEARING", by="caller"))
 
@@ -799,26 +865,42 @@ class Channel:
         self.hangup_cause = cause
         self.hangup_by = by
         self.hangup_us = _now_us()
-        self.call_state = "HANGUP"
         self.answer_state = "hangup"
-        self.variables["hangup_cause"] = cause
+        self.state_number = 10  # CS_HANGUP; Channel-State (the running state) follows later
         self.variables["sip_hangup_disposition"] = "recv_bye" if by == "caller" else "send_bye"
         self._cancel_listen()
-        self.fire("CHANNEL_HANGUP", _HANGUP_FILE, before=[("Hangup-Cause", cause)])
+        self.fire("CHANNEL_HANGUP", _HANGUP_FILE)  # Hangup-Cause is in the channel data now
         self._break.set()
         self.caller_speech.put("")
         gevent.spawn(self._finish_hangup)
 
     def _finish_hangup(self) -> None:
-        # let the running application return and report its completion first
+        """What follows CHANNEL_HANGUP, in FreeSWITCH's order (tests/freeswitch/golden).
+
+        The running application reports its completion, the ``socket`` application ends
+        (CHANNEL_UNPARK, its CHANNEL_EXECUTE_COMPLETE), the state machine moves on
+        (CHANNEL_STATE CS_HANGUP, CS_REPORTING), CHANNEL_HANGUP_COMPLETE, and only then
+        does the bot's socket get its disconnect notice.
+        """
         self._app_idle.wait()
         self._stop_fork()
-        if self.conn is not None:
-            self.conn.channel_down()
-        self.state = "CS_REPORTING"
-        self.state_number = 11
+        if self.socket_app_uuid and not self.transfer_us:  # a transfer ended the socket app
+            self.fire("CHANNEL_UNPARK", _UNPARK_FILE)
+            self.fire("CHANNEL_EXECUTE_COMPLETE", _EXEC_DONE_FILE, after=[
+                ("Application", "socket"), ("Application-Data", self.socket_data),
+                ("Application-Response",
+                 self.variables.get("current_application_response") or "_none_"),
+                ("Application-UUID", self.socket_app_uuid)])
+        for state, number in (("CS_HANGUP", 10), ("CS_REPORTING", 11)):
+            self.state, self.state_number = state, number
+            if state == "CS_REPORTING":
+                self.call_state = "HANGUP"
+            self.fire("CHANNEL_STATE", _STATE_FILE)
+        self.variables["hangup_cause"] = self.hangup_cause or ""
         self.fire("CHANNEL_HANGUP_COMPLETE", _HANGUP_DONE_FILE, before=[("Hangup-Cause",
                                                                       self.hangup_cause or "")])
+        if self.conn is not None:
+            self.conn.channel_down()
         self.destroyed = True
         self.switch.unregister(self)
         self._apps.put(None)  # type: ignore[arg-type]
@@ -876,6 +958,7 @@ class OutboundConnection(EslConnection):
         self.linger: int | None = None  # None = not lingering, -1 = until exit
         self.connected = False
         self._handled_down = False
+        self._disconnected = False
         self._linger_timer: gevent.Greenlet | None = None
         super().__init__(switch, sock)
         channel.conn = self
@@ -964,25 +1047,35 @@ class OutboundConnection(EslConnection):
             if self.linger >= 0:
                 self._linger_timer = gevent.spawn_later(self.linger, self._linger_expired)
         else:
-            self.running = False
-            self.send(wire.disconnect_notice(self.channel.uuid))
-            self.close()
+            self._disconnect()
 
     def _linger_expired(self) -> None:
+        self._disconnect()
+
+    def _disconnect(self) -> None:
+        """listener_run's end, however it came: the disconnect notice (once), then close."""
         self.running = False
-        self.send(wire.disconnect_notice(self.channel.uuid))
+        if not self._disconnected:
+            self._disconnected = True
+            self.send(wire.disconnect_notice(self.channel.uuid))
         self.close()
 
     def on_peer_closed(self) -> None:
-        """The bot closed the socket: a call it still controlled is hung up."""
-        super().on_peer_closed()
-        if not self.channel.hung_up:
+        """The bot closed the socket: a call it still controlled is hung up.
+
+        FreeSWITCH still writes its disconnect notice before it closes its side (seen
+        after a lingering bot closed without ``exit``; tests/freeswitch/golden).
+        A call transferred away (its ``socket`` app completed) is not the bot's any
+        more: on FreeSWITCH 1.10 it goes on in its new extension.
+        """
+        self._disconnect()
+        if not self.channel.hung_up and not self.channel.transfer_us:
             self.channel.hangup("NORMAL_CLEARING", by="socket_closed")
 
     def shutdown_after_exit(self) -> None:
         """``exit``: +OK bye was queued; disconnect notice, close, and drop the call."""
-        super().shutdown_after_exit()
-        if not self.channel.hung_up:
+        self._disconnect()
+        if not self.channel.hung_up and not self.channel.transfer_us:
             self.channel.hangup("NORMAL_CLEARING", by="socket_closed")
 
     def on_closed(self) -> None:
@@ -1069,6 +1162,7 @@ class EmulatedCall:
         sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
         self.conn = OutboundConnection(self.switch, sock, self.channel)
         self.conn.start()
+        self.channel.socket_parked()
         return self
 
     def say(self, text: str) -> None:
