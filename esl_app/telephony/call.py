@@ -111,6 +111,7 @@ class CallController:
         self.tts: TtsProvider | None = None
         self.listener: ListenSource | None = None
         self.gone = False
+        self.left = False  # the call was moved away from the bot (it must not hang up)
         self.accepted_at = 0.0  # time.monotonic() of the ESL accept (the server sets it)
         self.ended_reason = ""
         self._helpers: set[gevent.Greenlet] = set()
@@ -150,6 +151,11 @@ class CallController:
             if msg.kind in ("hangup", "closed"):
                 self.gone = True
                 raise CallEnded("caller_hangup" if msg.kind == "hangup" else "closed")
+            if msg.kind == "left" or (msg.kind == "complete" and self._moved(msg)):
+                # Someone moved the call elsewhere (uuid_transfer): FreeSWITCH keeps our
+                # socket and its events, but the caller is not ours to talk to any more.
+                self.left = True
+                raise CallEnded("left")
             if msg.kind == "timer" and msg.key == "max_call":
                 raise CallEnded("max_call")
             if msg.kind == "started":
@@ -158,6 +164,21 @@ class CallController:
             if msg.kind == "other":
                 continue
             return msg
+
+    def _moved(self, msg: Msg) -> bool:
+        """The channel was transferred away since it reached us.
+
+        Why not wait for the ``socket`` app's completion: on FreeSWITCH 1.10 the
+        transfer first breaks our playback, and that completion (carrying the new
+        ``transfer_source``) comes before it; a next prompt sent on it would play to
+        whoever has the call now. A call transferred *into* our extension carries its
+        transfer_source from the start, so only a change counts.
+        """
+        ev = msg.event
+        if ev is None:
+            return False
+        now = ev.get("variable_transfer_source") or ""
+        return bool(now) and now != (self.channel.get("variable_transfer_source") or "")
 
     def _await_hangup(self, seconds: float) -> None:
         """Give a hang-up that may be on its way ``seconds`` to arrive (raises CallEnded).
@@ -754,7 +775,7 @@ class CallController:
             self.transcript.usage["cost"] = estimate_cost(self.usage, prices_from_env())
 
     def _safe_hangup(self) -> None:
-        if not self.gone and self.session.channel_up:
+        if not self.gone and not self.left and self.session.channel_up:
             self.session.hangup()
 
     def _cleanup(self) -> None:
@@ -785,6 +806,8 @@ class CallController:
 
                 release_holds(self.ctx.call_id)
             self.ctx.signal = None  # the ctx <-> controller cycle: let refcounting free the call
+        if self.transcript.outcome is None and self.left:
+            self.transcript.outcome = "handoff"  # an operator took the call over
         if self.transcript.outcome is None:
             broken = self.session.close_reason.startswith(("protocol", "connection error"))
             self.transcript.outcome = "caller_hangup" if self.gone and not broken else "error"

@@ -25,7 +25,9 @@ class Msg:
     Application-UUID), ``speech_start``,
     ``transcript`` (``text``), ``dtmf`` (``text`` = digit), ``hangup``, ``closed``,
     ``tts``/``agent`` (``key`` = request id, ``value`` = result or exception),
-    ``timer`` (``key`` = timer name), ``answer``, ``other``.
+    ``timer`` (``key`` = timer name), ``answer``, ``left`` (the channel left the bot:
+    its ``socket`` application completed while the call goes on, e.g. an operator's
+    ``uuid_transfer``), ``other``.
     """
 
     kind: str
@@ -67,6 +69,9 @@ def from_esl(event: EslEvent | str) -> Msg:
     if name == "CHANNEL_EXECUTE":
         return Msg("started", key=event.get("Application-UUID", "") or "", event=event)
     if name == "CHANNEL_EXECUTE_COMPLETE":
+        if event.get("Application") == "socket":
+            # the dialplan's socket app, not one of ours (a hang-up comes before it)
+            return Msg("left", event=event)
         return Msg("complete", key=event.get("Application-UUID", "") or "",
                    text=event.get("Application-Response", "") or "", event=event)
     if name == "DETECTED_SPEECH":
