@@ -217,12 +217,6 @@ class InboundEsl:
                     grew = True
         return related
 
-    def channel_uuids(self) -> list[str]:
-        """Channels alive now. ``show channels`` lags (FreeSWITCH fills it asynchronously)."""
-        text = self.api("show channels as json")
-        rows = (json.loads(text).get("rows") or []) if text.strip().startswith("{") else []
-        return [r["uuid"] for r in rows if isinstance(r, dict) and r.get("uuid")]
-
     def close(self) -> None:
         if self._sock is not None:
             try:
@@ -452,9 +446,11 @@ class Caller:
     b: str = ""
     heard: list[str] = field(default_factory=list)  # what the bot said, in order
     start: int = 0  # index into esl.events where this call began
+    _cursor: int = 0  # how far wait_bot_quiet has read esl.events
+    _running: set[str] = field(default_factory=set)  # the bot's apps running now
 
     def dial(self, timeout: float = 20.0) -> Caller:
-        self.start = len(self.esl.events)
+        self.start = self._cursor = len(self.esl.events)
         self.a = str(uuidlib.uuid4())
         vars_ = (f"origination_uuid={self.a},origination_caller_id_number={self.caller_id},"
                  f"origination_caller_id_name=Test,ignore_early_media=true,"
@@ -484,50 +480,43 @@ class Caller:
                 if e.uuid == self.b]
 
     def wait_bot_quiet(self, quiet: float = 0.9, timeout: float = 30.0) -> list[str]:
-        """Wait until the bot has spoken and then stayed silent for ``quiet`` seconds.
+        """Wait until the bot has said something new and then stayed silent ``quiet`` s.
 
-        Returns the sentences it said since the last call of this method.
+        Returns the sentences it said since the last call (empty only if the call
+        ended). A ringing transfer (``bridge``) counts as the bot still busy: it is not
+        waiting for the caller.
         """
         deadline = time.monotonic() + timeout
-        running: set[str] = set()
-        i = self.start
         said: list[str] = []
         last_change = time.monotonic()
-        seen_any = False
         while True:
             evs = self.esl.events
-            while i < len(evs):
-                ev = evs[i]
-                i += 1
+            while self._cursor < len(evs):
+                ev = evs[self._cursor]
+                self._cursor += 1
                 if ev.uuid != self.b:
                     continue
-                app = ev.get("Application")
                 if ev.name == "CHANNEL_HANGUP_COMPLETE":
-                    return self._said(said)
+                    self.heard += said
+                    return said
+                app = ev.get("Application")
                 if app not in _PLAYS and app != "bridge":
-                    continue  # a ringing transfer is not the bot waiting for the caller
-                key = ev.get("Application-UUID")
+                    continue
                 if ev.name == "CHANNEL_EXECUTE":
-                    running.add(key)
+                    self._running.add(ev.get("Application-UUID"))
                     if app in _PLAYS:
-                        seen_any = True
                         said.append(self._text(ev))
                 elif ev.name == "CHANNEL_EXECUTE_COMPLETE":
-                    running.discard(key)
-                last_change = time.monotonic()
+                    self._running.discard(ev.get("Application-UUID"))
+                last_change = ev.at
             now = time.monotonic()
-            if not running and seen_any and now - last_change >= quiet:
-                self._consumed = i
-                return self._said(said)
+            if said and not self._running and now - last_change >= quiet:
+                self.heard += said
+                return said
             if now > deadline:
-                raise TimeoutError(f"the bot did not finish talking within {timeout:g}s; "
-                                   f"said {said}")
+                raise TimeoutError(f"the bot did not say something and stop within "
+                                   f"{timeout:g}s; said {said}")
             gevent.sleep(0.05)
-
-    def _said(self, said: list[str]) -> list[str]:
-        new = said[len(self.heard):] if said[:len(self.heard)] == self.heard else said
-        self.heard = said
-        return new
 
     @staticmethod
     def _text(ev: Event) -> str:
