@@ -6,6 +6,7 @@ import math
 import shutil
 import struct
 
+import gevent
 import pytest
 from test_telephony_helpers import local_bot, wait_until
 
@@ -113,6 +114,24 @@ def test_fork_closed_just_before_the_hang_up_event_is_a_hang_up_not_a_lost_strea
     forks[0].stop()  # the close frame goes first...
     wait_until(lambda: forks[0].close_code is not None or forks[0].ended.is_set(), 10)
     sim.call.hang_up()  # ...the hang-up event follows on the ESL socket
+    assert sim.call.wait_ended(30)
+    t = transcript_for(sim, audio_bot)
+    said = " ".join(x["text"] for x in t["turns"] if x["speaker"] == "bot")
+    assert "trouble hearing you" not in said
+    assert t["outcome"] == "caller_hangup" and not t.get("transfer_to")
+
+
+def test_fork_dropped_just_before_the_hang_up_event_is_a_hang_up_not_a_lost_stream(audio_bot):
+    """Seen through the real switch under load: the fork's TCP connection ends without a
+    close frame at hang-up (mod_audio_fork tears it down), the event comes after."""
+    forks, factory = _forks(AudioFork)
+
+    sim = SimCall(audio_bot.address, "1001", time_scale=0.2, audio=True,
+                  audio_fork=factory).start()
+    assert sim.call.wait_until_listening(30)
+    forks[0]._abort()  # no close frame: the media server sees the connection drop
+    gevent.sleep(0.3)
+    sim.call.hang_up()
     assert sim.call.wait_ended(30)
     t = transcript_for(sim, audio_bot)
     said = " ".join(x["text"] for x in t["turns"] if x["speaker"] == "bot")

@@ -475,6 +475,11 @@ class Switch:
             return json.dumps(dict(hdrs))
         return "".join(f"{k}: {wire.url_encode(v)}\n" for k, v in hdrs)
 
+    def _api_uuid_exists(self, arg: str) -> str:
+        """``true`` while the session exists (until it is destroyed), else ``false``."""
+        ch = self._chan(arg.strip())
+        return "true" if ch is not None and not getattr(ch, "destroyed", False) else "false"
+
     def _api_uuid_transfer(self, arg: str) -> str:
         parts = arg.split()
         if len(parts) > 1 and parts[1] in ("-bleg", "-both"):
@@ -609,6 +614,7 @@ class Switch:
         "uuid_setvar": _api_uuid_setvar,
         "uuid_getvar": _api_uuid_getvar,
         "uuid_dump": _api_uuid_dump,
+        "uuid_exists": _api_uuid_exists,
         "uuid_transfer": _api_uuid_transfer,
         "uuid_audio_fork": _api_uuid_audio_fork,
         "global_getvar": _api_global_getvar,

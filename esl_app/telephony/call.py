@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 AGENT_TIMEOUT = 30.0
 HANGUP_GRACE = 0.5  # how long a pending agent reply may finish after the caller hangs up
-# a normally closed audio fork: how long a hang-up event may lag behind it (_await_hangup)
+# a closed or dropped audio fork: how long a hang-up event may lag behind it (_await_hangup)
 _CLOSED_GRACE_S = 1.0
 REJECT_TEXT = "We're sorry, this number is not in service. Goodbye."
 # No tenant, hence no tenant voice: the apology is FreeSWITCH's own TTS in a flite voice.
@@ -194,6 +194,25 @@ class CallController:
             if msg is None:
                 return
             self.stash(msg)
+
+    def _confirm_channel_up(self) -> None:
+        """Raise :class:`CallEnded` unless FreeSWITCH says the channel still exists.
+
+        Why a round trip after the grace: a worker starved of CPU can wake with its
+        timer expired before its reader has read the hang-up FreeSWITCH sent long ago.
+        The reply to ``uuid_exists`` travels behind that event on the same socket, so
+        once it is here the event is on our queue too.
+        """
+        try:
+            reply = self.session.api(f"uuid_exists {self.session.uuid}", timeout=2.0)
+        except EslError:
+            self.gone = True
+            raise CallEnded("closed") from None
+        while (msg := self.next(timeout=0)) is not None:  # raises on a queued hang-up
+            self.stash(msg)
+        if reply.strip() == "false":
+            self.gone = True
+            raise CallEnded("caller_hangup")
 
     def stash(self, msg: Msg) -> None:
         self._pending.append(msg)
@@ -369,8 +388,9 @@ class CallController:
             listen = Listen(self, self.listener, timeout=tenant.no_input_seconds)
             utterance = listen.run(self._pending)
             if utterance is None and listen.media_lost:
-                if listen.media_lost == "closed":
-                    self._await_hangup(_CLOSED_GRACE_S)  # raises CallEnded if it comes
+                # a hang-up closes (or drops) the fork too: make sure it is not one
+                self._await_hangup(_CLOSED_GRACE_S)  # raises CallEnded if it comes
+                self._confirm_channel_up()
                 log.warning("call %s: audio stream lost (%s)", self._cid(), listen.media_lost)
                 self._say("I'm sorry, I'm having trouble hearing you.", barge_in=False)
                 if tenant.handoff:
