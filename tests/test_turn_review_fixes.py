@@ -18,6 +18,7 @@ from test_telephony_helpers import WirePeer, make_services, speech, start_server
 from test_turn_streaming import StreamingAgent, _call, _serve, _text
 
 from esl_app.config.tenants import DEFAULT_ACK_PHRASES
+from esl_app.emulator.wire import api_response
 from esl_app.providers.agent.base import AgentReply, CallContext, Utterance
 from esl_app.providers.stt.emulated import EmulatedTranscribe, LineTable
 from esl_app.providers.tts.base import PlayInstruction, TtsError
@@ -275,6 +276,9 @@ def test_audio_lost_during_a_turn_still_hands_over(tmp_path):
         answer = peer.next_app()
         assert _text(answer) == "Tuesday works."
         peer.complete(answer)
+        exists = peer.next_app()  # first: is this a hang-up whose event is late?
+        assert exists.line == f"api uuid_exists {peer.uuid}"
+        peer.send(api_response("true"))
         sorry = peer.next_app()  # before the fix: "Sorry, I didn't hear anything."
         assert "trouble hearing you" in _text(sorry)
         peer.complete(sorry)
