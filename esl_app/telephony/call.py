@@ -40,7 +40,7 @@ from esl_app.providers.tts.base import PlayInstruction, TtsProvider
 from esl_app.providers.tts.cache import WARMER
 from esl_app.providers.tts.freeswitch import FreeswitchTts as FreeswitchSpeak  # its old name
 from esl_app.speech_markup import split_sentences, to_plain
-from esl_app.telephony.esl import EslError, EslEvent, EslSession
+from esl_app.telephony.esl import PEER_CLOSED, EslError, EslEvent, EslSession
 from esl_app.telephony.events import Msg, from_esl
 from esl_app.telephony.transcript import Transcript, mask_number
 from esl_app.telephony.verbs import Bridge, Listen, ListenSource, Speak, TextListenSource
@@ -112,6 +112,7 @@ class CallController:
         self.listener: ListenSource | None = None
         self.gone = False
         self.left = False  # the call was moved away from the bot (it must not hang up)
+        self.probe = False  # the peer closed before any channel data: not a call
         self.accepted_at = 0.0  # time.monotonic() of the ESL accept (the server sets it)
         self.ended_reason = ""
         self._helpers: set[gevent.Greenlet] = set()
@@ -241,7 +242,12 @@ class CallController:
             if exc.reason == "max_call" and not self.gone:
                 self._time_limit()
         except EslError as exc:
-            if self.gone or self.session.hungup:
+            if not self.channel and self.session.close_reason == PEER_CLOSED:
+                # closed before FreeSWITCH's connect reply: a port probe (ivrctl health,
+                # a load balancer's check), not a call: nothing to record or count
+                self.probe = True
+                log.debug("connection closed before 'connect' was answered: a probe")
+            elif self.gone or self.session.hungup:
                 # the call was over (FreeSWITCH reported the hang-up, or we hung up) and
                 # the socket closed while a command was on its way: not a failure
                 if self.session.channel_hungup:
@@ -800,6 +806,9 @@ class CallController:
 
     def _cleanup(self) -> None:
         """Release everything of the call, promptly: timers, helpers, recogniser, socket."""
+        if self.probe:  # nothing was set up; a probe is neither recorded nor counted
+            self.session.stop()
+            return
         for t in self._timers:
             t.kill(block=False)
         job = self._agent_job

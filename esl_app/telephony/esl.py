@@ -36,6 +36,7 @@ from greenswitch.esl import OutboundSession, OutboundSessionHasGoneAway
 from esl_app.bridge import result_of
 
 __all__ = [
+    "PEER_CLOSED",
     "CommandTimeout",
     "EslError",
     "EslEvent",
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20  # 1 MiB: a real event body is a few KiB; more is garbage or an attack
 MAX_LINE = 16 << 10
 MAX_HEADERS = 1000
+
+
+PEER_CLOSED = "connection closed by peer"  # close_reason when the other side closed
 
 
 class EslError(RuntimeError):
@@ -558,7 +562,7 @@ class EslSession(OutboundSession):
     # -- reading -------------------------------------------------------------------
 
     def _reader(self) -> None:
-        reason = "connection closed by peer"
+        reason = PEER_CLOSED
         try:
             while self._run:
                 frame = self._read_frame()

@@ -16,11 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import gevent
+from gevent.lock import RLock
 from gevent.pool import Pool
 from gevent.queue import Queue
 from gevent.server import StreamServer
 
-from esl_app.config.tenants import ConfigError, TenantSet, load_tenants
+from esl_app.config.tenants import TenantSet, load_tenants
 from esl_app.telephony.call import CallController, CallServices
 from esl_app.telephony.esl import EslSession
 
@@ -30,23 +31,26 @@ log = logging.getLogger(__name__)
 
 
 class TenantSource:
-    """The live tenant configuration: reloaded on demand or when its file changes.
+    """The live tenant configuration: a new call gets what was committed before it arrived.
 
     A call takes the set once, at its start, and keeps it: runtime updates reach
-    new calls only. A file that fails validation is reported and the previous,
-    valid set stays in force.
+    new calls only. With a ``version`` fingerprint (``ivr serve``: one aggregate query
+    over the stored tenants) every new call checks it and, when it changed, re-reads
+    the set before going on, so the first call after ``ivr tenants import`` already
+    has the new clinics. A configuration that fails to load is reported and the
+    previous, valid set stays in force.
     """
 
     def __init__(self, tenants: TenantSet | None = None, path: str | Path | None = None,
                  loader: Callable[[], TenantSet] | None = None,
                  max_age: float | None = None,
                  version: Callable[[], object] | None = None) -> None:
-        """``loader`` (e.g. from the database) is re-run when older than ``max_age`` s.
+        """``loader`` (e.g. from the database) is re-read when ``version`` changes.
 
-        ``version`` (optional) is a cheap fingerprint of what ``loader`` reads: when
-        it has not changed the set is kept as it is, because parsing and validating
-        every tenant blocks the worker's hub for milliseconds (calls being set up and
-        turns in progress wait behind it), every ``max_age`` seconds, forever.
+        ``version`` is a cheap fingerprint of what ``loader`` reads (0.1-0.3 ms on
+        SQLite, against 0.3 ms for 3 tenants and 10 ms for 200 to re-read them), checked
+        for every new call; parsing happens only when it changed. Without it the loader
+        is re-run, in line, once the set is older than ``max_age`` s.
         """
         self.path = Path(path) if path else None
         self._loader = loader
@@ -55,6 +59,8 @@ class TenantSource:
         self.max_age = max_age
         self._loaded_at = time.monotonic()
         self._mtime: float | None = None
+        self._lock = RLock()  # concurrent call set-ups share one check and one reload
+        self._probe_failing = False
         self.reloads = 0
         self.checks = 0
         if tenants is None:
@@ -82,49 +88,77 @@ class TenantSource:
         if self._version_of is None:
             return None
         try:
-            return self._version_of()
-        except Exception as exc:  # noqa: BLE001 - then the reload itself reports the problem
-            log.debug("tenant version check failed: %s", exc)
+            version = self._version_of()
+        except Exception as exc:  # noqa: BLE001 - a call goes on with the set in force
+            if not self._probe_failing:
+                log.warning("tenant version check failed, keeping the configuration in "
+                            "force: %s", exc)
+            self._probe_failing = True
             return None
+        if self._probe_failing:
+            log.info("tenant version check works again")
+        self._probe_failing = False
+        return version
 
     def refresh(self) -> bool:
-        """Reload only if the source changed (or cannot tell); True if it was reloaded."""
-        self.checks += 1
-        version = self._probe()
-        if version is not None and version == self._version:
-            return False
-        return self.reload(version=version)
+        """Reload only if the source changed; True if it was reloaded."""
+        with self._lock:
+            self.checks += 1
+            version = self._probe()
+            if version is None and self._version_of is not None:
+                return False  # cannot tell (reported): keep the set rather than fail the call
+            if version is not None and version == self._version:
+                return False
+            return self.reload(version=version, reason="source changed")
 
-    def reload(self, *, version: object = None) -> bool:
-        """Re-read the configuration now (SIGHUP, ``ivr tenants import``); True on success."""
-        mtime = self._stat()
-        if version is None:
-            version = self._probe()  # taken first: a change while loading shows next time
-        try:
-            tenants = self._load()
-        except (ConfigError, OSError) as exc:
-            log.error("tenant reload failed, keeping the previous configuration: %s", exc)
+    def reload(self, *, version: object = None, reason: str = "requested") -> bool:
+        """Re-read the configuration now (SIGHUP forces it); True on success.
+
+        Logged at INFO with what changed (tenant counts only, no configuration).
+        """
+        with self._lock:
+            mtime = self._stat()
+            if version is None:
+                version = self._probe()  # taken first: a change while loading shows next time
+            try:
+                tenants = self._load()
+            except Exception as exc:  # noqa: BLE001 - bad file, database down: keep serving
+                log.error("tenant reload (%s) failed, keeping the previous configuration: %s",
+                          reason, exc)
+                self._mtime = mtime
+                self._loaded_at = time.monotonic()
+                return False
+            added, changed, removed = _diff(self._tenants, tenants)
+            self._tenants = tenants
             self._mtime = mtime
-            return False
-        self._tenants = tenants
-        self._mtime = mtime
-        self._version = version
-        self._loaded_at = time.monotonic()
-        self.reloads += 1
-        log.info("tenants reloaded: %d tenant(s)", len(tenants))
+            self._version = version
+            self._loaded_at = time.monotonic()
+            self.reloads += 1
+        log.info("tenants reloaded (%s): %d added, %d changed, %d removed, %d in force",
+                 reason, added, changed, removed, len(tenants))
         return True
 
     def current(self) -> TenantSet:
-        """The set for a new call (reloaded first if the file changed on disk)."""
-        if self.path is not None and self._stat() != self._mtime:
-            self.reload()
-        elif (self.max_age is not None and self._loader is not None
+        """The set for a new call, re-read first if its source changed since the last call."""
+        if self.path is not None:
+            if self._stat() != self._mtime:
+                self.reload(reason="file changed")
+        elif self._loader is not None and self._version_of is not None:
+            self.refresh()
+        elif (self._loader is not None and self.max_age is not None
               and time.monotonic() - self._loaded_at > self.max_age):
-            self._loaded_at = time.monotonic()  # one reload at a time, even on failure
-            gevent.spawn(self.refresh)  # never make a ringing call wait for the database
+            self.reload(reason="max age")
         return self._tenants
 
     __call__ = current
+
+
+def _diff(old: TenantSet, new: TenantSet) -> tuple[int, int, int]:
+    """How many tenants were added, changed and removed (by id)."""
+    before = {t.id: t for t in old}
+    after = {t.id: t for t in new}
+    changed = sum(1 for tid, t in after.items() if tid in before and before[tid] != t)
+    return len(after.keys() - before), changed, len(before.keys() - after)
 
 
 class EslServer:
@@ -199,6 +233,8 @@ class EslServer:
             controller.accepted_at = accepted
             self.calls[key] = controller
             transcript = controller.run()
+            if controller.probe:  # a port probe (e.g. ivrctl health), not a call
+                return
             self.completed += 1
             if self.keep_transcripts:
                 self.last_transcripts.append(transcript)

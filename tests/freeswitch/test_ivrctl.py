@@ -23,6 +23,7 @@ def ivrctl(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_health(fs_bot: Bot) -> None:
+    calls_before = fs_bot.metric("ivr_calls_total")
     out = ivrctl("health", "--bot", fs_bot.esl, "--json")
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(out.stdout)
@@ -30,6 +31,8 @@ def test_health(fs_bot: Bot) -> None:
     assert report["ok"] and checks["freeswitch"]["detail"].startswith("UP")
     assert checks["sofia profile internal"]["ok"]
     assert checks[f"bot {fs_bot.esl}"]["detail"] == "reachable"
+    gevent.sleep(0.5)
+    assert fs_bot.metric("ivr_calls_total") == calls_before  # the probe is not a call
     dead = f"127.0.0.1:{free_port()}"
     out = ivrctl("health", "--bot", dead)
     assert out.returncode == 1 and f"FAIL  bot {dead}" in out.stdout
