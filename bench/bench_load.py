@@ -53,7 +53,7 @@ def run(n: int, audio: bool, args: argparse.Namespace) -> dict:
     if args.tts:
         cmd += ["--tts", args.tts]
     if args.db:
-        cmd += ["--db", args.db]
+        cmd += ["--server-db", args.db]
     t0 = time.monotonic()
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                          timeout=args.timeout)

@@ -607,7 +607,9 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
                 said = _first_after(cmds, t, _is_answer)
                 if said is not None:
                     st.answer_ms.append((said - t) * 1000)
-        st.ok = (answer is not None and not st.error and st.outcome != "error"
+        # "rejected": the server does not serve the DID (not in service): no clinic reached
+        st.ok = (answer is not None and not st.error
+                 and st.outcome not in ("error", "rejected")
                  and summary.get("answered", False))
         if not st.ok and not st.error:
             st.error = f"outcome {st.outcome}"
@@ -1218,12 +1220,15 @@ def _hostport(value: str | None) -> tuple[str, int] | None:
 @click.option("--tts", default=None,
               help="Force the bot's TTS (ivr_tts), e.g. 'freeswitch' to leave synthesis out.")
 @click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--db", "db_url", default=None,
+@click.option("--server-db", "db_url", default=None,
               help="Database for the started server (default: fresh SQLite in a temp dir); "
-                   "its tables get the synthetic clinics and their slots.")
-@click.option("--tenants", "n_tenants", type=click.IntRange(1, 999), default=50,
+                   "its tables get the synthetic clinics and their slots. Not the global "
+                   "--db: a load test never writes into the deployment's database.")
+@click.option("--clinics", "n_tenants", type=click.IntRange(1, 999), default=50,
               show_default=True,
-              help="Clinics the callers dial (synthetic; with --server: DIDs 2000…).")
+              help="Synthetic clinics the callers dial, DIDs 2000, 2001, … With --server "
+                   "the running server must serve those DIDs: a call it rejects (not in "
+                   "service) counts as failed.")
 @click.option("--warmup", type=click.IntRange(0, 1000), default=None,
               help="Unmeasured warm-up calls per tenant first (default: 2 per worker).")
 @click.option("--emulator-nice", type=click.IntRange(0, 19), default=0, show_default=True,
@@ -1254,13 +1259,18 @@ def loadtest(ctx: click.Context, calls: int, ramp: float | None, duration: float
     click.echo(summarize(report), err=as_json)
     if as_json:
         click.echo(json.dumps(report))
+    failed, done = report.get("calls_failed", 0), report.get("calls_completed", 0)
+    if failed or not done:
+        click.echo(f"error: loadtest: {failed} of {failed + done} call(s) failed"
+                   + ("" if done else ", none reached a clinic"), err=True)
+        ctx.exit(1)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -c 'import esl_app.__main__; …'``)."""
     try:
-        loadtest.main(args=argv, prog_name="ivr loadtest", standalone_mode=False)
+        rv = loadtest.main(args=argv, prog_name="ivr loadtest", standalone_mode=False)
     except click.ClickException as exc:
         exc.show()
         return 1
-    return 0
+    return rv if isinstance(rv, int) else 0  # ctx.exit(n) comes back as n here

@@ -29,7 +29,7 @@ def test_small_text_run_reports_json(tmp_path):
     shm_before = _shm_prompt_dirs()
     out = subprocess.run(
         [sys.executable, "-c", BOOT, "--calls", "10", "--ramp", "0.5", "--time-scale", "0.1",
-         "--workers", "2", "--procs", "2", "--tenants", "3", "--emulator-nice", "5", "--json"],
+         "--workers", "2", "--procs", "2", "--clinics", "3", "--emulator-nice", "5", "--json"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
@@ -208,3 +208,15 @@ def test_a_long_conversation_keeps_how_it_began_and_how_it_ended():
     assert said[4] == "… 24 lines …"
     assert said[5:] == [f"line {i}" for i in range(28, 40)]
     assert len(said) == UNUSUAL_LINES + 1
+
+
+def test_failed_calls_fail_the_run(tmp_path):
+    """Issue #30: "0 completed, 2 failed" used to exit 0."""
+    out = subprocess.run(
+        [sys.executable, "-c", BOOT, "--calls", "2", "--ramp", "0.1", "--server",
+         "127.0.0.1:1", "--json"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 1, out.stderr[-2000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["calls_completed"] == 0 and report["calls_failed"] == 2
+    assert "error: loadtest: 2 of 2 call(s) failed, none reached a clinic" in out.stderr

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not shutil.which("espeak-ng") or not shutil.whic
 def test_small_audio_run_books_through_the_emulated_recogniser(tmp_path):
     out = subprocess.run(
         [sys.executable, "-c", BOOT, "--calls", "3", "--ramp", "0.5", "--audio",
-         "--profile", "cloud", "--time-scale", "0.3", "--workers", "2", "--tenants", "3",
+         "--profile", "cloud", "--time-scale", "0.3", "--workers", "2", "--clinics", "3",
          "--json"],
         capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
