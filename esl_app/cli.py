@@ -2,7 +2,9 @@
 
 Subcommand groups live in their own modules and are imported lazily (so
 ``ivr tenants list`` does not load the call engine). Every error ends with a
-non-zero exit and one clear line on stderr.
+non-zero exit and one clear line on stderr: exit 1 (:func:`fail`) for a refusal or
+bad input — unknown tenant, bad value, missing path, database error; exit 2 is click's
+own usage error (unknown option, missing argument).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import click
 
 from esl_app.config.tenants import ConfigError, load_tenants
 
-__all__ = ["cli", "fail", "open_db"]
+__all__ = ["cli", "fail", "open_db", "open_tenant", "require_tenant"]
 
 # name → "module:attribute" of commands implemented elsewhere (lazy).
 LAZY_COMMANDS: dict[str, str] = {
@@ -32,7 +34,7 @@ LAZY_COMMANDS: dict[str, str] = {
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Print one clear line on stderr and exit non-zero."""
+    """Print one clear line on stderr and exit non-zero (1: see the module docstring)."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -79,6 +81,27 @@ def open_db(ctx: click.Context) -> None:
         init_db(ctx.find_root().obj["db_url"])
     except DatabaseError as exc:
         fail(str(exc))
+
+
+def require_tenant(tenant_id: str) -> None:
+    """Refuse an unknown tenant id (the database must be open).
+
+    Every command taking a tenant goes through here, so a typo is an error rather than an
+    empty listing (or an audit row written for a tenant that does not exist).
+    """
+    from esl_app.db import database
+    from esl_app.db.models import TenantRow
+
+    with database().connection_context():
+        known = TenantRow.select().where(TenantRow.id == tenant_id).exists()
+    if not known:
+        fail(f"unknown tenant '{tenant_id}'")
+
+
+def open_tenant(ctx: click.Context, tenant_id: str) -> None:
+    """:func:`open_db`, then :func:`require_tenant`."""
+    open_db(ctx)
+    require_tenant(tenant_id)
 
 
 def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -199,7 +222,7 @@ def tenants_remove(ctx: click.Context, tenant_id: str, force: bool) -> None:
     """Delete a tenant and its data."""
     from esl_app.scheduling.provisioning import remove_tenant
 
-    open_db(ctx)
+    open_tenant(ctx, tenant_id)
     try:
         remove_tenant(tenant_id, force=force)
     except _scheduling_errors() as exc:
@@ -215,7 +238,7 @@ def tenants_token(ctx: click.Context, tenant_id: str, revoke: bool) -> None:
     """Issue a new API token (printed once) or revoke the tenant's tokens."""
     from esl_app.scheduling.tokens import issue_token, revoke_tokens
 
-    open_db(ctx)
+    open_tenant(ctx, tenant_id)
     if revoke:
         click.echo(f"revoked {revoke_tokens(tenant_id)} token(s) of {tenant_id}")
         return
@@ -241,7 +264,7 @@ def slots_generate(ctx: click.Context, tenant_id: str, days: int) -> None:
     """Create the missing slots from the clinic hours (idempotent)."""
     from esl_app.scheduling.slots import generate_slots
 
-    open_db(ctx)
+    open_tenant(ctx, tenant_id)
     try:
         created = generate_slots(tenant_id, days)
     except _scheduling_errors() as exc:
@@ -272,7 +295,7 @@ def appointments_list(ctx: click.Context, tenant_id: str, day: str | None,
             parsed = date.fromisoformat(day)
         except ValueError:
             fail(f"--date '{day}' is not YYYY-MM-DD")
-    open_db(ctx)
+    open_tenant(ctx, tenant_id)
     try:
         views = list_appointments(tenant_id, day=parsed, include_cancelled=include_cancelled,
                                   actor="cli")
@@ -293,7 +316,7 @@ def appointments_cancel(ctx: click.Context, code: str, tenant_id: str) -> None:
     """Cancel an appointment by its confirmation code."""
     from esl_app.scheduling.service import cancel
 
-    open_db(ctx)
+    open_tenant(ctx, tenant_id)
     try:
         view = cancel(tenant_id, code, actor="cli", enforce_window=False)
     except _scheduling_errors() as exc:
@@ -316,7 +339,7 @@ def callbacks_list(ctx: click.Context, tenant_id: str, show_all: bool, as_json: 
     """List open callback tickets (phone numbers shown: this is the clinic's own tool)."""
     from esl_app.scheduling.callbacks import list_tickets
 
-    open_db(ctx)
+    open_tenant(ctx, tenant_id)
     rows = [t.to_dict() for t in list_tickets(tenant_id, status=None if show_all else "open",
                                               actor="cli")]
     if as_json:
@@ -333,7 +356,7 @@ def callbacks_done(ctx: click.Context, ticket_id: int, tenant_id: str) -> None:
     """Mark a ticket done once the patient has been called back."""
     from esl_app.scheduling.callbacks import mark_done
 
-    open_db(ctx)
+    open_tenant(ctx, tenant_id)
     try:
         ticket = mark_done(tenant_id, ticket_id, actor="cli")
     except _scheduling_errors() as exc:
@@ -359,7 +382,7 @@ def audit_list(ctx: click.Context, tenant_id: str, code: str | None, limit: int,
     from esl_app.scheduling.audit import list_audit
     from esl_app.scheduling.codes import normalize_code
 
-    open_db(ctx)
+    open_tenant(ctx, tenant_id)
     rows = list_audit(tenant_id, limit=limit,
                       entity_id=(normalize_code(code) or code) if code else None)
     if as_json:
@@ -400,9 +423,16 @@ def maintenance_purge(ctx: click.Context, dry_run: bool) -> None:
 def maintenance_prompts(directory: str | None, max_age_days: float | None,
                         max_mb: float | None) -> None:
     """Prune the synthesised-prompt cache (run it from cron; vital when it is on tmpfs)."""
+    from pathlib import Path
+
     from esl_app.providers.tts.cache import DEFAULT_DIR, PromptCache
 
-    cache = PromptCache(directory or DEFAULT_DIR)
+    path = Path(directory or DEFAULT_DIR)
+    if path.exists() and not path.is_dir():
+        fail(f"prompt cache '{path}' is not a directory")
+    if directory is not None and not path.exists():  # the default one may not exist yet
+        fail(f"prompt cache directory '{path}' does not exist")
+    cache = PromptCache(path)
     removed = cache.prune(max_bytes=None if max_mb is None else int(max_mb * 1024 * 1024),
                           max_age_s=None if max_age_days is None else max_age_days * 86400)
     left = cache.stats()

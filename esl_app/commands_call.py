@@ -209,10 +209,13 @@ def calls() -> None:
 @click.pass_context
 def calls_list(ctx: click.Context, tenant_id: str | None, limit: int, as_json: bool) -> None:
     """Most recent calls first."""
+    from esl_app.cli import require_tenant
     from esl_app.telephony.records import list_calls
     from esl_app.telephony.transcript import mask_number
 
     _open_db(ctx)
+    if tenant_id is not None:
+        require_tenant(tenant_id)
     rows = list_calls(tenant_id, limit=limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2))

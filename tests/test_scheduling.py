@@ -93,7 +93,7 @@ def test_book_cancel_reschedule(db):
                           verify="john smith", now=NOW)
     assert done.status == "cancelled"
     assert b.slot_id in {s.slot_id for s in service.search_slots("alpha", limit=10, now=NOW)}
-    with pytest.raises(service.NotFound):
+    with pytest.raises(service.NotAllowed, match="already cancelled"):
         service.cancel("alpha", appt.confirmation, now=NOW)
     assert service.get_appointment("alpha", appt.confirmation).status == "cancelled"
 

@@ -539,6 +539,21 @@ def _get_appt(tenant_id: str, code: str, *, status: str | None = "booked"
     return appt, appt.slot, appt.slot.doctor
 
 
+def _changeable_appt(tenant_id: str, code: str, verify: str | None
+                     ) -> tuple[Appointment, Slot, Doctor]:
+    """The booked appointment to cancel or move.
+
+    A cancelled one is refused as not allowed, not as unknown: the clinic can still read it,
+    so "no appointment" would contradict what the operator sees. Verification comes first so
+    the status is only revealed to someone who matches the booking.
+    """
+    appt, slot, doctor = _get_appt(tenant_id, code, status=None)
+    _verify(appt, verify)
+    if appt.status != "booked":
+        raise NotAllowed(f"appointment {appt.code} is already {appt.status}")
+    return appt, slot, doctor
+
+
 def get_appointment(tenant_id: str, code: str, *, actor: str = "system") -> AppointmentView:
     """An appointment (booked or cancelled) by its confirmation code."""
     tenant = get_tenant(tenant_id)
@@ -597,16 +612,15 @@ def cancel(tenant_id: str, code: str, *, verify: str | None = None, actor: str =
     tenant = get_tenant(tenant_id)
     now_utc = _now(now)
     with write_txn():
-        appt, slot, doctor = _get_appt(tenant_id, code)
-        _verify(appt, verify)
+        appt, slot, doctor = _changeable_appt(tenant_id, code, verify)
         if enforce_window:
             _check_change_window(tenant, slot, now_utc)
         view_end = _view(appt, slot, doctor, tenant.tz).end
         changed = (Appointment.update(status="cancelled", updated_at=utcnow())
                    .where((Appointment.id == appt.id) & (Appointment.status == "booked"))
                    .execute())
-        if changed != 1:
-            raise NotFound("no appointment with that confirmation code")
+        if changed != 1:  # cancelled by someone else since it was read
+            raise NotAllowed(f"appointment {appt.code} is already cancelled")
         if slot.start > now_utc:
             Slot.update(state="open").where(Slot.id.in_(_slot_pks(appt))
                                             & (Slot.state == "booked")).execute()
@@ -623,8 +637,7 @@ def reschedule(tenant_id: str, code: str, new_slot_id: str | int, *,
     new_pk = _slot_id(new_slot_id)
     now_utc = _now(now)
     with write_txn():
-        appt, old_slot, _ = _get_appt(tenant_id, code)
-        _verify(appt, verify)
+        appt, old_slot, _ = _changeable_appt(tenant_id, code, verify)
         if enforce_window:
             _check_change_window(tenant, old_slot, now_utc)
         if old_slot.id == new_pk:
