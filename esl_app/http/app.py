@@ -75,12 +75,14 @@ def _error_serializer(req: falcon.Request, resp: falcon.Response,
 
 def _scheduling_error(req: falcon.Request, resp: falcon.Response, exc: Exception,
                       params: dict[str, Any]) -> None:
-    status = {
+    statuses = {
         NotFound: falcon.HTTP_404,
         SlotTaken: falcon.HTTP_409,
         NotAllowed: falcon.HTTP_409,
         InvalidRequest: falcon.HTTP_422,
-    }.get(type(exc), falcon.HTTP_503)
+    }
+    # the nearest known class: TooLate is a NotAllowed (a change inside the cancel window)
+    status = next((statuses[c] for c in type(exc).__mro__ if c in statuses), falcon.HTTP_503)
     if status == falcon.HTTP_503:
         log.error("scheduling error on %s: %s", req.path, exc)
     resp.status = status
