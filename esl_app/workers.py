@@ -33,7 +33,8 @@ worker closed it, so FreeSWITCH's ``socket`` fails fast to the dialplan
 fallback), let live calls finish for up to ``drain_timeout`` seconds, then end
 what is left and exit. The parent reaps them and exits 0. A worker that dies
 otherwise is restarted (with a back-off if it keeps dying). SIGHUP is forwarded
-(tenant reload).
+(each worker re-reads the tenants from the database at once; an import reaches the
+next call without it).
 
 The parent never starts a gevent hub: it forks with the original ``os.fork``
 and waits for signals with ``sigtimedwait``; each child calls
@@ -191,7 +192,7 @@ def _gevent_socket(raw: Any) -> Any:
 
 
 def _tenant_loader(path: str) -> Callable[[], Any]:
-    """Tenants from the database (kept current by ``ivr tenants import``), else the file."""
+    """Tenants from the database (``ivr tenants import``); the file only while it holds none."""
 
     def load() -> Any:
         from esl_app.config.tenants import load_tenants
@@ -220,6 +221,19 @@ def _tenant_version(path: str) -> Callable[[], object]:
             return ("file", None)
 
     return version
+
+
+def _tenant_source(path: str) -> Any:
+    """A worker's tenants: each new call gets what the last ``ivr tenants import`` committed.
+
+    The fingerprint is checked for every call (well under a millisecond) and the set
+    re-read in line when it changed, never behind the call: a first call after an
+    import that got the old clinics would tell a new clinic's callers it is not in
+    service.
+    """
+    from esl_app.telephony.server import TenantSource
+
+    return TenantSource(loader=_tenant_loader(path), version=_tenant_version(path))
 
 
 def _close_db() -> None:
@@ -252,13 +266,12 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
 
     from esl_app.db import init_db
     from esl_app.providers.latency import make_provider_cache, make_stt_factory
-    from esl_app.telephony.server import EslServer, TenantSource
+    from esl_app.telephony.server import EslServer
     from esl_app.telephony.services import build_services
 
     init_db(cfg.db_url, create=False)
     _start_checkpointer()
-    source = TenantSource(loader=_tenant_loader(cfg.tenants_path), max_age=5.0,
-                          version=_tenant_version(cfg.tenants_path))
+    source = _tenant_source(cfg.tenants_path)
     seed = None if cfg.profile_seed is None else cfg.profile_seed * 1000 + index
     media = audio_source_for = None
     my_media: tuple[str, int] | None = None
@@ -297,7 +310,7 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
     stopping = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, stopping.set)
     gevent.signal_handler(signal.SIGINT, stopping.set)
-    gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(source.reload))
+    gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(source.reload, reason="SIGHUP"))
     os.write(report_fd, (json.dumps({"worker": index, "pid": os.getpid(),
                                      "media": list(my_media) if my_media else None})
                          + "\n").encode())
