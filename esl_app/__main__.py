@@ -16,10 +16,29 @@ patch_psycopg()
 
 
 def main() -> None:
-    """Run the ``ivr`` command."""
-    from esl_app.cli import cli
+    """Run the ``ivr`` command; the last word on errors no command caught itself.
 
-    cli()
+    A reader that went away (``ivr calls list | head``) ends the command quietly with exit
+    1 (click's own convention, which handles most such cases before they get here); a
+    database that fails mid-command is one line and exit 3, like one that cannot be opened.
+    """
+    import os
+    import sys
+
+    import peewee
+
+    from esl_app.cli import EXIT_UNAVAILABLE, cli
+    from esl_app.db import one_line
+
+    try:
+        cli(prog_name="ivr")
+    except BrokenPipeError:
+        # stdout is gone: point it at /dev/null so the interpreter's final flush is quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        sys.stderr.write(f"error: database: {one_line(exc)}\n")
+        sys.exit(EXIT_UNAVAILABLE)
 
 
 if __name__ == "__main__":

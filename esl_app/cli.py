@@ -1,10 +1,17 @@
 """The ``ivr`` command: provisioning, serving, simulating, operating.
 
 Subcommand groups live in their own modules and are imported lazily (so
-``ivr tenants list`` does not load the call engine). Every error ends with a
-non-zero exit and one clear line on stderr: exit 1 (:func:`fail`) for a refusal or
-bad input — unknown tenant, bad value, missing path, database error; exit 2 is click's
-own usage error (unknown option, missing argument).
+``ivr tenants list`` does not load the call engine). Every error ends with one line
+on stderr, ``error: …`` naming the thing at fault, and one exit code per kind:
+
+- 1 (:data:`EXIT_INPUT`): refused or bad input: an unknown tenant or code, a bad value,
+  a malformed tenants.yaml, a missing file or database, a failed load test;
+- 2 (:data:`EXIT_USAGE`): click's usage error (unknown option, missing argument);
+- 3 (:data:`EXIT_UNAVAILABLE`): something needed cannot be reached or used: the database
+  server, a bot (``--server``), a listen address already in use.
+
+A closed output pipe (``ivr simulate … | head``) ends the command quietly (exit 1, click's
+convention; the call is hung up first).
 """
 
 from __future__ import annotations
@@ -19,7 +26,20 @@ import click
 
 from esl_app.config.tenants import ConfigError, load_tenants
 
-__all__ = ["cli", "fail", "open_db", "open_tenant", "require_tenant"]
+__all__ = [
+    "EXIT_INPUT",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "cli",
+    "fail",
+    "open_db",
+    "open_tenant",
+    "require_tenant",
+]
+
+EXIT_INPUT = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
 
 # name → "module:attribute" of commands implemented elsewhere (lazy).
 LAZY_COMMANDS: dict[str, str] = {
@@ -33,9 +53,10 @@ LAZY_COMMANDS: dict[str, str] = {
 }
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Print one clear line on stderr and exit non-zero (1: see the module docstring)."""
-    click.echo(f"error: {message}", err=True)
+def fail(message: str, code: int = EXIT_INPUT) -> None:
+    """Print one clear line on stderr and exit non-zero (codes: see the module docstring)."""
+    first = " ".join(str(message).split("\n")[0].split()) if message else "failed"
+    click.echo(f"error: {first}", err=True)
     sys.exit(code)
 
 
@@ -52,7 +73,15 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(cls=LazyGroup)
+def _version() -> str:
+    from esl_app import __version__
+
+    return __version__
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "-V", "--version", prog_name="ivr",
+                      message="%(prog)s %(version)s")
 @click.option("--db", "db_url", envvar="IVR_DATABASE_URL", default="sqlite:///ivr.db",
               show_default=True, help="Database URL (sqlite:///file.db or postgresql://…).")
 @click.option("--tenants", "tenants_path", envvar="IVR_TENANTS", default="tenants.yaml",
@@ -73,12 +102,18 @@ def cli(ctx: click.Context, db_url: str, tenants_path: str, verbose: int) -> Non
     ctx.obj["tenants_path"] = tenants_path
 
 
-def open_db(ctx: click.Context) -> None:
-    """Open the database named by ``--db`` / IVR_DATABASE_URL or exit with a clear error."""
-    from esl_app.db import DatabaseError, init_db
+def open_db(ctx: click.Context, *, new: bool = False) -> None:
+    """Open the database named by ``--db`` / IVR_DATABASE_URL or exit with a clear error.
+
+    Only ``ivr db init`` passes ``new``: every other command refuses a database that does
+    not exist, so a mistyped path is an error rather than a fresh empty database.
+    """
+    from esl_app.db import DatabaseError, DatabaseUnavailable, init_db
 
     try:
-        init_db(ctx.find_root().obj["db_url"])
+        init_db(ctx.find_root().obj["db_url"], must_exist=not new, make_dirs=False)
+    except DatabaseUnavailable as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
     except DatabaseError as exc:
         fail(str(exc))
 
@@ -129,8 +164,8 @@ def db() -> None:
 @db.command("init")
 @click.pass_context
 def db_init(ctx: click.Context) -> None:
-    """Create the tables (idempotent)."""
-    open_db(ctx)
+    """Create the database and its tables (idempotent; the only command that creates one)."""
+    open_db(ctx, new=True)
     click.echo(f"database ready: {ctx.find_root().obj['db_url']}")
 
 
@@ -205,13 +240,17 @@ def tenants_show(ctx: click.Context, tenant_id: str, as_json: bool) -> None:
 
 
 @tenants.command("export")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of YAML.")
 @click.pass_context
-def tenants_export(ctx: click.Context) -> None:
-    """Print every stored tenant as tenants.yaml."""
+def tenants_export(ctx: click.Context, as_json: bool) -> None:
+    """Print every stored tenant as tenants.yaml (importable again as it is)."""
     import yaml
 
     data = {"tenants": [t.to_dict() for t in _stored_tenants(ctx)]}
-    click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
 
 
 @tenants.command("remove")

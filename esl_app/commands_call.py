@@ -23,9 +23,10 @@ def _root(ctx: click.Context) -> dict[str, Any]:
     return (ctx.find_root().obj or {}) if ctx else {}
 
 
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+def _fail(message: str, code: int = 1) -> None:
+    from esl_app.cli import fail
+
+    fail(message, code)
 
 
 def _hostport(value: str, option: str) -> tuple[str, int]:
@@ -46,13 +47,11 @@ def _tenants(ctx: click.Context):
 
 
 def _open_db(ctx: click.Context) -> str:
-    from esl_app.db import DatabaseError, init_db
+    from esl_app.cli import open_db
 
     url = _root(ctx).get("db_url") or os.environ.get("IVR_DATABASE_URL") or "sqlite:///ivr.db"
-    try:
-        init_db(url)
-    except DatabaseError as exc:
-        _fail(str(exc))
+    ctx.find_root().ensure_object(dict).setdefault("db_url", url)
+    open_db(ctx)
     return url
 
 
@@ -82,6 +81,8 @@ def serve(ctx: click.Context, esl_addr: str, media_addr: str, http_addr: str,
           workers: int | None, max_calls: int, drain_timeout: float, profile: str | None,
           profile_seed: int | None) -> None:
     """Run the bot: ESL server, media server and HTTP API (SIGTERM drains, SIGHUP reloads)."""
+    from esl_app.cli import EXIT_UNAVAILABLE
+    from esl_app.db import DatabaseError, DatabaseUnavailable
     from esl_app.workers import WorkerConfig, run_workers
 
     root = _root(ctx)
@@ -96,7 +97,9 @@ def serve(ctx: click.Context, esl_addr: str, media_addr: str, http_addr: str,
         **({"profile_seed": profile_seed} if profile_seed is not None else {}))
     try:
         code = run_workers(cfg, echo=lambda line: click.echo(line, err=True))
-    except (OSError, ValueError) as exc:
+    except (OSError, DatabaseUnavailable) as exc:
+        _fail(str(exc), EXIT_UNAVAILABLE)
+    except (ValueError, DatabaseError) as exc:
         _fail(str(exc))
     sys.exit(code)
 
@@ -117,6 +120,8 @@ def serve(ctx: click.Context, esl_addr: str, media_addr: str, http_addr: str,
 def simulate(ctx: click.Context, did: str, caller: str, says: tuple[str, ...], audio: bool,
              jsonl: bool, as_json: bool, server: str | None, time_scale: float) -> None:
     """Place one emulated call into the bot (in-process unless --server)."""
+    from esl_app.cli import EXIT_UNAVAILABLE
+    from esl_app.db import DatabaseError, DatabaseUnavailable
     from esl_app.simulate import (
         SimCall,
         prepare_database,
@@ -133,13 +138,19 @@ def simulate(ctx: click.Context, did: str, caller: str, says: tuple[str, ...], a
         tenants = _tenants(ctx)
         url = _root(ctx).get("db_url") or os.environ.get("IVR_DATABASE_URL") or \
             "sqlite:///ivr.db"
-        prepare_database(url, tenants)
+        try:
+            prepare_database(url, tenants, must_exist=True)
+        except DatabaseUnavailable as exc:
+            _fail(str(exc), EXIT_UNAVAILABLE)
+        except DatabaseError as exc:
+            _fail(str(exc))
         bot = start_local_bot(tenants, audio=audio)
         address = bot.address
     try:
         sim = SimCall(address, did, caller, audio=audio, time_scale=time_scale).start()
     except OSError as exc:
-        _fail(f"cannot reach the bot at {address[0]}:{address[1]}: {exc}")
+        _fail(f"cannot reach the bot at {address[0]}:{address[1]}: "
+              f"{(exc.strerror or str(exc)).lower()}", EXIT_UNAVAILABLE)
     try:
         if jsonl:
             def emit(ev: dict[str, Any]) -> None:
@@ -188,11 +199,24 @@ def simulate(ctx: click.Context, did: str, caller: str, says: tuple[str, ...], a
               help="Emulated media time factor (1.0 = real time).")
 @click.pass_context
 def demo(ctx: click.Context, audio: bool, var_dir: str, time_scale: float) -> None:
-    """One realistic booking call from nothing: database, slots, bot, caller, read-back."""
-    from esl_app.demo import run_demo
+    """One realistic booking call from nothing: database, slots, bot, caller, read-back.
 
-    run_demo(_tenants(ctx), var_dir=var_dir, audio=audio, time_scale=time_scale,
-             echo=click.echo)
+    Without a tenants.yaml (none given, none in the working directory) it calls the
+    example clinics shipped inside the package, so it runs from anywhere.
+    """
+    from esl_app.config.tenants import load_tenants
+    from esl_app.demo import EXAMPLE_TENANTS, run_demo
+
+    root = ctx.find_root()
+    given = (root.get_parameter_source("tenants_path") not in
+             (None, click.core.ParameterSource.DEFAULT))
+    path = _root(ctx).get("tenants_path") or "tenants.yaml"
+    if not given and not os.path.exists(path):
+        click.echo(f"clinics    the built-in examples (no {path} here)")
+        tenants = load_tenants(EXAMPLE_TENANTS)
+    else:
+        tenants = _tenants(ctx)
+    run_demo(tenants, var_dir=var_dir, audio=audio, time_scale=time_scale, echo=click.echo)
 
 
 # -- calls -----------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -185,6 +184,8 @@ def dialplan() -> None:
 def render(out: str | None, bots: tuple[str, ...], context: str,
            tenants_file: str | None) -> None:
     """Render the dialplan XML for every tenant."""
+    from esl_app.cli import fail
+
     try:
         tenants = load_tenants(_tenants_path(tenants_file))
         text = render_dialplan(tenants, list(bots) or [DEFAULT_BOT_ADDRESS], context)
@@ -193,8 +194,6 @@ def render(out: str | None, bots: tuple[str, ...], context: str,
         else:
             click.echo(text, nl=False)
     except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        fail(str(exc))
     except OSError as exc:
-        click.echo(f"error: cannot write {out}: {exc.strerror or exc}", err=True)
-        sys.exit(2)
+        fail(f"cannot write {out}: {exc.strerror or exc}")

@@ -30,13 +30,18 @@ __all__ = ["LocalBot", "SimCall", "prepare_database", "run_lines", "start_local_
 log = logging.getLogger(__name__)
 
 
-def prepare_database(db_url: str, tenants: TenantSet, days: int = 14) -> None:
-    """Open the database and make sure the tenants and their next ``days`` of slots exist."""
+def prepare_database(db_url: str, tenants: TenantSet, days: int = 14, *,
+                     must_exist: bool = False) -> None:
+    """Open the database and make sure the tenants and their next ``days`` of slots exist.
+
+    ``must_exist``: refuse a SQLite file that is not there (``ivr simulate``: only
+    ``ivr db init`` creates an operator's database).
+    """
     from esl_app.db import init_db
     from esl_app.scheduling.provisioning import import_tenants
     from esl_app.scheduling.slots import generate_slots
 
-    init_db(db_url)
+    init_db(db_url, must_exist=must_exist, make_dirs=not must_exist)
     import_tenants(tenants)
     for tenant in tenants:
         generate_slots(tenant.id, days)
@@ -251,25 +256,36 @@ def transcript_for(sim: SimCall, bot: LocalBot | None, wait: float = 5.0) -> dic
 
 def run_lines(sim: SimCall, lines: Iterable[str], emit: Callable[[dict[str, Any]], None], *,
               hang_up_at_end: bool = True) -> None:
-    """Drive ``sim`` with caller lines, forwarding out-events to ``emit`` as they happen."""
+    """Drive ``sim`` with caller lines, forwarding out-events to ``emit`` as they happen.
+
+    An ``emit`` that fails (the reader of stdout went away: ``| head``) hangs the call up
+    and the error is raised here, in the caller's greenlet, rather than printed by the hub.
+    """
     done = gevent.event.Event()
+    failed: list[BaseException] = []
 
     def pump() -> None:
         while not (done.is_set() and sim.call.events.empty()):
             for ev in sim.events(0.05):
                 if ev.get("event") != "call_ended":
-                    emit(ev)
+                    try:
+                        emit(ev)
+                    except Exception as exc:  # noqa: BLE001 - re-raised by run_lines
+                        failed.append(exc)
+                        return
 
     pumper = gevent.spawn(pump)
     try:
         for line in lines:
-            if not sim.act(line):
+            if failed or not sim.act(line):
                 break
-        sim.finish(hang_up=hang_up_at_end)
+        sim.finish(hang_up=hang_up_at_end or bool(failed))
     finally:
         done.set()
         pumper.join(timeout=2)
         pumper.kill()
+    if failed:
+        raise failed[0]
 
 
 def stdin_lines(stream: IO[str] | None = None) -> Iterator[str]:

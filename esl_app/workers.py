@@ -165,19 +165,37 @@ def media_port_for(base: int, index: int, avoid: tuple[int, ...] = ()) -> int:
     return next(itertools.islice(free, index, None))
 
 
-def bind_listener(host: str, port: int, backlog: int = 1024) -> Any:
-    """A listening TCP socket made with the *unpatched* socket module (no hub in the parent)."""
+def bind_listener(host: str, port: int, backlog: int = 1024, what: str = "") -> Any:
+    """A listening TCP socket made with the *unpatched* socket module (no hub in the parent).
+
+    A failure is an OSError whose message names the address and what it was for
+    ("cannot listen on 127.0.0.1:8084 (--esl): address already in use"), so that the
+    operator's one error line says which option to change.
+    """
     from gevent import monkey
 
     sockmod = __import__("socket")
     raw_socket = monkey.get_original("socket", "socket")
     family = sockmod.AF_INET6 if ":" in host else sockmod.AF_INET
     sock = raw_socket(family, sockmod.SOCK_STREAM)
-    sock.setsockopt(sockmod.SOL_SOCKET, sockmod.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(backlog)
+    try:
+        sock.setsockopt(sockmod.SOL_SOCKET, sockmod.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise listen_error(host, port, what, exc) from None
     sock.set_inheritable(True)
     return sock
+
+
+def listen_error(host: str, port: int, what: str, exc: OSError) -> OSError:
+    """One line naming the address (and the option it came from) instead of ``[Errno 98]``."""
+    reason = (exc.strerror or str(exc)).lower()
+    label = f" ({what})" if what else ""
+    err = OSError(f"cannot listen on {host}:{port}{label}: {reason}")
+    err.errno = exc.errno
+    return err
 
 
 def _gevent_socket(raw: Any) -> Any:
@@ -471,8 +489,8 @@ class _Supervisor:
     def __init__(self, cfg: WorkerConfig, echo: Callable[[str], None]) -> None:
         self.cfg = cfg
         self.echo = echo
-        self.esl_sock = bind_listener(*cfg.esl, backlog=cfg.backlog)
-        self.http_sock = (bind_listener(*cfg.http, backlog=cfg.backlog)
+        self.esl_sock = bind_listener(*cfg.esl, backlog=cfg.backlog, what="--esl")
+        self.http_sock = (bind_listener(*cfg.http, backlog=cfg.backlog, what="--http")
                           if cfg.http is not None else None)
         self.children: dict[int, _Child] = {}
         self.failures: dict[int, int] = {}
@@ -654,11 +672,27 @@ class _Supervisor:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
 
+def _check_media_ports(cfg: WorkerConfig) -> None:
+    """Fail before forking when a worker's media port is taken.
+
+    The workers bind their own media ports; a clash there would only show as workers
+    crashing at start-up.
+    """
+    if cfg.media is None:
+        return
+    host, base = cfg.media
+    avoid = tuple(p for p in (cfg.esl[1], cfg.http[1] if cfg.http else 0) if p)
+    for index in range(cfg.workers):
+        port = media_port_for(base, index, avoid)
+        if port:
+            bind_listener(host, port, what="--media").close()
+
+
 def _prepare(cfg: WorkerConfig) -> int:
     """Schema and tenant check once, in the parent; returns how many tenants are served."""
     from esl_app.db import init_db
 
-    init_db(cfg.db_url)
+    init_db(cfg.db_url, must_exist=True, make_dirs=False)  # only `ivr db init` creates one
     try:
         tenants = _tenant_loader(cfg.tenants_path)()
     finally:
@@ -689,6 +723,7 @@ def run_workers(cfg: WorkerConfig, echo: Callable[[str], None] | None = None) ->
         if not _prepare(cfg):
             raise ValueError(f"no tenants: import some with 'ivr tenants import' or create "
                              f"{cfg.tenants_path}")
+        _check_media_ports(cfg)
         sup = _Supervisor(cfg, echo)
         sup.prom_dir = prom_dir
         return sup.run()
@@ -732,9 +767,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                        workers=max(1, a.workers), db_url=a.db, tenants_path=a.tenants,
                        max_calls=a.max_calls, drain_timeout=a.drain_timeout,
                        profile=a.profile, profile_seed=a.profile_seed)
+    from esl_app.db import DatabaseError
+
     try:
         return run_workers(cfg)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, DatabaseError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
 

@@ -27,6 +27,7 @@ def run(tmp_path, repo_root):
             assert result.exit_code != 0, result.output
         return result
 
+    _run("db", "init")  # only `db init` creates a database
     yield _run
     close_db()
 

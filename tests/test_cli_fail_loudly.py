@@ -30,6 +30,7 @@ def run(tmp_path: Path, repo_root: Path):
         return runner.invoke(cli, ["--db", db, "--tenants", str(repo_root / "tenants.yaml"),
                                    *args], catch_exceptions=False)
 
+    assert _run("db", "init").exit_code == 0  # only `db init` creates a database
     assert _run("tenants", "import").exit_code == 0
     yield _run
     close_db()

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 from test_telephony_helpers import TENANTS_YAML
 
+from esl_app.cli import cli
 from esl_app.commands_call import calls, simulate
 
 
@@ -17,6 +18,7 @@ def env(tmp_path, monkeypatch):
     tenants.write_text(TENANTS_YAML)
     monkeypatch.setenv("IVR_TENANTS", str(tenants))
     monkeypatch.setenv("IVR_DATABASE_URL", f"sqlite:///{tmp_path / 'sim.db'}")
+    assert CliRunner().invoke(cli, ["db", "init"]).exit_code == 0
     return tmp_path
 
 
@@ -54,4 +56,4 @@ def test_simulate_jsonl_over_stdin(env):
 
 def test_simulate_unreachable_server_fails_cleanly(env):
     res = CliRunner().invoke(simulate, ["--did", "1001", "--server", "127.0.0.1:1"])
-    assert res.exit_code == 1 and "cannot reach the bot" in res.output
+    assert res.exit_code == 3 and "cannot reach the bot" in res.output  # 3: unavailable

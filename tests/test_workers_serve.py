@@ -181,7 +181,7 @@ def test_sigterm_drains_live_calls_then_exits_zero(tmp_path):
         srv.stop()
 
 
-def test_worker_that_cannot_start_stops_the_server(tmp_path):
+def test_a_taken_media_port_stops_the_server_before_forking(tmp_path):
     import socket
 
     taken = socket.socket()
@@ -198,6 +198,28 @@ def test_worker_that_cannot_start_stops_the_server(tmp_path):
          "--media", f"127.0.0.1:{port}", "--http", "127.0.0.1:0"],
         capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
     taken.close()
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (f"error: cannot listen on 127.0.0.1:{port} (--media): "
+                                   "address already in use")
+
+
+# A worker whose start-up fails (here: made to raise, as a port taken between the
+# parent's check and the worker's bind would) is restarted, then the server gives up.
+FAILING_BOOT = ("import esl_app.__main__, sys\nimport esl_app.workers as w\n"
+                "def boom(*a, **k):\n    raise RuntimeError('cannot start')\n"
+                "w._worker_main = boom\nsys.exit(w.main(sys.argv[1:]))")
+
+
+def test_worker_that_cannot_start_stops_the_server(tmp_path):
+    make_db(tmp_path, days=1)
+    from esl_app.db import database
+
+    database().close()
+    proc = subprocess.run(
+        [sys.executable, "-c", FAILING_BOOT, "--db", f"sqlite:///{tmp_path / 'ivr-test.db'}",
+         "--tenants", str(REPO_TENANTS), "--workers", "1", "--esl", "127.0.0.1:0",
+         "--media", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
     assert proc.returncode == 1
     assert "keeps failing" in proc.stderr
 

@@ -22,10 +22,12 @@ from esl_app.db.models import ALL_MODELS, database_proxy
 __all__ = [
     "DEFAULT_URL",
     "DatabaseError",
+    "DatabaseUnavailable",
     "checkpoint_forever",
     "close_db",
     "database",
     "init_db",
+    "one_line",
     "sqlite_path",
     "write_txn",
 ]
@@ -39,6 +41,10 @@ class DatabaseError(RuntimeError):
     """The database URL is unusable or the database cannot be reached."""
 
 
+class DatabaseUnavailable(DatabaseError):
+    """The database server refused or dropped the connection (not the operator's input)."""
+
+
 def database() -> pw.Database:
     """The bound database (after :func:`init_db`)."""
     db = database_proxy.obj
@@ -47,12 +53,15 @@ def database() -> pw.Database:
     return db
 
 
-def init_db(url: str | None = None, *, create: bool = True, max_connections: int | None = None
-            ) -> pw.Database:
+def init_db(url: str | None = None, *, create: bool = True, max_connections: int | None = None,
+            must_exist: bool = False, make_dirs: bool = True) -> pw.Database:
     """Open the database at ``url`` (argument → IVR_DATABASE_URL → default) and bind the models.
 
     ``max_connections`` per process: argument → ``IVR_DB_POOL`` → 32 (size it to the
     Postgres server's ``max_connections`` divided by the number of workers).
+    ``must_exist``: refuse a SQLite file that is not there (every operator command but
+    ``ivr db init``, so that a mistyped path is an error, not a new empty database);
+    ``make_dirs``: create missing parent folders (tests, the demo's scratch database).
     """
     url = url or os.environ.get("IVR_DATABASE_URL") or DEFAULT_URL
     if max_connections is None:
@@ -67,9 +76,8 @@ def init_db(url: str | None = None, *, create: bool = True, max_connections: int
         path = path[1:] if path.startswith("/") else path
         if not path:
             raise DatabaseError(f"database URL '{url}' has no file name")
-        if path != ":memory:":
-            parent = os.path.dirname(os.path.abspath(path))
-            os.makedirs(parent, exist_ok=True)
+        if path != ":memory:" and not path.startswith("file:"):
+            _check_sqlite_path(path, must_exist=must_exist, make_dirs=make_dirs)
         db: pw.Database = PooledSqliteDatabase(
             path,
             max_connections=max_connections,
@@ -115,8 +123,36 @@ def init_db(url: str | None = None, *, create: bool = True, max_connections: int
                 db.create_tables(ALL_MODELS, safe=True)
                 _append_only_audit(db)
         except pw.OperationalError as exc:
-            raise DatabaseError(f"cannot open database '{_redact(url)}': {exc}") from None
+            raise DatabaseUnavailable(
+                f"cannot open database '{_redact(url)}': {one_line(exc)}") from None
     return db
+
+
+def _check_sqlite_path(path: str, *, must_exist: bool, make_dirs: bool) -> None:
+    """Refuse (or prepare) the file of a SQLite URL before SQLite silently creates it."""
+    absolute = os.path.abspath(path)
+    if must_exist and not os.path.exists(absolute):
+        raise DatabaseError(
+            f"database '{path}' does not exist (create it with `ivr db init`, or check "
+            "--db / IVR_DATABASE_URL)")
+    if os.path.isdir(absolute):
+        raise DatabaseError(f"database '{path}' is a directory, not a file")
+    parent = os.path.dirname(absolute)
+    if not os.path.isdir(parent):
+        if not make_dirs:
+            raise DatabaseError(f"cannot create database '{path}': folder '{parent}' "
+                                "does not exist")
+        os.makedirs(parent, exist_ok=True)
+
+
+def one_line(exc: BaseException) -> str:
+    """A driver error on one line.
+
+    psycopg2's messages span several ("Is the server running…?"); a terminal or a log
+    line wants one.
+    """
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return text or type(exc).__name__
 
 
 def _append_only_audit(db: pw.Database) -> None:
