@@ -1,6 +1,7 @@
 """``ivr demo``: one realistic booking call from nothing, printed as it happens.
 
-Fresh database under ``./var/``, tenants from tenants.yaml, 14 days of slots,
+Fresh database under ``./var/``, tenants from tenants.yaml (or the example clinics
+shipped in the package), 14 days of slots,
 the bot in-process, the FreeSWITCH emulator as the phone network, and a
 caller who books with the first clinic. The last line reads the appointment
 back from the database, so the demo proves the whole path, not a mock.
@@ -15,7 +16,11 @@ from typing import Any
 
 from esl_app.config.tenants import TenantSet
 
-__all__ = ["AUDIO_DEMO_SCRIPT", "DEMO_SCRIPT", "run_demo"]
+__all__ = ["AUDIO_DEMO_SCRIPT", "DEMO_SCRIPT", "EXAMPLE_TENANTS", "run_demo"]
+
+# The example clinics, shipped in the package (a copy of the repository's tenants.yaml,
+# kept identical by a test) so that `ivr demo` runs from any directory.
+EXAMPLE_TENANTS = Path(__file__).resolve().parent / "examples" / "tenants.yaml"
 
 DEMO_SCRIPT = (
     "Hi, I'd like to book an appointment with Dr. Smith",
