@@ -37,6 +37,10 @@ __all__ = [
     "require_tenant",
 ]
 
+# libraries whose DEBUG lines hold request bodies (personal data): capped at INFO
+QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "awscrt",
+                   "amazon_transcribe", "websockets", "hpack")
+
 EXIT_INPUT = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
@@ -96,7 +100,11 @@ def cli(ctx: click.Context, db_url: str, tenants_path: str, verbose: int) -> Non
 
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install()  # phones and e-mails are masked in every record, at every level
+    install()  # phones, e-mails and SQL parameters are kept out of every record
+    # The AWS SDKs' debug lines carry request bodies (a caller's words to Bedrock, audio
+    # to Transcribe): never below INFO, whatever -v says.
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
     ctx.ensure_object(dict)
     ctx.obj["db_url"] = db_url
     ctx.obj["tenants_path"] = tenants_path

@@ -241,6 +241,8 @@ def calls_list(ctx: click.Context, tenant_id: str | None, limit: int, as_json: b
     if tenant_id is not None:
         require_tenant(tenant_id)
     rows = list_calls(tenant_id, limit=limit)
+    for r in rows:  # a listing never shows whole numbers: `calls show --reveal` does
+        r["caller"] = mask_number(r["caller"]) if r["caller"] else None
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -252,22 +254,35 @@ def calls_list(ctx: click.Context, tenant_id: str | None, limit: int, as_json: b
     for r in rows:
         started = (r["started_at"] or "")[:19].replace("T", " ")
         click.echo(f"{r['call_id']:36}  {r['tenant'] or '-':10}  {started:19}  "
-                   f"{mask_number(r['caller']):14}  {r['outcome'] or '-':13}  "
+                   f"{r['caller'] or '-':14}  {r['outcome'] or '-':13}  "
                    f"{r['confirmation'] or ''}".rstrip())
 
 
 @calls.command("show")
 @click.argument("call_id")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.option("--reveal", is_flag=True,
+              help="Show the caller's whole number and unmasked transcript (audited).")
 @click.pass_context
-def calls_show(ctx: click.Context, call_id: str, as_json: bool) -> None:
-    """One call with its transcript (a unique prefix of the id is enough)."""
-    from esl_app.telephony.records import get_call
+def calls_show(ctx: click.Context, call_id: str, as_json: bool, reveal: bool) -> None:
+    """One call with its transcript (a unique prefix of the id is enough).
+
+    Numbers and e-mail addresses are masked, in the caller field and in what was said,
+    unless ``--reveal`` asks for them; a reveal is written to the tenant's audit log.
+    """
+    from esl_app.telephony.records import get_call, masked_call
 
     _open_db(ctx)
     rec = get_call(call_id)
     if rec is None:
         _fail(f"no call '{call_id}'")
+    if reveal:
+        if rec.get("tenant"):
+            from esl_app.scheduling.audit import record
+
+            record(rec["tenant"], "cli", "reveal", "call", rec["call_id"])
+    else:
+        rec = masked_call(rec)
     if as_json:
         click.echo(json.dumps(rec, indent=2))
         return

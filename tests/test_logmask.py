@@ -57,3 +57,27 @@ def test_filter_masks_args_and_exceptions(caplog):
 ])
 def test_fuzzy_name_match(said, stored, ok):
     assert _name_matches(said, stored) is ok
+
+
+@pytest.mark.parametrize("raw,masked", [
+    ("call me on five five five, two two two, three four five six", "call me on …56"),
+    ("it's oh one two, three four five, six seven eight nine", "it's …89"),
+    ("double five five one two three four nine", "…49"),
+    ("555 two two two 3456", "…56"),
+    # short runs and ordinary words stay: times, choices, dates
+    ("the one at two o'clock", "the one at two o'clock"),
+    ("option one two", "option one two"),
+    ("I have one two three", "I have one two three"),
+    ("on 2026-12-08 at 10 30", "on 2026-12-08 at 10 30"),
+])
+def test_spoken_numbers_are_masked(raw, masked):
+    assert mask_text(raw) == masked
+
+
+def test_sql_debug_lines_keep_the_query_but_not_its_parameters():
+    record = logging.LogRecord("peewee", logging.DEBUG, __file__, 1,
+                               ('INSERT INTO "appointment" ("patient_name") VALUES (?)',
+                                ["Johnathan Quixote"]), None, None)
+    assert PiiFilter().filter(record)
+    assert record.getMessage() == ('INSERT INTO "appointment" ("patient_name") VALUES (?) '
+                                   "-- 1 parameter(s) not logged")

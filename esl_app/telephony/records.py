@@ -14,7 +14,7 @@ from typing import Any
 
 from esl_app.telephony.transcript import Transcript
 
-__all__ = ["get_call", "list_calls", "save_call"]
+__all__ = ["get_call", "list_calls", "masked_call", "save_call"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,22 @@ def _to_dict(rec: Any, *, turns: bool) -> dict[str, Any]:
     if turns:
         out["turns"] = json.loads(rec.turns or "[]")
         out["usage"] = usage
+    return out
+
+
+def masked_call(rec: dict[str, Any]) -> dict[str, Any]:
+    """A copy of :func:`get_call`'s record with numbers and e-mails masked.
+
+    The caller's number and any phone number or e-mail address in the turns: what
+    ``calls show`` prints unless asked to reveal them.
+    """
+    from esl_app.logmask import mask_text
+    from esl_app.telephony.transcript import mask_number
+
+    out = dict(rec)
+    out["caller"] = mask_number(rec["caller"]) if rec.get("caller") else None
+    out["turns"] = [{**t, "text": mask_text(t["text"])} if isinstance(t.get("text"), str)
+                    else t for t in rec.get("turns") or []]
     return out
 
 
