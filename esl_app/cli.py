@@ -274,6 +274,11 @@ def tenants_remove(ctx: click.Context, tenant_id: str, force: bool) -> None:
         remove_tenant(tenant_id, force=force)
     except _scheduling_errors() as exc:
         fail(str(exc))
+    from esl_app.db import database
+    from esl_app.scheduling.audit import record
+
+    with database().connection_context():  # the trail outlives the tenant
+        record(tenant_id, "cli", "remove", "tenant", tenant_id, force=force)
     click.echo(f"removed tenant {tenant_id}")
 
 
@@ -429,7 +434,10 @@ def audit_list(ctx: click.Context, tenant_id: str, code: str | None, limit: int,
     from esl_app.scheduling.audit import list_audit
     from esl_app.scheduling.codes import normalize_code
 
-    open_tenant(ctx, tenant_id)
+    open_db(ctx)
+    # a removed tenant's trail outlives it (the table is append-only): still readable
+    if not list_audit(tenant_id, limit=1):
+        require_tenant(tenant_id)
     rows = list_audit(tenant_id, limit=limit,
                       entity_id=(normalize_code(code) or code) if code else None)
     if as_json:

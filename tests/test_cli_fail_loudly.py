@@ -149,6 +149,15 @@ def test_known_tenant_still_works(run):
         assert result.exit_code == 0, (args, result.output)
 
 
+def test_a_removed_tenants_audit_trail_stays_readable(run):
+    assert run("tenants", "remove", "lakeside", "--force").exit_code == 0
+    listed = run("audit", "list", "--tenant", "lakeside", "--json")
+    assert listed.exit_code == 0, listed.output
+    entries = json.loads(listed.stdout)  # the trail outlives the tenant, removal included
+    assert entries[0]["action"] == "remove" and entries[0]["entity"] == "tenant"
+    _refused(run("callbacks", "list", "--tenant", "lakeside"), "unknown tenant 'lakeside'")
+
+
 # ---------------------------------------------------------------------- prompt cache path
 
 
