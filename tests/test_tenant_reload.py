@@ -113,3 +113,24 @@ def test_an_unchanged_database_is_not_re_read_per_call(serving):
     for _ in range(2):
         _bot_lines(bot, "1001")
     assert source.checks == 2 and source.reloads == 0
+
+
+def test_booking_settings_follow_an_import_from_another_process(serving):
+    """The booking code caches a clinic's settings for 2 s; an import made by another
+    process (the operator's shell) reaches it with the next call's reload, not later."""
+    import subprocess
+    import sys
+
+    from esl_app.scheduling import service
+
+    bot, path, db_url = serving
+    assert service.get_tenant("sunrise").policy.hold_minutes != 9
+    text = path.read_text()
+    marker = "  - id: sunrise\n"
+    assert marker in text
+    path.write_text(text.replace(marker, marker + "    policy: {hold_minutes: 9}\n", 1))
+    proc = subprocess.run([sys.executable, "-m", "esl_app", "--db", db_url, "tenants",
+                           "import", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    _bot_lines(bot, "1001")  # the call's set-up sees the new fingerprint and reloads
+    assert service.get_tenant("sunrise").policy.hold_minutes == 9

@@ -156,7 +156,12 @@ def get_tenant(tenant_id: str) -> Tenant:
 
 
 def forget_tenants() -> None:
-    """Drop cached tenant configurations (after an import in this process)."""
+    """Drop cached tenant configurations.
+
+    After an import in this process, and when a serving worker's tenant reload sees a
+    change that another process imported (else a booking could use the old settings for
+    up to the cache's 2 s).
+    """
     _TENANT_CACHE.clear()
 
 

@@ -134,6 +134,10 @@ class TenantSource:
             self._version = version
             self._loaded_at = time.monotonic()
             self.reloads += 1
+        if changed or removed:  # the booking code's short cache must not outlive the import
+            from esl_app.scheduling.service import forget_tenants
+
+            forget_tenants()
         log.info("tenants reloaded (%s): %d added, %d changed, %d removed, %d in force",
                  reason, added, changed, removed, len(tenants))
         return True
