@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
+from http import HTTPStatus
+from http.client import HTTPException
 from importlib import resources
 from typing import Any
 
 import falcon
+import gevent
 from gevent.pool import Pool
-from gevent.pywsgi import WSGIServer
+from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, WSGIServer
 from prometheus_client import CollectorRegistry
 
 from esl_app.config.tenants import Tenant
@@ -36,7 +42,7 @@ from esl_app.scheduling.errors import (
     SlotTaken,
 )
 
-__all__ = ["MAX_BODY", "create_app", "serve_http"]
+__all__ = ["MAX_BODY", "MAX_HEAD", "HttpLimits", "create_app", "http_limits", "serve_http"]
 
 log = logging.getLogger(__name__)
 
@@ -389,17 +395,352 @@ def create_app(tenants_provider: TenantLookup | None = None,
     return app
 
 
+# ---------------------------------------------------------------- connection limits
+#
+# Issue #31: pywsgi alone waits forever for a request head and, once its pool is
+# full, stops accepting, so a few hundred idle sockets made /healthz time out. Here a
+# head must arrive whole within ``header_timeout``, a kept-alive connection may idle
+# ``idle_timeout``, one address holds at most ``max_per_address`` of the
+# ``max_connections`` slots, and the accept loop never stops: a connection beyond
+# the limits gets one of ``reserve`` short-lived slots, where /healthz is still
+# answered and anything else gets 503; beyond those, an immediate 503.
+
+MAX_HEAD = 16 * 1024  # request line + headers; more is 431
+_OVERFLOW_HEAD_S = 1.0  # a connection beyond the limits must send its head this fast
+_SEND_S = 2.0  # bound on writing a server-level error response
+_LINGER_S = 1.0  # after an error response, read what the client still sends (no RST)
+_LINGER_BYTES = 256 * 1024
+_BUSY_LOG_S = 60.0  # at most one "at the connection limit" warning per minute
+_GENERAL, _OVERFLOW = 0, 1
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """The API server's connection limits (see the block comment above)."""
+
+    max_connections: int = 1000
+    max_per_address: int = 256
+    reserve: int = 32
+    header_timeout: float = 10.0
+    idle_timeout: float = 15.0
+
+
+# field → (environment variable, lowest, highest)
+_LIMIT_ENV: dict[str, tuple[str, float, float]] = {
+    "max_connections": ("IVR_HTTP_MAX_CONNECTIONS", 1, 100_000),
+    "max_per_address": ("IVR_HTTP_MAX_PER_ADDRESS", 1, 100_000),
+    "reserve": ("IVR_HTTP_RESERVE", 0, 10_000),
+    "header_timeout": ("IVR_HTTP_HEADER_TIMEOUT", 0.1, 3600),
+    "idle_timeout": ("IVR_HTTP_IDLE_TIMEOUT", 0.1, 3600),
+}
+
+
+def http_limits(**given: float | None) -> HttpLimits:
+    """Each limit from its argument, else its ``IVR_HTTP_*`` variable, else the default.
+
+    Out of range or not a number is a ValueError naming the setting, at start-up
+    rather than as a server that cannot take a connection.
+    """
+    values: dict[str, float] = {}
+    defaults = HttpLimits()
+    for name, (env, low, high) in _LIMIT_ENV.items():
+        value = given.pop(name, None)
+        source = name
+        if value is None and os.environ.get(env, "").strip():
+            source, raw = env, os.environ[env].strip()
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(f"{env} must be a number, not {raw!r}") from None
+        if value is None:
+            value = getattr(defaults, name)
+        integral = isinstance(getattr(defaults, name), int)
+        if not low <= value <= high or integral and value != int(value):  # NaN: range
+            kind = "a whole number" if integral else "a number of seconds"
+            raise ValueError(f"{source} must be {kind} from {low:g} to {high:g}, not {value!r}")
+        values[name] = int(value) if integral else float(value)
+    if given:
+        raise TypeError(f"unknown limit: {sorted(given)[0]}")
+    return HttpLimits(**values)  # type: ignore[arg-type]
+
+
+def _error_response(status: int, message: str) -> bytes:
+    """A complete server-level error response in the API's JSON error shape."""
+    body = json.dumps({"error": message}).encode()
+    extra = "Retry-After: 1\r\n" if status == 503 else ""
+    return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n{extra}\r\n").encode() + body
+
+
+_MESSAGES = {
+    400: "the request is not valid HTTP",
+    408: "the request head did not arrive in time",
+    414: f"the request line is longer than {MAX_REQUEST_LINE} bytes",
+    431: f"the request head is larger than {MAX_HEAD} bytes",
+    500: "internal error",
+    503: "the server is busy; retry later",
+}
+_BUSY = _error_response(503, _MESSAGES[503])
+
+
+class _Reject(Exception):
+    """Answer with ``status`` (a server-level error) and close."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(_MESSAGES[status])
+        self.status = status
+
+
+class _HeadReader:
+    """The socket's reader as ``http.client.parse_headers`` sees it, capped at MAX_HEAD.
+
+    http.client only caps each line (64 KiB) and the count (100): 6 MB of headers
+    would be read, and a line too long was answered with an empty 400.
+    """
+
+    def __init__(self, fp: Any, left: int) -> None:
+        self.fp = fp
+        self.left = left
+
+    def readline(self, limit: int = -1) -> bytes:
+        want = self.left + 1 if limit < 0 else min(limit, self.left + 1)
+        line = self.fp.readline(max(want, 1))
+        self.left -= len(line)
+        if self.left < 0:
+            raise _Reject(431)
+        return line
+
+
+class _ApiHandler(WSGIHandler):
+    """pywsgi's handler with a deadline per request head and JSON server-level errors."""
+
+    overflow = False  # admitted beyond the limits: /healthz only, then close
+    _requests = 0
+    _deadline: gevent.Timeout | None = None
+
+    @property
+    def _limits(self) -> HttpLimits:
+        return self.server.limits  # type: ignore[no-any-return]
+
+    def handle_one_request(self) -> Any:
+        """One request; server-level errors are answered here, then the connection ends."""
+        try:
+            result = super().handle_one_request()
+        except gevent.Timeout as exc:
+            if exc is not self._deadline:
+                raise
+            result = ("408", b"")
+        except _Reject as exc:  # from read_requestline, which pywsgi does not guard
+            result = (str(exc.status), b"")
+        finally:
+            if self._deadline is not None:
+                self._deadline.close()
+                self._deadline = None
+        if isinstance(result, tuple):  # pywsgi's own rejections (414, 400) land here too
+            status = int(result[0])
+            self._answer_and_close(_error_response(status, _MESSAGES.get(status, "error")),
+                                   linger=status != 408)
+            return None
+        return result
+
+    def read_requestline(self) -> str:
+        """Wait ``idle_timeout`` for a kept-alive request; then start the head's deadline."""
+        self._requests += 1
+        if self._requests > 1:
+            waiting = True
+            with gevent.Timeout(self._limits.idle_timeout, False):
+                waiting = not self.rfile.peek(1)
+            if waiting:  # idle too long, or closed by the client: end quietly
+                return ""
+        seconds = self._limits.header_timeout
+        if self.overflow:
+            seconds = min(seconds, _OVERFLOW_HEAD_S)
+        self._deadline = gevent.Timeout(seconds)
+        self._deadline.start()
+        return super().read_requestline()  # type: ignore[no-any-return]
+
+    def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 - pywsgi's name
+        """The headers, read through the head-size cap."""
+        return super().MessageClass(_HeadReader(fp, MAX_HEAD - len(self.requestline or "")),
+                                    *args)
+
+    def read_request(self, raw_requestline: str) -> bool:
+        """Parse the head under its deadline; an overflow connection may only ask /healthz."""
+        try:
+            ok = super().read_request(raw_requestline)
+        finally:  # the head is in: the application's time is its own
+            if self._deadline is not None:
+                self._deadline.close()
+        if self.overflow:
+            path = (self.path or "").split("?", 1)[0].rstrip("/")
+            if self.command not in ("GET", "HEAD") or path != "/healthz":
+                raise _Reject(503)
+            self.close_connection = True
+        return ok  # type: ignore[no-any-return]
+
+    def start_response(self, status: str, headers: list[tuple[str, str]],
+                       exc_info: Any = None) -> Any:
+        if self.overflow:  # say so: the client must not reuse this connection
+            headers = [*headers, ("Connection", "close")]
+        return super().start_response(status, headers, exc_info)
+
+    def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
+        """A malformed or over-limit head: its status (no traceback, no ERROR log)."""
+        if isinstance(ex, _Reject):
+            return (str(ex.status), b"")
+        if isinstance(ex, HTTPException):  # http.client: more than 100 header lines
+            return ("431", b"")
+        log.debug("malformed HTTP request refused: %s", type(ex).__name__)
+        return ("400", b"")
+
+    def _send_error_response_if_possible(self, error_code: int) -> None:
+        """The mid-request 400/500 of pywsgi, in the API's JSON shape."""
+        if self.response_length:
+            self.close_connection = True
+            return
+        body = json.dumps({"error": _MESSAGES.get(error_code, "error")}).encode()
+        try:
+            self.start_response(f"{error_code} {HTTPStatus(error_code).phrase}", [
+                ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                ("Connection", "close")])
+            self.write(body)
+        except OSError:
+            self.close_connection = True
+
+    def _answer_and_close(self, data: bytes, *, linger: bool) -> None:
+        """Send ``data``; then read off what the client still sends before closing.
+
+        Closing a socket with unread input sends RST, and the client may then never
+        see the response (a 100 KB header got "connection reset", not an answer).
+        """
+        sock = self.socket
+        with gevent.Timeout(_SEND_S, False):
+            try:
+                sock.sendall(data)
+                if linger:
+                    sock.shutdown(socket.SHUT_WR)
+                    end = time.monotonic() + _LINGER_S
+                    left = _LINGER_BYTES
+                    sock.settimeout(_LINGER_S)
+                    while left > 0 and time.monotonic() < end:
+                        chunk = sock.recv(min(left, 65536))
+                        if not chunk:
+                            break
+                        left -= len(chunk)
+            except OSError:
+                pass
+
+
+class _ApiServer(WSGIServer):
+    """WSGIServer that admits connections by its own counts and never stops accepting.
+
+    gevent stops accepting while its pool is full, so queued health probes time
+    out; here the pool is unbounded (it is only for ``stop``) and ``do_handle``
+    decides: a general slot, a reserve slot, or an immediate 503.
+    """
+
+    def __init__(self, listener: Any, application: Any, limits: HttpLimits) -> None:
+        self.limits = limits
+        self._general = 0
+        self._overflow = 0
+        self._per_address: dict[str, int] = {}
+        self._refused = 0
+        self._busy_logged = 0.0
+        super().__init__(listener, application, spawn=Pool(), handler_class=_ApiHandler,
+                         log=None, error_log=logging.getLogger("esl_app.http.server"))
+
+    @staticmethod
+    def _host(address: Any) -> str:
+        return str(address[0]) if isinstance(address, tuple) else str(address)
+
+    def do_handle(self, sock: Any, address: Any) -> None:  # type: ignore[override]
+        lim = self.limits
+        host = self._host(address)
+        held = self._per_address.get(host, 0)
+        if self._general < lim.max_connections and held < lim.max_per_address:
+            kind = _GENERAL
+            self._general += 1
+            self._per_address[host] = held + 1
+        elif self._overflow < lim.reserve:
+            kind = _OVERFLOW
+            self._overflow += 1
+        else:
+            self._refuse(sock)
+            return
+        if kind == _OVERFLOW or held + 1 >= lim.max_per_address:
+            self._note_busy()
+        try:
+            super().do_handle(sock, address, kind)
+        except BaseException:
+            self._release(host, kind)
+            raise
+
+    def handle(self, sock: Any, address: Any, kind: int = _GENERAL) -> None:  # type: ignore[override]
+        """Serve one connection in its slot (runs in the connection's greenlet)."""
+        try:
+            handler = _ApiHandler(sock, address, self)
+            handler.overflow = kind == _OVERFLOW
+            handler.handle()
+        finally:
+            self._release(self._host(address), kind)
+
+    def _release(self, host: str, kind: int) -> None:
+        if kind == _OVERFLOW:
+            self._overflow -= 1
+            return
+        self._general -= 1
+        left = self._per_address.get(host, 1) - 1
+        if left > 0:
+            self._per_address[host] = left
+        else:
+            self._per_address.pop(host, None)
+
+    def _refuse(self, sock: Any) -> None:
+        """503 without a greenlet or a wait: a fresh socket's send buffer takes it."""
+        self._refused += 1
+        self._note_busy()
+        try:
+            sock.settimeout(0.0)
+            sock.send(_BUSY)
+            sock.shutdown(socket.SHUT_WR)
+            sock.recv(65536)  # what the client already sent: closing over it would RST
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def _note_busy(self) -> None:
+        """One WARNING a minute at most while connections meet the limits."""
+        now = time.monotonic()
+        if now - self._busy_logged < _BUSY_LOG_S:
+            return
+        self._busy_logged = now
+        log.warning("HTTP API at its connection limits: %d general, %d reserve in use, "
+                    "%d address(es) at the per-address cap, %d refused so far",
+                    self._general, self._overflow,
+                    sum(1 for n in self._per_address.values()
+                        if n >= self.limits.max_per_address),
+                    self._refused)
+
+
 def serve_http(host: str = "127.0.0.1", port: int = 8086, *, app: Any = None,
-               max_connections: int = 1000, listener: Any = None,
+               max_connections: int | None = None, listener: Any = None,
+               max_per_address: int | None = None, reserve: int | None = None,
+               header_timeout: float | None = None, idle_timeout: float | None = None,
                **app_kwargs: Any) -> WSGIServer:
     """Start the API on gevent's pywsgi and return the (started) server.
 
     ``port=0`` binds an ephemeral port (read ``server.server_port``);
     ``listener`` may be an already bound socket (pre-fork workers sharing a
     port). Call ``serve_forever()`` to block, ``stop(timeout)`` to drain.
+    The connection limits come from the arguments, else ``IVR_HTTP_*`` (see
+    :func:`http_limits`); ``server.limits`` holds them.
     """
+    limits = http_limits(max_connections=max_connections, max_per_address=max_per_address,
+                         reserve=reserve, header_timeout=header_timeout,
+                         idle_timeout=idle_timeout)
     wsgi = app or create_app(**app_kwargs)
-    server = WSGIServer(listener or (host, port), wsgi, spawn=Pool(max_connections),
-                        log=None, error_log=logging.getLogger("esl_app.http.server"))
+    server = _ApiServer(listener or (host, port), wsgi, limits)
     server.start()
     return server
