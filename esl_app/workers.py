@@ -138,7 +138,18 @@ def _purge_daily() -> None:
                 log.info("retention purge removed %d row(s)", report.total)
         except Exception:  # noqa: BLE001 - a failed purge must not stop the server
             log.exception("retention purge failed")
+        _sweep_interrupted()
         gevent.sleep(PURGE_EVERY)
+
+
+def _sweep_interrupted() -> None:
+    """Calls a dead worker never finished get the outcome ``interrupted``."""
+    from esl_app.telephony.records import sweep_interrupted
+
+    try:
+        sweep_interrupted()
+    except Exception as exc:  # noqa: BLE001 - a database hiccup must not stop a worker
+        log.warning("could not sweep interrupted call records: %s", exc)
 
 
 def _start_checkpointer() -> None:
@@ -289,6 +300,7 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
 
     init_db(cfg.db_url, create=False)
     _start_checkpointer()
+    _sweep_interrupted()
     source = _tenant_source(cfg.tenants_path)
     seed = None if cfg.profile_seed is None else cfg.profile_seed * 1000 + index
     media = audio_source_for = None

@@ -87,6 +87,8 @@ class CallServices:
     tts_for: Callable[[Tenant, str], TtsProvider]
     audio_source_for: Callable[[Any, Tenant, EslSession], ListenSource] | None = None
     recorder: Callable[[Transcript], None] | None = None
+    # stores the call as in progress once its tenant is known (off the set-up path)
+    record_start: Callable[[Transcript], None] | None = None
     on_event: Callable[[str, dict[str, Any]], None] | None = None
     listen_mode: str | None = None
     now: Callable[[], datetime | None] = lambda: None
@@ -307,7 +309,17 @@ class CallController:
                 self.tenant.max_call_seconds, self.post, Msg("timer", key="max_call")))
         self._emit("call_started", {"call_id": call_id, "did": did,
                                     "tenant": self.transcript.tenant})
+        if self.services.record_start is not None and call_id:
+            # not a helper: a cleanup must never kill it inside its transaction
+            gevent.spawn(self._record_start)
         self._answer(app)
+
+    def _record_start(self) -> None:
+        try:
+            self.services.record_start(self.transcript)  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - the end of the call stores it anyway
+            log.warning("call %s: could not store the call's start (%s)", self._cid(),
+                        type(exc).__name__)
 
     def _answer(self, app: str) -> None:
         """Check the set-up replies (``-ERR`` ends the call), then await the answer."""

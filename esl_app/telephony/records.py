@@ -1,20 +1,46 @@
 """Call records: the stored form of a call's transcript, and its read-back.
 
 The call engine writes through here only, so the engine does not depend on
-the model's column layout and a storage hiccup never fails a call (the
-caller is gone by then; we log and move on).
+the model's column layout and a storage hiccup never fails a call.
+
+A record is written when the call starts (outcome ``in_progress``, with the worker
+that runs it) and completed when it ends, so a booking's ``call_id`` always finds its
+call, even when the process dies mid-call: such a record is marked ``interrupted`` by
+:func:`sweep_interrupted` once its worker is known to be gone. A completion the
+database refused (Postgres down) is kept in memory and retried (:class:`PendingRecords`)
+rather than dropped.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
-from datetime import UTC, datetime
+import os
+import socket
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from esl_app.telephony.transcript import Transcript
 
-__all__ = ["get_call", "list_calls", "masked_call", "save_call"]
+__all__ = [
+    "IN_PROGRESS",
+    "INTERRUPTED",
+    "PendingRecords",
+    "get_call",
+    "list_calls",
+    "masked_call",
+    "save_call",
+    "start_call",
+    "sweep_interrupted",
+    "worker_tag",
+]
+
+IN_PROGRESS = "in_progress"
+INTERRUPTED = "interrupted"
+# no call lasts this long (a tenant's max_call_seconds is far less): an older
+# in-progress record, on any host, belongs to a process that died
+STALE_AFTER = timedelta(hours=12)
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +70,33 @@ def _turns_to_store(transcript: Transcript) -> list[dict[str, Any]]:
     return turns
 
 
+def worker_tag(pid: int | None = None) -> str:
+    """``host:pid`` of the process running a call (how a sweep knows whose it was)."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def start_call(transcript: Transcript) -> None:
+    """Store the call as ``in_progress`` (a no-op when its record already exists)."""
+    from esl_app.db import write_txn
+    from esl_app.db.models import CallRecord
+
+    if not transcript.call_id:
+        return
+    row = {
+        "call_id": transcript.call_id,
+        "tenant_id": transcript.tenant,
+        "did": (transcript.did or "")[:32] or None,
+        "caller": (transcript.caller or "")[:32] or None,
+        "started_at": _naive_utc(transcript.started_at),
+        "outcome": IN_PROGRESS,
+        "usage": json.dumps({"worker": worker_tag()}),
+    }
+    with write_txn():
+        CallRecord.insert(**row).on_conflict_ignore().execute()
+
+
 def save_call(transcript: Transcript) -> None:
-    """Insert or update the call's record (idempotent per call id)."""
+    """Insert or complete the call's record (one upsert: idempotent per call id)."""
     from esl_app.db import write_txn
     from esl_app.db.models import CallRecord
 
@@ -70,10 +121,134 @@ def save_call(transcript: Transcript) -> None:
     if hasattr(CallRecord, "appointment"):
         row["appointment"] = json.dumps(transcript.appointment)
     with write_txn():
-        updated = (CallRecord.update(**row)
-                   .where(CallRecord.call_id == transcript.call_id).execute())
-        if not updated:
-            CallRecord.create(call_id=transcript.call_id, **row)
+        (CallRecord.insert(call_id=transcript.call_id, **row)
+         .on_conflict(conflict_target=[CallRecord.call_id], update=row).execute())
+
+
+def sweep_interrupted(*, now: datetime | None = None, alive: Any = None) -> int:
+    """Mark ``interrupted`` the in-progress records whose process is gone; how many.
+
+    A record of this host whose worker pid is not running, or any record older than
+    :data:`STALE_AFTER`. ``alive(pid)`` defaults to a /proc check; run at every worker
+    start (a restarted worker sweeps what its predecessor left).
+    """
+    from esl_app.db import write_txn
+    from esl_app.db.models import CallRecord
+
+    alive = alive or _pid_alive
+    now_utc = _naive_utc(now or datetime.now(UTC))
+    host = socket.gethostname() + ":"
+    dead: list[int] = []
+    with write_txn():
+        rows = (CallRecord.select(CallRecord.id, CallRecord.usage, CallRecord.started_at)
+                .where(CallRecord.outcome == IN_PROGRESS))
+        for rec in rows:
+            try:
+                tag = str(json.loads(rec.usage or "{}").get("worker") or "")
+            except ValueError:
+                tag = ""
+            pid = tag[len(host):] if tag.startswith(host) else ""
+            stale = rec.started_at is not None and now_utc - rec.started_at > STALE_AFTER
+            if stale or (pid.isdigit() and not alive(int(pid))):
+                dead.append(rec.id)
+        for i in range(0, len(dead), 500):
+            (CallRecord.update(outcome=INTERRUPTED)
+             .where(CallRecord.id.in_(dead[i:i + 500]),
+                    CallRecord.outcome == IN_PROGRESS).execute())
+    if dead:
+        log.warning("%d call record(s) left by a process that died marked interrupted",
+                    len(dead))
+    return len(dead)
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs an ivr process.
+
+    A reused pid running something else is not our worker.
+    """
+    if pid == os.getpid():
+        return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True  # no /proc: alive, but cannot tell whose
+    return b"esl_app" in cmdline or b"ivr" in cmdline
+
+
+class PendingRecords:
+    """Call completions the database refused, retried until it takes them.
+
+    Bounded (oldest dropped first, with an ERROR) so that a long outage cannot grow
+    the worker without limit; one retry greenlet per process.
+    """
+
+    def __init__(self, save: Any = None, *, limit: int = 10000, interval: float = 5.0
+                 ) -> None:
+        self._save = save or save_call
+        self.limit = limit
+        self.interval = interval
+        self._queue: collections.OrderedDict[str, Transcript] = collections.OrderedDict()
+        self._retrier: Any = None
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def save(self, transcript: Transcript) -> None:
+        """Store now, or keep for a retry; never raises."""
+        try:
+            self._save(transcript)
+        except Exception as exc:  # noqa: BLE001 - a hiccup must not lose the record
+            self.keep(transcript, exc)
+
+    def keep(self, transcript: Transcript, exc: BaseException) -> None:
+        self._queue[transcript.call_id] = transcript
+        self._queue.move_to_end(transcript.call_id)
+        while len(self._queue) > self.limit:
+            self._queue.popitem(last=False)
+            self.dropped += 1
+            log.error("call record retry queue full (%d): oldest record dropped", self.limit)
+        log.warning("call record not stored (%s): %d waiting for a retry",
+                    type(exc).__name__, len(self._queue))
+        self._ensure_retrier()
+
+    def _ensure_retrier(self) -> None:
+        import gevent
+
+        if self._retrier is None or self._retrier.dead:
+            self._retrier = gevent.spawn(self._retry_forever)
+
+    def _retry_forever(self) -> None:
+        import gevent
+
+        while self._queue:
+            gevent.sleep(self.interval)
+            self.flush()
+
+    def flush(self) -> int:
+        """Try every waiting record once, oldest first; how many were stored."""
+        stored = 0
+        for call_id in list(self._queue):
+            transcript = self._queue.get(call_id)
+            if transcript is None:
+                continue
+            try:
+                self._save(transcript)
+            except Exception:  # noqa: BLE001 - still down: try again later
+                break
+            self._queue.pop(call_id, None)
+            stored += 1
+        if stored:
+            log.info("stored %d call record(s) after a retry; %d waiting", stored,
+                     len(self._queue))
+        return stored
 
 
 def _to_dict(rec: Any, *, turns: bool) -> dict[str, Any]:

@@ -104,10 +104,23 @@ def _make_tts(tenant: Tenant, name: str) -> TtsProvider:
     return FreeswitchSpeak()
 
 
-def _record(transcript: Transcript) -> None:
-    from esl_app.telephony.records import save_call
+_pending: Any = None
 
-    save_call(transcript)
+
+def _record(transcript: Transcript) -> None:
+    """Store the finished call, or keep it for a retry (the database may be down)."""
+    global _pending
+    from esl_app.telephony.records import PendingRecords
+
+    if _pending is None:
+        _pending = PendingRecords()
+    _pending.save(transcript)
+
+
+def _record_start(transcript: Transcript) -> None:
+    from esl_app.telephony.records import start_call
+
+    start_call(transcript)
 
 
 def build_services(
@@ -128,6 +141,7 @@ def build_services(
         tts_for=cache.tts_for,
         audio_source_for=audio_source_for,
         recorder=_record if record else None,
+        record_start=_record_start if record else None,
         on_event=on_event,
         listen_mode=listen_mode,
         **kw,
