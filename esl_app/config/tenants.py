@@ -3,6 +3,9 @@
 Every clinic (tenant) is configured here; the file is validated once, as a
 whole, so that a typo is reported with the tenant and the key that hold it
 instead of surfacing mid-call.
+
+Every text setting's length is capped (issue #31): a greeting is spoken at every
+call, and a 5.4 MB one kept espeak-ng running while the worker's memory grew to GBs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ import yaml
 
 __all__ = [
     "DEFAULT_ACK_PHRASES",
+    "MAX_ACK_PHRASE_CHARS",
+    "MAX_ADDRESS_CHARS",
+    "MAX_GREETING_CHARS",
+    "MAX_NAME_CHARS",
+    "MAX_SETTING_CHARS",
     "BargeInConfig",
     "BedrockConfig",
     "ConfigError",
@@ -43,6 +51,17 @@ _RANGE = re.compile(r"^([0-2][0-9]):([0-5][0-9])-([0-2][0-9]):([0-5][0-9])$")
 #: Short on purpose: an answer ready while the acknowledgement plays waits for its end,
 #: so "Let me check that." (about 1 s) costs the answer more than "Okay." (0.3 s).
 DEFAULT_ACK_PHRASES = ("Okay.", "Sure.", "Alright.", "Got it.")
+
+#: The longest ``greeting`` (characters): it is spoken at every call (500 is ~30 s).
+MAX_GREETING_CHARS = 500
+#: The longest ``address`` (characters): read out to a caller who asks.
+MAX_ADDRESS_CHARS = 300
+#: The longest clinic, doctor, specialty or visit-type name (characters): spoken in replies.
+MAX_NAME_CHARS = 120
+#: The longest of every other text setting (voice, handoff, numbers, Bedrock ids).
+MAX_SETTING_CHARS = 200
+#: The longest acknowledgement phrase (``ack_phrases``; an acknowledgement, not an answer).
+MAX_ACK_PHRASE_CHARS = 40
 
 
 class ConfigError(ValueError):
@@ -349,11 +368,15 @@ def _parse_tenant(item: Any, where: str) -> Tenant:
         if key not in item or item[key] in (None, "", [], {}):
             raise ConfigError(f"{where}: key '{key}' is required")
 
-    def s(key: str, default: str = "") -> str:
+    def s(key: str, default: str = "", limit: int = MAX_SETTING_CHARS) -> str:
         value = item.get(key, default)
         if not isinstance(value, str):
             raise ConfigError(f"{where}: key '{key}' must be a string")
-        return value.strip()
+        value = value.strip()
+        if len(value) > limit:
+            raise ConfigError(f"{where}: key '{key}' is too long: {len(value)} characters "
+                              f"(at most {limit})")
+        return value
 
     def num(key: str, default: float, lo: float, hi: float, kind: type = int) -> Any:
         value = item.get(key, default)
@@ -394,7 +417,13 @@ def _parse_tenant(item: Any, where: str) -> Tenant:
                 f"{where}: key 'bedrock' must be a mapping of agent_id, alias_id, region")
         if not all(isinstance(b.get(k), str) and b.get(k) for k in ("agent_id", "alias_id")):
             raise ConfigError(f"{where}: key 'bedrock' needs agent_id and alias_id")
-        bedrock = BedrockConfig(b["agent_id"], b["alias_id"], str(b.get("region", "us-east-1")))
+        region = b.get("region", "us-east-1")
+        if not isinstance(region, str):
+            raise ConfigError(f"{where}: key 'bedrock.region' must be a string")
+        if any(len(v) > MAX_SETTING_CHARS for v in (b["agent_id"], b["alias_id"], region)):
+            raise ConfigError(f"{where}: key 'bedrock': each value is at most "
+                              f"{MAX_SETTING_CHARS} characters")
+        bedrock = BedrockConfig(b["agent_id"], b["alias_id"], region)
     if agent == "bedrock" and bedrock is None:
         raise ConfigError(f"{where}: key 'bedrock' is required when agent is 'bedrock'")
     doctors = _parse_doctors(item["doctors"], where)
@@ -415,19 +444,19 @@ def _parse_tenant(item: Any, where: str) -> Tenant:
         raise ConfigError(f"{where}: key 'language' must look like en-US")
     return Tenant(
         id=tid,
-        name=s("name"),
+        name=s("name", limit=MAX_NAME_CHARS),
         dids=tuple(dids),
         timezone=tz,
         language=language,
         voice=s("voice", "Joanna") or "Joanna",
-        greeting=s("greeting", "") or f"Thank you for calling {s('name')}.",
+        greeting=s("greeting", "", MAX_GREETING_CHARS) or f"Thank you for calling {s('name')}.",
         hours=_parse_hours(item["hours"], where),
         slot_minutes=num("slot_minutes", 30, 5, 240),
         handoff=s("handoff", ""),
         agent=agent,
         bedrock=bedrock,
         doctors=doctors,
-        address=s("address", ""),
+        address=s("address", "", MAX_ADDRESS_CHARS),
         stt=stt,
         tts=tts,
         sample_rate=rate,
@@ -459,10 +488,20 @@ def _parse_ack_phrases(raw: Any, where: str) -> tuple[str, ...]:
     phrases = tuple(dict.fromkeys(p.strip() for p in raw))
     if len(phrases) < 2:
         raise ConfigError(f"{where}: key 'ack_phrases' needs at least two different phrases")
-    if any(len(p) > 40 for p in phrases):
-        raise ConfigError(f"{where}: key 'ack_phrases': each phrase must be at most 40 "
-                          "characters")
+    if any(len(p) > MAX_ACK_PHRASE_CHARS for p in phrases):
+        raise ConfigError(f"{where}: key 'ack_phrases': each phrase must be at most "
+                          f"{MAX_ACK_PHRASE_CHARS} characters")
     return phrases
+
+
+def _text(value: Any, what: str, limit: int) -> str:
+    """A text setting, stripped, at most ``limit`` characters (``what`` names it)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be a string")
+    value = value.strip()
+    if len(value) > limit:
+        raise ConfigError(f"{what} is too long: {len(value)} characters (at most {limit})")
+    return value
 
 
 def _int_in(raw: dict[str, Any], key: str, default: int, lo: int, hi: int, where: str) -> int:
@@ -517,7 +556,8 @@ def _parse_visit_types(raw: Any, where: str) -> tuple[VisitType, ...]:
             raise ConfigError(f"{where}: key 'visit_types': duplicate id '{vid}'")
         if isinstance(minutes, bool) or not isinstance(minutes, int) or not 5 <= minutes <= 480:
             raise ConfigError(f"{where}: key 'visit_types': '{vid}' minutes must be 5..480")
-        out.append(VisitType(vid, str(name or vid).strip(), minutes))
+        name = _text(name or vid, f"{where}: key 'visit_types': '{vid}' name", MAX_NAME_CHARS)
+        out.append(VisitType(vid, name, minutes))
     return tuple(out)
 
 
@@ -550,7 +590,9 @@ def _parse_doctors(raw: Any, where: str) -> tuple[Doctor, ...]:
             raise ConfigError(f"{where}: key 'doctors': doctor '{did}' needs a name")
         if any(o.id == did for o in out):
             raise ConfigError(f"{where}: key 'doctors': duplicate doctor id '{did}'")
-        out.append(Doctor(did, name.strip(), str(d.get("specialty") or "").strip()))
+        w = f"{where}: key 'doctors': doctor '{did}'"
+        out.append(Doctor(did, _text(name, f"{w} name", MAX_NAME_CHARS),
+                          _text(d.get("specialty") or "", f"{w} specialty", MAX_NAME_CHARS)))
     return tuple(out)
 
 
