@@ -148,9 +148,13 @@ def open_tenant(ctx: click.Context, tenant_id: str) -> None:
 
 
 def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Columns padded to fit; stored text is escaped, never sent raw to the terminal."""
+    from esl_app.scheduling.text import printable
+
     if not rows:
         click.echo("(none)")
         return
+    rows = [{c: printable(r.get(c, "") or "") for c in columns} for r in rows]
     widths = {c: max(len(c), *(len(str(r.get(c, "") or "")) for r in rows)) for c in columns}
     click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
     for r in rows:

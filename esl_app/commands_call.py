@@ -270,6 +270,7 @@ def calls_show(ctx: click.Context, call_id: str, as_json: bool, reveal: bool) ->
     Numbers and e-mail addresses are masked, in the caller field and in what was said,
     unless ``--reveal`` asks for them; a reveal is written to the tenant's audit log.
     """
+    from esl_app.scheduling.text import printable
     from esl_app.telephony.records import get_call, masked_call
 
     _open_db(ctx)
@@ -291,7 +292,7 @@ def calls_show(ctx: click.Context, call_id: str, as_json: bool, reveal: bool) ->
         value = rec.get(key)
         if isinstance(value, dict):
             value = json.dumps(value)
-        click.echo(f"{key + ':':14} {value if value is not None else '-'}")
+        click.echo(f"{key + ':':14} {printable(value) if value is not None else '-'}")
     usage = (rec.get("usage") or {}).get("usage") or {}
     cost = (rec.get("usage") or {}).get("cost") or {}
     if usage:
@@ -307,4 +308,5 @@ def calls_show(ctx: click.Context, call_id: str, as_json: bool, reveal: bool) ->
     click.echo("turns:")
     for t in rec.get("turns", []):
         flag = " (interrupted)" if t.get("barged_in") else ""
-        click.echo(f"  {t['at_ms'] / 1000:7.1f}s  {t['speaker'].upper():6} {t['text']}{flag}")
+        click.echo(f"  {t['at_ms'] / 1000:7.1f}s  {t['speaker'].upper():6} "
+                   f"{printable(t['text'])}{flag}")

@@ -26,12 +26,13 @@ from typing import Any
 
 import falcon
 import gevent
+import peewee
 from gevent.pool import Pool
 from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, WSGIServer
 from prometheus_client import CollectorRegistry
 
 from esl_app.config.tenants import Tenant
-from esl_app.db import database
+from esl_app.db import DatabaseError, database, one_line
 from esl_app.http import metrics as m
 from esl_app.scheduling import service, tokens
 from esl_app.scheduling.errors import (
@@ -41,6 +42,7 @@ from esl_app.scheduling.errors import (
     SchedulingError,
     SlotTaken,
 )
+from esl_app.scheduling.text import BadText, clean_text
 
 __all__ = ["MAX_BODY", "MAX_HEAD", "HttpLimits", "create_app", "http_limits", "serve_http"]
 
@@ -98,6 +100,14 @@ def _scheduling_error(req: falcon.Request, resp: falcon.Response, exc: Exception
 
 def _unexpected_error(req: falcon.Request, resp: falcon.Response, exc: Exception,
                       params: dict[str, Any]) -> None:
+    if isinstance(exc, peewee.OperationalError | peewee.InterfaceError | DatabaseError):
+        # the database is down or gone: the client may retry, as /healthz says
+        log.error("database unavailable on %s %s: %s", req.method,
+                  req.uri_template or req.path, one_line(exc))
+        resp.status = falcon.HTTP_503
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = b'{"error": "the database is unavailable; try again later"}'
+        return
     log.exception("unhandled error on %s %s", req.method, req.uri_template or req.path)
     resp.status = falcon.HTTP_500
     resp.content_type = falcon.MEDIA_JSON
@@ -145,6 +155,8 @@ def _json_body(req: falcon.Request) -> dict[str, Any]:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise falcon.HTTPBadRequest(description="the body is not valid JSON") from None
+    except RecursionError:  # "[[[[…": nesting deeper than the parser's stack
+        raise falcon.HTTPBadRequest(description="the body nests too deeply") from None
     if not isinstance(data, dict):
         raise falcon.HTTPBadRequest(description="the body must be a JSON object")
     return data
@@ -165,7 +177,10 @@ def _fields(data: dict[str, Any], spec: dict[str, tuple[bool, int, re.Pattern[st
             continue
         if not isinstance(value, str):
             raise _unprocessable(f"{name}: must be a string")
-        value = value.strip()
+        try:  # NFC, one line, no control or invisible format characters
+            value = clean_text(value, name, max_len=1 << 20)
+        except BadText as exc:
+            raise _unprocessable(f"{name}: {exc.reason}") from None
         if required and not value:
             raise _unprocessable(f"{name}: must not be empty")
         if len(value) > max_len:
@@ -291,7 +306,8 @@ class _Slots:
         raw_limit = req.get_param("limit")
         limit = 5
         if raw_limit is not None:
-            if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 50:
+            # ASCII digits only: str.isdigit() admits "²" (int() then fails) and "٣"
+            if not re.fullmatch(r"[0-9]{1,3}", raw_limit) or not 1 <= int(raw_limit) <= 50:
                 raise _unprocessable("limit: must be an integer from 1 to 50")
             limit = int(raw_limit)
         doctor = req.get_param("doctor")

@@ -9,6 +9,7 @@ from esl_app.db import database, write_txn
 from esl_app.db.models import CallbackTicket, TenantRow, utcnow
 from esl_app.scheduling import audit
 from esl_app.scheduling.errors import InvalidRequest, NotFound
+from esl_app.scheduling.text import clean_text
 
 __all__ = ["Ticket", "create_ticket", "list_tickets", "mark_done"]
 
@@ -41,12 +42,14 @@ def create_ticket(tenant_id: str, *, name: str, phone: str, reason: str = "",
     digits = "".join(c for c in str(phone or "") if c.isdigit() or c == "+")
     if len(digits.lstrip("+")) < 3:
         raise InvalidRequest("a callback number is required")
+    # a caller's own words: cut to length rather than refused (control characters are)
+    name = clean_text(name, "name", max_len=1 << 20)[:200]
+    reason = clean_text(reason, "reason", max_len=1 << 20)[:2000]
     with write_txn():
         if TenantRow.get_or_none(TenantRow.id == tenant_id) is None:
             raise NotFound(f"unknown tenant '{tenant_id}'")
-        row = CallbackTicket.create(tenant=tenant_id, name=" ".join(str(name or "").split())[:200],
-                                    phone=digits[:32], reason=str(reason or "")[:2000],
-                                    call_id=call_id)
+        row = CallbackTicket.create(tenant=tenant_id, name=name, phone=digits[:32],
+                                    reason=reason, call_id=call_id)
         audit.record(tenant_id, actor, "create", "callback", str(row.id))
     return _ticket(row)
 

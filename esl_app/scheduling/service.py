@@ -35,6 +35,7 @@ from esl_app.scheduling.errors import (
     SlotTaken,
     TooLate,
 )
+from esl_app.scheduling.text import clean_text
 
 __all__ = [
     "AppointmentView",
@@ -368,8 +369,8 @@ def search_slots(
 
 def _clean_patient(patient_name: str, phone: str | None, email: str | None
                    ) -> tuple[str, str | None, str | None]:
-    name = " ".join(str(patient_name or "").split())
-    if not name or len(name) > 200:
+    name = clean_text(patient_name, "the patient's name", max_len=200)
+    if not name:
         raise InvalidRequest("the patient's name is required (at most 200 characters)")
     if phone is not None and str(phone).strip():
         digits = re.sub(r"[^0-9+]", "", str(phone))
@@ -379,8 +380,8 @@ def _clean_patient(patient_name: str, phone: str | None, email: str | None
     else:
         phone = None
     if email is not None and str(email).strip():
-        email = str(email).strip()
-        if not _EMAIL.match(email) or len(email) > 254:
+        email = clean_text(email, "the e-mail address", max_len=254)
+        if not _EMAIL.match(email):
             raise InvalidRequest("the e-mail address is not valid")
     else:
         email = None
