@@ -4,13 +4,16 @@ Every clinic (tenant) is configured here; the file is validated once, as a
 whole, so that a typo is reported with the tenant and the key that hold it
 instead of surfacing mid-call.
 
-Every text setting's length is capped (issue #31): a greeting is spoken at every
-call, and a 5.4 MB one kept espeak-ng running while the worker's memory grew to GBs.
+Hostile input is bounded (issue #31): the file's size (:data:`MAX_FILE_BYTES`), YAML
+aliases (refused: a "billion laughs" bomb of a few hundred bytes expands to GBs when
+validated), every text setting's length (a greeting is spoken at every call) and every
+value quoted in an error message (:data:`MAX_QUOTED_CHARS`: one short line).
 """
 
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, time
@@ -24,8 +27,11 @@ __all__ = [
     "DEFAULT_ACK_PHRASES",
     "MAX_ACK_PHRASE_CHARS",
     "MAX_ADDRESS_CHARS",
+    "MAX_FILE_BYTES",
     "MAX_GREETING_CHARS",
+    "MAX_LIST_ITEMS",
     "MAX_NAME_CHARS",
+    "MAX_QUOTED_CHARS",
     "MAX_SETTING_CHARS",
     "BargeInConfig",
     "BedrockConfig",
@@ -52,6 +58,8 @@ _RANGE = re.compile(r"^([0-2][0-9]):([0-5][0-9])-([0-2][0-9]):([0-5][0-9])$")
 #: so "Let me check that." (about 1 s) costs the answer more than "Okay." (0.3 s).
 DEFAULT_ACK_PHRASES = ("Okay.", "Sure.", "Alright.", "Got it.")
 
+#: The largest tenants file read (bytes); a real clinic takes well under 1 KB of it.
+MAX_FILE_BYTES = 1_000_000
 #: The longest ``greeting`` (characters): it is spoken at every call (500 is ~30 s).
 MAX_GREETING_CHARS = 500
 #: The longest ``address`` (characters): read out to a caller who asks.
@@ -62,10 +70,38 @@ MAX_NAME_CHARS = 120
 MAX_SETTING_CHARS = 200
 #: The longest acknowledgement phrase (``ack_phrases``; an acknowledgement, not an answer).
 MAX_ACK_PHRASE_CHARS = 40
+#: The most items of one list setting (dids, doctors, visit_types, closed_dates, ack_phrases,
+#: one day spec's hours): routing scans every DID per call, hours are checked pairwise.
+MAX_LIST_ITEMS = 500
+#: The most characters of a bad value quoted in an error message.
+MAX_QUOTED_CHARS = 60
+# Larger texts are parsed on a real thread, not the gevent hub (~40 ms per 64 KiB).
+_INLINE_PARSE_CHARS = 64 * 1024
+# libyaml when present: ~6x faster, and deep nesting is a clean error, not a RecursionError
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class ConfigError(ValueError):
     """A configuration file is invalid; the message names where and why."""
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple, _REPR.maxset = 2, 3, 3, 3, 3
+_REPR.maxstring = _REPR.maxother = MAX_QUOTED_CHARS
+
+
+def _q(value: Any) -> str:
+    """``value`` quoted for an error message, cut to :data:`MAX_QUOTED_CHARS`, on one line.
+
+    Why: a hostile value (a multi-MB string, an alias bomb expanding to GBs) put into
+    a message whole stalled the process and wrote a 312 MB log line (issue #31).
+    ``reprlib`` never renders more of a container than it shows.
+    """
+    if isinstance(value, str):
+        text = value if len(value) <= MAX_QUOTED_CHARS else value[:MAX_QUOTED_CHARS - 1] + "…"
+    else:
+        text = _REPR.repr(value)[:MAX_QUOTED_CHARS]
+    return "'" + text.replace("\n", "\\n").replace("\r", "\\r") + "'"
 
 
 @dataclass(frozen=True)
@@ -292,27 +328,67 @@ def did_forms(number: str) -> tuple[str, ...]:
 
 
 def load_tenants(path: str | Path) -> TenantSet:
-    """Read and validate a tenants.yaml file."""
+    """Read and validate a tenants.yaml file (at most :data:`MAX_FILE_BYTES`).
+
+    A large file is read and parsed on a real thread: on the gevent hub a second of
+    parsing would hold up every call of the worker (a hot reload runs there).
+    """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)  # bounded even for a FIFO or /dev/zero
     except FileNotFoundError:
         raise ConfigError(f"{p}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"{p}: file too large: more than {MAX_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: cannot read: {exc}") from None
     return parse_tenants(text, source=str(p))
 
 
 def parse_tenants(text: str, source: str = "tenants.yaml") -> TenantSet:
-    """Parse and validate tenants.yaml text."""
+    """Parse and validate tenants.yaml text; large texts on a real thread (see above)."""
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(f"{source}: file too large: more than {MAX_FILE_BYTES} bytes")
+    if len(text) <= _INLINE_PARSE_CHARS:
+        return _parse_tenants(text, source)
+    from esl_app.bridge import get_pool, run_in_thread
+
+    get_pool("config", 1)  # one at a time: a reload storm must not take every core
+    return run_in_thread(_parse_tenants, text, source, pool="config")
+
+
+def _parse_tenants(text: str, source: str) -> TenantSet:
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text, source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{source}:{where}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
     return tenants_from_data(data, source)
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` that refuses aliases (``*name``), before building anything.
+
+    Why: aliases let a few hundred bytes stand for a "billion laughs" tree; any
+    walk of it (validation, an error message, JSON for the database) expands it to
+    GBs. A tenants file has no use for them, so the first one is an error.
+    """
+    for event in yaml.parse(text, Loader=_YAML_LOADER):
+        if isinstance(event, yaml.AliasEvent):
+            mark = event.start_mark
+            raise ConfigError(f"{source}: line {mark.line + 1}, column {mark.column + 1}: "
+                              f"YAML aliases are not allowed (*{_q(event.anchor)[1:-1]}); "
+                              "write the value out")
+    return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
 
 
 def tenants_from_data(data: Any, source: str = "tenants") -> TenantSet:
@@ -328,7 +404,7 @@ def tenants_from_data(data: Any, source: str = "tenants") -> TenantSet:
     for index, item in enumerate(items):
         label = f"tenant #{index + 1}"
         if isinstance(item, dict) and isinstance(item.get("id"), str):
-            label = f"tenant '{item['id']}'"
+            label = f"tenant {_q(item['id'])}"
         tenant = _parse_tenant(item, f"{source}: {label}")
         if tenant.id in seen_ids:
             raise ConfigError(f"{source}: {label}: duplicate tenant id")
@@ -363,7 +439,7 @@ def _parse_tenant(item: Any, where: str) -> Tenant:
         raise ConfigError(f"{where}: must be a mapping")
     for key in item:
         if key not in _KEYS:
-            raise ConfigError(f"{where}: unknown key '{key}'")
+            raise ConfigError(f"{where}: unknown key {_q(key)}")
     for key in _REQUIRED:
         if key not in item or item[key] in (None, "", [], {}):
             raise ConfigError(f"{where}: key '{key}' is required")
@@ -390,22 +466,24 @@ def _parse_tenant(item: Any, where: str) -> Tenant:
 
     tid = s("id")
     if not _SLUG.match(tid):
-        raise ConfigError(f"{where}: key 'id': '{tid}' is not a slug (a-z, 0-9, '-', '_')")
+        raise ConfigError(f"{where}: key 'id': {_q(tid)} is not a slug (a-z, 0-9, '-', '_')")
     dids_raw = item["dids"]
     if not isinstance(dids_raw, list):
         raise ConfigError(f"{where}: key 'dids' must be a list")
+    _count(dids_raw, f"{where}: key 'dids'")
     dids: list[str] = []
     for did in dids_raw:
         if isinstance(did, int) and not isinstance(did, bool):
             did = str(did)
         if not isinstance(did, str) or not _DID.match(did.strip()):
-            raise ConfigError(f"{where}: key 'dids': '{did}' is not a phone number or extension")
+            raise ConfigError(f"{where}: key 'dids': {_q(did)} is not a phone number or "
+                              "extension")
         dids.append(did.strip())
     tz = s("timezone")
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"{where}: key 'timezone': unknown time zone '{tz}'") from None
+        raise ConfigError(f"{where}: key 'timezone': unknown time zone {_q(tz)}") from None
     agent = s("agent", "local")
     if agent not in ("local", "bedrock"):
         raise ConfigError(f"{where}: key 'agent' must be 'local' or 'bedrock'")
@@ -485,6 +563,7 @@ def _parse_ack_phrases(raw: Any, where: str) -> tuple[str, ...]:
         return DEFAULT_ACK_PHRASES
     if not isinstance(raw, list) or not all(isinstance(p, str) and p.strip() for p in raw):
         raise ConfigError(f"{where}: key 'ack_phrases' must be a list of phrases")
+    _count(raw, f"{where}: key 'ack_phrases'")
     phrases = tuple(dict.fromkeys(p.strip() for p in raw))
     if len(phrases) < 2:
         raise ConfigError(f"{where}: key 'ack_phrases' needs at least two different phrases")
@@ -492,6 +571,12 @@ def _parse_ack_phrases(raw: Any, where: str) -> tuple[str, ...]:
         raise ConfigError(f"{where}: key 'ack_phrases': each phrase must be at most "
                           f"{MAX_ACK_PHRASE_CHARS} characters")
     return phrases
+
+
+def _count(items: Any, what: str) -> None:
+    """Refuse a list setting of more than :data:`MAX_LIST_ITEMS` items."""
+    if len(items) > MAX_LIST_ITEMS:
+        raise ConfigError(f"{what}: too many items: {len(items)} (at most {MAX_LIST_ITEMS})")
 
 
 def _text(value: Any, what: str, limit: int) -> str:
@@ -520,14 +605,23 @@ def _parse_policy(raw: Any, where: str) -> Policy:
         raise ConfigError(f"{where}: key 'policy' must be a mapping")
     for key in raw:
         if key not in keys:
-            raise ConfigError(f"{where}: key 'policy.{key}' is unknown")
+            raise ConfigError(f"{where}: key 'policy.{_q(key)[1:-1]}' is unknown")
     w = f"{where}: policy"
     closed: list[date] = []
-    for value in raw.get("closed_dates") or []:
+    dates = raw.get("closed_dates") or []
+    if not isinstance(dates, list):
+        raise ConfigError(f"{where}: key 'policy.closed_dates' must be a list of dates")
+    _count(dates, f"{where}: key 'policy.closed_dates'")
+    for value in dates:
         try:
-            closed.append(value if isinstance(value, date) else date.fromisoformat(str(value)))
+            if isinstance(value, date):
+                closed.append(value)
+            elif isinstance(value, str):
+                closed.append(date.fromisoformat(value))
+            else:
+                raise ValueError(value)
         except ValueError:
-            raise ConfigError(f"{where}: key 'policy.closed_dates': '{value}' is not "
+            raise ConfigError(f"{where}: key 'policy.closed_dates': {_q(value)} is not "
                               "YYYY-MM-DD") from None
     return Policy(
         min_notice_minutes=_int_in(raw, "min_notice_minutes", 0, 0, 60 * 24 * 30, w),
@@ -544,6 +638,7 @@ def _parse_visit_types(raw: Any, where: str) -> tuple[VisitType, ...]:
         return ()
     if not isinstance(raw, list):
         raise ConfigError(f"{where}: key 'visit_types' must be a list")
+    _count(raw, f"{where}: key 'visit_types'")
     out: list[VisitType] = []
     for v in raw:
         if not isinstance(v, dict) or set(v) - {"id", "name", "minutes"}:
@@ -551,7 +646,7 @@ def _parse_visit_types(raw: Any, where: str) -> tuple[VisitType, ...]:
                               "minutes")
         vid, name, minutes = v.get("id"), v.get("name"), v.get("minutes")
         if not isinstance(vid, str) or not _SLUG.match(vid):
-            raise ConfigError(f"{where}: key 'visit_types': id '{vid}' is not a slug")
+            raise ConfigError(f"{where}: key 'visit_types': id {_q(vid)} is not a slug")
         if any(o.id == vid for o in out):
             raise ConfigError(f"{where}: key 'visit_types': duplicate id '{vid}'")
         if isinstance(minutes, bool) or not isinstance(minutes, int) or not 5 <= minutes <= 480:
@@ -578,6 +673,7 @@ def _parse_data_policy(raw: Any, where: str) -> DataPolicy:
 def _parse_doctors(raw: Any, where: str) -> tuple[Doctor, ...]:
     if not isinstance(raw, list):
         raise ConfigError(f"{where}: key 'doctors' must be a list")
+    _count(raw, f"{where}: key 'doctors'")
     out: list[Doctor] = []
     for d in raw:
         if not isinstance(d, dict) or set(d) - {"id", "name", "specialty"}:
@@ -585,7 +681,7 @@ def _parse_doctors(raw: Any, where: str) -> tuple[Doctor, ...]:
                               "specialty")
         did, name = d.get("id"), d.get("name")
         if not isinstance(did, str) or not _SLUG.match(did):
-            raise ConfigError(f"{where}: key 'doctors': id '{did}' is not a slug")
+            raise ConfigError(f"{where}: key 'doctors': id {_q(did)} is not a slug")
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{where}: key 'doctors': doctor '{did}' needs a name")
         if any(o.id == did for o in out):
@@ -603,6 +699,8 @@ def _parse_barge_in(raw: Any, where: str) -> BargeInConfig:
                                                 "echo_min_speech_ms"}:
         raise ConfigError(f"{where}: key 'barge_in' takes vad_mode, min_speech_ms, "
                           "end_silence_ms, echo_min_speech_ms")
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in raw.values()):
+        raise ConfigError(f"{where}: key 'barge_in': each value must be a whole number")
     b = BargeInConfig(**raw)
     if b.vad_mode not in (0, 1, 2, 3):
         raise ConfigError(f"{where}: key 'barge_in.vad_mode' must be 0..3")
@@ -637,15 +735,18 @@ def _parse_hours(raw: Any, where: str) -> dict[str, tuple[tuple[time, time], ...
     out: dict[str, list[tuple[time, time]]] = {}
     for spec, ranges in raw.items():
         try:
-            days = _expand_days(str(spec))
+            if not isinstance(spec, str) or len(spec) > 100:
+                raise ValueError(spec)
+            days = _expand_days(spec)
         except ValueError:
-            raise ConfigError(f"{where}: key 'hours': '{spec}' is not a day or day range "
+            raise ConfigError(f"{where}: key 'hours': {_q(spec)} is not a day or day range "
                               "(mon..sun)") from None
         values: Iterable[Any] = ranges if isinstance(ranges, list) else [ranges]
+        _count(values, f"{where}: key 'hours.{spec}'")
         for value in values:
-            m = _RANGE.match(str(value).strip())
+            m = _RANGE.match(value.strip()) if isinstance(value, str) else None
             if not m:
-                raise ConfigError(f"{where}: key 'hours.{spec}': '{value}' is not HH:MM-HH:MM")
+                raise ConfigError(f"{where}: key 'hours.{spec}': {_q(value)} is not HH:MM-HH:MM")
             h1, m1, h2, m2 = (int(g) for g in m.groups())
             if h1 > 23 or h2 > 24 or (h2 == 24 and m2):
                 raise ConfigError(f"{where}: key 'hours.{spec}': '{value}' is not a valid time")

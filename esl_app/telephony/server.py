@@ -21,13 +21,18 @@ from gevent.pool import Pool
 from gevent.queue import Queue
 from gevent.server import StreamServer
 
-from esl_app.config.tenants import TenantSet, load_tenants
+from esl_app.config.tenants import ConfigError, TenantSet, load_tenants
 from esl_app.telephony.call import CallController, CallServices
 from esl_app.telephony.esl import EslSession
 
-__all__ = ["EslServer", "TenantSource"]
+__all__ = ["RELOAD_RETRY_S", "EslServer", "TenantSource"]
 
 log = logging.getLogger(__name__)
+
+#: After a reload failed for a passing reason (the database, not the configuration),
+#: how long new calls keep the set in force before the same version is tried again.
+RELOAD_RETRY_S = 30.0
+_LOGGED_ERROR_CHARS = 300  # a failure's message in the log: one short line
 
 
 class TenantSource:
@@ -39,6 +44,10 @@ class TenantSource:
     the set before going on, so the first call after ``ivr tenants import`` already
     has the new clinics. A configuration that fails to load is reported and the
     previous, valid set stays in force.
+
+    A failed version is remembered (issue #31): it is not re-read, nor re-logged, for
+    every new call until it changes (an invalid configuration) or for
+    :data:`RELOAD_RETRY_S` (anything else, e.g. the database).
     """
 
     def __init__(self, tenants: TenantSet | None = None, path: str | Path | None = None,
@@ -61,6 +70,8 @@ class TenantSource:
         self._mtime: float | None = None
         self._lock = RLock()  # concurrent call set-ups share one check and one reload
         self._probe_failing = False
+        self._failed: object = None  # the version whose load failed last...
+        self._retry_at: float | None = None  # ...and when to try it again (None: once changed)
         self.reloads = 0
         self.checks = 0
         if tenants is None:
@@ -109,6 +120,9 @@ class TenantSource:
                 return False  # cannot tell (reported): keep the set rather than fail the call
             if version is not None and version == self._version:
                 return False
+            if version is not None and version == self._failed and (
+                    self._retry_at is None or time.monotonic() < self._retry_at):
+                return False  # failed already: reported once, the set in force stays
             return self.reload(version=version, reason="source changed")
 
     def reload(self, *, version: object = None, reason: str = "requested") -> bool:
@@ -124,10 +138,14 @@ class TenantSource:
                 tenants = self._load()
             except Exception as exc:  # noqa: BLE001 - bad file, database down: keep serving
                 log.error("tenant reload (%s) failed, keeping the previous configuration: %s",
-                          reason, exc)
+                          reason, _brief(exc))
                 self._mtime = mtime
                 self._loaded_at = time.monotonic()
+                self._failed = version
+                self._retry_at = (None if isinstance(exc, ConfigError)
+                                  else time.monotonic() + RELOAD_RETRY_S)
                 return False
+            self._failed = None
             added, changed, removed = _diff(self._tenants, tenants)
             self._tenants = tenants
             self._mtime = mtime
@@ -155,6 +173,12 @@ class TenantSource:
         return self._tenants
 
     __call__ = current
+
+
+def _brief(exc: BaseException) -> str:
+    """An exception as one short log line, whatever it carries."""
+    text = " ".join(str(exc)[:_LOGGED_ERROR_CHARS].split("\n", 1)[0].split())
+    return text or type(exc).__name__
 
 
 def _diff(old: TenantSet, new: TenantSet) -> tuple[int, int, int]:
