@@ -1,10 +1,11 @@
-"""Issue #31 item 2: a hostile configuration reaching a serving worker.
+"""Issue #31 items 2 and 3: a hostile or empty configuration reaching a serving worker.
 
 Reported: through hot reload an alias bomb stalled a worker's event loop for 19 s and
 each failure wrote a 312 MB log line, re-parsed for every new call (a failed reload did
-not remember the version). These tests drive the workers' own tenant source
-(``_tenant_source``) in both of its modes: the file while the database holds no
-tenant, and the database's rows.
+not remember the version); and ``{"tenants": []}`` was accepted ("tenants reloaded:
+0 tenant(s)", every DID "not in service") though ``serve`` refuses it at start. These
+tests drive the workers' own tenant source (``_tenant_source``) in both of its modes:
+the file while the database holds no tenant, and the database's rows.
 """
 
 from __future__ import annotations
@@ -73,6 +74,21 @@ def test_a_bomb_in_the_file_is_reported_once_in_a_short_line(file_served, caplog
     assert len(errors) == 1, f"{len(errors)} error lines"
     assert len(errors[0]) < 400 and "\n" not in errors[0]
     assert "aliases are not allowed" in errors[0]
+
+
+def test_an_empty_tenant_list_is_refused_and_the_set_stays(file_served, caplog):
+    source, path, tick = file_served
+    before = source.current()
+    _write(path, '{"tenants": []}\n', tick)
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    for _ in range(CALLS):
+        assert source.current() is before
+        assert source.current().by_did("1001").id == "sunrise"
+    errors = _errors(caplog)
+    assert len(errors) == 1 and "would remove all 2 tenant(s)" in errors[0]
+    assert not any("tenants reloaded" in r.getMessage() for r in caplog.records)
+    _write(path, REPO_TENANTS.read_text(), tick)  # fixed: taken at the next call
+    assert source.current() is not before and len(source.current()) == 2
 
 
 def test_a_huge_file_is_refused_without_reading_it_all(file_served, caplog):

@@ -47,7 +47,9 @@ class TenantSource:
 
     A failed version is remembered (issue #31): it is not re-read, nor re-logged, for
     every new call until it changes (an invalid configuration) or for
-    :data:`RELOAD_RETRY_S` (anything else, e.g. the database).
+    :data:`RELOAD_RETRY_S` (anything else, e.g. the database). A reload that would
+    leave no tenant at all (``{"tenants": []}``) is refused like an invalid one:
+    ``ivr serve`` refuses to start on it, and every DID would be "not in service".
     """
 
     def __init__(self, tenants: TenantSet | None = None, path: str | Path | None = None,
@@ -136,6 +138,9 @@ class TenantSource:
                 version = self._probe()  # taken first: a change while loading shows next time
             try:
                 tenants = self._load()
+                if not len(tenants) and len(self._tenants):
+                    raise ConfigError(f"it would remove all {len(self._tenants)} tenant(s) "
+                                      "(no tenants in the new configuration)")
             except Exception as exc:  # noqa: BLE001 - bad file, database down: keep serving
                 log.error("tenant reload (%s) failed, keeping the previous configuration: %s",
                           reason, _brief(exc))
