@@ -47,7 +47,9 @@ queues anything else for the call's controller greenlet.
 
 Close codes we send: 1008 (policy) for unknown calls, a missing/bad token, or
 no metadata; 1011 after a stall; 1001 when the server shuts down; 1002, 1007,
-1009 for protocol violations.
+1009 for protocol violations. Before the upgrade, refusals are HTTP responses:
+400, 404, 426, 431; 408 when no complete upgrade request came within the
+handshake deadline; 503 when the handshake slots are taken (see MediaServer).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ import re
 import secrets
 import socket
 import struct
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -98,6 +101,10 @@ _MS_PER_STREAM = 0.06  # reader pause per live stream (500 streams: 30 ms)
 _YIELD_EVERY = 64  # streams read between two yields to the rest of the hub in a batch
 _YIELD_S = 1e-5  # already due when the loop next looks: one full iteration, no wait
 _CLOSE_WAIT_S = 2.0  # after our close frame, how long the peer gets to answer
+_PROBATION_S = 1.0  # a connection in a reserved slot must name a live call this fast
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+         b"Content-Length: 24\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
+         b"503 Service Unavailable\n")
 # valid close codes a peer may send (RFC 6455 7.4; 1004-1006, 1015 are never sent)
 _VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013,
                           1014))
@@ -208,6 +215,37 @@ def fork_metadata(token: str, **extra: Any) -> str:
     return text
 
 
+class _Throttle:
+    """At most one WARNING per ``every`` seconds of each kind; the next counts the rest.
+
+    Anyone who can reach the port can make a refused connection; one line each
+    would let them flood the log (issue #31).
+    """
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def warning(self, kind: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.every:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            log.debug(msg, *args)
+            return
+        self._last[kind] = now
+        held = self._held.pop(kind, 0)
+        if held:
+            msg += " (and %d more since the last such warning)"
+            args = (*args, held)
+        log.warning(msg, *args)
+
+
+class _Evicted(Exception):
+    """A newer connection needs the reserved slot this one has not used to name a call."""
+
+
 class _Fail(Exception):
     """A protocol violation: close with ``code``."""
 
@@ -222,7 +260,7 @@ class _Connection:
 
     __slots__ = ("server", "sock", "raw", "fd", "_wlock", "call_uuid", "entry", "started",
                  "ended", "closed", "done", "bytes_in", "last_rx", "close_at", "_buf", "_frag",
-                 "_text", "in_reader", "urgent")
+                 "_text", "in_reader", "urgent", "upgraded", "known")
 
     def __init__(self, server: MediaServer, sock: socket.socket) -> None:
         self.server = server
@@ -244,6 +282,8 @@ class _Connection:
         self._text: bytearray | None = None
         self.in_reader = False
         self.urgent = False  # the sink asked for its next audio soon (see StreamSink)
+        self.upgraded = False  # our 101 went out: errors are WebSocket closes from now on
+        self.known = False  # the path names a registered call (counted apart, see MediaServer)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -537,7 +577,8 @@ class _Connection:
         token = meta.get("token") if isinstance(meta, dict) else None
         if entry is None or not isinstance(token, str) or not hmac.compare_digest(
                 token.encode(), entry.token.encode()):
-            log.warning("audio fork for %s refused: bad token", self.call_uuid)
+            self.server.warnings.warning("bad-token", "audio fork for %s refused: bad token",
+                                         self.call_uuid)
             self.close(POLICY_VIOLATION, "bad token")
             return False
         old = entry.conn
@@ -552,19 +593,26 @@ class _Connection:
 
     # -- the connection greenlet: upgrade + metadata --------------------------------------
 
-    def serve(self) -> None:
-        """Handshake and metadata; then hand the socket to the reader and return."""
+    def serve(self, probation: bool = False) -> None:
+        """Handshake and metadata; then hand the socket to the reader and return.
+
+        Upgrade and metadata together must be done within ``handshake_timeout``: one
+        deadline, not one per read, or a byte every few seconds would hold the slot
+        for ever. On ``probation`` (a reserved slot) the request head must name a
+        registered call within ``_PROBATION_S``.
+        """
         srv = self.server
         handed = False
-        self.sock.settimeout(srv.handshake_timeout)
+        end = time.monotonic() + srv.handshake_timeout
         try:
-            rest = self._handshake()
+            rest = self._handshake(min(end, time.monotonic() + _PROBATION_S)
+                                   if probation else end, probation)
             if rest is None:
                 return
             if rest and not self.consume(rest):
                 return
             while not self.started and not self.closed:
-                data = self.sock.recv(_RECV)
+                data = self._recv_by(end)
                 if not data:
                     self._end("disconnected")
                     return
@@ -573,8 +621,12 @@ class _Connection:
             if self.started and not self.closed:
                 self.sock.settimeout(None)
                 handed = srv._reader_add(self)
+        except _Evicted:
+            self._reject(503, "Service Unavailable", "Retry-After: 1\r\n")
         except TimeoutError:
-            if self.started:
+            if not self.upgraded:  # still HTTP: say so in HTTP, not with a WebSocket frame
+                self._reject(408, "Request Timeout")
+            elif self.started:
                 self.close(INTERNAL_ERROR, "stalled", end_reason="stalled")
             else:
                 self.close(POLICY_VIOLATION, "no metadata")
@@ -587,17 +639,26 @@ class _Connection:
             if not handed:
                 self.release()
 
-    def _handshake(self) -> bytes | None:
-        """Read the HTTP upgrade and answer it; returns bytes already read past it."""
+    def _recv_by(self, end: float, size: int = _RECV) -> bytes:
+        """One read that must come by ``end`` (monotonic); TimeoutError after it."""
+        left = end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("audio fork handshake deadline")
+        self.sock.settimeout(left)
+        return self.sock.recv(size)  # type: ignore[no-any-return]
+
+    def _handshake(self, end: float, probation: bool = False) -> bytes | None:
+        """Read the HTTP upgrade by ``end`` and answer it; returns bytes read past it."""
         buf = b""
         while b"\r\n\r\n" not in buf:
             if len(buf) > _MAX_HEAD:
                 self._reject(431, "Request Header Fields Too Large")
                 return None
-            data = self.sock.recv(4096)
+            data = self._recv_by(end, 4096)
             if not data:
                 return None
             buf += data
+        self.server._probation.pop(gevent.getcurrent(), None)  # the head is in: no eviction
         head, _, rest = buf.partition(b"\r\n\r\n")
         try:
             lines = head.decode("latin-1").split("\r\n")
@@ -631,6 +692,11 @@ class _Connection:
             self._reject(404, "Not Found")
             return None
         self.call_uuid = m.group(1)
+        if self.server.registry.get(self.call_uuid) is not None:
+            self.server._known(self)
+        elif probation:  # a reserved slot is for live calls only
+            self._reject(503, "Service Unavailable", "Retry-After: 1\r\n")
+            return None
         offered = {p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")}
         accept = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
         resp = ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -638,17 +704,21 @@ class _Connection:
         if SUBPROTOCOL in offered:
             resp += f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n"
         self._sendall((resp + "\r\n").encode())
-        if self.server.registry.get(self.call_uuid) is None:
-            log.warning("audio fork for unknown call %s refused", self.call_uuid)
+        self.upgraded = True
+        if self.server.registry.get(self.call_uuid) is None:  # unknown (or ended meanwhile)
+            self.server.warnings.warning("unknown", "audio fork for unknown call %s refused",
+                                         self.call_uuid)
             self.close(POLICY_VIOLATION, "unknown call")
             return None
         return rest
 
     def _reject(self, status: int, text: str, extra: str = "") -> None:
+        """An HTTP error response (before the upgrade); the caller releases the socket."""
         self.closed = True
         self.ended = True
         body = f"{status} {text}\n".encode()
         try:
+            self.sock.settimeout(None)  # the deadline may be spent: _sendall has its own
             self._sendall(f"HTTP/1.1 {status} {text}\r\nContent-Type: text/plain\r\n"
                           f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n"
                           .encode() + body)
@@ -820,7 +890,14 @@ class MediaServer:
 
     ``registry`` decides which calls may stream (see :class:`MediaRegistry`);
     ``stall_ms`` is how long a started stream may go without any data before
-    the sink is told ``stalled``; ``max_streams`` bounds concurrent handshakes;
+    the sink is told ``stalled``; ``max_streams`` bounds concurrent handshakes
+    (upgrade plus metadata, all within ``handshake_timeout``), of which
+    ``known_reserve`` (default a tenth) are kept for forks whose path names a
+    registered call: once the other slots are taken, a new connection must name
+    one within a second, and with every slot taken it displaces the oldest that
+    has not (or gets an immediate 503), so idle or trickling sockets cannot keep
+    a live call's fork out (issue #31); refused connections log one WARNING per
+    ``warn_every`` seconds of each kind, with a count of the rest;
     the reader pauses between batches ``batch_ms`` at least, growing with the
     live streams (0.06 ms each) up to ``max_batch_ms``: the most latency a
     frame can gain, traded for CPU (bench/bench_frames.py: at 200 real-time
@@ -837,8 +914,24 @@ class MediaServer:
                  stall_ms: int = 1500, handshake_timeout: float = 5.0,
                  max_streams: int = 2000, batch_ms: float = 5.0, max_batch_ms: float = 30.0,
                  urgent_ms: float = 5.0, max_message: int = 1 << 20,
-                 send_timeout: float = 2.0) -> None:
+                 send_timeout: float = 2.0, known_reserve: int | None = None,
+                 warn_every: float = 60.0) -> None:
+        if max_streams < 1 or handshake_timeout <= 0:
+            raise ValueError("max_streams and handshake_timeout must be positive")
+        if known_reserve is None:
+            known_reserve = max_streams // 10
+        if not 0 <= known_reserve < max_streams:
+            raise ValueError("known_reserve must be from 0 to max_streams - 1")
         self.registry = registry
+        self.max_streams = max_streams
+        self.known_reserve = known_reserve
+        self.warnings = _Throttle(warn_every)
+        self._handshakes = 0  # connection greenlets (upgrade + metadata) alive
+        self._unknown = 0  # of those, not (yet) known to be a registered call's fork
+        # started connections in reserved slots that have not named a call, oldest first
+        self._probation: dict[Any, _Connection] = {}
+        self.refused = 0
+        self.evicted = 0
         self.send_timeout = send_timeout
         self.stall_ms = stall_ms
         self.handshake_timeout = handshake_timeout
@@ -846,10 +939,12 @@ class MediaServer:
         self.max_batch_ms = max(batch_ms, max_batch_ms)
         self.urgent_ms = urgent_ms
         self.max_message = max_message
-        self._pool = gevent.pool.Pool(max_streams)
+        # unbounded: only for stop(); admission is _admit's (a full gevent pool would stop
+        # accepting, and the forks of live calls would queue behind idle sockets)
+        self._pool = gevent.pool.Pool()
         self._conns: set[_Connection] = set()
         self._reader: _Reader | None = None
-        self._server = StreamServer((host, port), self._handle, spawn=self._pool)
+        self._server = StreamServer((host, port), self._handle, spawn=self._admit)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -923,12 +1018,65 @@ class MediaServer:
         if conn.in_reader and self._reader is not None:
             self._reader.remove(conn)
 
-    def _handle(self, accepted: socket.socket, _addr: Any) -> None:
+    def _admit(self, func: Any, handle: Any, close: Any, args: tuple[Any, ...]) -> Any:
+        """StreamServer's spawn: a slot, a reserved slot (probation), or an immediate 503."""
+        accepted, addr = args
+        if self._handshakes >= self.max_streams and not self._evict():
+            self.refused += 1
+            self.warnings.warning("full", "audio fork refused: all %d handshake slots taken",
+                                  self.max_streams)
+            _refuse(accepted)
+            return None
+        probation = self._unknown >= self.max_streams - self.known_reserve
+        self._handshakes += 1
+        self._unknown += 1
+        return self._pool.spawn(func, handle, close, (accepted, addr, probation))
+
+    def _evict(self) -> bool:
+        """Displace the oldest reserved-slot connection that has not named a call."""
+        while self._probation:
+            glet = next(iter(self._probation))
+            self._probation.pop(glet)
+            if not glet.dead:
+                self.evicted += 1
+                glet.kill(_Evicted(), block=False)
+                return True
+        return False
+
+    def _known(self, conn: _Connection) -> None:
+        """The connection is a registered call's fork: it no longer counts as unknown."""
+        if not conn.known:
+            conn.known = True
+            self._unknown -= 1
+
+    def _handle(self, accepted: socket.socket, _addr: Any, probation: bool = False) -> None:
         # StreamServer closes the accepted socket object when this returns; the stream
         # outlives the greenlet, so it owns the descriptor through a socket of its own.
-        sock = gsocket.socket(accepted.family, accepted.type, accepted.proto,
-                              fileno=accepted.detach())
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = _Connection(self, sock)
-        self._conns.add(conn)
-        conn.serve()
+        conn: _Connection | None = None
+        try:
+            sock = gsocket.socket(accepted.family, accepted.type, accepted.proto,
+                                  fileno=accepted.detach())
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Connection(self, sock)
+            self._conns.add(conn)
+            if probation:
+                self._probation[gevent.getcurrent()] = conn
+            conn.serve(probation)
+        finally:
+            self._handshakes -= 1
+            if conn is None or not conn.known:
+                self._unknown -= 1
+            self._probation.pop(gevent.getcurrent(), None)
+
+
+def _refuse(sock: Any) -> None:
+    """503 without a greenlet or a wait: a fresh socket's send buffer takes it."""
+    try:
+        sock.settimeout(0.0)
+        sock.send(_BUSY)
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(65536)  # what the client already sent: closing over it would RST
+    except OSError:
+        pass
+    finally:
+        sock.close()
