@@ -125,6 +125,7 @@ def simulate(ctx: click.Context, did: str, caller: str, says: tuple[str, ...], a
     from esl_app.simulate import (
         SimCall,
         prepare_database,
+        run_interactive,
         run_lines,
         start_local_bot,
         stdin_lines,
@@ -156,7 +157,7 @@ def simulate(ctx: click.Context, did: str, caller: str, says: tuple[str, ...], a
             def emit(ev: dict[str, Any]) -> None:
                 click.echo(json.dumps(ev))
 
-            run_lines(sim, (*says, *stdin_lines()), emit)
+            run_interactive(sim, says, sys.stdin, emit)
             click.echo(json.dumps({"event": "call_ended", **transcript_for(sim, bot)}))
             return
         interactive = not says and sys.stdin.isatty() and not as_json

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,7 +26,14 @@ from esl_app.config.tenants import TenantSet
 from esl_app.telephony.server import EslServer, TenantSource
 from esl_app.telephony.services import build_services
 
-__all__ = ["LocalBot", "SimCall", "prepare_database", "run_lines", "start_local_bot"]
+__all__ = [
+    "LocalBot",
+    "SimCall",
+    "prepare_database",
+    "run_interactive",
+    "run_lines",
+    "start_local_bot",
+]
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +236,7 @@ class SimpleAudioFork:
 
 
 def transcript_for(sim: SimCall, bot: LocalBot | None, wait: float = 5.0) -> dict[str, Any]:
-    """The DESIGN.md 3.3 transcript: the bot's own (in-process) or rebuilt from the channel."""
+    """The transcript of docs/contracts.md §1: the bot's own, or rebuilt from the channel."""
     if bot is not None:
         with gevent.Timeout(wait, False):
             while sim.call.uuid not in bot.transcripts:
@@ -286,6 +294,70 @@ def run_lines(sim: SimCall, lines: Iterable[str], emit: Callable[[dict[str, Any]
         pumper.kill()
     if failed:
         raise failed[0]
+
+
+def run_interactive(sim: SimCall, first: Iterable[str], stream: IO[str] | None,
+                    emit: Callable[[dict[str, Any]], None]) -> None:
+    """``simulate --jsonl``: stream events out while caller lines are read as they come.
+
+    Each line from ``stream`` (after the ``first`` ones, the ``--say`` lines) is acted on
+    when it arrives, so a driver can wait for ``listening`` before it answers. The
+    call's end returns at once, whatever the stream is doing (still open, silent);
+    the end of the stream hangs up once the bot listens. Reading is cooperative (no
+    thread left blocked on stdin), so the process can exit right after.
+    """
+    from gevent.queue import Queue
+
+    inbox: Queue = Queue()
+
+    def read() -> None:
+        for line in first:
+            inbox.put(line)
+        if stream is not None:
+            for line in _cooperative_lines(stream):
+                inbox.put(line)
+        inbox.put(None)
+
+    reader = gevent.spawn(read)
+
+    def lines() -> Iterator[str]:
+        while not sim.call.ended:
+            try:
+                line = inbox.get(timeout=0.05)
+            except Empty:
+                continue
+            if line is None:
+                return
+            yield line
+
+    try:
+        run_lines(sim, lines(), emit)
+    finally:
+        reader.kill(block=False)
+
+
+def _cooperative_lines(stream: IO[str]) -> Iterator[str]:
+    """Lines of a pipe, file or terminal read without blocking the hub or a thread."""
+    from gevent.fileobject import FileObjectPosix
+
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-memory stream (tests)
+        yield from (line.rstrip("\n") for line in stream)
+        return
+    import fcntl
+
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)  # O_NONBLOCK is shared with the terminal's
+    f = FileObjectPosix(os.dup(fd), "r", close=True)
+    try:
+        while True:
+            line = f.readline()
+            if not line:
+                return
+            yield line.rstrip("\n")
+    finally:
+        f.close()
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)  # leave the caller's shell as we found it
 
 
 def stdin_lines(stream: IO[str] | None = None) -> Iterator[str]:

@@ -400,6 +400,7 @@ class CallController:
                     self._say(reply.text, barge_in=False)
                 # the conversation ended normally (the caller was helped, or only asked)
                 self.transcript.note_outcome(None if self.transcript.outcome else "completed")
+                self._publish()  # before the hang-up: a remote simulator reads it
                 self._safe_hangup()
                 return
             self._emit("listening", {})
