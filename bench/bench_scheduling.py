@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_scheduling.py [--tenants 100] [--doctors 10] [--days 365]
 
-Targets (DESIGN.md 4): search p99 ≤ 5 ms, book p99 ≤ 10 ms.
+Targets: search p99 ≤ 5 ms, book p99 ≤ 10 ms.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Shared code of the Bedrock action-group Lambdas (standard library only).
 
 The Lambdas are thin: they read the agent's action-group event, call the
-appointments API (DESIGN.md 3.4) as the session's tenant, and phrase the answer
+appointments API (docs/contracts.md §2) as the session's tenant, and phrase the answer
 for speech. They must never fail in a way the caller hears as silence, so every
 problem — a malformed event, a missing token, the API down — becomes a
 well-formed action-group response whose ``message`` the model can say.
 
-Both event forms are handled (see PROTOCOLS.md 3): the OpenAPI form (``apiPath``,
+Both event forms are handled (docs/contracts.md §3): the OpenAPI form (``apiPath``,
 ``httpMethod``, ``parameters``, ``requestBody``) answered with
 ``responseBody["application/json"]["body"]`` and the function-details form
 (``function``, ``parameters``) answered with ``functionResponse``.

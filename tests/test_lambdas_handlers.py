@@ -1,7 +1,7 @@
 """The three action-group Lambdas against a real API on loopback with a real SQLite DB.
 
 Events are shaped like the AWS documentation's examples of both forms (OpenAPI
-schema and function details), see PROTOCOLS.md 3.
+schema and function details), see docs/contracts.md §3.
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ class Turn:
     barged_in: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        """The DESIGN.md 3.3 turn shape."""
+        """The turn shape of docs/contracts.md §1."""
         return {"speaker": self.speaker, "text": self.text, "at_ms": self.at_ms,
                 "barged_in": self.barged_in}
 
@@ -1094,8 +1094,9 @@ class OutboundConnection(EslConnection):
 class EmulatedCall:
     """Driver API: place one call into an outbound ESL server and act as the caller.
 
-    ``events`` yields DESIGN.md 3.3 out-events (``bot_said``, ``listening``, ``transfer``,
-    ``call_ended``); ``commands`` lists every command the bot sent (raw, parsed, ``at``).
+    ``events`` yields the out-events of docs/contracts.md §1 (``bot_said``, ``listening``,
+    ``transfer``, ``call_ended``); ``commands`` lists every command the bot sent (raw,
+    parsed, ``at``).
     """
 
     def __init__(

@@ -73,7 +73,7 @@ def action_group_schemas() -> dict[str, dict[str, Any]]:
 
     Each value is a complete OpenAPI 3.0 document (a dict; ``json.dumps`` it
     for ``apiSchema.payload``). Parameter names are the contract of
-    DESIGN.md 3.5 (camelCase, as the Lambdas read them).
+    docs/contracts.md §3 (camelCase, as the Lambdas read them).
     """
     doc = load_openapi()
     comp = _resolve(doc["components"], doc)

@@ -1,4 +1,4 @@
-"""The appointments API (DESIGN.md 3.4) as a falcon WSGI app on gevent's pywsgi.
+"""The appointments API (docs/contracts.md §2) as a falcon WSGI app on gevent's pywsgi.
 
 What the Lambdas, clinic integrations and operators talk to. Each
 ``/v1/tenants/{tenant}/…`` request is authorised by a per-tenant bearer token

@@ -1,4 +1,4 @@
-"""The per-call transcript (DESIGN.md 3.3): what was said, when, and how it ended.
+"""The per-call transcript (docs/contracts.md §1): what was said, when, and how it ended.
 
 It is built by the call controller only, so it needs no locking, and its
 ``to_dict()`` is the exact JSON contract shared by ``ivr simulate --json``,

@@ -65,7 +65,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Bedrock action name -> (esl_app.tools function, {parameter name: keyword}).
-#: The parameter names are the contract of DESIGN.md 3.5.
+#: The parameter names are the contract of docs/contracts.md §3.
 TOOL_ACTIONS: dict[str, tuple[str, dict[str, str]]] = {
     "searchSlots": ("search_slots", {
         "doctor": "doctor", "date": "date", "partOfDay": "part_of_day", "limit": "limit"}),
