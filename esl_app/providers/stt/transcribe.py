@@ -22,8 +22,9 @@ Semantics the call engine relies on:
   from tenant data, e.g. doctor names) is used when ``vocabulary_name`` is
   configured; ``set_hints`` is ignored.
 * any service error, throttling (``LimitExceededException``) or broken stream
-  → one ``TranscriptEvent("error")``; the stream is then dead and the engine
-  falls back (local STT or transfer, per tenant policy).
+  → one ``TranscriptEvent("error")``; the stream is then dead and the call's
+  :class:`~esl_app.providers.stt.resilience.ResilientSttStream` hands the rest
+  of the call to the local recogniser (or, if none can start, the caller over).
 * :meth:`TranscribeStream.close` (hang-up) returns at once; the stream ends in
   the background within ``close_timeout_s``.
 """
