@@ -39,6 +39,7 @@ __all__ = [
     "HUB_LAG",
     "PROVIDER_ERRORS",
     "REGISTRY",
+    "STT_FALLBACKS",
     "TTS_CACHE_HITS",
     "TTS_CACHE_MISSES",
     "TURN_LATENCY",
@@ -106,6 +107,12 @@ BOOKINGS = Counter(
 PROVIDER_ERRORS = Counter(
     "ivr_provider_errors", "Provider failures (kind: stt, tts, agent; provider: aws, local, ...).",
     ["kind", "provider"], registry=REGISTRY)
+STT_FALLBACKS = Counter(
+    "ivr_stt_fallbacks",
+    "Calls whose recogniser failed mid-call (error, exception, or no result in time) and "
+    "was replaced by the local one for the rest of the call (none could start: the caller "
+    "was handed over); from: the failed provider.",
+    ["tenant", "from"], registry=REGISTRY)
 TTS_CACHE_HITS = Counter(
     "ivr_tts_cache_hits", "Synthesised prompts served from the cache.", registry=REGISTRY)
 TTS_CACHE_MISSES = Counter(

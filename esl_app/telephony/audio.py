@@ -5,6 +5,13 @@ activity detection runs inline there (barge-in latency is one queue hop to the
 controller, which sends ``uuid_break``); the recogniser gets every frame and is
 finalised when the VAD sees the end of the turn. Only :class:`Msg` objects
 cross into the call: the controller stays the single owner of call state.
+
+A recogniser other than the local one runs inside a
+:class:`~esl_app.providers.stt.resilience.ResilientSttStream`: when it fails
+mid-call the local recogniser takes over for the rest of the call, the turn
+being heard is replayed to it, the switch is counted
+(``ivr_stt_fallbacks_total{tenant,from}``) and kept for the call record
+(:attr:`AudioListenSource.stt_fallback`, stored as ``usage["stt_fallback"]``).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 
 from esl_app.config.tenants import Tenant
 from esl_app.providers.stt.base import SttProvider, TranscriptEvent
+from esl_app.providers.stt.resilience import ResilientSttStream
 from esl_app.telephony.esl import EslError, EslSession
 from esl_app.telephony.events import Msg
 
@@ -29,7 +37,9 @@ class AudioListenSource:
     """One call's audio fork, VAD and recogniser; a :class:`ListenSource` and a media sink."""
 
     def __init__(self, call: Any, tenant: Tenant, session: EslSession, *, registry: Any,
-                 media_url: str, stt: SttProvider) -> None:
+                 media_url: str, stt: SttProvider,
+                 fallback_stt: Callable[[], SttProvider | None] | None = None) -> None:
+        """``fallback_stt()``: the recogniser that replaces a failing ``stt`` (the local one)."""
         from esl_app.media.endpoint import TurnDetector
 
         self.call = call
@@ -38,9 +48,13 @@ class AudioListenSource:
         self.registry = registry
         self.media_url = media_url.rstrip("/")
         self.stt_provider = stt
+        self.fallback_stt = fallback_stt
         self.detector = TurnDetector.for_tenant(tenant)
         self.stream: Any = None
-        self.stt_bytes = 0  # audio handed to the recogniser, for usage and cost
+        self.stt_bytes = 0  # audio handed to the tenant's recogniser, for usage and cost
+        self._fallback: dict[str, Any] | None = None  # the switch, for the call record
+        self._fallback_bytes = 0  # audio handed to the fallback after it (free: local)
+        self._fallback_at = 0.0  # time.monotonic() of the switch
         # time.monotonic() the caller's current turn began (in speech) or their last one
         # ended (0.0: none yet); kept by the media greenlet, read by the listen
         self._speech_since = 0.0
@@ -124,9 +138,19 @@ class AudioListenSource:
     def on_stream_start(self, metadata: Mapping[str, Any]) -> None:
         if self.closed or self.stream is not None:
             return
-        self.stream = self.stt_provider.open_stream(
-            self.uuid, self.tenant.sample_rate, self.tenant.language, self._on_transcript,
-            getattr(self, "hints", ()))
+        provider = self.stt_provider
+        args = (self.uuid, self.tenant.sample_rate, self.tenant.language, self._on_transcript,
+                getattr(self, "hints", ()))
+        if self._fallback is not None and self._fallback["to"] is not None \
+                and self.fallback_stt is not None:
+            fallback = self.fallback_stt()  # a new fork after a switch: it stays switched
+            if fallback is not None:
+                provider = fallback
+        elif self.fallback_stt is not None and getattr(provider, "name", "") != "local":
+            self.stream = ResilientSttStream(provider, self.fallback_stt, *args,
+                                             on_fallback=self._on_fallback, gated=True)
+            return
+        self.stream = provider.open_stream(*args)
 
     def on_audio(self, pcm: bytes) -> bool:
         """VAD, then the recogniser; True while a turn boundary is near (read us soon).
@@ -142,6 +166,9 @@ class AudioListenSource:
             if ev.kind == "speech_start":
                 self._speech_since = now - (ev.detected_ms - ev.at_ms) / 1000.0  # the onset
                 self.call.post(Msg("speech_start", at=now))
+                note = getattr(self.stream, "note_speech", None)
+                if note is not None:  # a resilient stream keeps this turn for a replay
+                    note()
             elif ev.kind == "speech_end":
                 # the turn is over when the VAD says so: the listen's silence counts from
                 # here (the recogniser's final follows), not from the last voiced frame
@@ -149,7 +176,10 @@ class AudioListenSource:
                 if self.stream is not None:
                     self.stream.finalize()
         if self.stream is not None:
-            self.stt_bytes += len(pcm)
+            if self._fallback is None:
+                self.stt_bytes += len(pcm)
+            else:
+                self._fallback_bytes += len(pcm)
             self.stream.feed(pcm)
         return det.deciding
 
@@ -162,7 +192,34 @@ class AudioListenSource:
 
     @property
     def stt_seconds(self) -> float:
+        """Audio sent to the tenant's recogniser (after a switch, the fallback's is not)."""
         return self.stt_bytes / (2.0 * self.tenant.sample_rate)
+
+    @property
+    def stt_fallback(self) -> dict[str, Any] | None:
+        """The recogniser switch, for the call record's ``usage["stt_fallback"]`` (or None).
+
+        ``from``/``to``: provider names (``to`` None: none could start, the caller was
+        handed over); ``reason``; ``replayed``: ended turns given to the fallback again;
+        ``result_ms``: the switch to the fallback's first result; ``local_s``: audio the
+        fallback heard.
+        """
+        if self._fallback is None:
+            return None
+        return {**self._fallback,
+                "local_s": round(self._fallback_bytes / (2.0 * self.tenant.sample_rate), 2)}
+
+    def _on_fallback(self, source: str, reason: str, to: str | None) -> None:
+        """The recogniser was replaced (on the media or a provider's greenlet)."""
+        self._fallback = {"from": source, "to": to, "reason": reason,
+                          "replayed": getattr(self.stream, "replayed", 0), "result_ms": None}
+        self._fallback_at = time.monotonic()
+        if (m := _metrics()) is not None:
+            m.STT_FALLBACKS.labels(self.tenant.id, source).inc()
+            m.PROVIDER_ERRORS.labels("stt", source).inc()
+        if to is None and not self.closed:
+            # nothing can hear the caller: the controller apologises once and hands over
+            self.call.post(Msg("media_lost", key="stt_failed"))
 
     def on_stream_end(self, reason: str) -> None:
         if self.stream is not None and not self.closed:
@@ -177,8 +234,11 @@ class AudioListenSource:
         if self.closed:
             return
         if ev.kind == "final":
-            self.call.post(Msg("transcript", text=ev.text, confidence=ev.confidence,
-                               at=time.monotonic()))
+            now = time.monotonic()
+            fb = self._fallback
+            if fb is not None and fb["result_ms"] is None:
+                fb["result_ms"] = round((now - self._fallback_at) * 1000)
+            self.call.post(Msg("transcript", text=ev.text, confidence=ev.confidence, at=now))
         elif ev.kind == "error":
             log.warning("call %s: recogniser error: %s", self.uuid[:8], ev.text)
 
@@ -187,22 +247,28 @@ class AudioSources:
     """The ``audio_source_for`` factory: one :class:`AudioListenSource` per call."""
 
     def __init__(self, registry: Any, media_url: str,
-                 stt_for: Callable[[Tenant], SttProvider]) -> None:
+                 stt_for: Callable[[Tenant], SttProvider],
+                 fallback_stt: Callable[[], SttProvider | None] | None = None) -> None:
+        """``fallback_stt()``: the shared recogniser that replaces a failing one (None: none)."""
         self.registry = registry
         self.media_url = media_url
         self.stt_for = stt_for
+        self.fallback_stt = fallback_stt
 
     def __call__(self, call: Any, tenant: Tenant, session: EslSession) -> AudioListenSource:
         return AudioListenSource(call, tenant, session, registry=self.registry,
-                                 media_url=self.media_url, stt=self.stt_for(tenant))
+                                 media_url=self.media_url, stt=self.stt_for(tenant),
+                                 fallback_stt=self.fallback_stt)
 
     def warm(self, tenant: Tenant) -> None:
-        """Make ``tenant``'s recogniser now, before calls come.
+        """Make ``tenant``'s recogniser (and the fallback it may need) now, before calls come.
 
         Its first call would import it on the hub (the local one: ~160 ms, during
-        which the worker's other calls stand still).
+        which the worker's other calls stand still); a switch mid-call would too.
         """
-        self.stt_for(tenant)
+        provider = self.stt_for(tenant)
+        if self.fallback_stt is not None and getattr(provider, "name", "") != "local":
+            self.fallback_stt()
 
 
 def start_media_for_calls(host: str = "127.0.0.1", port: int = 0, *,
@@ -219,16 +285,38 @@ def start_media_for_calls(host: str = "127.0.0.1", port: int = 0, *,
 
     def default_stt(tenant: Tenant) -> SttProvider:
         name = tenant.stt if tenant.stt != "freeswitch" else "local"
-        key = name if name == "local" else f"{name}:{tenant.id}"  # local: one decoder pool
+        if name == "local":
+            return local_stt()
+        key = f"{name}:{tenant.id}"
         if key not in providers:
             try:
                 from esl_app.providers import registry as preg  # type: ignore[attr-defined]
 
                 providers[key] = preg.make_stt(name, tenant)
+            except (ImportError, AttributeError):  # its extra is not installed
+                providers[key] = local_stt()
+        return providers[key]
+
+    def local_stt() -> SttProvider:
+        """The process's local recogniser: one decoder pool, also every fallback's."""
+        if "local" not in providers:
+            try:
+                from esl_app.providers import registry as preg  # type: ignore[attr-defined]
+
+                providers["local"] = preg.make_stt("local")
             except (ImportError, AttributeError):
                 from esl_app.providers.stt.local import LocalStt
 
-                providers[key] = LocalStt()
-        return providers[key]
+                providers["local"] = LocalStt()
+        return providers["local"]
 
-    return media, AudioSources(registry, url, stt_for or default_stt)
+    return media, AudioSources(registry, url, stt_for or default_stt, local_stt)
+
+
+def _metrics() -> Any:
+    """The process metrics, or None where the HTTP extra is not installed."""
+    try:
+        from esl_app.http import metrics
+    except ImportError:  # pragma: no cover - the HTTP extra is not installed
+        return None
+    return metrics

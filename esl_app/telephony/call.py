@@ -805,6 +805,9 @@ class CallController:
         seconds = getattr(self.listener, "stt_seconds", 0.0) or 0.0
         if seconds:
             self.usage.add_stt(seconds, new_stream=True)
+        fallback = getattr(self.listener, "stt_fallback", None)  # the recogniser was replaced
+        if fallback:
+            self.transcript.usage["stt_fallback"] = fallback
         if self.ctx is not None:
             cloud = self.ctx.state.get("bedrock") or {}
             if isinstance(cloud, dict) and cloud.get("invocations"):
