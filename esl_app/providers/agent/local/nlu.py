@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from esl_app.config.tenants import Doctor, VisitType
+from esl_app.providers.agent.local import names, phonetic
 
 __all__ = [
     "ANY_DOCTOR",
+    "Understanding",
     "DateRange",
     "Option",
     "TimePref",
@@ -35,6 +38,7 @@ __all__ = [
     "parse_relative",
     "parse_time",
     "tokens",
+    "understand",
     "visit_kind",
     "yes_no",
 ]
@@ -51,6 +55,10 @@ _CONTRACTIONS = {
     "there's": "there is", "didn't": "did not", "i've": "i have", "couldn't": "could not",
     "haven't": "have not", "hasn't": "has not", "hadn't": "had not", "aren't": "are not",
     "weren't": "were not", "we're": "we are", "we've": "we have",
+    "whoever's": "whoever is", "that'd": "that would", "it'd": "it would", "you've": "you have",
+    "she's": "she is", "he's": "he is", "who's": "who is", "i'll": "i will",
+    "you'll": "you will", "we'll": "we will", "that'll": "that will", "how's": "how is",
+    "they're": "they are", "wouldn't": "would not", "shouldn't": "should not",
 }
 
 
@@ -73,6 +81,11 @@ def normalize(text: str | None, *, clock: bool = True) -> str:
     t = " ".join(words)
     if not clock:
         return t
+    t = re.sub(r"\b(\d{1,2})-?ish\b", r"\1", t)  # "2-ish"
+    t = re.sub(r"\b([a-z]+)-ish\b", r"\1", t)
+    # "nine-thirty", "walk-in" (not a code: "xfm-fmf")
+    t = " ".join(w if re.fullmatch(r"[a-z0-9]{3}-[a-z0-9]{3}", w)
+                 else re.sub(r"(?<=[a-z])-(?=[a-z])", " ", w) for w in t.split())
     t = re.sub(r"\ba\.?m\.?(?=\s|$)", "am", t)
     t = re.sub(r"\bp\.?m\.?(?=\s|$)", "pm", t)
     t = re.sub(r"\b(\d{1,2}):(\d{2})\b", r"\1 \2", t)  # 9:30 -> 9 30
@@ -155,27 +168,43 @@ _INTENT_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("operator", ("operator", "real person", "a person", "human", "receptionist",
                   "front desk", "press zero", "representative", "someone", "somebody",
                   "live person", "live agent", "the office staff", "talk to staff",
-                  "speak to staff", "a nurse")),
+                  "speak to staff", "a nurse", "the nurse", "an agent", "transfer me")),
     ("reschedule", ("reschedule", "re schedule", "move my appointment", "change my appointment",
                     "move the appointment", "change the appointment", "change my booking",
                     "move my booking", "push my appointment", "push back my appointment",
-                    "different time for my appointment")),
+                    "different time for my appointment", "different day for my appointment",
+                    "postpone", "bring my appointment", "switch my appointment",
+                    "rearrange", "move it to another", "rebook")),
     ("cancel", ("cancel", "call off", "can not make it", "will not make it",
                 "not going to make it", "can not come", "delete my appointment",
-                "remove my appointment")),
-    ("book", ("book", "appointment", "schedule", "make an", "see a doctor", "see the doctor",
-              "see doctor", "see dr", "need to see", "want to see", "like to see", "come in",
-              "get in", "checkup", "check up", "visit", "consultation", "slot",
-              "available", "availability", "openings")),
+                "remove my appointment", "can not make my", "can not make the",
+                "will not be able to come", "will not be able to make", "not be able to come",
+                "not be able to make", "not going to make my")),
+    ("book", ("book", "appointment", "appointments", "schedule", "make an", "see a doctor",
+              "see the doctor", "see doctor", "see dr", "need to see", "want to see",
+              "like to see", "needs to see", "come in", "get in", "checkup", "check up",
+              "visit", "consultation", "slot", "slots", "available", "availability",
+              "openings", "opening", "see someone", "see somebody", "fit me in",
+              "squeeze me in", "walk in", "walk ins", "walk-in", "walk-ins", "bring him in",
+              "bring her in", "bring them in", "get seen", "be seen", "checked",
+              "looked at", "look at it", "taken out", "which doctors", "what doctors",
+              "anything open", "something open", "have open", "same day")),
     ("hours", ("hours", "what time do you", "when do you open", "when do you close",
                "when are you open", "are you open", "opening time", "closing time",
-               "open on", "open today", "open tomorrow", "close today")),
+               "open on", "open today", "open tomorrow", "close today", "how late",
+               "how early", "until what time", "till what time", "open until", "open till",
+               "office open", "office close", "clinic open", "clinic close", "office hours",
+               "close for lunch", "closed for lunch", "lunch break")),
     ("address", ("address", "where are you", "where is the clinic", "where is your",
                  "located", "location", "directions", "how do i get", "how to get there",
-                 "parking")),
+                 "parking", "where do i park", "where can i park", "place to park",
+                 "what street", "which street", "where exactly", "where is the office",
+                 "where do i go", "find you", "find the clinic", "find the office")),
     ("goodbye", ("bye", "goodbye", "good bye", "that is all", "that is it", "nothing else",
                  "hang up", "have a good day", "have a nice day", "i am done", "i am good",
-                 "i am all set", "all set", "that will be all", "no more")),
+                 "i am all set", "all set", "that will be all", "no more",
+                 "that is everything", "call back later", "i will call back",
+                 "i will call you back", "try again later")),
 )
 _NAV_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("earliest", ("earliest", "soonest", "as soon as possible", "asap", "first available",
@@ -185,15 +214,76 @@ _NAV_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("earlier", ("anything earlier", "something earlier", "earlier", "sooner",
                  "anything before that")),
 )
+# Openers said before (or instead of) the request.
+_GREETINGS = ("hi there", "hello there", "hey there", "hi", "hello", "hey", "hiya", "howdy",
+              "good morning", "good afternoon", "good evening", "greetings")
+_PRESENCE = ("is anybody there", "is anyone there", "anybody there", "anyone there",
+             "are you there", "can you hear me", "is this working", "hello hello")
+_OPENER_FILLERS = ("yes", "yeah", "oh", "um", "uh", "ok", "okay", "well", "so", "hey")
+_SMALLTALK = re.compile(
+    r"\b(?:how are you|how is it going|how are things|how do you do"
+    r"|are you (?:a |an )?(?:real|human|person|robot|machine|computer|bot|recording"
+    r"|automated|ai|artificial)"
+    r"|am i (?:talking|speaking) (?:to|with) (?:a |an )?(?:real|human|person|robot|machine"
+    r"|computer|bot|recording|automated|ai)"
+    r"|is this (?:a |an )?(?:real person|human|person|robot|machine|computer|recording"
+    r"|answering machine|automated|bot|the doctor|the clinic|the office|the practice"
+    r"|an emergency (?:number|line))"
+    r"|who is this|who am i (?:speaking|talking) (?:to|with)|who are you|what is your name"
+    r"|who is speaking|what can you do|what are my options|how does this work"
+    r"|what do you do|what can i do|automated (?:system|service|assistant|line)"
+    r"|is this automated|it is a (?:machine|robot|recording))\b")
+_REPEAT = ("repeat", "say that again", "say again", "say it again", "say those again",
+           "come again", "pardon", "what was that", "one more time", "what did you say",
+           "did not catch", "did not hear", "did not get that", "slow down", "speak up",
+           "say that slower", "can not hear you", "what were the", "what was the question",
+           "repeat the question", "sorry what", "what sorry", "excuse me")
+_REPEAT_ALONE = ("what", "huh", "sorry", "eh", "hmm what", "what is that", "what was it")
+_WAIT = ("hold on", "hang on", "one moment", "one second", "one sec", "a second", "a sec",
+         "just a sec", "just a second", "give me a sec", "give me a second", "give me a minute",
+         "just a minute", "just a moment", "let me check", "let me think", "let me see",
+         "let me find", "let me look", "bear with me", "wait a second", "wait a minute",
+         "let me get", "hold please")
+
+
+_RETURNING = ("returning a call", "returning your call", "return your call", "got a call from",
+              "missed a call", "you called me", "someone called me", "had a missed call",
+              "calling back", "call from your office")
+
+
+def strip_opener(t: str) -> tuple[str, bool]:
+    """Normalised ``t`` without the greeting it starts with, and whether there was one.
+
+    "good morning, I need an appointment" must not ask for a morning slot, and
+    "hello? can you hear me?" is only a greeting.
+    """
+    greeted = False
+    changed = True
+    while changed and t:
+        changed = False
+        for g in _PRESENCE + _GREETINGS:
+            if t == g or t.startswith(g + " "):
+                t = t[len(g):].strip()
+                greeted = changed = True
+                break
+        else:
+            first, _, rest = t.partition(" ")
+            if first in _OPENER_FILLERS and any(rest == g or rest.startswith(g + " ")
+                                                for g in _PRESENCE + _GREETINGS):
+                t = rest
+                changed = True
+    return t, greeted
 
 
 def intent(text: str | None) -> str | None:
     """The caller's main goal in this turn, or None.
 
     One of: emergency, operator, reschedule, cancel, book, hours, address,
-    goodbye, earliest, later, earlier, yes, no. Ordered by priority: a
-    request for a person wins over anything else said in the same breath;
-    "cancel and rebook" style turns count as reschedule.
+    goodbye, earliest, later, earlier, repeat, wait, yes, no, smalltalk,
+    greeting. Ordered by priority: a request for a person wins over anything
+    else said in the same breath; "cancel and rebook" style turns count as
+    reschedule; a question about the bot itself ("are you a real person?") is
+    small talk, not a request for one.
     """
     t = normalize(text)
     if not t:
@@ -202,43 +292,69 @@ def intent(text: str | None) -> str | None:
 
     if detect_emergency(t) is not None:
         return "emergency"
-    if _has(t, "zero") and len(t.split()) <= 2:
+    core, greeted = strip_opener(t)
+    if not core:
+        return "greeting"
+    t = core
+    if (_has(t, "zero") or t == "agent") and len(t.split()) <= 2:
         return "operator"
+    smalltalk = bool(_SMALLTALK.search(t))
     found = [name for name, phrases in _INTENT_PATTERNS if _has(t, *phrases)]
-    if "operator" in found and not _operator_really(t):
+    if re.search(r"\bbring (?:my|our|him|her|them)(?: [a-z]+)? in\b", t):
+        found.append("book")
+    if "operator" in found and (smalltalk or not _operator_really(t)):
         found.remove("operator")
     if "cancel" in found and _has(t, "rebook", "book another", "new time", "another time",
                                   "different day", "different time"):
+        return "reschedule"
+    if not found and re.search(r"\b(?:booked|my appointment|an appointment)\b.*\b(?:another|a "
+                               r"different|a new) (?:day|time|date)\b", t):
+        return "reschedule"
+    if "reschedule" in found and not _has(t, "appointment", "booking", "visit", "reschedule",
+                                          "re schedule", "postpone", "rebook", "rearrange"):
+        found.remove("reschedule")
+    if _has(t, "change the time", "change the day", "change the date") and \
+            _has(t, "appointment", "booking"):
         return "reschedule"
     if "goodbye" in found and len(found) > 1 and _has(t, "no more") and not _has(t, "bye"):
         found.remove("goodbye")
     for name in ("emergency", "operator", "reschedule", "cancel"):
         if name in found:
             return name
-    if "book" in found and not _has(t, "hours", "address", "where are you"):
+    if "book" in found and not _has(t, "hours", "address", "where are you") and \
+            not (smalltalk and not _has(t, "appointment", "book", "schedule")):
         return "book"
     for name in ("hours", "address"):
         if name in found:
             return name
+    if smalltalk:
+        return "smalltalk"
     yn = yes_no(t)
     if "goodbye" in found:
         return "goodbye"
     for name, phrases in _NAV_PATTERNS:
         if _has(t, *phrases):
             return name
+    if _has(t, *_REPEAT) or t in _REPEAT_ALONE:
+        return "repeat"
+    if _has(t, *_WAIT) or t == "wait":
+        return "wait"
     if yn is not None:
         return "yes" if yn else "no"
+    if greeted:
+        return "greeting"
     return None
 
 
 def _operator_really(t: str) -> bool:
     """'someone'/'a person' only mean a human when the caller asks to talk to them."""
     strong = ("operator", "real person", "human", "receptionist", "front desk", "press zero",
-              "representative", "live person", "live agent", "a nurse")
+              "representative", "live person", "live agent", "a nurse", "an agent",
+              "transfer me")
     if _has(t, *strong):
         return True
     return bool(re.search(r"\b(talk|speak|speaking|talking|connect me|put me through|transfer)"
-                          r"\b.*\b(someone|somebody|a person|staff)\b", t))
+                          r"\b.*\b(someone|somebody|a person|staff|nurse)\b", t))
 
 
 # ---------------------------------------------------------------- yes / no
@@ -247,11 +363,25 @@ _YES = ("yes", "yeah", "yea", "yep", "yup", "sure", "ok", "okay", "correct", "ri
         "that is right", "that works", "sounds good", "perfect", "please do", "go ahead",
         "absolutely", "definitely", "of course", "uh huh", "mm hmm", "fine", "great",
         "alright", "all right", "that is correct", "do it", "book it", "exactly", "yes please",
-        "works for me", "good", "affirmative", "please", "i do", "it is", "that one")
-_NO = ("no", "nope", "nah", "not really", "no thanks", "no thank you", "do not", "negative",
+        "works for me", "good", "affirmative", "i do", "it is", "that one", "mhm",
+        "mm hm", "mhmm", "you bet", "confirm", "confirmed", "go for it", "sure thing",
+        "that is it", "that is me", "let us do it", "let us do that", "yes ma'am", "yes sir",
+        "i guess so", "i think so", "guess so", "i suppose", "why not", "that will work")
+_NO = ("nope", "nah", "not really", "no thanks", "no thank you", "do not", "negative",
        "wrong", "incorrect", "that is not right", "that is wrong", "not that", "none",
        "neither", "does not work", "will not work", "not good", "i do not", "not quite",
-       "never mind", "nevermind", "not at all", "i can not", "none of those", "none of them")
+       "never mind", "nevermind", "not at all", "i can not", "none of those", "none of them",
+       "that is not", "is not my", "not my", "not me", "no way", "i do not think so")
+
+
+# what follows a refusing "no" ("no thanks", "no, that's wrong"); "no chest pain" is no refusal
+_NO_GOES_ON = {"thanks", "thank", "i", "that", "it", "not", "sorry", "no", "way", "please",
+               "the", "we", "this", "actually", "wait", "she", "he", "they", "you", "none",
+               "nope", "nothing", "a", "an", "different", "another", "other", "there", "do",
+               "does", "ma'am", "sir", "never", "need", "just", "is", "what", "can", "could",
+               "let", "make", "change", "in", "on", "at", "for", "with", "doctor", "dr", "my",
+               "then", "so", "but", "and", "neither", "too", "definitely", "absolutely",
+               "maybe", "later", "earlier", "tomorrow", "today", "one", "two"}
 
 
 def yes_no(text: str | None) -> bool | None:
@@ -261,24 +391,33 @@ def yes_no(text: str | None) -> bool | None:
         return None
     if _has(t, "not sure", "i do not know", "maybe", "i guess not sure"):
         return None
-    words = t.split()
-    if words[0] in ("no", "nope", "nah", "negative") or _has(t, *_NO):
+    words = [w for w in t.split() if w not in ("uh", "um", "oh", "well", "hmm")] or t.split()
+    lead = words[0] in ("nope", "nah", "negative") or (
+        words[0] == "no" and (len(words) == 1 or words[1] in _NO_GOES_ON))
+    if lead or _has(t, *_NO) or (words[-1] == "no" and len(words) <= 3):
         return False
-    if _has(t, *_YES):
+    if _has(t, *_YES) or t == "please":
         return True
     return None
 
 
-_CORRECTION = ("i said", "i meant", "i mean", "actually", "make it", "change it to",
+_CORRECTION = ("i said", "i meant", "i mean", "actually", "change it to",
                "change that to", "instead", "rather", "not that", "scratch that", "sorry",
-               "correction", "no wait", "wait")
+               "correction", "no wait", "wait", "make that", "switch to", "switch it",
+               "change the", "oops", "my mistake", "i misspoke")
+
+
+_NOT_CORRECTION = ("no thank", "no thanks", "no preference", "no problem", "no worries",
+                   "no rush", "no later", "no earlier", "no idea")
 
 
 def is_correction(text: str | None) -> bool:
     """Whether the caller is correcting something they said before."""
     t = normalize(text)
+    if re.search(r"(?<!not )\bmake it\b", t):
+        return True
     return _has(t, *_CORRECTION) or bool(re.match(r"no\b", t) and len(t.split()) > 1
-                                          and not _has(t, "no thank", "no thanks"))
+                                          and not _has(t, *_NOT_CORRECTION))
 
 
 # ---------------------------------------------------------------- doctors
@@ -294,23 +433,26 @@ _SPECIALTY_WORDS = {
 }
 _ANY_DOCTOR = ("any doctor", "anyone", "any one", "anybody", "does not matter",
                "do not care", "no preference", "whoever", "either", "any of them",
-               "whichever", "first available doctor", "any available")
+               "whichever", "first available doctor", "any available",
+               "do not have a preference", "no particular preference")
 
 
-def match_doctor(text: str | None, doctors: Sequence[Doctor]) -> Doctor | str | None:
+def match_doctor(text: str | None, doctors: Sequence[Doctor], *, specialties: bool = True
+                 ) -> Doctor | str | None:
     """The doctor named in ``text``, :data:`ANY_DOCTOR`, or None.
 
     Tolerant of "doctor smith", "dr smith", "sarah smith", "smith", first
-    names, and specialties ("the pediatrician").
+    names, and specialties ("the pediatrician"). A doctor the caller rules out
+    ("patel, not smith") does not count.
     """
     t = normalize(text).replace("dr.", "dr")
     if not t:
         return None
+    t = _drop_ruled_out(t, {p for d in doctors for p in _name_parts(d)})
     padded = f" {t} "
     scores: dict[str, int] = {}
     for d in doctors:
-        parts = [p for p in re.sub(r"[^a-z' -]", " ", d.name.lower().replace("dr.", "")).split()
-                 if p not in ("dr", "doctor", "md")]
+        parts = _name_parts(d)
         if not parts:
             continue
         last, first = parts[-1], parts[0]
@@ -323,7 +465,7 @@ def match_doctor(text: str | None, doctors: Sequence[Doctor]) -> Doctor | str | 
             score = 2
         elif f" {d.id} " in padded:
             score = 3
-        else:
+        elif specialties:
             spec = d.specialty.lower()
             words = _SPECIALTY_WORDS.get(spec, ()) + ((spec,) if spec else ())
             if any(_has(t, w) for w in words):
@@ -338,6 +480,75 @@ def match_doctor(text: str | None, doctors: Sequence[Doctor]) -> Doctor | str | 
     if _has(t, *_ANY_DOCTOR):
         return ANY_DOCTOR
     return None
+
+
+def _name_parts(d: Doctor) -> list[str]:
+    """A doctor's name words without the title: "Dr. Sarah Smith" -> ["sarah", "smith"]."""
+    return [p for p in re.sub(r"[^a-z' -]", " ", d.name.lower().replace("dr.", "")).split()
+            if p not in ("dr", "doctor", "md")]
+
+
+def _drop_ruled_out(t: str, words: set[str]) -> str:
+    """Drop names the caller rules out: "doctor patel, not smith" -> "doctor patel"."""
+    if not words:
+        return t
+    alts = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.sub(rf"\b(?:not|instead of|rather than|other than|except)(?: (?:doctor|dr|with))?"
+                  rf" (?:{alts})(?:'s|s)?\b", " ", t)
+
+
+# Words after "doctor" that are not a name ("see a doctor about my knee").
+_GUESS_STOP = {
+    "a", "an", "the", "and", "or", "about", "for", "to", "at", "on", "in", "with", "by", "of",
+    "is", "as", "please", "thanks", "thank", "you", "today", "tomorrow", "tonight", "soon",
+    "now", "again", "appointment", "visit", "office", "asap", "who", "that", "this", "any",
+    "whoever", "because", "so", "if", "but", "then", "next", "first", "earliest", "i", "me",
+    "my", "we", "it", "there", "here", "yes", "no", "okay", "ok", "sure", "um", "uh", "who's",
+    "regarding", "concerning", "re", "instead", "not", "would", "could", "can", "will",
+    "should", "when", "what", "where", "how", "why", "one", "two", "three", "four", "five",
+    "six", "seven", "eight", "nine", "ten", "morning", "afternoon", "evening", "week",
+    "checkup", "available", "preference", "either", "anyone", "anybody", "s", "said", "told",
+    "wants", "want", "recommended", "referred",
+}
+_NOT_A_TITLE = {"a", "the", "any", "my", "your", "our", "his", "her", "their", "family",
+                "heart", "skin", "kids", "children's", "regular", "same", "another",
+                "different", "new", "primary", "woman", "female", "male", "man", "good",
+                "other", "which", "what", "that", "this", "each", "every", "no", "old"}
+
+
+def guess_doctor(text: str | None, doctors: Sequence[Doctor], *, bare: bool = False
+                 ) -> Doctor | None:
+    """The doctor a misheard name most likely means ("doctor october" -> Dr. Okafor), or None.
+
+    Only words in a name's place count: after "doctor"/"dr" (not "a doctor"),
+    or, with ``bare`` (the caller answers "which doctor?"), the whole short
+    answer. The dialogue confirms a guess before using it.
+    """
+    toks = [w for w in normalize(text).replace("dr.", "dr").split() if w not in ("um", "uh")]
+    if not toks or not doctors:
+        return None
+    heard: list[str] = []
+    for i, w in enumerate(toks):
+        if w in ("doctor", "dr", "doc") and (i == 0 or toks[i - 1] not in _NOT_A_TITLE):
+            rest = toks[i + 1:i + 3]
+            if rest and rest[0] not in _GUESS_STOP:
+                heard.append(rest[0])
+            if len(rest) > 1 and not (rest[0] in _GUESS_STOP and rest[1] in _GUESS_STOP) \
+                    and not _date_at(rest, 0, date(2000, 1, 1)):
+                heard.append(rest[0] + rest[1])  # "ok for": one name heard as two words
+    if bare and not heard and 1 <= len(toks) <= 2 and not any(w in _GUESS_STOP for w in toks):
+        heard = ["".join(toks)] + (toks if len(toks) > 1 else [])
+    if not heard:
+        return None
+    pairs: list[tuple[str, str]] = []
+    for d in doctors:
+        parts = _name_parts(d)
+        pairs.extend((d.id, p) for p in parts)
+        if len(parts) > 1:
+            pairs.append((d.id, "".join(parts)))
+    by_id = {d.id: d for d in doctors}
+    votes = {got for h in heard if (got := phonetic.best_match(h, pairs))}
+    return by_id[votes.pop()] if len(votes) == 1 else None
 
 
 # ---------------------------------------------------------------- visit types
@@ -460,6 +671,9 @@ def match_visit_type(text: str | None, visit_types: Sequence[VisitType], *,
         elif "follow" in by_kind and any(
                 not _negated(toks, at) for p in follow_phrases for at in _phrase_at(toks, p)):
             score[by_kind["follow"].id] = 1
+    if not score and "follow" in by_kind and _has(t, "results", "result") and \
+            _has(t, "go over", "discuss", "talk about", "review"):
+        score[by_kind["follow"].id] = 1
     if score:
         best = max(score.values())
         winners = [v for v in visit_types if score.get(v.id) == best]
@@ -570,120 +784,251 @@ def _day_of_month(today: date, day: int) -> date | None:
     return None
 
 
-def parse_date(text: str | None, today: date) -> DateRange | None:
+def parse_date(text: str | None, today: date, *, ordinals: bool = False) -> DateRange | None:
     """The day(s) meant in ``text`` relative to ``today``, or None.
 
     "next <weekday>" is the first such day after today; "this/on <weekday>"
-    may be today. Day-only dates ("the 5th") are the next such day.
+    may be today. Day-only dates ("the 5th") are the next such day. With
+    ``ordinals`` (the caller is answering "what day?") "the third" is a date
+    too; elsewhere it is more likely a choice among options.
     """
-    found = _find_date(tokens(text), today)
+    found = _find_date(tokens(text), today, ordinals=ordinals)
     return found[0] if found else None
 
 
-def _find_date(toks: list[str], today: date) -> tuple[DateRange, set[int]] | None:
-    """The date in ``toks`` and the token indexes it used (so times skip them)."""
+_NEGATORS = ("not", "instead of", "rather than", "other than", "except", "but not")
+
+
+def _find_date(toks: list[str], today: date, *, ordinals: bool = False,
+               ruled_out: list[DateRange] | None = None) -> tuple[DateRange, set[int]] | None:
+    """The date in ``toks`` and the token indexes it used (so times skip them).
+
+    Every mention is found first, then one is chosen: mentions the caller
+    ruled out ("not tuesday", "instead of thursday") are dropped, a weekday
+    right before its date ("wednesday, december 2nd") yields to the date,
+    "monday or tuesday" spans both, and "the day after" counts from the
+    mention before it. Otherwise the first mention wins. ``ruled_out``, when
+    given, collects the mentions the caller ruled out ("not X, Y" corrects X).
+    """
+    mentions: list[tuple[int, DateRange, set[int]]] = []
+    covered: set[int] = set()
+    for i in range(len(toks)):
+        if i in covered:
+            continue
+        got = _date_at(toks, i, today, ordinals=ordinals)
+        if got:
+            rng, used = got
+            mentions.append((i, rng, used))
+            covered |= used
+    # "the day after" / "the day before" on their own: from the mention before
+    for i in range(len(toks) - 1):
+        if toks[i] == "day" and toks[i + 1] in ("after", "before") and i not in covered \
+                and not (i + 2 < len(toks) and (i + 2) in covered):
+            earlier = [m for m in mentions if m[0] < i]
+            if earlier:
+                base = earlier[-1][1].first
+                day = base + timedelta(days=1 if toks[i + 1] == "after" else -1)
+                used = {i, i + 1} | ({i - 1} if i and toks[i - 1] == "the" else set())
+                mentions.append((i, DateRange(day, day), used))
+    if not mentions:
+        return None
+    mentions.sort(key=lambda m: m[0])
+
+    def negated(m: tuple[int, DateRange, set[int]]) -> bool:
+        start = min(m[2])
+        before = " ".join(w for w in toks[max(0, start - 3):start] if w not in ("the", "on"))
+        return any(before.endswith(n) for n in _NEGATORS)
+
+    live = [m for m in mentions if not negated(m)]
+    if not live:
+        return None
+    if ruled_out is not None:
+        ruled_out.extend(m[1] for m in mentions if negated(m))
+    # a weekday next to its explicit date: the date decides
+    for a, b in zip(live, live[1:], strict=False):
+        if _weekday_index(toks[a[0]]) is not None and b[0] - max(a[2]) <= 2 \
+                and _weekday_index(toks[b[0]]) is None and b[1].single:
+            live.remove(a)
+            break
+    first = live[0]
+    if len(live) > 1 and first[1].single and live[1][1].single:
+        second = live[1]
+        between = toks[max(first[2]) + 1:min(second[2])]
+        if between in (["or"], ["and"], ["or", "on"], ["or", "maybe"]):
+            lo, hi = first[1].first, second[1].first
+            if _weekday_index(toks[second[0]]) is not None and toks[min(second[2])] not in (
+                    "next", "following"):
+                hi = lo + timedelta(days=(hi.weekday() - lo.weekday()) % 7)  # the one after
+            if hi > lo:
+                return DateRange(lo, hi), first[2] | second[2]
+    return first[1], first[2]
+
+
+def _date_at(toks: list[str], i: int, today: date, *, ordinals: bool = False
+             ) -> tuple[DateRange, set[int]] | None:
+    """A date mention that starts (or ends, for "next friday") at ``toks[i]``."""
     n = len(toks)
+    w = toks[i]
 
     def one(d: date | None, used: set[int]) -> tuple[DateRange, set[int]] | None:
         return (DateRange(d, d), used) if d else None
 
-    for i, w in enumerate(toks):
-        # 11/30 or 11/30/2026
-        m = re.fullmatch(r"(\d{1,2})/(\d{1,2})(?:/(\d{2,4}))?", w)
-        if m:
-            mo, dd = int(m.group(1)), int(m.group(2))
-            if m.group(3):
-                y = int(m.group(3))
-                y = y + 2000 if y < 100 else y
-                try:
-                    return one(date(y, mo, dd), {i})
-                except ValueError:
-                    return None
-            if 1 <= mo <= 12:
-                return one(_month_day(today, mo, dd), {i})
-        m = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", w)
-        if m:
+    # 11/30 or 11/30/2026
+    m = re.fullmatch(r"(\d{1,2})/(\d{1,2})(?:/(\d{2,4}))?", w)
+    if m:
+        mo, dd = int(m.group(1)), int(m.group(2))
+        if m.group(3):
+            y = int(m.group(3))
+            y = y + 2000 if y < 100 else y
             try:
-                return one(date(int(m.group(1)), int(m.group(2)), int(m.group(3))), {i})
+                return one(date(y, mo, dd), {i})
             except ValueError:
                 return None
-        if w == "day" and toks[i + 1:i + 3] == ["after", "tomorrow"]:
-            return one(today + timedelta(days=2), {i, i + 1, i + 2})
-        if w in ("today", "tonight"):
-            return one(today, {i})
-        if w in ("tomorrow", "tomorrows", "tomorrow's"):
-            return one(today + timedelta(days=1), {i})
-        # month + day: "december 3rd", "dec third", "december 3"
-        if w in _MONTH_ALIASES and not (w == "may" and not _next_is_day(toks, i + 1)):
-            got = _ordinal(toks, i + 1) or _cardinal(toks, i + 1)
-            if got and 1 <= got[0] <= 31:
-                used = {i} | set(range(i + 1, i + 1 + got[1]))
-                return one(_month_day(today, _MONTH_ALIASES[w], got[0]), used)
-        # "the third of december", "3rd of dec"
-        got = _ordinal(toks, i)
-        if got and i + got[1] < n and toks[i + got[1]] == "of" \
-                and i + got[1] + 1 < n and toks[i + got[1] + 1] in _MONTH_ALIASES:
-            mi = i + got[1] + 1
-            return one(_month_day(today, _MONTH_ALIASES[toks[mi]], got[0]),
-                       set(range(i, mi + 1)))
-        # "in two days", "in a week"
-        if w == "in" and i + 2 < n + 1:
-            amount = _cardinal(toks, i + 1)
-            if amount is None and i + 1 < n and toks[i + 1] in ("a", "one"):
-                amount = (1, 1)
-            if amount and i + 1 + amount[1] < n:
-                unit = toks[i + 1 + amount[1]]
-                used = set(range(i, i + 2 + amount[1]))
-                if unit in ("day", "days"):
-                    return one(today + timedelta(days=amount[0]), used)
-                if unit in ("week", "weeks"):
-                    start = today + timedelta(weeks=amount[0])
-                    return (DateRange(start, start), used)
-        if w in ("week", "weekend") and i > 0 and toks[i - 1] in ("next", "this", "following"):
-            used = {i - 1, i}
-            if w == "weekend":
-                sat = today + timedelta(days=(5 - today.weekday()) % 7)
-                if toks[i - 1] in ("next", "following") and today.weekday() < 5:
-                    sat += timedelta(days=7)
-                return (DateRange(sat, sat + timedelta(days=1)), used)
-            monday = today - timedelta(days=today.weekday())
-            if toks[i - 1] == "this":
-                return (DateRange(today, monday + timedelta(days=6)), used)
-            start = monday + timedelta(days=7)
-            return (DateRange(start, start + timedelta(days=6)), used)
-        if w == "week" and i > 1 and toks[i - 2:i] == ["later", "this"]:
-            monday = today - timedelta(days=today.weekday())
-            return (DateRange(today + timedelta(days=1), monday + timedelta(days=6)), {i})
-        holiday = _holiday(toks, i, today)
-        if holiday and holiday[0]:
-            day, used = holiday
-            if i >= 2 and toks[i - 2:i] in (["day", "after"], ["day", "before"]):
-                day += timedelta(days=1 if toks[i - 1] == "after" else -1)
-                used |= {i - 2, i - 1}
-            return one(day, used)
-        wd = _weekday_index(w)
-        if wd is not None:
-            prev = toks[i - 1] if i > 0 else ""
-            delta = (wd - today.weekday()) % 7
-            used = {i}
-            if prev in ("next", "following"):
-                delta = delta or 7
-                used.add(i - 1)
-                if i > 1 and toks[i - 2] == "the" and prev == "following":
-                    delta += 7
-            elif prev == "this":
-                used.add(i - 1)
-            return one(today + timedelta(days=delta), used)
-        # "on the 5th", "the 5th", "the fifth"
-        if w in ("the", "on") and (got := _ordinal(toks, i + 1)) and 1 <= got[0] <= 31:
-            after = i + 1 + got[1]
-            if after < n and toks[after] in _NOT_DATE_NOUNS:
-                continue
-            if w == "the" and after >= n and got[0] <= 3 and not (i > 0 and toks[i - 1] == "on"):
-                # "the first", "the second" alone are choices, not dates
-                continue
-            return one(_day_of_month(today, got[0]), set(range(i, after)))
+        if 1 <= mo <= 12:
+            return one(_month_day(today, mo, dd), {i})
+    m = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", w)
+    if m:
+        try:
+            return one(date(int(m.group(1)), int(m.group(2)), int(m.group(3))), {i})
+        except ValueError:
+            return None
+    if w == "day" and toks[i + 1:i + 3] == ["after", "tomorrow"]:
+        return one(today + timedelta(days=2), {i, i + 1, i + 2})
+    if w in ("today", "tonight"):
+        return one(today, {i})
+    if w == "this" and i + 1 < n and toks[i + 1] in ("morning", "afternoon", "evening"):
+        return one(today, {i})
+    if w in ("tomorrow", "tomorrows", "tomorrow's"):
+        return one(today + timedelta(days=1), {i})
+    # "a week from thursday", "two weeks from today"
+    if w in ("a", "one", "two", "three") or w.isdigit():
+        count = {"a": 1, "one": 1, "two": 2, "three": 3}.get(w) or (int(w) if w.isdigit() else 0)
+        if toks[i + 1:i + 3] in (["week", "from"], ["weeks", "from"]) and 0 < count < 9:
+            base_at = i + 3
+            if base_at < n and toks[base_at] in ("now", "today"):
+                return one(today + timedelta(weeks=count), set(range(i, base_at + 1)))
+            base = _date_at(toks, base_at, today) if base_at < n else None
+            if base and base[0].single:
+                return one(base[0].single + timedelta(weeks=count),
+                           set(range(i, base_at)) | base[1])
+    # month + day: "december 3rd", "dec third", "december the first"
+    if w in _MONTH_ALIASES and not (w == "may" and not _next_is_day(toks, i + 1)):
+        at = i + 2 if i + 1 < n and toks[i + 1] == "the" else i + 1
+        got = _ordinal(toks, at) or _cardinal(toks, at)
+        if got and 1 <= got[0] <= 31:
+            used = set(range(i, at + got[1]))
+            return one(_month_day(today, _MONTH_ALIASES[w], got[0]), used)
+    # "the third of december", "3rd of dec"
+    got = _ordinal(toks, i)
+    if got and i + got[1] < n and toks[i + got[1]] == "of" \
+            and i + got[1] + 1 < n and toks[i + got[1] + 1] in _MONTH_ALIASES:
+        mi = i + got[1] + 1
+        return one(_month_day(today, _MONTH_ALIASES[toks[mi]], got[0]), set(range(i, mi + 1)))
+    # "in two days", "in a week", "in a couple of days"
+    if w == "in" and i + 1 < n:
+        amount = _cardinal(toks, i + 1)
+        if amount is None and toks[i + 1] in ("a", "one"):
+            amount = (1, 1)
+        if toks[i + 1:i + 4] == ["a", "couple", "of"] or toks[i + 1:i + 3] == ["a", "couple"]:
+            amount = (2, 3 if toks[i + 3:i + 4] == ["of"] else 2)
+        elif toks[i + 1:i + 3] == ["a", "few"]:
+            amount = (3, 2)
+        if amount and i + 1 + amount[1] < n:
+            unit = toks[i + 1 + amount[1]]
+            used = set(range(i, i + 2 + amount[1]))
+            if unit in ("day", "days"):
+                return one(today + timedelta(days=amount[0]), used)
+            if unit in ("week", "weeks"):
+                return one(today + timedelta(weeks=amount[0]), used)
+    # "in the next couple of weeks", "within the next few days"
+    if w == "next" and i + 1 < n:
+        j = i + 1
+        count = {"couple": 2, "few": 3, "two": 2, "three": 3, "four": 4, "several": 5}.get(
+            toks[j])
+        if count:
+            j += 2 if toks[j + 1:j + 2] == ["of"] else 1
+            if j < n and toks[j] in ("days", "weeks"):
+                span = timedelta(days=count) if toks[j] == "days" else timedelta(weeks=count)
+                return DateRange(today, today + span), set(range(i, j + 1))
+    if w == "same" and toks[i + 1:i + 2] == ["day"]:
+        return one(today, {i, i + 1})
+    if w == "week" and i > 1 and toks[i - 2:i] == ["later", "this"]:
+        monday = today - timedelta(days=today.weekday())
+        return (DateRange(today + timedelta(days=1), monday + timedelta(days=6)), {i})
+    if w in ("week", "weekend") and i > 0 and toks[i - 1] in ("next", "this", "following"):
+        used = {i - 1, i}
+        if w == "weekend":
+            return _weekend(today, toks[i - 1] in ("next", "following")), used
+        monday = today - timedelta(days=today.weekday())
+        if toks[i - 1] == "this":
+            return (DateRange(today, monday + timedelta(days=6)), used)
+        start = monday + timedelta(days=7)
+        prev2 = toks[i - 2] if i > 1 else ""
+        if prev2 == "early":
+            return DateRange(start, start + timedelta(days=2)), used | {i - 2}
+        if prev2 in ("late", "later") or toks[max(0, i - 4):i - 1] == ["end", "of"]:
+            return DateRange(start + timedelta(days=3), start + timedelta(days=6)), used
+        return (DateRange(start, start + timedelta(days=6)), used)
+    if w in ("weekend", "weekends") and (i == 0 or toks[i - 1] in ("the", "a", "on")):
+        return _weekend(today, False), {i}
+    if w == "month" and i > 0 and toks[i - 1] in ("next", "this"):
+        first = date(today.year + today.month // 12, today.month % 12 + 1, 1)
+        if toks[i - 1] == "this":
+            return DateRange(today, first - timedelta(days=1)), {i - 1, i}
+        after = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+        return DateRange(first, after - timedelta(days=1)), {i - 1, i}
+    holiday = _holiday(toks, i, today)
+    if holiday and holiday[0]:
+        day, used = holiday
+        if i >= 2 and toks[i - 2:i] in (["day", "after"], ["day", "before"]):
+            day += timedelta(days=1 if toks[i - 1] == "after" else -1)
+            used |= {i - 2, i - 1}
+        return one(day, used)
+    wd = _weekday_index(w)
+    if wd is not None:
+        prev = toks[i - 1] if i > 0 else ""
+        delta = (wd - today.weekday()) % 7
+        used = {i}
+        if prev in ("next", "following"):
+            delta = delta or 7
+            used.add(i - 1)
+            if i > 1 and toks[i - 2] == "the" and prev == "following":
+                delta += 7
+        elif prev in ("this", "coming"):
+            used.add(i - 1)
+        rest = toks[i + 1:i + 4]
+        if rest[:2] == ["next", "week"] or rest[:3] == ["of", "next", "week"]:
+            monday = today - timedelta(days=today.weekday()) + timedelta(days=7)
+            k = 2 if rest[0] == "next" else 3
+            return one(monday + timedelta(days=wd), used | set(range(i + 1, i + 1 + k)))
+        # "friday the 27th": the date, when it is one
+        if i + 1 < n and toks[i + 1] == "the" and (got := _ordinal(toks, i + 2)) \
+                and 1 <= got[0] <= 31:
+            day = _day_of_month(today, got[0])
+            if day:
+                return one(day, used | set(range(i + 1, i + 2 + got[1])))
+        return one(today + timedelta(days=delta), used)
+    # "on the 5th", "the 5th", "the fifth"
+    if w in ("the", "on") and (got := _ordinal(toks, i + 1)) and 1 <= got[0] <= 31:
+        after = i + 1 + got[1]
+        if after < n and toks[after] in _NOT_DATE_NOUNS:
+            return None
+        if w == "the" and after >= n and got[0] <= 3 and not ordinals \
+                and not (i > 0 and toks[i - 1] == "on"):
+            # "the first", "the second" alone are choices, not dates
+            return None
+        return one(_day_of_month(today, got[0]), set(range(i, after)))
     return None
+
+
+def _weekend(today: date, following: bool) -> DateRange:
+    """The weekend ahead (or under way, on a Saturday or Sunday), or the one after it."""
+    sat = today + timedelta(days=(5 - today.weekday()) % 7)
+    if today.weekday() == 6:
+        sat = today - timedelta(days=1)
+    if following and today.weekday() < 5:
+        sat += timedelta(days=7)
+    return DateRange(max(sat, today), sat + timedelta(days=1))
 
 
 def _holiday(toks: Sequence[str], i: int, today: date) -> tuple[date | None, set[int]] | None:
@@ -765,14 +1110,21 @@ def _find_time(toks: list[str], skip: set[int]) -> TimePref | None:
     t = " ".join(toks)
     part = after = before = at = None
     earliest = _has(t, "earliest", "soonest", "as soon as possible", "asap", "first available",
-                    "first thing", "as early as possible", "next available")
+                    "first thing", "as early as possible", "next available", "see me first",
+                    "see me soonest", "first opening", "next opening")
     spoken_am = _has(re.sub(r"\bi am\b", "", t), "am")  # "i am free" is not "a.m."
-    if spoken_am or _has(t, "morning", "before lunch", "first thing"):
+    if spoken_am or _has(t, "morning", "mornings", "before lunch", "first thing",
+                         "earlier in the day", "early in the day"):
         part = "morning"
-    if _has(t, "afternoon", "after lunch", "lunchtime", "lunch time"):
+    if _has(t, "afternoon", "afternoons", "after lunch", "lunchtime", "lunch time",
+            "later in the day", "late in the day"):
         part = "afternoon"
-    if _has(t, "evening", "tonight", "after work", "after five", "after 5"):
+    if _has(t, "evening", "evenings", "tonight", "after work", "after five", "after 5"):
         part = "evening"
+    # "not in the morning": the other half of the day
+    if part in ("morning", "afternoon") and re.search(
+            rf"\bnot (?:in )?(?:the )?{part}s?\b", t):
+        part = "afternoon" if part == "morning" else "morning"
     if _has(t, "late afternoon"):
         after = time(15, 0)
     if _has(t, "early afternoon"):
@@ -781,14 +1133,19 @@ def _find_time(toks: list[str], skip: set[int]) -> TimePref | None:
         after = time(10, 0)
     if _has(t, "early morning"):
         before = time(10, 0)
-    if _has(t, "noon", "midday") and not _has(t, "afternoon", "before noon", "after noon"):
+    if _has(t, "noon", "midday") and not _has(t, "afternoon", "before noon", "after noon",
+                                              "until noon", "till noon", "and noon",
+                                              "to noon"):
         at = time(12, 0)
         part = part or "afternoon"
     if _has(t, "before noon"):
         part = "morning"
     if _has(t, "after noon"):
         part = "afternoon"
-    clock = _find_clock(toks, skip)
+    span = _between(toks, skip)
+    clock = None if span else _find_clock(toks, skip)
+    if span:
+        after, before = span
     if clock:
         kind, value = clock
         if kind == "after":
@@ -799,11 +1156,36 @@ def _find_time(toks: list[str], skip: set[int]) -> TimePref | None:
             at = value
         if part is None and kind == "at":
             part = "morning" if value.hour < 12 else ("afternoon" if value.hour < 17 else "evening")
-        if kind == "after" and part is None and value.hour >= 12:
-            part = None
     if not (part or after or before or at or earliest):
         return None
     return TimePref(part=part, at=at, after=after, before=before, earliest=earliest)
+
+
+def _between(toks: list[str], skip: set[int]) -> tuple[time, time] | None:
+    """The bounds of "between 1 and 3" as clinic hours, or None."""
+    for i, w in enumerate(toks):
+        if w != "between" or i + 1 in skip:
+            continue
+        a = _cardinal(toks, i + 1)
+        if not a or not 1 <= a[0] <= 12:
+            continue
+        j = i + 1 + a[1]
+        mer_a = _meridiem(toks, j)
+        if j < len(toks) and toks[j] in ("am", "pm"):
+            j += 1
+        if j >= len(toks) or toks[j] not in ("and", "to"):
+            continue
+        b = _cardinal(toks, j + 1)
+        if j + 1 < len(toks) and toks[j + 1] in ("noon", "midday"):
+            b = (12, 1)
+        if not b or not 1 <= b[0] <= 12:
+            continue
+        mer_b = _meridiem(toks, j + 1 + b[1])
+        hb = _clinic_hour(b[0], mer_b)
+        ha = _clinic_hour(a[0], mer_a or (mer_b if a[0] < b[0] else None))
+        if ha < hb:
+            return time(ha, 0), time(hb, 0)
+    return None
 
 
 def parse_relative(text: str | None) -> timedelta | None:
@@ -812,7 +1194,8 @@ def parse_relative(text: str | None) -> timedelta | None:
     Only hours and minutes: "in two days" is a date. The dialogue turns the
     answer into a clock time and checks it against the clinic's minimum notice.
     """
-    toks = tokens(text)
+    toks = [w for w in tokens(text) if w not in ("about", "around", "roughly", "maybe", "like",
+                                                 "approximately", "just")]
     t = " ".join(toks)
     if not t:
         return None
@@ -847,7 +1230,8 @@ def parse_relative(text: str | None) -> timedelta | None:
     return None
 
 
-_TIME_LEAD = ("at", "around", "about", "after", "before", "by", "say", "like", "the", "for")
+_TIME_LEAD = ("at", "around", "about", "after", "before", "by", "say", "like", "the", "for",
+              "than", "till", "until", "maybe", "do", "is", "make", "that", "with")
 # "the first one", "that one": "one" stands for an offered option, not one o'clock
 _ONE_AS_OPTION = ("first", "second", "third", "last", "that", "this", "either", "which",
                   "another", "other", "same", "earlier", "later", "next", "any")
@@ -899,8 +1283,11 @@ def _find_clock(toks: list[str], skip: set[int]) -> tuple[str, time] | None:
         alone = len([x for x in toks if x not in ("um", "uh", "the", "one", "please")]) <= 1
         if not (explicit or lead in _TIME_LEAD or alone):
             continue
-        if j < n and toks[j] in ("day", "days", "week", "weeks", "th", "st", "nd", "rd"):
+        if j < n and toks[j] in ("day", "days", "week", "weeks", "th", "st", "nd", "rd",
+                                 "moment", "second", "sec", "minute", "more", "thing", "of"):
             continue
+        if w == "one" and lead in ("the", "that", "this") and not explicit:
+            continue  # "that's the one"
         if hour >= 13:
             h = hour
         else:
@@ -922,10 +1309,16 @@ def _meridiem(toks: Sequence[str], j: int) -> str | None:
 
 
 def _kind(toks: Sequence[str], i: int) -> str:
-    before = toks[max(0, i - 2):i]
-    if "after" in before or "later than" in " ".join(before):
+    """Whether the clock time at ``toks[i]`` is a wish ("at"), a lower or an upper bound."""
+    before = " ".join(toks[max(0, i - 3):i])
+    if re.search(r"\b(?:no|not) later than$|\bnot after$|\b(?:until|till|by)$", before):
+        return "before"
+    if re.search(r"\b(?:no|not) earlier than$|\bnot before$", before):
         return "after"
-    if "before" in before or "by" in before:
+    near = toks[max(0, i - 2):i]
+    if "after" in near or before.endswith("later than"):
+        return "after"
+    if "before" in near or "by" in near or before.endswith("earlier than"):
         return "before"
     return "at"
 
@@ -959,6 +1352,9 @@ def position(text: str | None, n: int) -> int | None:
 
 def _position(toks: Sequence[str], t: str, n: int) -> int | None:
     """The position named in ``toks`` (may be out of range), or None."""
+    t = re.sub(r"\b(?:last|first|next) (?:time|week|month|year|visit|appointment|thing)\b",
+               " ", t)
+    toks = t.split()
     if _has(t, "last one", "the last", "last", "latest one", "the latter", "later one",
             "latter"):
         return n - 1
@@ -1066,74 +1462,20 @@ def _bare_hour(toks: Sequence[str]) -> tuple[str, time] | None:
 
 # ---------------------------------------------------------------- names
 
-_NAME_LEADS = (
-    r"my name is", r"name is", r"the name is", r"this is", r"it is", r"i am", r"i'm",
-    r"call me", r"it would be", r"under", r"under the name", r"for", r"the patient is",
-    r"patient name is", r"the appointment is for", r"it is for", r"yes it is", r"sure it is",
-    r"yeah it is", r"yes", r"yeah", r"sure", r"okay", r"ok", r"um", r"uh", r"hi",
-)
-_NOT_NAME = {
-    "yes", "no", "yeah", "okay", "ok", "sure", "the", "a", "an", "and", "appointment",
-    "doctor", "dr", "book", "cancel", "morning", "afternoon", "please", "thanks", "thank",
-    "you", "is", "my", "name", "not", "what", "why", "who", "how", "i", "me", "hello",
-    "sorry", "again", "repeat", "operator", "person", "human", "bye", "goodbye", "do",
-    "can", "could", "would", "want", "need", "have", "it", "that", "this", "of", "to",
-    "today", "tomorrow", "tonight", "noon", "evening", "later", "earlier", "earliest",
-    "week", "next", "first", "last", "second", "any", "anyone", "none", "nothing",
-    "hours", "address", "help", "hi", "hey", "good", "fine", "great", "wait", "um", "uh",
-} | set(_WEEKDAYS) | set(_UNITS) | set(_TENS) | set(_MONTHS) | set(_ORDINALS)
-_NAME_TAIL = ("please", "thanks", "thank you", "thank", "you", "that is me", "speaking")
-
 
 def parse_name(text: str | None) -> str | None:
-    """A person's name from "my name is john smith", "it's mary o'brien", "j o h n"."""
-    t = normalize(text, clock=False)
-    if not t:
-        return None
-    # strip leads repeatedly ("yes my name is ...")
-    changed = True
-    while changed:
-        changed = False
-        for lead in _NAME_LEADS:
-            if t.startswith(lead + " "):
-                t = t[len(lead) + 1:]
-                changed = True
-    for tail in _NAME_TAIL:
-        t = re.sub(rf"\s+{tail}$", "", t)
-    t = re.sub(r"\b(spelled|spelt|that is)\b.*$", "", t).strip()
-    words = t.split()
-    if not words:
-        return None
-    # spelled out: "j o h n smith" -> "john smith"
-    merged: list[str] = []
-    letters: list[str] = []
-    for w in words + [""]:
-        if len(w) == 1 and w.isalpha():
-            letters.append(w)
-            continue
-        if letters:
-            merged.append("".join(letters) if len(letters) > 1 else letters[0])
-            letters = []
-        if w:
-            merged.append(w)
-    words = merged
-    if len(words) > 4 or not words:
-        return None
-    if any(not re.fullmatch(r"[a-z][a-z'-]*", w) for w in words):
-        return None
-    if any(w in _NOT_NAME for w in words):
-        return None
-    if len(words) == 1 and len(words[0]) < 2:
-        return None
-    return " ".join(_cap(w) for w in words)
+    """A person's name from "my name is john smith", "it's mary o'brien", "j o h n".
+
+    Strict: words that are rarely names ("friday", "good") refuse the whole answer,
+    because outside the name question they are far likelier something else.
+    """
+    got = names.parse_name_answer(normalize(text, clock=False), strict=True)
+    return got.name if got else None
 
 
-def _cap(word: str) -> str:
-    out = "-".join("'".join(p[:1].upper() + p[1:] for p in part.split("'"))
-                   for part in word.split("-"))
-    if re.match(r"^Mc[a-z]", out):
-        out = "Mc" + out[2:].capitalize()
-    return out
+def parse_name_answer(text: str | None) -> names.NameAnswer | None:
+    """The name in an answer to the name question: said, spelled or both (see :mod:`.names`)."""
+    return names.parse_name_answer(normalize(text, clock=False))
 
 
 # ---------------------------------------------------------------- phone numbers
@@ -1224,20 +1566,10 @@ def parse_email(text: str | None) -> str | None:
 
 # ---------------------------------------------------------------- confirmation codes
 
-_LETTER_NAMES = {
-    "ay": "a", "bee": "b", "be": "b", "see": "c", "sea": "c", "cee": "c", "dee": "d",
-    "ef": "f", "eff": "f", "gee": "g", "jee": "g", "aitch": "h", "jay": "j", "kay": "k",
-    "el": "l", "em": "m", "en": "n", "pee": "p", "queue": "q", "cue": "q", "are": "r",
-    "ar": "r", "ess": "s", "tee": "t", "tea": "t", "you": "u", "vee": "v", "ex": "x",
-    "why": "y", "zee": "z", "zed": "z",
-    # NATO alphabet
-    "alpha": "a", "bravo": "b", "charlie": "c", "delta": "d", "echo": "e", "foxtrot": "f",
-    "golf": "g", "hotel": "h", "juliet": "j", "kilo": "k", "lima": "l", "mike": "m",
-    "november": "n", "papa": "p", "quebec": "q", "romeo": "r", "sierra": "s",
-    "tango": "t", "uniform": "u", "victor": "v", "whiskey": "w", "xray": "x", "x-ray": "x",
-    "yankee": "y", "zulu": "z",
-}
-_CODE_SKIP = {"dash", "hyphen", "minus", "my", "code", "is", "it", "the", "confirmation",
+_LETTER_NAMES = names.LETTER_NAMES
+_CODE_SKIP = {"starts", "start", "starting", "begins", "with", "i", "think", "guess",
+              "believe", "ends", "letter", "capital", "after", "comma",
+              "dash", "hyphen", "minus", "my", "code", "is", "it", "the", "confirmation",
               "number", "uh", "um", "yes", "yeah", "sure", "ok", "okay", "that", "its",
               "as", "in", "like", "then", "and", "sorry", "so"}
 
@@ -1266,7 +1598,7 @@ def parse_code(text: str | None) -> str | None:
                 chars.extend(nxt * 2)
                 i += 2
                 continue
-        c = _code_char(w)
+        c = None if w == "i" else _code_char(w)  # no I in codes: "…, i think"
         if c:
             chars.append(c)
         elif w in ("am", "pm"):  # "p m" merged by clock normalisation upstream
@@ -1294,3 +1626,265 @@ def _code_char(w: str) -> str | None:
     if w in _DIGIT_WORDS and w not in ("o", "oh"):
         return _DIGIT_WORDS[w]
     return None
+
+
+# ---------------------------------------------------------------- one turn, understood
+
+
+@dataclass(frozen=True)
+class Understanding:
+    """Everything the NLU takes from one caller turn: the goal and the slots it fills.
+
+    ``pick`` is a 0-based index into the options read out; ``name`` keeps how the
+    name was heard (spelled letters, doubtful words) so the bot can read it back.
+    """
+
+    intent: str | None = None
+    date: DateRange | None = None
+    time: TimePref | None = None
+    any_time: bool = False
+    in_minutes: int | None = None
+    doctor: str | None = None
+    doctor_guess: str | None = None
+    visit: str | None = None
+    pick: int | None = None
+    name: names.NameAnswer | None = None
+    phone: str | None = None
+    email: str | None = None
+    code: str | None = None
+    correction: bool = False
+
+    @property
+    def criteria(self) -> bool:
+        """Whether the turn says something about when, with whom or what kind of visit."""
+        return bool(self.date or self.time or self.any_time or self.in_minutes is not None
+                    or self.doctor or self.doctor_guess or self.visit)
+
+    def slots(self) -> dict[str, Any]:
+        """The filled slots as plain values (the shape of tests/data/utterances.yaml).
+
+        A part of day implied by a clock time ("3 pm": afternoon) is left out.
+        """
+        out: dict[str, Any] = {}
+        if self.date:
+            d = self.date
+            out["date"] = d.first.isoformat() if d.single else f"{d.first}..{d.last}"
+        if self.time:
+            tp = self.time
+            implied = _part_of(tp.at) if tp.at else (
+                "morning" if tp.before and tp.before <= time(12, 0) and not tp.after else None)
+            if tp.part and tp.part != implied:
+                out["part"] = tp.part
+            for key in ("at", "after", "before"):
+                value = getattr(tp, key)
+                if value:
+                    out[key] = value.strftime("%H:%M")
+            if tp.earliest:
+                out["earliest"] = True
+        if self.any_time:
+            out["any_time"] = True
+        if self.in_minutes is not None:
+            out["in_minutes"] = self.in_minutes
+        for key in ("doctor", "doctor_guess", "visit", "phone", "email", "code"):
+            value = getattr(self, key)
+            if value:
+                out[key] = value
+        if self.pick is not None:
+            out["pick"] = self.pick + 1
+        if self.name:
+            out["name"] = self.name.name
+            if self.name.spelled:
+                out["spelled"] = self.name.spelled
+        if self.correction:
+            out["correction"] = True
+        return out
+
+
+def _part_of(at: time) -> str:
+    return "morning" if at.hour < 12 else ("afternoon" if at.hour < 17 else "evening")
+
+
+_BOOKING_QUESTIONS = ("date", "part", "doctor", "offer", "visit_type")
+_ANY_TIME = ("any time", "anytime", "all day", "any part of the day", "any time of day")
+_ANY_TIME_ANSWERS = ("does not matter", "do not mind", "either", "whatever", "whenever",
+                     "do not care", "no preference", "either one", "both", "flexible")
+_ANY_DAY = ("whenever", "any day", "does not matter", "do not mind", "do not care",
+            "no preference", "whatever works", "whatever you have", "any time is fine",
+            "flexible")
+_GENERIC_ANY = ("does not matter", "do not care", "no preference", "either", "whichever",
+                "any of them", "any one", "do not have a preference", "no particular preference")
+# goals that still stand when the turn also fills the slot asked for
+_OVER_ANSWERS = ("emergency", "operator", "cancel", "reschedule", "message", "urgent")
+
+
+def understand(text: str | None, *, today: date, doctors: Sequence[Doctor] = (),
+               visit_types: Sequence[VisitType] = (), expecting: str | None = None,
+               offered: Sequence[Option] = ()) -> Understanding:
+    """One caller turn read in the light of the question just asked (``expecting``).
+
+    ``expecting`` is what the bot asked: None (an opening or free turn), name,
+    phone, code, yes_no, date, part, doctor, offer or visit_type. At a
+    slot-filling question (name, phone, code) the answer is read as that slot
+    first; at a choice (offer, part, doctor, visit type) positions pick from the
+    list read out. Greetings said before a request are dropped before reading it.
+    """
+    t = normalize(text)
+    if not t:
+        return Understanding()
+    goal = intent(t)
+    if goal == "emergency":
+        return Understanding("emergency")
+    core, greeted = strip_opener(t)
+    from esl_app.providers.agent import message  # the guard's own phrase lists
+
+    if expecting not in ("name", "phone", "code") and message.wants_message(core):
+        return Understanding("message")
+    if message.is_urgent(core):
+        return Understanding("urgent")
+    if goal == "smalltalk" or (goal == "greeting" and not core):
+        return Understanding(goal)
+    if expecting == "yes_no" and goal in ("goodbye", "wait", "book", "greeting"):
+        yn = yes_no(core)
+        if yn is not None:
+            goal = "yes" if yn else "no"
+    correction = is_correction(core)
+    if expecting == "name":
+        spoken, _ = strip_opener(normalize(text, clock=False))
+        got = _answer_as_name(spoken, goal, correction, today, doctors)
+        if got is not None:
+            return got
+    elif expecting == "phone":
+        spoken, _ = strip_opener(normalize(text, clock=False))
+        email = parse_email(spoken)
+        phone = None if email else parse_phone(core)
+        if email or phone:
+            keep = goal if goal in _OVER_ANSWERS else None
+            return Understanding(keep, email=email, phone=phone)
+    elif expecting == "code":
+        spoken, _ = strip_opener(normalize(text, clock=False))
+        code = parse_code(spoken)
+        if code:
+            return Understanding(goal if goal in _OVER_ANSWERS else None, code=code)
+    if expecting == "doctor" and _has(core, "which doctors", "what doctors", "who are the doctors",
+                                      "which doctors are there", "who do you have"):
+        return Understanding("repeat")
+    if goal in ("repeat", "goodbye"):
+        return Understanding(goal)
+    if expecting == "yes_no" and (phone := parse_phone(core)):
+        return Understanding(goal if goal in _OVER_ANSWERS else None, phone=phone)
+    u = _criteria(core, today, doctors, visit_types, expecting, offered, correction)
+    if goal == "greeting":
+        goal = None
+    return _settle(u, goal, core, expecting, doctors)
+
+
+def _answer_as_name(spoken: str, goal: str | None, correction: bool, today: date,
+                    doctors: Sequence[Doctor]) -> Understanding | None:
+    """The name question: a name first, unless the caller changes the booking instead.
+
+    ``spoken`` is normalised without clock forms, so spelled "a m" stays two letters.
+    """
+    if goal in ("repeat", "wait", "operator", "cancel", "reschedule", "goodbye"):
+        return Understanding(goal)
+    got = names.parse_name_answer(spoken)
+    core = normalize(spoken)
+    toks = core.split()
+    changes = correction and (_find_date(toks, today) or _find_time(toks, set())
+                              or isinstance(match_doctor(core, doctors), Doctor))
+    if got and not changes:
+        return Understanding(None, name=got)
+    return None
+
+
+def _criteria(core: str, today: date, doctors: Sequence[Doctor],
+              visit_types: Sequence[VisitType], expecting: str | None,
+              offered: Sequence[Option], correction: bool) -> Understanding:
+    """Day, time, doctor, visit type and choice from ``core`` (the turn without its opener)."""
+    toks = core.split()
+    ruled_out: list[DateRange] = []
+    found = _find_date(toks, today, ordinals=expecting == "date", ruled_out=ruled_out)
+    rng, skip = found if found else (None, set())
+    pref = _find_time(toks, skip)
+    relative = None if rng else parse_relative(core)
+    any_time = _has(core, *_ANY_TIME) and not (pref and (pref.part or pref.at or pref.after
+                                                         or pref.before))
+    if expecting == "part" and not pref and _has(core, *_ANY_TIME_ANSWERS):
+        any_time = True
+    if expecting == "date" and not rng and _has(core, *_ANY_DAY) and not any_time:
+        pref = TimePref(part=pref.part if pref else None, earliest=True)
+    if expecting == "part" and not (pref and pref.part) and not any_time:
+        pos = position(core, len(PARTS) - 1)
+        if pos is not None:
+            pref = TimePref(part=PARTS[pos])
+    doctor: str | None = None
+    guess: str | None = None
+    doc = match_doctor(core, doctors)
+    if isinstance(doc, Doctor):
+        doctor = doc.id
+    elif doc == ANY_DOCTOR:
+        generic = _has(core, *_GENERIC_ANY) and not _has(
+            core, *(p for p in _ANY_DOCTOR if p not in _GENERIC_ANY))
+        if not generic or expecting in (None, "doctor"):
+            doctor = ANY_DOCTOR
+    elif doctors:
+        g = guess_doctor(core, doctors, bare=expecting == "doctor")
+        guess = g.id if g else None
+    if expecting == "doctor" and doctor is None and guess is None and doctors:
+        pos = position(core, len(doctors))
+        if pos is not None:
+            doctor = doctors[pos].id
+    vt = match_visit_type(core, visit_types, answer=expecting == "visit_type") \
+        if visit_types else None
+    if ruled_out and rng:
+        correction = True
+    pick = None
+    if expecting == "offer" and offered and not (correction and not _has(
+            core, "first", "second", "third", "last")):
+        pick = choose(core, offered, doctors)
+    u = Understanding(
+        None, date=rng, time=pref, any_time=any_time,
+        in_minutes=int(relative.total_seconds() // 60) if relative is not None else None,
+        doctor=doctor, doctor_guess=guess, visit=vt.id if vt else None, pick=pick)
+    if pick is not None:
+        return Understanding(None, pick=pick)
+    if correction and u.criteria:
+        u = replace(u, correction=True)
+    return u
+
+
+def _settle(u: Understanding, goal: str | None, core: str, expecting: str | None,
+            doctors: Sequence[Doctor]) -> Understanding:
+    """The turn's goal given what it filled.
+
+    An answer is not a "yes", an opener with a day and time is a booking, and a
+    question about hours keeps only the day.
+    """
+    filled = u.criteria or u.pick is not None
+    if _has(core, *_RETURNING) and goal in (None, "book", "greeting"):
+        return replace(u, intent=None)
+    if goal in ("cancel", "reschedule") and u.doctor and u.doctor != ANY_DOCTOR and \
+            not isinstance(match_doctor(core, doctors, specialties=False), Doctor):
+        u = replace(u, doctor=None)  # "my kid is sick" names no doctor to cancel with
+    if goal in ("hours", "address"):
+        return Understanding(goal, date=u.date if goal == "hours" else None)
+    if goal in ("later", "earlier"):
+        bounded = u.date or (u.time and (u.time.at or u.time.after or u.time.before))
+        if expecting == "offer" and not bounded:
+            return Understanding(goal)
+        if u.date or u.time:
+            goal = None
+    if goal == "earliest" and (u.date or (u.time and (u.time.part or u.time.at))):
+        goal = None
+    if goal == "book" and expecting in _BOOKING_QUESTIONS:
+        goal = None
+    if expecting == "yes_no" and not filled and goal in (None, "book", "goodbye", "wait"):
+        yn = yes_no(core)
+        if yn is not None:
+            goal = "yes" if yn else "no"
+    if goal in ("yes", "no", "wait") and filled:
+        goal = None
+    if u.pick is not None and goal not in _OVER_ANSWERS:
+        goal = None
+    if goal in (None, "earliest") and expecting is None and filled:
+        goal = "book"
+    return replace(u, intent=goal)

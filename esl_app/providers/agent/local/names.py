@@ -1,0 +1,241 @@
+"""Callers' names as a recogniser hands them over: said, spelled, or both.
+
+A recogniser mangles unfamiliar names, so callers spell them ("J O H N",
+"j-o-h-n smith", "M as in Mary, A, R, Y") or say and spell them ("smith,
+s m i t h"). :func:`parse_name_answer` turns any of these into the name and the
+letters that were spelled, so the bot can read the spelling back and the caller
+can correct it. It works on text already normalised by ``nlu.normalize(...,
+clock=False)`` so that "a m" stays two letters.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["LETTER_NAMES", "NameAnswer", "parse_name_answer", "spell"]
+
+#: Letters as they are said or transcribed ("bee", "kay", NATO words).
+LETTER_NAMES = {
+    "ay": "a", "bee": "b", "be": "b", "see": "c", "sea": "c", "cee": "c", "dee": "d",
+    "ef": "f", "eff": "f", "gee": "g", "jee": "g", "aitch": "h", "jay": "j", "kay": "k",
+    "el": "l", "em": "m", "en": "n", "pee": "p", "queue": "q", "cue": "q", "are": "r",
+    "ar": "r", "ess": "s", "tee": "t", "tea": "t", "you": "u", "vee": "v", "ex": "x",
+    "why": "y", "zee": "z", "zed": "z",
+    # NATO alphabet
+    "alpha": "a", "bravo": "b", "charlie": "c", "delta": "d", "echo": "e", "foxtrot": "f",
+    "golf": "g", "hotel": "h", "juliet": "j", "kilo": "k", "lima": "l", "mike": "m",
+    "november": "n", "papa": "p", "quebec": "q", "romeo": "r", "sierra": "s",
+    "tango": "t", "uniform": "u", "victor": "v", "whiskey": "w", "xray": "x", "x-ray": "x",
+    "yankee": "y", "zulu": "z",
+}
+_SAID_LETTERS = {k: v for k, v in LETTER_NAMES.items() if len(k) <= 5 and k not in (
+    "you", "are", "see", "be", "why", "sea", "tea", "queue", "cue")}
+
+_LEADS = (
+    "my name is", "my name's", "name is", "the name is", "his name is", "her name is",
+    "their name is", "the patient is", "the patient's name is", "patient name is",
+    "the appointment is for", "the appointment would be for", "appointment is for",
+    "it would be", "it should be", "it is for", "it is", "that is", "this is", "i am",
+    "call me", "under", "under the name", "for", "yes it is", "sure it is", "yeah it is",
+    "yes", "yeah", "yep", "sure", "okay", "ok", "oh", "well", "so", "hi", "hello",
+    "first name is", "first name", "the first name is", "last name is", "last name",
+    "the last name is", "surname is", "and", "its",
+)
+_RELATIONS = ("son", "daughter", "mother", "mom", "mum", "father", "dad", "wife", "husband",
+              "child", "kid", "baby", "boy", "girl", "grandmother", "grandma", "grandfather",
+              "grandpa", "partner", "brother", "sister", "friend", "aunt", "uncle")
+_FILLERS = {"um", "uh", "er", "erm", "ah", "hmm", "mm", "like", "capital", "lowercase",
+            "small", "letter", "comma", "period", "dot"}
+_TAILS = ("please", "thanks", "thank you", "speaking", "here", "that is me", "that is right",
+          "is my name", "is the name", "and that is it", "that is it")
+_MARKERS = {"spelled", "spelt", "spelling", "spell", "that is", "which is", "so", "and",
+            "then", "last", "first", "name", "is", "surname"}
+
+# Words that are not names at all: the answer is something else.
+_NOT_NAME = {
+    "yes", "no", "yeah", "okay", "ok", "sure", "the", "a", "an", "and", "or", "but",
+    "appointment", "doctor", "dr", "book", "booking", "cancel", "reschedule", "please",
+    "thanks", "thank", "you", "your", "is", "are", "was", "my", "not", "what", "why", "who",
+    "how", "when", "where", "i", "me", "we", "hello", "hi", "hey", "sorry", "again",
+    "repeat", "operator", "person", "human", "bye", "goodbye", "do", "does", "did", "can",
+    "could", "would", "should", "want", "need", "have", "has", "it", "that", "this", "these",
+    "those", "of", "to", "in", "on", "at", "by", "with", "from", "about", "today",
+    "tomorrow", "tonight", "yesterday", "noon", "morning", "afternoon", "evening", "later",
+    "earlier", "earliest", "week", "next", "first", "last", "second", "third", "one", "any",
+    "anyone", "none", "nothing", "hours", "address", "help", "wait", "hold", "moment",
+    "minute", "sec", "name", "number", "phone", "question", "know", "understand", "hear",
+    "say", "said", "mean", "meant", "time", "day", "date", "o'clock", "am", "pm", "nope",
+    "yep", "uh", "um", "hmm", "huh", "if", "then", "so", "just", "really", "very", "there",
+    "be", "been", "get", "got", "go", "going", "let", "us", "he", "she", "they", "his", "her",
+    "their", "them", "him", "some", "all", "also", "only", "still", "because", "call",
+    "calling", "slot", "option", "available", "whatever", "code",
+    "zero", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+    "twelve", "twenty", "thirty", "forty", "fifty", "hundred", "oh",
+}
+# Words that are names only sometimes: accepted when the caller answers the name
+# question, but worth a check ("monday good" is more likely a misheard name).
+_DOUBTFUL = {
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+    "january", "february", "march", "april", "may", "june", "july", "august", "september",
+    "october", "november", "december", "good", "fine", "great", "okay", "right", "left",
+    "well", "best", "new", "free", "busy", "open", "soon", "nice", "happy", "sure",
+}
+
+
+@dataclass(frozen=True)
+class NameAnswer:
+    """A name as heard: ``spelled`` holds the letters the caller spelled ("JOHN"), if any.
+
+    ``doubtful`` marks names made of words that are rarely names ("Monday Good"):
+    the dialogue reads those back before using them.
+    """
+
+    name: str
+    spelled: str | None = None
+    doubtful: bool = False
+
+
+def spell(letters: str) -> str:
+    """Letters as read back to a caller: "J, O, H, N"."""
+    return ", ".join(ch.upper() for ch in letters if ch.isalpha())
+
+
+def _strip(t: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for lead in _LEADS:
+            if t.startswith(lead + " "):
+                t = t[len(lead) + 1:]
+                changed = True
+        m = re.match(rf"(?:(?:it is |this is |that is )?for )?(?:my|our|his|her) "
+                     rf"(?:{'|'.join(_RELATIONS)})(?:'s)?(?: name is| who is)? ", t)
+        if m:
+            t = t[m.end():]
+            changed = True
+    for tail in _TAILS:
+        t = re.sub(rf"\s+{tail}$", "", t)
+    return t.strip()
+
+
+def _letters(toks: list[str]) -> list[tuple[str, str]]:
+    """Tokens as ("letter", c) or ("word", w); "M as in Mary" is the letter m."""
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(toks):
+        w = toks[i]
+        if len(w) == 1 and w.isalpha() and toks[i + 1:i + 3] in (["as", "in"], ["like", "in"]):
+            out.append(("letter", w))
+            i += 4  # the example word goes too
+            continue
+        if len(w) == 1 and w.isalpha() and i + 2 < len(toks) and toks[i + 1] == "for" \
+                and len(toks[i + 2]) > 2:
+            out.append(("letter", w))  # "m for mary"
+            i += 3
+            continue
+        if w == "double" and i + 1 < len(toks) and len(toks[i + 1]) == 1:
+            out.extend([("letter", toks[i + 1])] * 2)
+            i += 2
+            continue
+        if len(w) == 1 and w.isalpha():
+            out.append(("letter", w))
+        else:
+            out.append(("word", w))
+        i += 1
+    # letter names next to letters ("dee a en") are letters too
+    for j, (kind, w) in enumerate(out):
+        if kind == "word" and w in _SAID_LETTERS:
+            near = [out[k][0] for k in (j - 1, j + 1) if 0 <= k < len(out)]
+            if "letter" in near:
+                out[j] = ("letter", _SAID_LETTERS[w])
+    return out
+
+
+def _alike(word: str, letters: str) -> bool:
+    """The spelling is of this word (or corrects it: "john, j o n")."""
+    if word == letters:
+        return True
+    from difflib import SequenceMatcher
+
+    return word[:1] == letters[:1] and SequenceMatcher(None, word, letters).ratio() >= 0.75
+
+
+def parse_name_answer(t: str, *, strict: bool = False) -> NameAnswer | None:
+    """The name in normalised text ``t`` (an answer to "may I have your name?"), or None.
+
+    ``strict`` refuses doubtful words outright (for text that was not an answer to
+    the name question, where "friday" is far likelier a day than a name).
+    """
+    t = re.sub(r"\b([a-z])-(?=[a-z]\b)", r"\1 ", t)  # j-o-h-n
+    t = re.sub(r"\b(?:with|without) (?:a|an|no|one|two|double) [a-z]{1,2}s?\b", " ", t)
+    t = re.sub(r"\b(?:no|not) [a-z]\b$", " ", t)  # "ann, no e"
+    t = " ".join(w for w in t.split() if w not in _FILLERS)
+    t = re.sub(r"^(?:the |my |his |her )?name (?:would be|will be|should be|is) ", "", t)
+    t = _strip(t)
+    t = re.sub(r"^(?:mister|mr|mrs|ms|miss|missus|misses|mx) ", "", t)
+    t = re.sub(r"\b(?:first|last|sur) ?name(?: is)?\b", " ", t)
+    toks = [w for w in t.split() if w not in ("spelled", "spelt", "spelling", "is")]
+    if not toks:
+        return None
+    items = _letters(toks)
+    parts: list[tuple[str, str]] = []  # ("word", w) or ("spelled", letters)
+    for kind, w in items:
+        if kind == "letter" and parts and parts[-1][0] == "spelled":
+            parts[-1] = ("spelled", parts[-1][1] + w)
+        elif kind == "letter":
+            parts.append(("spelled", w))
+        elif w in _MARKERS and parts:
+            continue
+        else:
+            parts.append(("word", w))
+    words: list[str] = []
+    spelled: list[str] = []
+    skip_next = False
+    for j, (kind, w) in enumerate(parts):
+        if skip_next:
+            skip_next = False
+            continue
+        if kind == "word":
+            nxt = parts[j + 1] if j + 1 < len(parts) else None
+            if nxt and nxt[0] == "spelled" and len(nxt[1]) > 1 and _alike(w, nxt[1]):
+                words.append(nxt[1])  # "smith, s m i t h": the spelling wins
+                spelled.append(nxt[1])
+                skip_next = True
+                continue
+            if words and words[-1] == w:
+                continue  # "ahmed, ahmed khan"
+            words.append(w)
+            continue
+        if len(w) == 1:
+            words.append(w)  # an initial
+            continue
+        spelled.append(w)
+        nxt = parts[j + 1] if j + 1 < len(parts) else None
+        if nxt and nxt[0] == "word" and _alike(nxt[1], w):
+            skip_next = True  # "t o m, tom hanks"
+        if words and _alike(words[-1], w):
+            words[-1] = w
+            continue
+        words.append(w)
+    if not words or len(words) > 4:
+        return None
+    if any(not re.fullmatch(r"[a-z][a-z'-]*", w) for w in words):
+        return None
+    if any(w in _NOT_NAME for w in words if w not in spelled):
+        return None
+    if len(words) == 1 and len(words[0]) < 2:
+        return None
+    doubtful = any(w in _DOUBTFUL for w in words if w not in spelled)
+    if strict and doubtful:
+        return None
+    return NameAnswer(" ".join(_cap(w) for w in words),
+                      " ".join(s.upper() for s in spelled) or None, doubtful)
+
+
+def _cap(word: str) -> str:
+    out = "-".join("'".join(p[:1].upper() + p[1:] for p in part.split("'"))
+                   for part in word.split("-"))
+    if re.match(r"^Mc[a-z]", out):
+        out = "Mc" + out[2:].capitalize()
+    return out
