@@ -23,6 +23,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from esl_app.config.notifications import (
+    NotificationConfig,
+    notifications_to_yaml,
+    parse_notifications,
+)
+
 __all__ = [
     "DEFAULT_ACK_PHRASES",
     "MAX_ACK_PHRASE_CHARS",
@@ -195,6 +201,8 @@ class Tenant:
     # final transcript, play a short cached "Okay." (0 turns it off).
     ack_after_ms: int = 300
     ack_phrases: tuple[str, ...] = DEFAULT_ACK_PHRASES
+    # confirmations by SMS / e-mail: esl_app/config/notifications.py
+    notifications: NotificationConfig = field(default_factory=NotificationConfig)
     policy: Policy = field(default_factory=Policy)
     visit_types: tuple[VisitType, ...] = ()
     data: DataPolicy = field(default_factory=DataPolicy)
@@ -244,6 +252,8 @@ class Tenant:
                 out[key] = getattr(self, key)
         if self.ack_phrases != defaults.ack_phrases:
             out["ack_phrases"] = list(self.ack_phrases)
+        if self.notifications != defaults.notifications:
+            out["notifications"] = notifications_to_yaml(self.notifications)
         if self.policy != defaults.policy:
             p = self.policy
             out["policy"] = {
@@ -429,6 +439,7 @@ _KEYS = {
     "slot_minutes", "handoff", "agent", "bedrock", "doctors", "address", "stt", "tts",
     "sample_rate", "barge_in", "no_input_seconds", "no_input_action", "max_call_seconds",
     "emergency_number", "urgent_line", "transfer_timeout_seconds", "policy", "visit_types",
+    "notifications",
     "data", "ack_after_ms", "ack_phrases",
 }
 _REQUIRED = ("id", "name", "dids", "timezone", "hours", "doctors")
@@ -547,6 +558,7 @@ def _parse_tenant(item: Any, where: str) -> Tenant:
         transfer_timeout_seconds=num("transfer_timeout_seconds", 25, 5, 120),
         ack_after_ms=num("ack_after_ms", 300, 0, 5000),
         ack_phrases=_parse_ack_phrases(item.get("ack_phrases"), where),
+        notifications=parse_notifications(item.get("notifications"), where),
         policy=_parse_policy(item.get("policy"), where),
         visit_types=_parse_visit_types(item.get("visit_types"), where),
         data=_parse_data_policy(item.get("data"), where),
