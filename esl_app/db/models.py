@@ -22,6 +22,8 @@ __all__ = [
     "CallRecord",
     "Did",
     "Doctor",
+    "NotifyConsent",
+    "OutboxMessage",
     "Slot",
     "TenantRow",
     "database_proxy",
@@ -121,6 +123,59 @@ class Appointment(BaseModel):
         )
 
 
+class NotifyConsent(BaseModel):
+    """What confirmations a patient agreed to for one appointment; no row means none.
+
+    A table of its own rather than a column on ``appointment``: ``create_tables(safe=True)``
+    adds it to an existing database with no ALTER TABLE (no migration step that could run
+    half-way or race between workers), older code keeps working on the new schema, and
+    the consent goes with the appointment (cascade).
+    """
+
+    appointment = pw.ForeignKeyField(Appointment, primary_key=True, on_delete="CASCADE")
+    channels = pw.CharField(max_length=8)  # sms | email | both
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "notify_consent"
+
+
+class OutboxMessage(BaseModel):
+    """One confirmation to one address, and how delivering it went.
+
+    ``status``: ``kept`` (the tenant sends nothing out: it stays here), ``queued`` (due at
+    ``next_attempt_at``), ``sending`` (claimed by one sender with a conditional UPDATE
+    until ``lease_until``), ``sent`` or ``failed``. ``last_error`` never holds the address
+    or the text (provider error codes only).
+    """
+
+    tenant = pw.ForeignKeyField(TenantRow, backref="outbox", on_delete="CASCADE")
+    code = pw.CharField(max_length=16)  # the appointment's confirmation code
+    event = pw.CharField(max_length=16)  # booked | cancelled | rescheduled
+    channel = pw.CharField(max_length=8)  # sms | email
+    provider = pw.CharField(max_length=16)  # outbox | sns | ses | smtp (at enqueue)
+    recipient = pw.CharField(max_length=254)
+    subject = pw.CharField(max_length=300, default="")
+    body = pw.TextField()
+    status = pw.CharField(max_length=16, default="queued")
+    attempts = pw.IntegerField(default=0)
+    next_attempt_at = pw.DateTimeField(default=utcnow)
+    lease_until = pw.DateTimeField(null=True)
+    claimed_by = pw.CharField(max_length=128, null=True)
+    provider_id = pw.CharField(max_length=200, default="")
+    last_error = pw.CharField(max_length=200, default="")
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+    sent_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "outbox"
+        indexes = (
+            (("status", "next_attempt_at"), False),  # the sender's poll
+            (("tenant", "created_at"), False),  # ivr outbox list --tenant
+        )
+
+
 class ApiToken(BaseModel):
     """A tenant's API bearer token, stored as a SHA-256 hash only."""
 
@@ -175,4 +230,5 @@ class AuditLog(BaseModel):
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     TenantRow, Did, Doctor, Slot, Appointment, ApiToken, CallRecord, CallbackTicket, AuditLog,
+    NotifyConsent, OutboxMessage,
 )

@@ -54,6 +54,7 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ().-]{2,31}$")
 _PARTS = ("morning", "afternoon", "evening")
+_NOTIFY = re.compile(r"^(none|sms|email|both)$")
 
 TenantLookup = Callable[[str], Tenant]
 
@@ -64,6 +65,7 @@ _BOOKING_FIELDS: dict[str, tuple[bool, int, re.Pattern[str] | None]] = {
     "email": (False, 254, _EMAIL),
     "phone": (False, 32, _PHONE),
     "call_id": (False, 64, None),
+    "notify": (False, 5, _NOTIFY),  # confirmations the patient agreed to
 }
 _RESCHEDULE_FIELDS: dict[str, tuple[bool, int, re.Pattern[str] | None]] = {
     "slot_id": (True, 64, None),
@@ -330,9 +332,14 @@ class _Appointments:
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         _authorize(req, tenant)
         f = _fields(_json_body(req), _BOOKING_FIELDS)
+        notify = f.get("notify", "none")
+        if notify in ("sms", "both") and "phone" not in f:
+            raise _unprocessable("notify: a text confirmation needs phone")
+        if notify in ("email", "both") and "email" not in f:
+            raise _unprocessable("notify: an e-mail confirmation needs email")
         view = service.book(tenant, f["slot_id"], patient_name=f["patient_name"],
                             phone=f.get("phone"), email=f.get("email"),
-                            call_id=f.get("call_id"), actor=_actor(req))
+                            call_id=f.get("call_id"), actor=_actor(req), notify=notify)
         m.BOOKINGS.labels(tenant, "booked", "api").inc()
         resp.status = falcon.HTTP_201
         resp.media = _appointment(view)

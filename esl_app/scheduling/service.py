@@ -25,6 +25,7 @@ import peewee as pw
 from esl_app.config.tenants import WEEKDAYS, ConfigError, Tenant, tenants_from_data
 from esl_app.db import database, write_txn
 from esl_app.db.models import Appointment, Doctor, Slot, TenantRow, utcnow
+from esl_app.notify import outbox
 from esl_app.scheduling import audit
 from esl_app.scheduling.codes import new_code, normalize_code
 from esl_app.scheduling.errors import (
@@ -468,14 +469,18 @@ def book(
     visit_type: str | None = None,
     actor: str = "system",
     now: datetime | None = None,
+    notify: str | None = None,
 ) -> AppointmentView:
     """Book one slot (or the consecutive slots a visit needs) atomically.
 
     Exactly one of many concurrent callers wins; a hold taken by the same call
     (``call_id``) is consumed, anyone else's live hold makes the slot taken.
+    ``notify`` (none | sms | email | both) is the patient's consent to confirmations of
+    this appointment's changes; they go to the phone / e-mail given, when there is one.
     """
     tenant = get_tenant(tenant_id)
     name, phone, email = _clean_patient(patient_name, phone, email)
+    consent = outbox.normalize_consent(notify)
     slot_pk = _slot_id(slot_id)
     now_utc = _now(now)
     need = slots_needed(tenant, visit_type)
@@ -498,7 +503,11 @@ def book(
             raise SchedulingError("could not allocate a confirmation code")
         audit.record(tenant_id, actor, "create", "appointment", appt.code,
                      slot=slot_pk, doctor=doctor.slug)
-    return _view(appt, slot, doctor, tenant.tz, slots[-1].end)
+        view = _view(appt, slot, doctor, tenant.tz, slots[-1].end)
+        if consent != "none":  # queued with the booking: both commit or neither
+            outbox.after_change(tenant, appt.id, "booked", view, consent=consent,
+                                now=now_utc)
+    return view
 
 
 def hold_slot(tenant_id: str, slot_id: str | int, *, owner: str, visit_type: str | None = None,
@@ -632,7 +641,10 @@ def cancel(tenant_id: str, code: str, *, verify: str | None = None, actor: str =
                                             & (Slot.state == "booked")).execute()
         audit.record(tenant_id, actor, "cancel", "appointment", appt.code)
         appt.status = "cancelled"
-    return _view(appt, slot, doctor, tenant.tz, view_end.astimezone(UTC).replace(tzinfo=None))
+        view = _view(appt, slot, doctor, tenant.tz,
+                     view_end.astimezone(UTC).replace(tzinfo=None))
+        outbox.after_change(tenant, appt.id, "cancelled", view, now=now_utc)
+    return view
 
 
 def reschedule(tenant_id: str, code: str, new_slot_id: str | int, *,
@@ -665,7 +677,9 @@ def reschedule(tenant_id: str, code: str, new_slot_id: str | int, *,
                      from_slot=old_slot.id, to_slot=new_pk)
         appt.slot = new_slots[0]
         doctor = Doctor.get_by_id(new_slots[0].doctor_id)
-    return _view(appt, new_slots[0], doctor, tenant.tz, new_slots[-1].end)
+        view = _view(appt, new_slots[0], doctor, tenant.tz, new_slots[-1].end)
+        outbox.after_change(tenant, appt.id, "rescheduled", view, now=now_utc)
+    return view
 
 
 def find_appointments(tenant_id: str, *, phone: str | None = None, name: str | None = None,
