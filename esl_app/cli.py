@@ -53,6 +53,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "calls": "esl_app.commands_call:calls",
     "loadtest": "esl_app.loadtest:loadtest",
     "dialplan": "esl_app.dialplan:dialplan",
+    "outbox": "esl_app.notify.cli:outbox",
     "emulator": "esl_app.emulator.cli:emulator",
 }
 

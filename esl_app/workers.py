@@ -164,6 +164,18 @@ def _start_checkpointer() -> None:
         start(checkpoint_forever, (path, 1.0))
 
 
+def _start_outbox_sender() -> Any:
+    """Deliver queued confirmations (SMS, e-mail) from a greenlet of this worker.
+
+    Its providers (boto3 clients) are built here, before calls are accepted. One worker
+    per server is enough; each message is claimed with a conditional UPDATE,
+    so servers sharing a database never send one twice.
+    """
+    from esl_app.notify.sender import start_sender
+
+    return start_sender(warm=True)
+
+
 def media_port_for(base: int, index: int, avoid: tuple[int, ...] = ()) -> int:
     """Worker ``index``'s private media port, counting up from ``base`` (0 stays ephemeral).
 
@@ -326,6 +338,7 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
     _time_full_collections()
     gevent.spawn(_pace_gc, index, cfg.workers)
     hub_watch = _start_hub_watch()  # also samples ivr_hub_lag_seconds
+    outbox_sender = _start_outbox_sender() if index == 0 else None
     if index == 0:  # one worker keeps each clinic's retention promise, daily
         gevent.spawn(_purge_daily)
     server = EslServer(services, max_calls=cfg.max_calls,
@@ -350,6 +363,8 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
     if http is not None:
         http.close()  # stop accepting API requests at once; in-flight ones finish below
     server.stop(timeout=cfg.drain_timeout)
+    if outbox_sender is not None:  # after the calls: their last changes still go out
+        outbox_sender.stop(timeout=5)
     if http is not None:
         http.stop(timeout=2)
     if media is not None:
