@@ -75,6 +75,7 @@ class AmdSettings:
     beep_settle_ms: int = 400          # quiet after the tone before it counts as ended
     beep_min_rms: float = 150.0        # quieter tones are ignored
     beep_max_impurity: float = 0.1     # 0 = pure sine; white noise = 2 (see BeepDetector)
+    beep_min_share: float = 0.6        # least share of a frame's energy at the tone's pitch
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -107,6 +108,8 @@ class AmdSettings:
         if self.beep_max_impurity > 2:
             raise ValueError("amd.beep_max_impurity: must be in 0..2, got "
                              f"{self.beep_max_impurity!r}")
+        if self.beep_min_share > 1:
+            raise ValueError(f"amd.beep_min_share: must be in 0..1, got {self.beep_min_share!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> AmdSettings:
@@ -171,6 +174,12 @@ class BeepDetector:
     ``c`` is fitted by least squares over the frame (exact for a sine, whatever its phase
     or the frame's edges) and ``impurity`` is the fit's error energy over the frame's
     energy: 0 for a pure tone, about 2 for white noise, above the limit for most speech.
+    Noise shrinks ``c`` towards 0 (it adds to the energy, not to the correlation), which
+    the residual measures, so ``c`` is corrected before it gives the frequency. At low
+    frequencies the fit cannot tell one tone from two close ones (a 350 + 440 Hz dial
+    tone fits as 397 Hz), so a frame that passes is checked by a Goertzel filter at the
+    fitted frequency: at least ``beep_min_share`` of its energy must be there (rare
+    outside beeps, so its Python loop costs little on average).
     A frame is tonal when loud enough, pure enough and in the band. A beep is a run of
     tonal frames at one frequency (within 4 %) and level (at most 6 dB under its peak) lasting
     ``beep_min_ms`` (to within a frame) to ``beep_max_ms``, then ``beep_settle_ms`` of
@@ -201,6 +210,8 @@ class BeepDetector:
         h = mv.cast("h")
         self._h = h
         self._h_x0, self._h_x1, self._h_x2 = h[2 * k:], h[k:-k], h[:-2 * k]
+        self._h_dec = h[::k]  # every k-th sample: the Goertzel filter's input
+        self._m = len(self._h_dec)
         self._n = n
         self._k = k
         self._split: FrameSplitter | None = None
@@ -222,6 +233,7 @@ class BeepDetector:
         self._run_hz = 0.0     # their mean frequency
         self._run_level = 0.0  # their highest level (the tone's steady level)
         self._run_e = 0.0      # their summed energy (level squared)
+        self._run_first_e = self._run_last_e = 0.0  # the first and last frame's energy
         self._run_end = 0      # stream ms at the end of the run's last tonal frame
         self._dropout = False  # one impure frame after the run, tolerated inside a tone
         self._pending = False  # a tone of beep length ended; waiting for the quiet
@@ -248,15 +260,17 @@ class BeepDetector:
             hit = self._frame(f) or hit
         return hit
 
-    def tone(self, frame: bytes) -> tuple[float, float, float]:
-        """(level, frequency Hz, impurity) of one whole frame: the per-frame test."""
+    def tone(self, frame: bytes) -> tuple[float, float, float, float]:
+        """(level, frequency Hz, impurity, share) of one whole frame: the per-frame test."""
         if len(frame) != self.size:
             raise ValueError(f"expected one {self.frame_ms} ms frame ({self.size} bytes), "
                              f"got {len(frame)} bytes")
         self._buf[:] = frame
-        return self._measure()
+        level, hz, impurity, c = self._measure()
+        return level, hz, impurity, (self._share(c) if level else 0.0)
 
-    def _measure(self) -> tuple[float, float, float]:
+    def _measure(self) -> tuple[float, float, float, float]:
+        """(level, Hz, impurity, c = 2 cos(kw)) of the frame in the buffer."""
         h, n, k = self._h, self._n, self._k
         # energy at the edges, where the windows x0, x1, x2 differ (k is 1 or 2)
         lo_out, hi_out = h[0] * h[0], h[n - 1] * h[n - 1]
@@ -269,50 +283,67 @@ class BeepDetector:
         if _audioop is not None:
             level = float(_audioop.rms(self._b_all, 2))
             if level < self.settings.beep_min_rms:
-                return level, 0.0, 2.0
+                return level, 0.0, 2.0, 0.0
             a = level * level * n - lo_out - hi_out  # sum of x1^2 (from a rounded rms)
             if a <= 0:
-                return level, 0.0, 2.0
+                return level, 0.0, 2.0, 0.0
             x0, x1, x2 = self._b_x0, self._b_x1, self._b_x2
             c = _audioop.findfactor(x0, x1) + _audioop.findfactor(x2, x1)
             f02 = _audioop.findfactor(x0, x2)
         else:
             level = math.sqrt(sum(map(mul, h, h)) / n)
             if level < self.settings.beep_min_rms:
-                return level, 0.0, 2.0
+                return level, 0.0, 2.0, 0.0
             x0, x1, x2 = self._h_x0, self._h_x1, self._h_x2
             a = sum(map(mul, x1, x1))
             if a <= 0:
-                return level, 0.0, 2.0
+                return level, 0.0, 2.0, 0.0
             c = (sum(map(mul, x0, x1)) + sum(map(mul, x2, x1))) / a
             e2 = a + lo_out - hi_in
             f02 = sum(map(mul, x0, x2)) / e2 if e2 > 0 else math.nan
         if c != c or f02 != f02:  # NaN: a window with no energy
-            return level, 0.0, 2.0
+            return level, 0.0, 2.0, 0.0
         b0 = a - lo_in + hi_out   # sum of x0^2
         b2 = a + lo_out - hi_in   # sum of x2^2
         # |x0 + x2 - c x1|^2 / |x1|^2 = (b0 + b2 + 2 <x0, x2>) / a - c^2
         impurity = (b0 + b2 + 2.0 * f02 * b2) / a - c * c
-        half = 0.5 * c
-        if half > 1.0:
-            half = 1.0
-        elif half < -1.0:
-            half = -1.0
-        return level, math.acos(half) * self._w_scale, impurity
+        # white noise of power q: c shrinks by P / (P + q), impurity = q (2 + c^2) / (P + q)
+        shrink = 1.0 - impurity / (2.0 + c * c)
+        if shrink > 0.5:
+            c /= shrink
+        if c > 2.0:
+            c = 2.0
+        elif c < -2.0:
+            c = -2.0
+        return level, math.acos(0.5 * c) * self._w_scale, impurity, c
+
+    def _share(self, c: float) -> float:
+        """Share of the frame's energy at ``c = 2 cos(kw)``: a Goertzel filter, 0..~1."""
+        s1 = s2 = e = 0.0
+        for x in self._h_dec:
+            s0 = x + c * s1 - s2
+            s2 = s1
+            s1 = s0
+            e += x * x
+        if not e:
+            return 0.0
+        return 2.0 * (s1 * s1 + s2 * s2 - c * s1 * s2) / (self._m * e)
 
     def _frame(self, frame: bytes) -> bool:
         self._buf[:] = frame
-        level, hz, impurity = self._measure()
+        level, hz, impurity, c = self._measure()
         self.level = level
         s = self.settings
         self.position_ms += self.frame_ms
-        tonal = impurity <= s.beep_max_impurity and self._lo_hz <= hz <= self._hi_hz
+        tonal = impurity <= s.beep_max_impurity and self._lo_hz <= hz <= self._hi_hz \
+            and self._share(c) >= s.beep_min_share
         if self._run:
             same = tonal and abs(hz - self._run_hz) <= 0.04 * self._run_hz
             if same and level >= 0.5 * self._run_level:
                 self._run += 1
                 self._run_hz += (hz - self._run_hz) / self._run
                 self._run_e += level * level
+                self._run_last_e = level * level
                 if level > self._run_level:
                     self._run_level = level
                 self._run_end = self.position_ms
@@ -330,7 +361,7 @@ class BeepDetector:
         if tonal:  # a tone begins (maybe right after another, at another pitch)
             self._pending = False
             self._run, self._run_hz, self._run_level = 1, hz, level
-            self._run_e = level * level
+            self._run_e = self._run_first_e = self._run_last_e = level * level
             self._run_end = self.position_ms
             return False
         if not self._pending:
@@ -349,9 +380,12 @@ class BeepDetector:
 
     def _close_run(self) -> None:
         """End the tone in progress; one of beep length waits for the quiet after it."""
-        # Its length from its energy at its steady level: frames the tone only partly
-        # fills (its first and last) count for the part they hold.
-        ms = round(self.frame_ms * self._run_e / (self._run_level * self._run_level))
+        # Its length from its energy at its steady level (the mean of its inner frames):
+        # the first and last frames, which it may only partly fill, count for their part.
+        n = self._run
+        steady = (self._run_e - self._run_first_e - self._run_last_e) / (n - 2) if n > 2 \
+            else self._run_level * self._run_level
+        ms = round(self.frame_ms * self._run_e / steady) if steady > 0 else 0
         self._run = 0
         self._dropout = False
         s = self.settings
