@@ -54,9 +54,11 @@ _FRAME_MS = 20
 class AmdSettings:
     """Per-tenant AMD thresholds (milliseconds, Hz, linear RMS of 16-bit samples).
 
-    Defaults follow Asterisk's AMD, with the analysis capped at 3 s. Build from a
-    tenants.yaml mapping with :meth:`from_dict`; invalid values raise ``ValueError``
-    naming the key.
+    The speech thresholds are Asterisk's AMD defaults (initial silence 2500, greeting
+    1500, after-greeting silence 800) with the analysis capped at 3 s; a word is 120 ms
+    as for barge-in (TurnDetector's min_speech_ms). Counting words is off by default: on
+    bench/amd_corpus.py it does not tell humans from machines. Build from a tenants.yaml
+    mapping with :meth:`from_dict`; invalid values raise ``ValueError`` naming the key.
     """
 
     initial_silence_ms: int = 2500     # nobody speaks this long after answer: silence
