@@ -154,7 +154,8 @@ def test_visit_type_said_up_front_and_keyed_in(harbor):
     c.say("book an appointment")
     r = c.say("i'm not sure")
     assert "If you haven't been seen here before, it's a new patient visit." in r.text
-    assert r.text.endswith("Is this a new patient visit or a follow-up?")
+    # asked a second time: the question follows the explanation, shorter, with the answers
+    assert r.text.endswith('Just say "new patient visit" or "follow-up".')
 
 
 def test_tenant_without_visit_types_is_not_asked(tenants):

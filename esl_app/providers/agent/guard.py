@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 # stages of the local agent in which "call me back at …" is an answer, not a request
 CONTACT_STAGES = frozenset({"name", "phone", "phone_callerid", "lookup_name", "lookup_phone",
-                            "verify_name", "code"})
+                            "verify_name", "code", "name_check", "name_spell"})
 
 
 class GuardedAgent:

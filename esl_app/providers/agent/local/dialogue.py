@@ -10,6 +10,7 @@ Replies are short and ask one thing at a time, because they are spoken.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -18,8 +19,10 @@ from typing import Any
 
 from esl_app import tools
 from esl_app.config.tenants import WEEKDAYS, Doctor, Tenant, VisitType
+from esl_app.providers.agent import message
 from esl_app.providers.agent.base import AgentError, AgentReply, CallContext, Utterance
-from esl_app.providers.agent.local import nlu
+from esl_app.providers.agent.local import nlu, turns
+from esl_app.providers.agent.local.names import spell
 from esl_app.speech_markup import say_characters
 
 __all__ = ["LocalAgent", "format_hours"]
@@ -27,6 +30,8 @@ __all__ = ["LocalAgent", "format_hours"]
 log = logging.getLogger(__name__)
 
 MAX_MISSES = 3
+# stages whose answer is a name: the text keeps spelled letters ("a m" is not "am")
+_NAME_STAGES = ("name", "verify_name", "lookup_name", "name_spell")
 _PARTS = ("morning", "afternoon")  # as the "part" question reads them out
 HANDOFF_UNCLEAR = 2  # answers that are neither yes nor no to "connect you with the front desk?"
 _YES_NO_HINTS = ("yes", "no")
@@ -163,6 +168,8 @@ class LocalAgent:
         pending = st.pop("unannounced", None)
         if pending:  # another agent committed it, then failed before the caller heard it
             return self._announce(call, pending)
+        if st.get("mode") == "message":  # normally the guard's; here when run bare
+            return message.take_message(call, utterance)
         text = utterance.text or ""
         if utterance.dtmf:
             keys = utterance.dtmf.strip()
@@ -171,8 +178,9 @@ class LocalAgent:
             text = self._dtmf_text(call, keys) or text
         t = nlu.normalize(text)
         if not t:
-            return self._miss(call, "Sorry, I didn't catch that.")
-        goal = nlu.intent(t)
+            return self._track(call, self._miss(call, "Sorry, I didn't catch that."))
+        stage = st["stage"]
+        goal = self._understand(call, text).intent
         if goal == "emergency":
             st["outcome"] = "emergency"
             number = call.tenant.emergency_number or "911"
@@ -180,16 +188,24 @@ class LocalAgent:
                               f"{number} now.", action="hangup", outcome="emergency")
         if goal == "operator":
             return self._handoff(call, "caller asked for a person")
-        if nlu._has(t, "repeat", "say that again", "say again", "come again", "pardon",
-                    "what was that", "one more time") and st.get("last_text"):
-            return self._say(call, st["last_text"], hints=tuple(st.get("last_hints", ())))
+        if goal == "repeat" and st.get("last_text"):
+            return self._track(call, self._repeat(call), repeat=True)
         if goal in ("hours", "address"):
             return self._answer_question(call, goal)
-        if goal == "goodbye" and st["stage"] not in ("phone",):
+        if goal in ("greeting", "smalltalk"):
+            return self._small_talk(call, goal, t)
+        if goal == "wait":
+            return AgentReply("Sure, take your time. I'm here when you're ready.",
+                              hints=tuple(st.get("last_hints", ())))
+        if goal == "goodbye" and stage not in ("phone",):
             return self._goodbye(call)
+        if goal in ("message", "urgent", "repeat"):
+            goal = None  # the guard's business (or nothing said before to repeat)
+        said = nlu.normalize(text, clock=False) if stage in _NAME_STAGES else t
+        said = nlu.strip_opener(said)[0] or said
         handler: Callable[[CallContext, str, str | None], AgentReply] = getattr(
-            self, f"_on_{st['stage']}", self._on_start)
-        return handler(call, t, goal)
+            self, f"_on_{stage}", self._on_start)
+        return self._track(call, handler(call, said, goal))
 
     def end(self, call: CallContext) -> None:
         """Nothing to release: the session is ``call.state``, which stays for the record."""
@@ -213,6 +229,115 @@ class LocalAgent:
 
     def _understood(self, call: CallContext) -> None:
         call.state["misses"] = 0
+
+    def _understand(self, call: CallContext, text: str) -> nlu.Understanding:
+        """The turn read in the light of the current stage's question."""
+        st = call.state
+        stage = st.get("stage", "start")
+        offered: tuple[nlu.Option, ...] = ()
+        if stage == "offer":
+            offered = tuple(nlu.Option(self._local(call, s["start"]), s["doctor"],
+                                       s.get("doctor_name", "")) for s in st.get("offered", []))
+        return nlu.understand(text, today=self._now(call).date(), doctors=call.tenant.doctors,
+                              visit_types=call.tenant.visit_types,
+                              expecting=turns.EXPECTING.get(stage), offered=offered)
+
+    # ------------------------------------------------------------ not going round in circles
+
+    def _track(self, call: CallContext, reply: AgentReply, *, repeat: bool = False,
+               lead: str | None = None) -> AgentReply:
+        """Rephrase a question asked again without progress; the third time, offer a way out.
+
+        Progress is anything new the caller told us (:func:`turns.progress_signature`)
+        or a new question. A caller who asked to hear it again gets the content again
+        the second time; a caller who was not understood gets it shorter, with an
+        example. The third time the front desk is offered (or, with no front desk,
+        the keypad, then a message).
+        """
+        st = call.state
+        stage = st.get("stage", "start")
+        if reply.action != "continue" or st.get("mode") == "message" or stage in (
+                "offer_handoff", "transferred", "done"):
+            st.pop("ask", None)
+            return reply
+        sig = turns.progress_signature(st)
+        prev = st.get("ask") or {}
+        same = prev.get("stage") == stage and prev.get("sig") == sig
+        count = prev.get("count", 0) + 1 if same else 1
+        st["ask"] = {"stage": stage, "sig": sig, "count": count}
+        if count == 1 or (count == 2 and repeat):
+            return reply
+        if count == 2:
+            prompt, hints = self._prompt(call)
+            if lead is None:
+                lead = turns.informative_lead(reply.text, prompt)
+            return self._say(call, f"{lead} {self._short_prompt(call)}".strip(), hints=hints)
+        return self._escalate(call, count)
+
+    def _escalate(self, call: CallContext, count: int) -> AgentReply:
+        """The same question a third time: the front desk, else the keypad, else a message."""
+        st = call.state
+        stage = st.get("stage", "start")
+        if call.tenant.handoff:
+            st.pop("ask", None)
+            log.info("call %s: question asked %d times without progress", call.call_id, count)
+            return self._offer_person(call, stage, "I'm sorry, this doesn't seem to be "
+                                      "working. Would you like me to connect you with someone "
+                                      "at the front desk?")
+        if count >= 5:
+            st.pop("ask", None)
+            return message.start_message(call, "unavailable")
+        hint = turns.keypad_hint(stage, self._n_options(call))
+        suggest = "If you'd rather, I can take a message for the clinic: just say " \
+                  "\"leave a message\"."
+        extra = hint if hint and count == 3 else suggest
+        return self._say(call, f"{self._short_prompt(call)} {extra}",
+                         hints=self._prompt(call)[1])
+
+    def _n_options(self, call: CallContext) -> int:
+        """How many choices the current question read out (for keypad answers)."""
+        stage = call.state.get("stage")
+        if stage == "offer":
+            return len(call.state.get("offered", []))
+        if stage == "doctor":
+            return len(call.tenant.doctors)
+        if stage == "visit_type":
+            return len(call.tenant.visit_types)
+        return 0
+
+    def _repeat(self, call: CallContext) -> AgentReply:
+        """What the bot last said, without "Thank you." or "Great." in front of it.
+
+        Offered the front desk, a caller who keeps asking to hear it again is put
+        through: they are clearly not getting on with the bot.
+        """
+        st = call.state
+        if st.get("stage") == "offer_handoff":
+            unclear = st.get("handoff_unclear", 0) + 1
+            if unclear >= HANDOFF_UNCLEAR:
+                return self._handoff(call, "caller could not be understood")
+            st["handoff_unclear"] = unclear
+        return self._say(call, turns.content(st["last_text"]),
+                         hints=tuple(st.get("last_hints", ())))
+
+    def _small_talk(self, call: CallContext, kind: str, t: str) -> AgentReply:
+        """A friendly answer to "hi" or "are you a robot?", then the menu or the open question."""
+        st = call.state
+        stage = st.get("stage", "start")
+        mid = stage not in ("start", "anything_else", "done", "transferred")
+        lead = turns.small_talk_lead(kind, t, call.tenant, mid_call=mid)
+        if mid:
+            prompt, hints = self._prompt(call)
+            reply = self._say(call, f"{lead} {prompt}".strip(), hints=hints)
+        elif stage == "anything_else":
+            reply = self._say(call, f"{lead} Is there anything else I can help you with?"
+                              .strip(), hints=_YES_NO_HINTS + ("book an appointment",))
+        else:
+            st["stage"] = "start"
+            reply = self._say(call, f"{lead} {turns.menu(call.tenant)} What would you like to "
+                              "do?".strip(), hints=("book an appointment", "cancel",
+                                                    "reschedule", "operator"))
+        return self._track(call, reply, lead=lead)  # small talk is no progress either
 
     def _miss(self, call: CallContext, rephrase: str) -> AgentReply:
         """A turn we could not use: rephrase, and after repeated failures offer a person."""
@@ -238,10 +363,12 @@ class LocalAgent:
         stage = call.state.get("stage")
         if stage in ("phone", "phone_callerid") and len(keys) >= 7:
             return keys
-        if stage in ("offer", "visit_type") and keys.isdigit() and len(keys) == 1:
+        if stage in ("offer", "visit_type", "doctor", "part") and keys.isdigit() \
+                and len(keys) == 1:
             return f"option {keys}"
         if stage in ("confirm", "cancel_confirm", "resched_confirm", "phone_callerid",
-                     "anything_else", "offer_handoff", "late_handoff") and keys in _DTMF_YES_NO:
+                     "anything_else", "offer_handoff", "late_handoff", "doctor_check",
+                     "name_check") and keys in _DTMF_YES_NO:
             return _DTMF_YES_NO[keys]
         return keys
 
@@ -336,6 +463,17 @@ class LocalAgent:
             chosen = st.get("chosen") or {}
             return (f"Shall I move your appointment to {self._when(call, chosen)}?",
                     _YES_NO_HINTS)
+        if stage == "doctor_check":
+            doc = call.tenant.doctor(st.get("doctor_guess") or "")
+            who = _short_doctor(doc.name) if doc else "that doctor"
+            return (f"Did you mean {who}?",
+                    _YES_NO_HINTS + tuple(d.name for d in tenant.doctors))
+        if stage == "name_check":
+            pending = st.get("name_pending") or {}
+            return (f"I heard {pending.get('name', '')}. Is that your name? You can also "
+                    "spell it.", _YES_NO_HINTS)
+        if stage == "name_spell":
+            return "Could you spell your first and last name for me, letter by letter?", ()
         if stage == "offer_handoff":
             return "Would you like me to connect you with the front desk?", _YES_NO_HINTS
         if stage == "late_handoff":
@@ -344,6 +482,64 @@ class LocalAgent:
             return "Is there anything else I can help you with?", _YES_NO_HINTS
         return ("You can book, change or cancel an appointment. What would you like to do?",
                 ("book an appointment", "cancel", "reschedule", "operator"))
+
+    def _short_prompt(self, call: CallContext) -> str:
+        """The current question again, shorter, with an example of an answer."""
+        st = call.state
+        stage = st.get("stage", "start")
+        tenant = call.tenant
+        if stage == "visit_type":
+            names = " or ".join(f"\"{v.name}\"" for v in tenant.visit_types[:2])
+            return f"Just say {names}."
+        if stage == "doctor":
+            first = _short_doctor(tenant.doctors[0].name) if tenant.doctors else "a doctor"
+            return f"Which doctor? Like \"{first}\", or \"any doctor\"."
+        if stage == "date":
+            return "Which day? Like \"tomorrow\"."
+        if stage == "part":
+            return "Just say \"morning\" or \"afternoon\"."
+        if stage == "offer":
+            slots = st.get("offered", [])
+            if not slots:
+                return "Which other day? Like \"tomorrow\"."
+            starts = [self._local(call, x["start"]) for x in slots]
+            clocks = [tools.spoken_time(x, with_day=False) for x in starts]
+            listed = clocks[0] if len(clocks) == 1 else \
+                ", ".join(clocks[:-1]) + f" or {clocks[-1]}"
+            day = tools.spoken_time(starts[0]).split(" at ")[0]
+            same_day = len({x.date() for x in starts}) == 1
+            when = f"{listed} on {day}" if same_day else \
+                ", ".join(tools.spoken_time(x) for x in starts)
+            if len(slots) == 1:
+                return f"I have {when}. Yes or no?"
+            return f"I have {when}. Which one? Like \"the first one\"."
+        if stage in ("name", "verify_name", "lookup_name"):
+            return "Your name, like \"Jane Smith\"? You can spell it."
+        if stage == "name_spell":
+            return "Spell your name letter by letter, like \"J, O, H, N\"."
+        if stage in ("phone", "lookup_phone"):
+            return "Your number, digit by digit, like \"5 5 5, 1 2 3, 4 5 6 7\". Or key it in."
+        if stage == "code":
+            return "Your six-character code, like \"K 7 M 4 Q 2\", or \"I don't have it\"."
+        if stage == "pick_appt":
+            return "Which one? Like \"the first one\"."
+        if stage == "change":
+            return "Change what? \"The time\", \"the name\" or \"the phone number\"?"
+        short_yes_no = {
+            "confirm": "Shall I book it?", "cancel_confirm": "Shall I cancel it?",
+            "resched_confirm": "Shall I move it?", "anything_else": "Anything else?",
+            "phone_callerid": "Use the number you're calling from?",
+            "late_handoff": "Transfer you to the front desk?",
+            "offer_handoff": "Connect you with the front desk?",
+        }
+        if stage in short_yes_no:
+            return f"{short_yes_no[stage]} Yes or no?"
+        if stage == "doctor_check":
+            return f"{self._prompt(call)[0]} Yes or no?"
+        if stage == "name_check":
+            pending = (st.get("name_pending") or {}).get("name", "")
+            return f"Is your name {pending}? Yes or no? Or spell it."
+        return "Say, for example, \"book an appointment\" or \"cancel my appointment\"."
 
     def _ask(self, call: CallContext, stage: str, lead: str = "") -> AgentReply:
         call.state["stage"] = stage
@@ -421,7 +617,13 @@ class LocalAgent:
     # ------------------------------------------------------------ understanding criteria
 
     def _absorb(self, call: CallContext, t: str, *, allow_doctor: bool = True) -> bool:
-        """Take doctor, day and time preferences from ``t`` into the state; True if any."""
+        """Take doctor, day and time preferences from ``t`` into the state; True if any.
+
+        Only what the caller says now changes: a constraint given earlier (the
+        afternoon, a doctor, "the earliest") stays until it is replaced, so "as
+        soon as possible" after "an appointment in the afternoon" is the earliest
+        afternoon, not the earliest slot of the day.
+        """
         st = call.state
         today = self._now(call).date()
         got = False
@@ -429,13 +631,18 @@ class LocalAgent:
             doc = nlu.match_doctor(t, call.tenant.doctors)
             if isinstance(doc, Doctor):
                 st["doctor"] = doc.id
+                st.pop("doctor_guess", None)
                 got = True
             elif doc == nlu.ANY_DOCTOR and st.get("stage") in ("doctor", "start", "offer",
                                                                 "date", "change"):
                 st["doctor"] = nlu.ANY_DOCTOR
                 got = True
+            elif doc is None and (guess := nlu.guess_doctor(
+                    t, call.tenant.doctors, bare=st.get("stage") == "doctor")):
+                st["doctor_guess"] = guess.id  # asked about before it is used
+                got = True
         toks = nlu.tokens(t)
-        found = nlu._find_date(toks, today)
+        found = nlu._find_date(toks, today, ordinals=st.get("stage") == "date")
         skip: set[int] = set()
         if found:
             rng, skip = found
@@ -446,14 +653,20 @@ class LocalAgent:
             got = True
         pref = nlu._find_time(toks, skip)
         if pref:
-            if found or pref.part or pref.at or pref.after or pref.before:
+            if pref.part or pref.at or pref.after or pref.before:
+                # a new time of day replaces the old one as a whole ("at 10" after
+                # "the afternoon"); "the earliest" alone leaves it as it was
                 st.pop("after", None)
-            st["part"] = pref.part
-            st["at"] = pref.at.strftime("%H:%M") if pref.at else None
-            st["after_time"] = pref.after.strftime("%H:%M") if pref.after else None
-            st["before_time"] = pref.before.strftime("%H:%M") if pref.before else None
+                st["part"] = pref.part
+                st["at"] = pref.at.strftime("%H:%M") if pref.at else None
+                st["after_time"] = pref.after.strftime("%H:%M") if pref.after else None
+                st["before_time"] = pref.before.strftime("%H:%M") if pref.before else None
+                st.pop("any_time", None)
+            elif found:
+                st.pop("after", None)
             if pref.earliest:
                 st["earliest"] = True
+                st.pop("after", None)
                 if not found:
                     st["date_first"] = st["date_last"] = None
             got = True
@@ -508,10 +721,18 @@ class LocalAgent:
         return self._book_next(call)
 
     def _book_next(self, call: CallContext, lead: str = "") -> AgentReply:
-        """Ask for the next missing criterion, or search and offer times."""
+        """Ask for the next missing criterion, or search and offer times.
+
+        "The earliest" with no doctor named means the earliest with any doctor; a
+        doctor's name that was only guessed is confirmed first.
+        """
         st = call.state
+        if st.get("doctor_guess"):
+            return self._ask(call, "doctor_check", lead)
         if call.tenant.visit_types and st.get("intent") == "book" and not st.get("visit_type"):
             return self._ask(call, "visit_type", lead)
+        if not st.get("doctor") and len(call.tenant.doctors) > 1 and st.get("earliest"):
+            st["doctor"] = nlu.ANY_DOCTOR
         if not st.get("doctor") and len(call.tenant.doctors) > 1:
             return self._ask(call, "doctor", lead)
         if not st.get("doctor") and call.tenant.doctors:
@@ -739,7 +960,8 @@ class LocalAgent:
         today = self._now(call).date()
         if nlu.match_doctor(t, call.tenant.doctors) or nlu.parse_date(t, today) or \
                 goal in ("earliest",) or nlu.parse_time(t) or \
-                nlu.match_visit_type(t, call.tenant.visit_types):
+                nlu.match_visit_type(t, call.tenant.visit_types) or \
+                nlu.guess_doctor(t, call.tenant.doctors):
             self._understood(call)
             return self._start_booking(call, t)
         return self._miss(call, "Sorry, I didn't get that.")
@@ -758,6 +980,8 @@ class LocalAgent:
     def _on_offer_handoff(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
         st = call.state
         yn = nlu.yes_no(t)
+        if yn is None and (answered := self._answers_the_question(call, t, goal)):
+            return answered
         unclear = st.pop("handoff_unclear", 0)
         if yn is True:
             return self._handoff(call, "caller could not be understood")
@@ -771,6 +995,34 @@ class LocalAgent:
             return self._handoff(call, "caller could not be understood")
         st["handoff_unclear"] = unclear + 1
         return self._miss(call, "Please say yes or no.")
+
+    def _answers_the_question(self, call: CallContext, t: str, goal: str | None
+                              ) -> AgentReply | None:
+        """Offered the front desk, the caller answered the question before it instead.
+
+        Taken when it moves the conversation on; otherwise the state is left exactly
+        as it was and the offer stands.
+        """
+        st = call.state
+        resume = st.get("resume_stage")
+        if not resume or resume in _NAME_STAGES or resume in ("start", "offer_handoff"):
+            return None
+        saved = json.loads(json.dumps(st))
+        st["stage"] = resume
+        st.pop("ask", None)
+        before = turns.progress_signature(st)
+        handler = getattr(self, f"_on_{resume}", None)
+        reply = handler(call, t, goal) if handler else None
+        if reply is not None and reply.action == "continue" and st.get("stage") not in (
+                "offer_handoff",) and (turns.progress_signature(st) != before
+                                      or st.get("stage") != resume):
+            st.pop("resume_stage", None)
+            st.pop("handoff_unclear", None)
+            st["misses"] = 0
+            return reply
+        st.clear()
+        st.update(saved)
+        return None
 
     # ------------------------------------------------------------ stages: booking
 
@@ -797,7 +1049,7 @@ class LocalAgent:
         return self._miss(call, "Sorry.")
 
     def _on_doctor(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
-        if self._absorb(call, t) and call.state.get("doctor"):
+        if self._absorb(call, t) and (call.state.get("doctor") or call.state.get("doctor_guess")):
             self._understood(call)
             return self._book_next(call)
         if goal == "earliest":
@@ -811,6 +1063,26 @@ class LocalAgent:
             self._understood(call)
             return self._book_next(call)
         return self._miss(call, "Sorry, which doctor was that?")
+
+    def _on_doctor_check(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        """Answer to "Did you mean Dr. Okafor?": yes takes the guess, no asks again."""
+        st = call.state
+        yn = nlu.yes_no(t)
+        guess = st.get("doctor_guess")
+        if self._absorb(call, t) and st.get("doctor") and not st.get("doctor_guess"):
+            self._understood(call)
+            return self._book_next(call)  # named a doctor outright
+        st["doctor_guess"] = guess
+        if yn is True and guess:
+            st["doctor"] = st.pop("doctor_guess")
+            self._understood(call)
+            return self._book_next(call, "Great.")
+        if yn is False:
+            st.pop("doctor_guess", None)
+            st.pop("doctor", None)
+            self._understood(call)
+            return self._ask(call, "doctor", "Sorry about that.")
+        return self._miss(call, "Sorry.")
 
     def _on_date(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
         st = call.state
@@ -868,8 +1140,9 @@ class LocalAgent:
                                  hints=self._offer_text(call, slots, "")[1])
             return self._search_and_offer(call)
         if goal == "earliest":
+            # the earliest day, in the part of the day already asked for
             st["earliest"] = True
-            st["date_first"] = st["date_last"] = st["part"] = st["at"] = None
+            st["date_first"] = st["date_last"] = st["at"] = None
             st.pop("after", None)
             self._understood(call)
             return self._search_and_offer(call)
@@ -884,9 +1157,9 @@ class LocalAgent:
             return self._say(call, "Which one: the first, the second or the last?",
                              hints=("the first one", "the second one", "the last one"))
         if yn is False:
+            # those times are refused, not the doctor, the visit or the part of the day
             self._understood(call)
-            for key in ("date_first", "date_last", "part", "at", "after_time", "before_time",
-                        "after", "earliest", "any_time"):
+            for key in ("date_first", "date_last", "at", "after", "earliest"):
                 st.pop(key, None)
             st["stage"] = "date"
             return self._say(call, "No problem. What other day or time would suit you?",
@@ -915,18 +1188,75 @@ class LocalAgent:
         return self._contact_next(call, "Great.")
 
     def _on_name(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        """The answer to the name question is a name first (said, spelled or both).
+
+        Only an explicit change ("actually, make it Monday") goes back to the
+        times; a name that sounds like other words ("monday good") is read back
+        for the caller to confirm or spell.
+        """
         st = call.state
-        name = nlu.parse_name(t)
-        if name and not (nlu.is_correction(t) and self._criteria_in(call, t)):
-            st["name"] = name
+        heard = nlu.parse_name_answer(t)
+        if heard and not (nlu.is_correction(t) and self._criteria_in(call, t)):
             self._understood(call)
-            if st.get("intent") in ("cancel", "reschedule"):
-                return self._after_identify_name(call)
-            return self._contact_next(call, "Thank you.")
+            if heard.doubtful and not heard.spelled and st.get("intent") == "book":
+                st["name_pending"] = {"name": heard.name, "spelled": heard.spelled}
+                return self._ask(call, "name_check")
+            return self._take_name(call, heard.name, heard.spelled)
         if st.get("intent") == "book" and self._absorb(call, t):
             self._understood(call)
             return self._book_next(call)
         return self._miss(call, "Sorry, could you say your name again? You can also spell it.")
+
+    _on_name_spell = _on_name
+
+    def _take_name(self, call: CallContext, name: str, spelled: str | None,
+                   lead: str = "") -> AgentReply:
+        """Keep the name and go on, reading it back (spelled, when it was spelled)."""
+        st = call.state
+        st["name"] = name
+        st.pop("name_pending", None)
+        if spelled:
+            st["name_spelled"] = spelled
+        else:
+            st.pop("name_spelled", None)
+        if st.get("intent") in ("cancel", "reschedule"):
+            return self._after_identify_name(call)
+        readback = f"I have {name}, spelled {spell(spelled)}." if spelled else \
+            f"Thank you, {name}."
+        return self._contact_next(call, f"{lead} {readback}".strip())
+
+    def _on_name_check(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        """Answer to "I heard Monday Good. Is that your name?": yes keeps it; a spelling fixes it.
+
+        Only names that sound like other words get here, so the check costs one turn rarely.
+        """
+        st = call.state
+        pending = st.get("name_pending") or {}
+        heard = nlu.parse_name_answer(nlu.normalize(t, clock=False))
+        yn = nlu.yes_no(t)
+        if heard and (heard.spelled or (yn is None and not heard.doubtful)):
+            self._understood(call)
+            return self._take_name(call, heard.name, heard.spelled)
+        if yn is True and pending.get("name"):
+            self._understood(call)
+            return self._take_name(call, pending["name"], pending.get("spelled"))
+        if yn is False:
+            self._understood(call)
+            st.pop("name_pending", None)
+            return self._ask(call, "name_spell", "Sorry about that.")
+        return self._miss(call, "Sorry.")
+
+    def _name_fix(self, call: CallContext, t: str) -> str | None:
+        """A correction of the name said at a later question ("no, it's J O N"), or None."""
+        if not nlu._has(nlu.normalize(t), "name", "spelled", "spelt", "spell", "my name",
+                        "not my name"):
+            heard = nlu.parse_name_answer(re.sub(r"^(?:no|nope|actually|sorry|wait)\s+", "", t))
+            return heard.name if heard and heard.spelled else None
+        cleaned = re.sub(r"^(?:(?:no|nope|actually|sorry|wait|that is|it is)\s+)+", "", t)
+        cleaned = re.sub(r"\b(?:that is not my name|not my name|the name is wrong|wrong name)\b",
+                         " ", cleaned)
+        heard = nlu.parse_name_answer(cleaned)
+        return heard.name if heard and (heard.spelled or not heard.doubtful) else None
 
     def _criteria_in(self, call: CallContext, t: str) -> bool:
         today = self._now(call).date()
@@ -946,6 +1276,8 @@ class LocalAgent:
 
     def _on_phone_callerid(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
         st = call.state
+        if st.get("name") and (fixed := self._name_fix(call, t)):
+            return self._renamed(call, fixed)
         number = nlu.parse_phone(t)
         if number:
             st["phone"] = number
@@ -963,8 +1295,31 @@ class LocalAgent:
             return self._ask(call, "phone", "Okay.")
         return self._miss(call, "Sorry.")
 
+    def _renamed(self, call: CallContext, name: str) -> AgentReply:
+        """The caller corrected their name at a later question: keep it, ask that again.
+
+        A single word corrects the word of the name it resembles ("no, it's spelled
+        j o n" makes John Smith Jon Smith), so the rest of the name is kept.
+        """
+        self._understood(call)
+        old = (call.state.get("name") or "").split()
+        if len(name.split()) == 1 and len(old) > 1:
+            from difflib import SequenceMatcher
+
+            likeness = [SequenceMatcher(None, w.lower(), name.lower()).ratio() for w in old]
+            best = max(range(len(old)), key=lambda i: likeness[i])
+            if likeness[best] >= 0.5:
+                old[best] = name
+                name = " ".join(old)
+        call.state["name"] = name
+        prompt, hints = self._prompt(call)
+        return self._say(call, f"Thanks, I've changed the name to {name}. {prompt}", hints=hints)
+
     def _on_phone(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
         st = call.state
+        if st.get("name") and nlu._has(t, "name", "spelled") and \
+                (fixed := self._name_fix(call, t)):
+            return self._renamed(call, fixed)
         email = nlu.parse_email(t)
         if email:
             st["email"] = email
@@ -984,10 +1339,11 @@ class LocalAgent:
         if yn is True and not nlu.is_correction(t):
             self._understood(call)
             return self._book(call)
-        if nlu._has(t, "name", "my name", "name is", "spelled", "spelt"):
+        if nlu._has(t, "name", "my name", "name is", "spelled", "spelt", "spell") or \
+                (yn is not True and self._name_fix(call, t)):
             # checked before times and doctors: "john smith" must not pick Dr. Smith
             self._understood(call)
-            name = nlu.parse_name(re.sub(r"^(no |actually |sorry |wait )+", "", t))
+            name = self._name_fix(call, t)
             if name:
                 st["name"] = name
                 return self._ask(call, "confirm", "Thanks.")

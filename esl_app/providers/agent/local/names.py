@@ -39,6 +39,7 @@ _LEADS = (
     "it would be", "it should be", "it is for", "it is", "that is", "this is", "i am",
     "call me", "under", "under the name", "for", "yes it is", "sure it is", "yeah it is",
     "yes", "yeah", "yep", "sure", "okay", "ok", "oh", "well", "so", "hi", "hello",
+    "my first name is", "my last name is", "my surname is", "my first name", "my last name",
     "first name is", "first name", "the first name is", "last name is", "last name",
     "the last name is", "surname is", "and", "its",
 )

@@ -56,8 +56,8 @@ def similarity(heard: str, name: str) -> float:
         return 0.0
     ka, kb = phonetic_key(a), phonetic_key(b)
     by_key = SequenceMatcher(None, ka, kb).ratio() if ka and kb else 0.0
-    if ka and kb and min(len(ka), len(kb)) == 1:
-        by_key = min(by_key, 0.8) if ka == kb else by_key * 0.5  # one consonant says little
+    if ka and kb and min(len(ka), len(kb)) <= 2:
+        by_key = min(by_key, 0.8) if ka == kb else by_key * 0.5  # two consonants say little
     by_spelling = SequenceMatcher(None, a, b).ratio()
     return max(by_key, by_spelling)
 

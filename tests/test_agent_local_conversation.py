@@ -1,0 +1,451 @@
+"""Issue #27: the local agent keeps what callers say, gets out of loops, and hears names.
+
+Conversations run against a real SQLite calendar through the agent's public
+interface (the guarded agent, as production runs it). Callers are adaptive where
+it matters: they answer whatever the bot asked, from what they want, so the
+tests hold when prompts are reworded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from esl_app import tools
+from esl_app.providers.agent.base import AgentReply, CallContext, Utterance
+from esl_app.providers.agent.guard import GuardedAgent
+from esl_app.providers.agent.local import LocalAgent
+from esl_app.scheduling import service
+from esl_app.speech_markup import to_plain
+from esl_app.testing import make_db
+
+TZ = ZoneInfo("America/New_York")
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=TZ)  # a Tuesday
+CALLER = "+15551234567"
+YAML = textwrap.dedent("""
+    tenants:
+      - id: sunrise
+        name: Sunrise Family Clinic
+        dids: ["1001"]
+        timezone: America/New_York
+        hours: {mon-fri: "08:00-17:00", sat: "09:00-12:00"}
+        slot_minutes: 30
+        handoff: user/1000
+        doctors:
+          - {id: smith, name: Dr. Sarah Smith, specialty: family medicine}
+          - {id: patel, name: Dr. Raj Patel, specialty: pediatrics}
+          - {id: okafor, name: Dr. Chidi Okafor, specialty: dermatology}
+      - id: quiet
+        name: Quiet Clinic
+        dids: ["1003"]
+        timezone: America/New_York
+        hours: {mon-fri: "08:00-17:00"}
+        slot_minutes: 30
+        doctors:
+          - {id: lee, name: Dr. Ann Lee}
+          - {id: kim, name: Dr. Bo Kim}
+""")
+FILLERS = ("Thank you.", "Thanks.", "Great.", "Okay.", "Sure.")
+
+
+@pytest.fixture(scope="module")
+def tenants(tmp_path_factory):
+    return make_db(tmp_path_factory.mktemp("conv"), YAML, days=14, now=NOW)
+
+
+@pytest.fixture
+def sunrise(tenants):
+    yield tenants.get("sunrise")
+    service.release_holds("conv")
+    for appt in service.list_appointments("sunrise"):
+        service.cancel("sunrise", appt.confirmation, enforce_window=False, now=NOW)
+
+
+@pytest.fixture
+def quiet(tenants):
+    return tenants.get("quiet")
+
+
+class Call:
+    """One call through the guarded local agent, keeping every reply."""
+
+    def __init__(self, tenant, caller: str | None = CALLER):
+        self.agent = GuardedAgent(LocalAgent())
+        self.call = CallContext(call_id="conv", tenant=tenant, caller=caller, did="1001",
+                                now=NOW)
+        self.replies: list[AgentReply] = [self.agent.greet(self.call)]
+
+    def say(self, text: str | None = None, dtmf: str | None = None) -> AgentReply:
+        reply = self.agent.respond(self.call, Utterance(text=text, dtmf=dtmf))
+        self.replies.append(reply)
+        json.dumps(self.call.state)  # resumable by another agent
+        return reply
+
+    @property
+    def last(self) -> str:
+        return to_plain(self.replies[-1].text)
+
+    @property
+    def state(self) -> dict:
+        return self.call.state
+
+    @property
+    def offered(self) -> list[dict]:
+        return self.call.state.get("offered", [])
+
+
+class Wishes:
+    """An adaptive caller: answers whatever the bot asks from what they want."""
+
+    def __init__(self, **wants: str):
+        self.wants = {"doctor": "any doctor", "day": "tomorrow", "part": "the morning",
+                      "pick": "the first one", "name": "Jane Doe", "reach": "yes",
+                      "confirm": "yes", "else": "no thanks", "check": "yes"} | wants
+
+    def answer(self, prompt: str) -> str:
+        p = prompt.lower()
+        w = self.wants
+        for cue, key in (("anything else", "else"), ("did you mean", "check"),
+                         ("which doctor", "doctor"), ("morning or", "part"),
+                         ("what day", "day"), ("which day", "day"), ("other day", "day"),
+                         ("which would you like", "pick"), ("which one", "pick"),
+                         ("would that work", "pick"), ("shall i book", "confirm"),
+                         ("reach you", "reach"), ("name", "name")):
+            if cue in p:
+                return w[key]
+        raise AssertionError(f"unexpected question: {prompt!r}")
+
+    def until(self, c: Call, stage: str, limit: int = 12) -> None:
+        """Answer the bot's questions until it reaches ``stage``."""
+        for _ in range(limit):
+            if c.state.get("stage") == stage:
+                return
+            c.say(self.answer(c.last))
+        assert c.state.get("stage") == stage, c.last
+
+
+def local(iso: str) -> datetime:
+    return datetime.fromisoformat(iso).astimezone(TZ)
+
+
+def earliest_open(tenant, **kw) -> dict:
+    return tools.search_slots(tenant, limit=1, now=NOW, **kw)["slots"][0]
+
+
+# ---------------------------------------------------------------- 1: constraints are kept
+
+
+def test_afternoon_said_first_is_kept_when_the_caller_then_wants_the_earliest(sunrise):
+    # reproduced: "appointment, afternoon", then "as soon as possible" offered 9 AM
+    c = Call(sunrise)
+    c.say("appointment, afternoon")
+    c.say("as soon as possible")  # to whatever was asked next (the doctor)
+    assert c.state["stage"] == "offer"
+    assert c.offered and all(local(s["start"]).hour >= 12 for s in c.offered)
+    first = earliest_open(sunrise, part_of_day="afternoon")
+    assert c.offered[0]["start"] == first["start"]
+    c.say("actually, make it Monday")  # an explicit change: only the day changes
+    assert c.offered and all(local(s["start"]).date().isoformat() == "2026-11-30"
+                             and local(s["start"]).hour >= 12 for s in c.offered)
+
+
+@pytest.mark.parametrize("opening,wishes,day,morning,doctor", [
+    ("i'd like an appointment in the morning", {"doctor": "doctor patel", "day": "thursday"},
+     "2026-11-26", True, "patel"),
+    ("book with doctor okafor", {"day": "tomorrow", "part": "afternoon"},
+     "2026-11-25", False, "okafor"),
+    ("can i come in thursday afternoon", {"doctor": "dr smith"}, "2026-11-26", False, "smith"),
+    ("the pediatrician please, mornings are best", {"day": "friday"}, "2026-11-27", True,
+     "patel"),
+])
+def test_every_constraint_survives_the_questions_that_follow(sunrise, opening, wishes, day,
+                                                             morning, doctor):
+    c = Call(sunrise)
+    c.say(opening)
+    Wishes(**wishes).until(c, "offer")
+    assert c.offered
+    for s in c.offered:
+        assert local(s["start"]).date().isoformat() == day
+        assert (local(s["start"]).hour < 12) == morning
+        assert s["doctor"] == doctor
+
+
+def test_a_change_must_be_explicit_and_changes_only_what_it_names(sunrise):
+    c = Call(sunrise)
+    c.say("book with doctor patel tomorrow afternoon")
+    assert all(s["doctor"] == "patel" for s in c.offered)
+    c.say("the first one")
+    c.say("Jane Doe")
+    c.say("yes")
+    assert c.state["stage"] == "confirm"
+    c.say("actually, make it friday")
+    assert c.offered and all(local(s["start"]).date().isoformat() == "2026-11-27"
+                             and local(s["start"]).hour >= 12 and s["doctor"] == "patel"
+                             for s in c.offered)
+    assert c.state["name"] == "Jane Doe"  # the name was not touched either
+
+
+def test_the_earliest_after_offers_keeps_the_part_of_day(sunrise):
+    c = Call(sunrise)
+    c.say("book with any doctor on friday afternoon")
+    c.say("what's the earliest you have")
+    assert c.offered and all(local(s["start"]).hour >= 12 for s in c.offered)
+    assert c.offered[0]["start"] == earliest_open(sunrise, part_of_day="afternoon")["start"]
+
+
+# ---------------------------------------------------------------- 2: earliest means any doctor
+
+
+@pytest.mark.parametrize("text", [
+    "I need to see a doctor, whatever is the earliest you have",
+    "what's the earliest appointment",
+    "i need an appointment as soon as possible",
+])
+def test_the_earliest_is_across_doctors_unless_one_was_named(sunrise, text):
+    c = Call(sunrise)
+    r = c.say(text)
+    assert c.state["stage"] == "offer", r.text
+    assert "Which doctor" not in r.text
+    assert c.offered[0]["start"] == earliest_open(sunrise)["start"]
+    c = Call(sunrise)
+    c.say(f"{text}, with doctor okafor")
+    assert c.offered and all(s["doctor"] == "okafor" for s in c.offered)
+
+
+# ---------------------------------------------------------------- 3: loops
+
+
+def _never_thrice(replies: list[AgentReply]) -> None:
+    texts = [to_plain(r.text) for r in replies]
+    for a, b, c in zip(texts, texts[1:], texts[2:], strict=False):
+        assert not (a == b == c), f"said three times running: {a!r}"
+
+
+def test_asking_to_repeat_gets_the_content_then_a_way_out(sunrise):
+    c = Call(sunrise)
+    c.say("book with dr smith tomorrow morning")
+    c.say("the first one")
+    asked = c.last
+    assert asked.startswith("Great.") and "name" in asked
+    again = c.say("sorry, could you repeat that?")
+    assert "name" in again.text and not again.text.startswith(FILLERS)
+    for _ in range(12):
+        if c.say("sorry, could you repeat that?").action != "continue":
+            break  # put through: the call has left the bot
+    assert c.replies[-1].action == "transfer"
+    _never_thrice(c.replies)
+    assert any("front desk" in r.text for r in c.replies[2:5])
+    assert not any(r.text.startswith(FILLERS) for r in c.replies[3:])
+
+
+def test_a_question_without_progress_is_rephrased_then_the_front_desk_is_offered(sunrise):
+    # reproduced: "Do you prefer the morning or the afternoon?" twelve times
+    c = Call(sunrise)
+    c.say("book with doctor smith")
+    c.say("tomorrow")
+    first = c.last
+    assert "morning" in first and "afternoon" in first
+    second = to_plain(c.say("tomorrow").text)
+    assert second != first and len(second) < len(first)
+    assert '"morning"' in second  # an example of an answer
+    third = c.say("tomorrow")
+    assert "front desk" in third.text and c.state["stage"] == "offer_handoff"
+    assert c.say("yes").action == "transfer"
+
+
+@pytest.mark.parametrize("stage_script", [
+    ["book an appointment"],                                        # which doctor
+    ["book with dr smith"],                                          # what day
+    ["book with dr smith tomorrow morning"],                         # which time
+    ["book with dr smith tomorrow morning", "the first one"],        # name
+    ["book with dr smith tomorrow morning", "the first one", "Jane Doe"],  # phone ok
+    ["i want to cancel my appointment"],                             # code
+])
+@pytest.mark.parametrize("noise", [["blah", "hmm", "purple", "blah", "hmm", "purple"],
+                                   ["", "", "", "", "", ""],
+                                   ["what"] * 6])
+def test_no_question_is_asked_three_times_running(sunrise, stage_script, noise):
+    c = Call(sunrise)
+    for line in stage_script:
+        c.say(line)
+    start = len(c.replies) - 1
+    for line in noise:
+        r = c.say(line)
+        if c.state.get("stage") == "offer_handoff" or r.action != "continue":
+            break
+    _never_thrice(c.replies)
+    assert c.state.get("stage") == "offer_handoff" or c.replies[-1].action == "transfer"
+    assert len(c.replies) - start <= 4  # the front desk is offered by the third asking
+
+
+def test_without_a_front_desk_the_keypad_then_a_message_is_offered(quiet):
+    c = Call(quiet)
+    c.say("book an appointment")
+    texts = [to_plain(c.say("blah").text) for _ in range(4)]
+    _never_thrice(c.replies)
+    assert '"Dr. Lee"' in texts[0]  # shorter, with an example
+    assert "keypad" in texts[1] and "press 1" in texts[1]
+    assert "leave a message" in texts[2]
+    assert "message" in texts[3] and c.state.get("mode") == "message"
+    r = c.say("yes")  # the message sub-dialogue owns the call now
+    assert "name" in r.text
+
+
+def test_the_keypad_answers_what_the_bot_said_it_would(quiet):
+    c = Call(quiet)
+    c.say("book an appointment")
+    c.say("blah")
+    c.say("blah")
+    assert "press 1 or 2" in c.last
+    c.say(dtmf="2")
+    assert c.state["doctor"] == "kim" and "What day" in c.last
+
+
+# ---------------------------------------------------------------- 4: openers and small talk
+
+
+@pytest.mark.parametrize("opener", ["hi", "hello?", "Hello? Can you hear me?", "hey there",
+                                    "good morning", "are you a robot?", "who is this",
+                                    "am I talking to a real person?", "hi how are you",
+                                    "what can you do"])
+def test_openers_get_a_friendly_answer_and_the_menu(sunrise, opener):
+    c = Call(sunrise)
+    r = c.say(opener)
+    assert r.action == "continue", r.text  # "a real person?" is a question, not a request
+    assert "Sorry" not in r.text and "didn't" not in r.text
+    assert "book" in r.text and "cancel" in r.text
+    assert c.state["misses"] == 0
+    r = c.say("i'd like to book an appointment")
+    assert "Which doctor" in r.text
+
+
+def test_a_greeting_before_the_request_is_not_part_of_it(sunrise):
+    c = Call(sunrise)
+    c.say("good morning, i need an appointment with doctor patel on thursday")
+    assert c.state.get("part") is None and c.state["stage"] == "part"
+
+
+def test_hello_in_the_middle_of_a_question_asks_it_again(sunrise):
+    c = Call(sunrise)
+    c.say("book with doctor smith")
+    r = c.say("hello?")
+    assert "day" in r.text.lower() and "Sorry" not in r.text and r.text.startswith("Hi")
+
+
+# ---------------------------------------------------------------- 5: slot questions first
+
+
+def test_a_misheard_name_is_read_as_a_name_not_a_new_search(sunrise):
+    # reproduced: "monday good" at the name question searched Monday again
+    c = Call(sunrise)
+    c.say("book with dr smith tomorrow morning")
+    chosen = c.offered[0]
+    c.say("the first one")
+    r = c.say("monday good")
+    assert c.state["stage"] == "name_check" and "Monday Good" in r.text
+    assert c.state["chosen"] == chosen and "morning or" not in r.text
+    r = c.say("no")
+    assert "spell" in r.text
+    r = c.say("M as in Mary, A, R, Y, Good")
+    assert c.state["name"] == "Mary Good" and "M, A, R, Y" in r.text
+    assert c.state["chosen"] == chosen
+
+
+def test_only_an_explicit_change_at_the_name_question_searches_again(sunrise):
+    c = Call(sunrise)
+    c.say("book with dr smith tomorrow morning")
+    c.say("the first one")
+    r = c.say("actually, can we do monday instead?")
+    assert c.state["stage"] == "offer"
+    assert all(local(s["start"]).date().isoformat() == "2026-11-30" for s in c.offered)
+    assert "Monday" in r.text
+
+
+def test_the_phone_question_reads_digits_first(sunrise):
+    c = Call(sunrise, caller=None)
+    c.say("book with dr smith tomorrow morning")
+    c.say("the first one")
+    c.say("Jane Doe")
+    r = c.say("five five five, oh one two, three four five six")
+    assert c.state["phone"] == "5550123456" and "Shall I book" in r.text
+
+
+# ---------------------------------------------------------------- 6: spelled names
+
+
+@pytest.mark.parametrize("said,name,readback", [
+    ("J O H N", "John", "J, O, H, N"),
+    ("j-o-h-n smith", "John Smith", "J, O, H, N"),
+    ("M as in Mary, A, R, Y", "Mary", "M, A, R, Y"),
+    ("smith, s m i t h", "Smith", "S, M, I, T, H"),
+    ("my name is Priya Raman", "Priya Raman", "Priya Raman"),
+])
+def test_spelled_names_are_accepted_and_read_back(sunrise, said, name, readback):
+    c = Call(sunrise)
+    c.say("book with dr smith tomorrow morning")
+    c.say("the first one")
+    r = c.say(said)
+    assert c.state["name"] == name
+    assert readback in r.text and c.state["stage"] == "phone_callerid"
+
+
+def test_the_caller_corrects_a_spelling_and_the_booking_has_it(sunrise):
+    c = Call(sunrise)
+    c.say("book with dr smith tomorrow morning")
+    c.say("the first one")
+    c.say("john smith")
+    r = c.say("no, it's spelled j o n")
+    assert c.state["name"] == "Jon Smith" and "Jon Smith" in r.text
+    Wishes().until(c, "anything_else")
+    booked = service.get_appointment(sunrise.id, c.state["confirmation"])
+    assert booked.patient_name == "Jon Smith"
+
+
+# ---------------------------------------------------------------- 7: misheard doctors
+
+
+def test_a_misheard_doctor_is_confirmed_before_it_is_used(sunrise):
+    c = Call(sunrise)
+    r = c.say("i'd like to book with doctor october")
+    assert "Did you mean Dr. Okafor?" in r.text and "doctor" not in c.state
+    c.say("yes")
+    assert c.state["doctor"] == "okafor"
+    Wishes().until(c, "offer")
+    assert all(s["doctor"] == "okafor" for s in c.offered)
+
+
+def test_a_wrong_guess_asks_for_the_doctor_again(sunrise):
+    c = Call(sunrise)
+    c.say("book an appointment")
+    r = c.say("doctor petal")
+    assert "Did you mean Dr. Patel?" in r.text
+    r = c.say("no")
+    assert "Which doctor" in r.text and "doctor" not in c.state
+    r = c.say("doctor okafor")
+    assert c.state["doctor"] == "okafor" and "What day" in r.text
+
+
+@pytest.mark.parametrize("text", ["i need to see a doctor about my knee",
+                                  "book an appointment with the doctor tomorrow",
+                                  "my doctor said i need a checkup"])
+def test_ordinary_words_after_doctor_are_no_guess(sunrise, text):
+    c = Call(sunrise)
+    r = c.say(text)
+    assert "Did you mean" not in r.text and not c.state.get("doctor_guess")
+
+
+def test_a_booking_from_hello_to_goodbye_with_everything_at_once(sunrise):
+    c = Call(sunrise)
+    c.say("hello?")
+    c.say("hi, i need to see doctor okafur, the afternoon, as soon as you can")
+    assert "Did you mean Dr. Okafor?" in c.last
+    Wishes(name="K A T E, Kate Moss").until(c, "anything_else")
+    booked = service.get_appointment(sunrise.id, c.state["confirmation"])
+    assert booked.doctor == "okafor" and booked.start.hour >= 12
+    assert booked.patient_name == "Kate Moss"
+    assert re.search(r"K, A, T, E", " ".join(r.text for r in c.replies))
