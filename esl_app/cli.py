@@ -55,6 +55,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "dialplan": "esl_app.dialplan:dialplan",
     "outbox": "esl_app.notify.cli:outbox",
     "emulator": "esl_app.emulator.cli:emulator",
+    "reminders": "esl_app.reminders.cli:reminders",
+    "dnc": "esl_app.reminders.cli:dnc",
 }
 
 

@@ -142,6 +142,26 @@ def _purge_daily() -> None:
         gevent.sleep(PURGE_EVERY)
 
 
+def _reminder_loop(esl: tuple[str, int], source: Any) -> None:
+    """Worker 0 places every reminder call of this host (claims keep hosts apart).
+
+    FreeSWITCH sends an answered reminder call to ``IVR_REMINDER_BOT`` (default: this
+    server's ESL address, 127.0.0.1 when it listens on every interface).
+    """
+    from esl_app.reminders.dialer import Dialer
+    from esl_app.reminders.scheduler import INTERVAL_S, ReminderScheduler
+    from esl_app.telephony.records import worker_tag
+
+    host, port = esl
+    bot = os.environ.get("IVR_REMINDER_BOT", "")
+    if bot.rpartition(":")[2].isdigit():
+        host, port = bot.rpartition(":")[0] or "127.0.0.1", int(bot.rpartition(":")[2])
+    elif host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    sched = ReminderScheduler(source.current, Dialer((host, port)), worker_tag())
+    sched.run_forever(float(os.environ.get("IVR_REMINDER_INTERVAL", INTERVAL_S)))
+
+
 def _sweep_interrupted() -> None:
     """Calls a dead worker never finished get the outcome ``interrupted``."""
     from esl_app.telephony.records import sweep_interrupted
@@ -341,6 +361,8 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
     outbox_sender = _start_outbox_sender() if index == 0 else None
     if index == 0:  # one worker keeps each clinic's retention promise, daily
         gevent.spawn(_purge_daily)
+        # and places the reminder calls (sent back to the ESL port it really listens on)
+        gevent.spawn(_reminder_loop, esl_raw.getsockname()[:2], source)
     server = EslServer(services, max_calls=cfg.max_calls,
                        listener=_gevent_socket(esl_raw))
     server.server.max_accept = 1  # one accept per wake-up: idle workers share the load

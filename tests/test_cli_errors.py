@@ -194,7 +194,8 @@ def _variants(words: list[str]) -> list[list[str]]:
     """``tenants list|export`` → [tenants list], [tenants export]; stop at options/args."""
     head: list[str] = []
     for word in words:
-        if word.startswith("-") or not word.replace("|", "").isalpha() or word.isupper():
+        if word.startswith("-") or not word.replace("|", "").replace("-", "").isalpha() \
+                or word.isupper():
             break
         head.append(word)
     if not head:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -28,6 +28,9 @@ from esl_app.config.notifications import (
     notifications_to_yaml,
     parse_notifications,
 )
+
+if TYPE_CHECKING:
+    from esl_app.config.reminders import ReminderPolicy
 
 __all__ = [
     "DEFAULT_ACK_PHRASES",
@@ -206,6 +209,7 @@ class Tenant:
     policy: Policy = field(default_factory=Policy)
     visit_types: tuple[VisitType, ...] = ()
     data: DataPolicy = field(default_factory=DataPolicy)
+    reminders: ReminderPolicy | None = None  # esl_app/config/reminders.py
 
     @property
     def tz(self) -> ZoneInfo:
@@ -270,6 +274,10 @@ class Tenant:
         if self.data != defaults.data:
             out["data"] = {"retention_days": self.data.retention_days,
                            "store_transcripts": self.data.store_transcripts}
+        if self.reminders is not None:
+            from esl_app.config.reminders import reminders_to_yaml
+
+            out["reminders"] = reminders_to_yaml(self.reminders)
         if self.barge_in != defaults.barge_in:
             out["barge_in"] = {
                 "vad_mode": self.barge_in.vad_mode,
@@ -440,12 +448,14 @@ _KEYS = {
     "sample_rate", "barge_in", "no_input_seconds", "no_input_action", "max_call_seconds",
     "emergency_number", "urgent_line", "transfer_timeout_seconds", "policy", "visit_types",
     "notifications",
-    "data", "ack_after_ms", "ack_phrases",
+    "data", "ack_after_ms", "ack_phrases", "reminders",
 }
 _REQUIRED = ("id", "name", "dids", "timezone", "hours", "doctors")
 
 
 def _parse_tenant(item: Any, where: str) -> Tenant:
+    from esl_app.config.reminders import parse_reminders
+
     if not isinstance(item, dict):
         raise ConfigError(f"{where}: must be a mapping")
     for key in item:
@@ -562,6 +572,7 @@ def _parse_tenant(item: Any, where: str) -> Tenant:
         policy=_parse_policy(item.get("policy"), where),
         visit_types=_parse_visit_types(item.get("visit_types"), where),
         data=_parse_data_policy(item.get("data"), where),
+        reminders=parse_reminders(item.get("reminders"), where),
     )
 
 

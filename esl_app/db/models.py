@@ -21,9 +21,12 @@ __all__ = [
     "BaseModel",
     "CallRecord",
     "Did",
+    "DoNotCall",
     "Doctor",
     "NotifyConsent",
     "OutboxMessage",
+    "ReminderCall",
+    "ReminderPause",
     "Slot",
     "TenantRow",
     "database_proxy",
@@ -228,7 +231,53 @@ class AuditLog(BaseModel):
     detail = pw.TextField(default="{}")
 
 
+class ReminderCall(BaseModel):
+    """One reminder of one appointment (``hours_before`` it), and how calling it went.
+
+    ``state``: ``due`` (to call at ``next_at``), ``calling`` (claimed by one process with
+    a conditional UPDATE: nobody else may call it), ``done`` (``outcome`` says how it
+    ended) or ``skipped`` (no number, do-not-call, appointment gone). The unique index
+    makes planning idempotent: each reminder exists once, so it is called at most once.
+    """
+
+    tenant = pw.ForeignKeyField(TenantRow, backref="reminders", on_delete="CASCADE")
+    appointment = pw.ForeignKeyField(Appointment, backref="reminders", on_delete="CASCADE")
+    hours_before = pw.IntegerField()
+    due_at = pw.DateTimeField()
+    next_at = pw.DateTimeField(index=True)
+    state = pw.CharField(max_length=16, default="due", index=True)
+    attempts = pw.IntegerField(default=0)
+    outcome = pw.CharField(max_length=32, null=True)
+    claimed_by = pw.CharField(max_length=128, null=True)
+    claimed_at = pw.DateTimeField(null=True)
+    call_id = pw.CharField(max_length=64, null=True)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("appointment", "hours_before"), True),)
+
+
+class DoNotCall(BaseModel):
+    """A number a clinic must never call again (the patient asked, or staff added it)."""
+
+    tenant = pw.ForeignKeyField(TenantRow, backref="do_not_call", on_delete="CASCADE")
+    phone = pw.CharField(max_length=32)  # digits only, as normalised at entry
+    source = pw.CharField(max_length=32, default="cli")
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("tenant", "phone"), True),)
+
+
+class ReminderPause(BaseModel):
+    """A tenant whose reminder calls an operator paused (``ivr reminders pause``)."""
+
+    tenant = pw.ForeignKeyField(TenantRow, primary_key=True, on_delete="CASCADE")
+    paused_at = pw.DateTimeField(default=utcnow)
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     TenantRow, Did, Doctor, Slot, Appointment, ApiToken, CallRecord, CallbackTicket, AuditLog,
     NotifyConsent, OutboxMessage,
+    ReminderCall, DoNotCall, ReminderPause,
 )

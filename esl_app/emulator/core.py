@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import socket as _socket
 import time
 import uuid as _uuid
@@ -285,6 +286,8 @@ class Switch:
         self._listeners: list[Listener] = []
         #: factory(switch, did, caller, variables, address) -> started call, for originate
         self.originate_hook: Callable[..., Any] | None = None
+        #: scripted phones for ``originate`` to a number (esl_app/emulator/callees.py)
+        self.callees: dict[str, Any] = {}
 
     # -- events -----------------------------------------------------------------------
     def next_sequence(self) -> int:
@@ -568,7 +571,7 @@ class Switch:
                 if k:
                     variables[k.strip()] = v.strip()
         if not url.startswith("loopback/"):
-            return "-ERR CHAN_NOT_IMPLEMENTED\n"
+            return self._originate_number(url, target, variables)
         segs = url.split("/")
         did = segs[1] if len(segs) > 1 else ""
         if not did:
@@ -590,6 +593,24 @@ class Switch:
             return f"-ERR {b_leg.hangup_cause or 'NORMAL_CLEARING'}\n"
         a_leg = self._loopback_a_leg(a_uuid, b_leg, target, caller, variables)
         return f"+OK {a_leg.uuid}\n"
+
+    def _originate_number(self, url: str, target: str, variables: dict[str, str]) -> str:
+        """A call to a phone (``sofia/gateway/<gw>/<number>``, ``user/<number>``).
+
+        Its answered leg runs the originate's application: ``&socket(host:port …)``
+        connects it to that outbound socket (the bot), as FreeSWITCH does.
+        """
+        from esl_app.emulator.callees import originate_to_callee
+
+        number = url.rstrip("/").rsplit("/", 1)[-1]
+        if not re.fullmatch(r"\+?[0-9]{3,15}", number or ""):
+            return "-ERR INVALID_NUMBER_FORMAT\n"
+        address = None
+        if target.startswith("&socket(") and target.endswith(")"):
+            hostport = target[len("&socket("):-1].split()[0]
+            host, _, port = hostport.rpartition(":")
+            address = (host or "127.0.0.1", int(port or 8084))
+        return originate_to_callee(self, number, variables, address)
 
     def _loopback_a_leg(self, uid: str, b_leg: Channel, target: str, caller: str,
                         variables: dict[str, str]) -> Channel:

@@ -115,6 +115,7 @@ class CallController:
         self.gone = False
         self.left = False  # the call was moved away from the bot (it must not hang up)
         self.probe = False  # the peer closed before any channel data: not a call
+        self.reminder_id: int | None = None  # an outbound reminder call (esl_app/reminders)
         self.accepted_at = 0.0  # time.monotonic() of the ESL accept (the server sets it)
         self.ended_reason = ""
         self._helpers: set[gevent.Greenlet] = set()
@@ -299,6 +300,9 @@ class CallController:
         log.info("call %s: did=%s caller=%s tenant=%s", self._cid(), did, mask_number(caller),
                  self.tenant.id if self.tenant else "-")
         if self.tenant is not None:
+            from esl_app.reminders.call import reminder_id_of
+
+            self.reminder_id = reminder_id_of(ch)
             self.transcript.tenant = self.tenant.id
             self._publish()
             m = _metrics()
@@ -350,7 +354,12 @@ class CallController:
         self.ctx = CallContext(call_id=self.transcript.call_id, tenant=tenant,
                                caller=self.transcript.caller, did=self.transcript.did,
                                now=self.services.now())
-        self.agent = self.services.agent_for(tenant)
+        reminder = None
+        if self.reminder_id is not None:
+            from esl_app.reminders.call import start_reminder
+
+            reminder = start_reminder(self.reminder_id, tenant)
+        self.agent = reminder or self.services.agent_for(tenant)
         tts_name = self.channel.get("variable_ivr_tts") or tenant.tts
         self.tts = self.services.tts_for(tenant, tts_name)
         self.listener = self._make_listener(tenant)
@@ -362,12 +371,49 @@ class CallController:
         # the acknowledgements and the filler, ready before the caller's first turn
         WARMER.warm(self.tts, (*tenant.ack_phrases, FILLER_TEXT), voice=tenant.voice,
                     sample_rate=tenant.sample_rate, language=tenant.language)
-        # the clinic's greeting plays while the agent writes its opening line
+        if self.reminder_id is not None and not self._reminder_opening(reminder):
+            return
+        # the clinic's greeting plays while the agent writes its opening line (a reminder
+        # call has its own introduction)
         reply = self._stream_reply(lambda: greet_stream(self.agent, self.ctx), said="",
-                                   lead=tenant.greeting)
+                                   lead="" if reminder is not None else tenant.greeting)
         if reply is None:
             return
         self._loop(reply, heard=self._reply_heard)
+
+    def _reminder_opening(self, reminder: Any) -> bool:
+        """A reminder call: hear who answered before speaking; False when it is over.
+
+        A person says "Hello?" and waits (or says nothing): the conversation starts. A
+        recorded greeting gets the voicemail, which names the clinic and a call-back
+        number and nothing personal. A reminder whose appointment is gone ends at once.
+        """
+        from esl_app.reminders.agent import voicemail_text
+        from esl_app.reminders.call import HELLO_WAIT_S, looks_like_machine
+
+        tenant = self.tenant
+        assert tenant is not None
+        policy = tenant.reminders
+        callback = (policy.caller_id if policy and policy.caller_id else
+                    (tenant.dids[0] if tenant.dids else ""))
+        if reminder is None:
+            self.transcript.note_outcome("reminder_incomplete")
+            self._say(f"Hello, this is {tenant.name}. Sorry, this call is no longer needed. "
+                      "Goodbye.", barge_in=False)
+            self._publish()
+            self._safe_hangup()
+            return False
+        listen = Listen(self, self.listener, timeout=HELLO_WAIT_S)
+        utterance = listen.run(self._pending)
+        if utterance is not None and utterance.text:
+            self.transcript.add("caller", utterance.text)
+            if looks_like_machine(utterance.text):
+                self.transcript.note_outcome("reminder_voicemail")
+                self._say(voicemail_text(tenant, callback), barge_in=False)
+                self._publish()
+                self._safe_hangup()
+                return False
+        return True
 
     def _in_message_mode(self) -> bool:
         return self.ctx is not None and self.ctx.state.get("mode") == "message"
@@ -866,6 +912,10 @@ class CallController:
             "ended": self.ended_reason or "normal",
             "appointment": self.transcript.appointment,
         })
+        if self.reminder_id is not None:
+            from esl_app.reminders.call import finish_reminder
+
+            finish_reminder(self.reminder_id, self.transcript.outcome, self.transcript.call_id)
         if self.services.recorder is not None:
             try:
                 self.services.recorder(self.transcript)

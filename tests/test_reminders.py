@@ -1,0 +1,286 @@
+"""Reminder calls end to end through the emulated switch: planned, claimed once, dialled
+with ``originate`` over the inbound Event Socket, answered by scripted patients (people,
+machines, busy lines, phones nobody answers) and talked to by the bot.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import gevent
+import pytest
+
+from esl_app.config.tenants import parse_tenants
+from esl_app.db import close_db
+from esl_app.db.models import Appointment, CallRecord, ReminderCall
+from esl_app.emulator.callees import Callee
+from esl_app.emulator.core import Switch
+from esl_app.emulator.inbound import InboundServer
+from esl_app.reminders import store
+from esl_app.reminders.dialer import Dialer, originate_command
+from esl_app.reminders.scheduler import ReminderScheduler
+from esl_app.scheduling import service
+from esl_app.simulate import start_local_bot
+from esl_app.telephony.server import TenantSource
+from esl_app.testing import make_db
+
+PASSWORD = "ClueCon"
+TENANTS = """
+tenants:
+  - id: sunrise
+    name: Sunrise Family Clinic
+    dids: ["1001", "+15550101001"]
+    timezone: America/New_York
+    hours: {mon-sun: "08:00-18:00"}
+    slot_minutes: 30
+    handoff: user/1000
+    agent: local
+    no_input_seconds: 2
+    doctors: [{id: smith, name: Dr. Sarah Smith}, {id: patel, name: Dr. Raj Patel}]
+    reminders:
+      hours_before: [24]
+      window: "00:00-23:59"
+      max_attempts: 2
+      retry_minutes: 30
+      caller_id: "+15550101001"
+      dial: "sofia/gateway/clinic/{number}"
+      ring_seconds: 10
+"""
+
+
+@pytest.fixture
+def world(tmp_path):
+    """The clinic's database, the bot, the emulated switch and a scheduler."""
+    tenants = make_db(tmp_path, TENANTS, days=4)
+    bot = start_local_bot(TenantSource(tenants))
+    switch = Switch(password=PASSWORD, time_scale=0.02)
+    server = InboundServer(switch, "127.0.0.1", 0).start()
+    dialer = Dialer(bot.address, host="127.0.0.1", port=server.address[1], password=PASSWORD)
+    sched = ReminderScheduler(lambda: tenants, dialer, "test:1")
+    yield tenants, bot, switch, sched
+    server.stop()
+    bot.stop()
+    close_db()
+
+
+def _book(name: str, phone: str, *, n: int = 0) -> service.AppointmentView:
+    slot = service.search_slots("sunrise", limit=30)[10 + n]
+    return service.book("sunrise", slot.slot_id, patient_name=name, phone=phone)
+
+
+def _when(appt: service.AppointmentView) -> datetime:
+    """A moment at which the appointment's 24-hour reminder is due."""
+    return appt.start.astimezone(UTC) - timedelta(hours=23)
+
+
+def _wait_done(ids: list[int], timeout: float = 30) -> dict[int, ReminderCall]:
+    with gevent.Timeout(timeout):
+        while True:
+            rows = {r.id: r for r in ReminderCall.select().where(ReminderCall.id.in_(ids))}
+            if all(r.state in (store.DONE, store.SKIPPED, store.DUE) and r.state != store.CALLING
+                   for r in rows.values()):
+                return rows
+            gevent.sleep(0.05)
+
+
+def test_a_patient_confirms_and_is_called_once(world):
+    tenants, bot, switch, sched = world
+    appt = _book("Ann Example", "+15550102001")
+    switch.callees["5550102001"] = Callee("human", ["Hello?", "yes, speaking",
+                                                    "yes, I'll be there"])
+    now = _when(appt)
+    report = sched.run_once(now)
+    assert [r["code"] for r in report] == [appt.confirmation]
+    rows = _wait_done([report[0]["id"]])
+    row = rows[report[0]["id"]]
+    assert row.state == store.DONE and row.outcome == "reminder_confirmed"
+    assert row.attempts == 1
+    call = CallRecord.get(CallRecord.call_id == row.call_id)
+    assert call.outcome == "reminder_confirmed"
+    said = " ".join(t["text"] for t in __import__("json").loads(call.turns)
+                    if t["speaker"] == "bot")
+    assert "reminder for Ann." in said and "Example" not in said.split("Ann", 1)[0]
+    # again, later: nothing is called twice
+    assert sched.run_once(now + timedelta(minutes=5)) == []
+    assert switch.callees["5550102001"].calls == 1
+
+
+def test_cancel_move_machine_busy_no_answer_and_do_not_call(world):
+    tenants, bot, switch, sched = world
+    cases = {
+        "5550102011": (Callee("human", ["Hi", "this is his mother", "please cancel it",
+                                        "yes"]), "reminder_cancelled"),
+        "5550102012": (Callee("human", ["Hello?", "yes", "I need to change it",
+                                        "how about the day after tomorrow", "the first one",
+                                        "yes"]),
+                       "reminder_rescheduled"),
+        "5550102013": (Callee("machine"), "reminder_voicemail"),
+        "5550102014": (Callee("busy"), "reminder_busy"),
+        "5550102015": (Callee("no_answer"), "reminder_no_answer"),
+        "5550102016": (Callee("human", ["Hello", "yes", "please don't call me again"]),
+                       "reminder_declined"),
+    }
+    appts = {}
+    for i, (number, (callee, _)) in enumerate(cases.items()):
+        switch.callees[number] = callee
+        appts[number] = _book(f"Pat{i} Doe", "+1" + number, n=i)
+    skipped = _book("Listed Person", "+15550102017", n=7)
+    store.add_do_not_call("sunrise", "555-010-2017")
+    now = max(_when(a) for a in (*appts.values(), skipped))
+    report = sched.run_once(now)
+    assert sorted(r["code"] for r in report) == sorted(a.confirmation for a in appts.values())
+    rows = _wait_done([r["id"] for r in report])
+    by_code = {r.appointment.code: r for r in rows.values()}
+    for number, (_callee, outcome) in cases.items():
+        row = by_code[appts[number].confirmation]
+        rec = CallRecord.get_or_none(CallRecord.call_id == row.call_id) if row.call_id else None
+        lines = [t["speaker"][0] + ": " + t["text"]
+                 for t in __import__("json").loads(rec.turns)] if rec else None
+        assert row.outcome == outcome, (number, row.outcome, lines)
+    # busy and no answer are retried (max_attempts 2); the rest are done
+    assert by_code[appts["5550102014"].confirmation].state == store.DUE
+    assert by_code[appts["5550102013"].confirmation].state == store.DONE
+    cancelled = Appointment.get(Appointment.code == appts["5550102011"].confirmation)
+    assert cancelled.status == "cancelled"
+    moved = service.get_appointment("sunrise", appts["5550102012"].confirmation)
+    assert moved.start != appts["5550102012"].start and moved.status == "booked"
+    assert store.is_do_not_call("sunrise", "+15550102016")
+    listed = (ReminderCall.select().join(Appointment)
+              .where(Appointment.code == skipped.confirmation).get())
+    assert (listed.state, listed.outcome, listed.attempts) == (
+        store.SKIPPED, "reminder_declined", 0)  # on the do-not-call list: never dialled
+    # the voicemail names the clinic and a call-back number only
+    machine = by_code[appts["5550102013"].confirmation]
+    turns = __import__("json").loads(CallRecord.get(CallRecord.call_id == machine.call_id).turns)
+    message = " ".join(t["text"] for t in turns if t["speaker"] == "bot")
+    assert "Sunrise Family Clinic" in message and "Pat2" not in message
+    # the retry round: busy and no-answer get their second and last attempt
+    report2 = sched.run_once(now + timedelta(minutes=31))
+    assert sorted(r["code"] for r in report2) == sorted(
+        appts[n].confirmation for n in ("5550102014", "5550102015"))
+    assert sched.run_once(now + timedelta(minutes=62)) == []
+    assert switch.callees["5550102014"].calls == 2 and switch.callees["5550102015"].calls == 2
+
+
+def test_two_schedulers_never_call_a_reminder_twice(world):
+    tenants, bot, switch, sched = world
+    numbers = [f"55501030{i:02d}" for i in range(6)]
+    appts = []
+    for i, number in enumerate(numbers):
+        switch.callees[number] = Callee("human", ["Hello?", "yes", "yes"])
+        appts.append(_book(f"Twin{i} Doe", "+1" + number, n=i))
+    other = ReminderScheduler(lambda: tenants, sched.dialer, "test:2")
+    now = max(_when(a) for a in appts)
+    a, b = gevent.spawn(sched.run_once, now), gevent.spawn(other.run_once, now)
+    gevent.joinall([a, b], raise_error=True)
+    assert len(a.value) + len(b.value) == len(numbers)
+    _wait_done([r["id"] for r in a.value + b.value])
+    assert [switch.callees[n].calls for n in numbers] == [1] * len(numbers)
+
+
+def test_window_pause_and_dry_run(world):
+    tenants, bot, switch, sched = world
+    appt = _book("Win Dow", "+15550104001")
+    switch.callees["5550104001"] = Callee("human", ["Hello?", "yes", "yes"])
+    now = _when(appt)
+    preview = sched.run_once(now, dry_run=True)
+    assert [(p["code"], p["would_call"]) for p in preview] == [(appt.confirmation, True)]
+    assert ReminderCall.select().count() == 0 and switch.callees["5550104001"].calls == 0
+    store.pause("sunrise")
+    assert sched.run_once(now) == []
+    assert sched.run_once(now, dry_run=True)[0]["why_not"] == "paused"
+    store.resume("sunrise")
+    assert len(sched.run_once(now)) == 1
+
+
+def test_originate_command_carries_ids_not_personal_data():
+    tenants = parse_tenants(TENANTS)
+    cmd = originate_command(tenants.get("sunrise").reminders, number="+1 (555) 010-2001",
+                            reminder_id=7, tenant_id="sunrise", attempt=1,
+                            bot=("127.0.0.1", 8084))
+    assert cmd == ("{ivr_reminder=7,ivr_tenant=sunrise,ivr_attempt=1,originate_timeout=10,"
+                   "ignore_early_media=true,hangup_after_bridge=true,"
+                   "origination_caller_id_number=+15550101001}"
+                   "sofia/gateway/clinic/+15550102001 &socket(127.0.0.1:8084 async full)")
+
+
+# ------------------------------------------------------------- two `ivr serve` processes
+
+# text mode (the emulator's FreeSWITCH ASR): `ivr serve` follows the tenant's setting
+ALL_DAY = TENANTS.replace('hours: {mon-sun: "08:00-18:00"}', 'hours: {mon-sun: "00:00-24:00"}'
+                          ).replace("    agent: local\n", "    agent: local\n    stt: freeswitch\n")
+
+
+def _serve(db: str, tenants_file, fs_port: int, tmp_path, name: str):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from esl_app.workers import READY_PREFIX
+
+    env = dict(os.environ, FS_ESL_PORT=str(fs_port), FS_ESL_PASSWORD=PASSWORD,
+               IVR_REMINDER_INTERVAL="0.3")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "esl_app", "--db", db, "--tenants", str(tenants_file), "serve",
+         "--workers", "1", "--esl", "127.0.0.1:0", "--media", "127.0.0.1:0", "--http",
+         "127.0.0.1:0", "--drain-timeout", "5"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, cwd=tmp_path, text=True)
+    with gevent.Timeout(60):
+        for line in proc.stderr:
+            if line.startswith(READY_PREFIX):
+                json.loads(line[len(READY_PREFIX):])
+                break
+    gevent.spawn(lambda: [None for _ in proc.stderr])  # keep the pipe drained
+    return proc
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_two_serve_processes_call_each_reminder_once(tmp_path, kind):
+    import signal
+
+    from scheduling_fixtures import fresh_postgres_db, postgres_url
+
+    base = postgres_url()
+    if kind == "postgres" and not base:
+        pytest.skip("IVR_TEST_POSTGRES_URL not set")
+    from contextlib import nullcontext
+
+    with (fresh_postgres_db(base) if kind == "postgres" else nullcontext(None)) as pg:
+        db = pg or f"sqlite:///{tmp_path / 'ivr.db'}"
+        tenants_file = tmp_path / "tenants.yaml"
+        tenants_file.write_text(ALL_DAY)
+        make_db(tmp_path, ALL_DAY, days=2, url=db)
+        switch = Switch(password=PASSWORD, time_scale=0.02)
+        server = InboundServer(switch, "127.0.0.1", 0).start()
+        numbers = [f"55501050{i:02d}" for i in range(5)]
+        soon = service.search_slots("sunrise", limit=50,
+                                    after=datetime.now(UTC) + timedelta(hours=3))
+        for i, number in enumerate(numbers):
+            switch.callees[number] = Callee("human", ["Hello?", "yes", "yes, I'll be there"])
+            service.book("sunrise", soon[i].slot_id, patient_name=f"Host{i} Doe",
+                         phone="+1" + number)
+        close_db()
+        procs = [_serve(db, tenants_file, server.address[1], tmp_path, n) for n in "ab"]
+        try:
+            with gevent.Timeout(60):
+                while sum(c.calls for c in switch.callees.values()) < len(numbers):
+                    gevent.sleep(0.1)
+            gevent.sleep(2)  # several more rounds of both: nobody is called again
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                p.wait(timeout=30)
+            server.stop()
+        assert [switch.callees[n].calls for n in numbers] == [1] * len(numbers)
+        from esl_app.db import init_db
+
+        init_db(db)
+        try:
+            outcomes = [r.outcome for r in ReminderCall.select()]
+            claimed_by = {r.claimed_by.split(":")[1] for r in ReminderCall.select()}
+        finally:
+            close_db()
+        assert outcomes == ["reminder_confirmed"] * len(numbers)
+        assert len(claimed_by) >= 1
