@@ -1,0 +1,124 @@
+"""Issue #27 end to end: whole emulated calls into the local bot, callers that answer what
+they are asked (esl_app.simulate: the FreeSWITCH emulator dials the real ESL server)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from esl_app.scheduling import service
+from esl_app.simulate import SimCall, start_local_bot, transcript_for
+from esl_app.testing import make_db
+
+SCALE = 0.02
+YAML = textwrap.dedent("""
+    tenants:
+      - id: sunrise
+        name: Sunrise Family Clinic
+        dids: ["1001"]
+        timezone: America/New_York
+        greeting: Thank you for calling Sunrise Family Clinic.
+        hours: {mon-sun: "00:00-23:30"}
+        slot_minutes: 30
+        handoff: user/1000
+        stt: freeswitch
+        tts: freeswitch
+        doctors:
+          - {id: smith, name: Dr. Sarah Smith, specialty: family medicine}
+          - {id: okafor, name: Dr. Chidi Okafor, specialty: dermatology}
+""")
+FILLERS = ("Thank you.", "Thanks.", "Great.", "Okay.", "Sure.")
+
+
+@pytest.fixture
+def bot(tmp_path) -> Iterator:
+    bot = start_local_bot(make_db(tmp_path, YAML, days=7))
+    yield bot
+    bot.stop()
+
+
+def converse(bot, answer: Callable[[str], str | None], max_turns: int = 25
+             ) -> tuple[dict, list[str]]:
+    """One call: after each reply, the caller says ``answer(reply)`` (None: hang up)."""
+    sim = SimCall(bot.address, "1001", "+15550100100", time_scale=SCALE).start()
+    replies: list[str] = []
+    for _ in range(max_turns):
+        if not sim.call.wait_until_listening(30):
+            break
+        said = " ".join(ev.get("text", "") for ev in sim.events(0.05)
+                        if ev.get("event") == "bot_said")
+        replies.append(said)
+        line = answer(said)
+        if line is None or not sim.act(line):
+            break
+    sim.finish()
+    return transcript_for(sim, bot), replies
+
+
+def booking_caller(first: str, **wants: str) -> Callable[[str], str | None]:
+    """A caller who opens with ``first``, then answers each question from ``wants``."""
+    said_first = False
+    w = {"doctor": "any doctor", "day": "as soon as possible", "part": "afternoon",
+         "pick": "the first one", "name": "Jane Doe", "check": "yes"} | wants
+
+    def answer(prompt: str) -> str | None:
+        nonlocal said_first
+        p = prompt.lower()
+        if not said_first:
+            said_first = True
+            return first
+        for cue, reply in (("anything else", "no thanks"), ("did you mean", w["check"]),
+                           ("which doctor", w["doctor"]), ("morning or", w["part"]),
+                           ("what day", w["day"]), ("which day", w["day"]),
+                           ("which would you like", w["pick"]), ("which one", w["pick"]),
+                           ("would that work", "yes"), ("shall i book", "yes"),
+                           ("reach you", "yes"), ("name", w["name"]),
+                           ("what would you like to do", "book an appointment")):
+            if cue in p:
+                return reply
+        return None
+
+    return answer
+
+
+def local_start(transcript: dict) -> datetime:
+    return datetime.fromisoformat(transcript["appointment"]["start"]).astimezone(
+        ZoneInfo("America/New_York"))
+
+
+def test_the_afternoon_said_first_is_kept_for_the_earliest(bot):
+    transcript, replies = converse(bot, booking_caller("appointment, afternoon"))
+    assert transcript["outcome"] == "booked", replies
+    assert local_start(transcript).hour >= 12
+
+
+def test_hello_then_a_misheard_doctor_and_a_spelled_name(bot):
+    caller = booking_caller("hi", doctor="doctor october", name="J O H N, John Smith")
+    transcript, replies = converse(bot, caller)
+    assert "book" in replies[1] and "Sorry" not in replies[1]  # a friendly menu for "hi"
+    assert any("Did you mean Dr. Okafor?" in r for r in replies)
+    assert any("J, O, H, N" in r for r in replies)
+    assert transcript["outcome"] == "booked", replies
+    appt = service.get_appointment("sunrise", transcript["confirmation"])
+    assert appt.doctor == "okafor" and appt.patient_name == "John Smith"
+
+
+def test_a_caller_who_keeps_asking_to_repeat_is_offered_the_front_desk(bot):
+    lines = iter(["book an appointment"] + ["sorry, could you repeat that?"] * 14)
+
+    def answer(prompt: str) -> str | None:
+        if "front desk?" in prompt:
+            return "yes"
+        return next(lines, None)
+
+    transcript, replies = converse(bot, answer)
+    assert transcript["outcome"] == "handoff" and transcript["transfer_to"] == "user/1000"
+    asked = replies[2:]  # the replies to "repeat that"
+    assert len(asked) <= 3, replies  # content again, then the offer: no fourteen rounds
+    assert not any(r.startswith(FILLERS) for r in asked)
+    for a, b, c in zip(replies, replies[1:], replies[2:], strict=False):
+        assert not (a == b == c), replies
