@@ -41,7 +41,8 @@ _LEADS = (
     "yes", "yeah", "yep", "sure", "okay", "ok", "oh", "well", "so", "hi", "hello",
     "my first name is", "my last name is", "my surname is", "my first name", "my last name",
     "first name is", "first name", "the first name is", "last name is", "last name",
-    "the last name is", "surname is", "and", "its",
+    "the last name is", "surname is", "and", "its", "under the name of", "the name of",
+    "under the name", "name of",
 )
 _RELATIONS = ("son", "daughter", "mother", "mom", "mum", "father", "dad", "wife", "husband",
               "child", "kid", "baby", "boy", "girl", "grandmother", "grandma", "grandfather",
@@ -169,7 +170,7 @@ def parse_name_answer(t: str, *, strict: bool = False) -> NameAnswer | None:
     the name question, where "friday" is far likelier a day than a name).
     """
     t = re.sub(r"\b([a-z])-(?=[a-z]\b)", r"\1 ", t)  # j-o-h-n
-    t = re.sub(r"\b(?:with|without) (?:a|an|no|one|two|double) [a-z]{1,2}s?\b", " ", t)
+    t = re.sub(r"\b(?:with|without) (?:a|an|no|one|two|double) [a-z](?: [a-z])?s?\b", " ", t)
     t = re.sub(r"\b(?:no|not) [a-z]\b$", " ", t)  # "ann, no e"
     t = " ".join(w for w in t.split() if w not in _FILLERS)
     t = re.sub(r"^(?:the |my |his |her )?name (?:would be|will be|should be|is) ", "", t)
@@ -206,6 +207,9 @@ def parse_name_answer(t: str, *, strict: bool = False) -> NameAnswer | None:
                 continue
             if words and words[-1] == w:
                 continue  # "ahmed, ahmed khan"
+            if len(words) == 1 and w != words[0] and any(
+                    k == "word" and x == words[0] for k, x in parts[j + 1:]):
+                words = []  # "thompson, greg thompson": the full name follows
             words.append(w)
             continue
         if len(w) == 1:

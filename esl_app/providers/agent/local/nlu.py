@@ -168,7 +168,8 @@ _INTENT_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("operator", ("operator", "real person", "a person", "human", "receptionist",
                   "front desk", "press zero", "representative", "someone", "somebody",
                   "live person", "live agent", "the office staff", "talk to staff",
-                  "speak to staff", "a nurse", "the nurse", "an agent", "transfer me")),
+                  "speak to staff", "a nurse", "the nurse", "an agent", "transfer me",
+                  "manager", "office manager")),
     ("reschedule", ("reschedule", "re schedule", "move my appointment", "change my appointment",
                     "move the appointment", "change the appointment", "change my booking",
                     "move my booking", "push my appointment", "push back my appointment",
@@ -237,7 +238,8 @@ _REPEAT = ("repeat", "say that again", "say again", "say it again", "say those a
            "come again", "pardon", "what was that", "one more time", "what did you say",
            "did not catch", "did not hear", "did not get that", "slow down", "speak up",
            "say that slower", "can not hear you", "what were the", "what was the question",
-           "repeat the question", "sorry what", "what sorry", "excuse me")
+           "repeat the question", "sorry what", "what sorry", "excuse me", "say the times again",
+           "say them again", "say the options again", "the times again", "what did you just say")
 _REPEAT_ALONE = ("what", "huh", "sorry", "eh", "hmm what", "what is that", "what was it")
 _WAIT = ("hold on", "hang on", "one moment", "one second", "one sec", "a second", "a sec",
          "just a sec", "just a second", "give me a sec", "give me a second", "give me a minute",
@@ -310,6 +312,10 @@ def intent(text: str | None) -> str | None:
     if not found and re.search(r"\b(?:booked|my appointment|an appointment)\b.*\b(?:another|a "
                                r"different|a new) (?:day|time|date)\b", t):
         return "reschedule"
+    if re.search(r"\b(?:move|moving|shift|switch)\b.*\bappointment\b"
+                 r"|\bappointment\b.*\b(?:changed|moved|rescheduled|pushed back|shifted)\b", t) \
+            and "cancel" not in found:
+        return "reschedule"
     if "reschedule" in found and not _has(t, "appointment", "booking", "visit", "reschedule",
                                           "re schedule", "postpone", "rebook", "rearrange"):
         found.remove("reschedule")
@@ -321,7 +327,8 @@ def intent(text: str | None) -> str | None:
     for name in ("emergency", "operator", "reschedule", "cancel"):
         if name in found:
             return name
-    if "book" in found and not _has(t, "hours", "address", "where are you") and \
+    if "book" in found and not _has(t, "hours", "address", "where are you", "where do i go",
+                                    "where is", "how do i get") and \
             not (smalltalk and not _has(t, "appointment", "book", "schedule")):
         return "book"
     for name in ("hours", "address"):
@@ -354,7 +361,8 @@ def _operator_really(t: str) -> bool:
     if _has(t, *strong):
         return True
     return bool(re.search(r"\b(talk|speak|speaking|talking|connect me|put me through|transfer)"
-                          r"\b.*\b(someone|somebody|a person|staff|nurse)\b", t))
+                          r"\b.*\b(someone|somebody|a person|staff|nurse|manager|the office"
+                          r"|billing)\b", t))
 
 
 # ---------------------------------------------------------------- yes / no
@@ -533,8 +541,9 @@ def guess_doctor(text: str | None, doctors: Sequence[Doctor], *, bare: bool = Fa
             rest = toks[i + 1:i + 3]
             if rest and rest[0] not in _GUESS_STOP:
                 heard.append(rest[0])
-            if len(rest) > 1 and not (rest[0] in _GUESS_STOP and rest[1] in _GUESS_STOP) \
-                    and not _date_at(rest, 0, date(2000, 1, 1)):
+            if len(rest) > 1 and not _date_at(rest, 0, date(2000, 1, 1)) and (
+                    not (rest[0] in _GUESS_STOP and rest[1] in _GUESS_STOP)
+                    or len(phonetic.phonetic_key(rest[0] + rest[1])) >= 3):
                 heard.append(rest[0] + rest[1])  # "ok for": one name heard as two words
     if bare and not heard and 1 <= len(toks) <= 2 and not any(w in _GUESS_STOP for w in toks):
         heard = ["".join(toks)] + (toks if len(toks) > 1 else [])
@@ -837,7 +846,13 @@ def _find_date(toks: list[str], today: date, *, ordinals: bool = False,
     def negated(m: tuple[int, DateRange, set[int]]) -> bool:
         start = min(m[2])
         before = " ".join(w for w in toks[max(0, start - 3):start] if w not in ("the", "on"))
-        return any(before.endswith(n) for n in _NEGATORS)
+        after = " ".join(toks[max(m[2]) + 1:max(m[2]) + 5])
+        word = toks[max(m[2])]
+        if word.endswith("'s") or word.endswith("s"):
+            after = "is " + after
+        return any(before.endswith(n) for n in _NEGATORS) or bool(re.match(
+            r"(?:is |are )?(?:no good|not good|not great|out|bad|not possible|not an option"
+            r"|does not work|do not work|will not work|is not going to work|is not)\b", after))
 
     live = [m for m in mentions if not negated(m)]
     if not live:
@@ -900,6 +915,27 @@ def _date_at(toks: list[str], i: int, today: date, *, ordinals: bool = False
         return one(today, {i})
     if w in ("tomorrow", "tomorrows", "tomorrow's"):
         return one(today + timedelta(days=1), {i})
+    if w in ("a", "one") and toks[i + 1:i + 3] in (["week", "tomorrow"], ["week", "today"]):
+        base = today + timedelta(days=1 if toks[i + 2] == "tomorrow" else 0)
+        return one(base + timedelta(weeks=1), {i, i + 1, i + 2})  # "a week tomorrow"
+    # "early december", "in january", "late next month"
+    if w in _MONTH_ALIASES and w != "may" and not _next_is_day(toks, i + 1) and \
+            not (i + 1 < n and toks[i + 1] == "the") and (
+            i > 0 and toks[i - 1] in ("in", "early", "mid", "late", "of", "during")):
+        month = _MONTH_ALIASES[w]
+        year = today.year if month >= today.month else today.year + 1
+        start = date(year, month, 1)
+        last = date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)
+        prev = toks[i - 1]
+        if prev == "early":
+            last = date(year, month, 10)
+        elif prev == "mid":
+            start, last = date(year, month, 10), date(year, month, 20)
+        elif prev == "late":
+            start = date(year, month, 20)
+        start = max(start, today)
+        if start <= last:
+            return DateRange(start, last), {i - 1, i}
     # "a week from thursday", "two weeks from today"
     if w in ("a", "one", "two", "three") or w.isdigit():
         count = {"a": 1, "one": 1, "two": 2, "three": 3}.get(w) or (int(w) if w.isdigit() else 0)
@@ -1117,7 +1153,7 @@ def _find_time(toks: list[str], skip: set[int]) -> TimePref | None:
                          "earlier in the day", "early in the day"):
         part = "morning"
     if _has(t, "afternoon", "afternoons", "after lunch", "lunchtime", "lunch time",
-            "later in the day", "late in the day"):
+            "later in the day", "late in the day", "as late as"):
         part = "afternoon"
     if _has(t, "evening", "evenings", "tonight", "after work", "after five", "after 5"):
         part = "evening"
@@ -1360,7 +1396,8 @@ def _position(toks: Sequence[str], t: str, n: int) -> int | None:
         return n - 1
     if _has(t, "middle", "middle one"):
         return n // 2 if n == 3 else None
-    if _has(t, "earlier one", "the former", "earliest one"):
+    if _has(t, "earlier one", "the former", "earliest one", "whichever is earliest",
+            "whichever is first", "whichever is soonest"):
         return 0
     for i, w in enumerate(toks):
         if w in _CHOICE_ORDINALS:
@@ -1744,8 +1781,9 @@ def understand(text: str | None, *, today: date, doctors: Sequence[Doctor] = (),
     if goal == "smalltalk" or (goal == "greeting" and not core):
         return Understanding(goal)
     if expecting == "yes_no" and goal in ("goodbye", "wait", "book", "greeting"):
+        # "yes, that's all" confirms; "no, that's all" stays a goodbye
         yn = yes_no(core)
-        if yn is not None:
+        if yn is True or (yn is False and goal != "goodbye"):
             goal = "yes" if yn else "no"
     correction = is_correction(core)
     if expecting == "name":
@@ -1775,7 +1813,7 @@ def understand(text: str | None, *, today: date, doctors: Sequence[Doctor] = (),
     u = _criteria(core, today, doctors, visit_types, expecting, offered, correction)
     if goal == "greeting":
         goal = None
-    return _settle(u, goal, core, expecting, doctors)
+    return _settle(u, goal, core, expecting, doctors, today)
 
 
 def _answer_as_name(spoken: str, goal: str | None, correction: bool, today: date,
@@ -1853,7 +1891,7 @@ def _criteria(core: str, today: date, doctors: Sequence[Doctor],
 
 
 def _settle(u: Understanding, goal: str | None, core: str, expecting: str | None,
-            doctors: Sequence[Doctor]) -> Understanding:
+            doctors: Sequence[Doctor], today: date) -> Understanding:
     """The turn's goal given what it filled.
 
     An answer is not a "yes", an opener with a day and time is a booking, and a
@@ -1867,6 +1905,14 @@ def _settle(u: Understanding, goal: str | None, core: str, expecting: str | None
         u = replace(u, doctor=None)  # "my kid is sick" names no doctor to cancel with
     if goal in ("hours", "address"):
         return Understanding(goal, date=u.date if goal == "hours" else None)
+    if expecting == "offer" and _has(core, "none of those", "neither of those", "none of them",
+                                     "neither of them", "neither one", "neither"):
+        return Understanding("no")
+    if goal == "reschedule" and u.date and " to " in f" {core} ":
+        # "move thursday's appointment to next week": the day it moves to
+        target = _find_date(core.rsplit(" to ", 1)[1].split(), today)
+        if target:
+            u = replace(u, date=target[0])
     if goal in ("later", "earlier"):
         bounded = u.date or (u.time and (u.time.at or u.time.after or u.time.before))
         if expecting == "offer" and not bounded:
