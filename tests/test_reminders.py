@@ -284,3 +284,84 @@ def test_two_serve_processes_call_each_reminder_once(tmp_path, kind):
             close_db()
         assert outcomes == ["reminder_confirmed"] * len(numbers)
         assert len(claimed_by) >= 1
+
+
+# ------------------------------------------------------------------ audio: AMD and beep
+
+AUDIO = TENANTS.replace("    no_input_seconds: 2\n", "    no_input_seconds: 3\n    stt: local\n")
+
+
+def _machine_wav(path, rate: int = 8000) -> str:
+    """A recorded greeting, a pause and a 1 kHz beep, as an answering machine plays."""
+    import math
+    import struct
+    import wave
+
+    from esl_app.emulator.audio import synthesize_cached
+
+    speech = synthesize_cached("Hi, you've reached the Miller residence. We can't come to "
+                               "the phone right now. Please leave a message after the tone.",
+                               "en-us", rate, 160)
+    pause = b"\0\0" * (rate // 2)
+    beep = b"".join(struct.pack("<h", int(9000 * math.sin(2 * math.pi * 1000 * i / rate)))
+                    for i in range(int(rate * 0.45)))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(speech + pause + beep + b"\0\0" * rate * 3)
+    return str(path)
+
+
+def test_audio_machine_gets_voicemail_after_the_beep_and_a_person_the_conversation(tmp_path):
+    import json
+
+    tenants = make_db(tmp_path, AUDIO, days=4)
+    bot = start_local_bot(TenantSource(tenants), audio=True)
+    switch = Switch(password=PASSWORD, time_scale=0.1)
+    server = InboundServer(switch, "127.0.0.1", 0).start()
+    try:
+        dialer = Dialer(bot.address, host="127.0.0.1", port=server.address[1],
+                        password=PASSWORD)
+        sched = ReminderScheduler(lambda: tenants, dialer, "test:audio")
+        machine = _book("Mac Hine", "+15550106001")
+        person = _book("Pers On", "+15550106002", n=1)
+        switch.callees["5550106001"] = Callee("machine",
+                                              greeting="#wav " + _machine_wav(tmp_path / "m.wav"))
+        switch.callees["5550106002"] = Callee("human", ["Hello?", "Yes.", "Yes."])
+        report = sched.run_once(max(_when(machine), _when(person)))
+        rows = _wait_done([r["id"] for r in report], timeout=90)
+        by_code = {r.appointment.code: r for r in rows.values()}
+        m, p = by_code[machine.confirmation], by_code[person.confirmation]
+        m_rec = CallRecord.get(CallRecord.call_id == m.call_id)
+        p_rec = CallRecord.get(CallRecord.call_id == p.call_id)
+        m_usage, p_usage = json.loads(m_rec.usage), json.loads(p_rec.usage)
+        assert m_usage["amd"]["decision"] == "machine", m_usage
+        assert m.outcome == "reminder_voicemail"
+        # the message started only after the beep
+        bot_turns = [t for t in json.loads(m_rec.turns) if t["speaker"] == "bot"]
+        assert bot_turns[0]["at_ms"] / 1000 > m_usage["amd"]["beep_at"] > 5.0, m_usage
+        assert p_usage["amd"]["decision"] == "human", p_usage
+        assert p.outcome == "reminder_confirmed", json.loads(p_rec.turns)
+    finally:
+        server.stop()
+        bot.stop()
+        close_db()
+
+
+@pytest.mark.parametrize("setting,message", [
+    ('{dial: "sofia/gateway/x"}', "key 'dial' must hold {number}"),
+    ('{dial: "sofia/gateway/x/{number}", window: "19:00-09:00"}', "is not a range within a day"),
+    ('{dial: "sofia/gateway/x/{number}", hours_before: [0]}', "key 'hours_before'"),
+    ('{dial: "sofia/gateway/x/{number}", days: "mon-funday"}', "key 'days'"),
+    ('{dial: "sofia/gateway/x/{number} &park()"}', "one FreeSWITCH endpoint"),
+    ('{dial: "sofia/gateway/x/{number}", amd: {bogus: 1}}', "amd: unknown setting"),
+    ('{dial: "sofia/gateway/x/{number}", colour: red}', "key 'reminders.colour' is unknown"),
+])
+def test_bad_reminder_settings_are_one_line_errors(setting, message):
+    from esl_app.config.tenants import ConfigError
+
+    text = TENANTS.split("    reminders:")[0] + f"    reminders: {setting}\n"
+    with pytest.raises(ConfigError, match="tenant 'sunrise': (key 'reminders|reminders)") as e:
+        parse_tenants(text)
+    assert message in str(e.value) and "\n" not in str(e.value)

@@ -108,6 +108,13 @@ def parse_reminders(raw: Any, where: str) -> ReminderPolicy | None:
     amd = raw.get("amd", {})
     if not isinstance(amd, dict) or len(amd) > 20:
         raise ConfigError(f"{w}: key 'amd' must be a mapping of detector settings")
+    if amd:
+        from esl_app.media.amd import AmdSettings
+
+        try:
+            AmdSettings.from_dict(amd)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{w}: {str(exc)[:200]}") from None
     return ReminderPolicy(
         enabled=enabled,
         hours_before=tuple(sorted(set(hours), reverse=True)),

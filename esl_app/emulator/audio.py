@@ -146,6 +146,21 @@ def _silence_frames(rate: int) -> tuple[bytes, ...]:
     return frames
 
 
+def wav_pcm(path: str, rate: int) -> bytes:
+    """A recording (16-bit mono WAV) as L16 at ``rate``: a callee's greeting and beep."""
+    import audioop
+    import wave
+
+    with wave.open(path, "rb") as w:
+        if w.getsampwidth() != 2 or w.getnchannels() != 1:
+            raise ValueError(f"{path}: not 16-bit mono")
+        pcm = w.readframes(w.getnframes())
+        src = w.getframerate()
+    if src != rate:
+        pcm, _ = audioop.ratecv(pcm, 2, 1, src, rate, None)
+    return pcm
+
+
 def synthesize_cached(text: str, voice: str, rate: int, speed: int) -> bytes:
     """espeak-ng PCM of a line, once per (text, voice, rate, speed) in this process.
 
@@ -340,7 +355,8 @@ class AudioFork:
             if text is None or self._stopping:
                 return
             try:
-                pcm = synthesize_cached(text, self.voice, self.rate, self.speed)
+                pcm = (wav_pcm(text[5:].strip(), self.rate) if text.startswith("#wav ")
+                       else synthesize_cached(text, self.voice, self.rate, self.speed))
             except Exception:  # noqa: BLE001 - a broken line must not end the call
                 log.exception("emulator could not synthesise %r", text)
                 continue

@@ -70,8 +70,12 @@ def originate_to_callee(switch: Any, number: str, variables: dict[str, str],
         return "-ERR DESTINATION_OUT_OF_ORDER\n"
     assert callee is not None
     caller = variables.pop("origination_caller_id_number", "0000000000")
+    from esl_app.emulator.audio import AudioFork
+
+    # the fork only streams if the bot asks for one (audio mode); lines are spoken with
+    # espeak-ng, or played from a recording (``#wav PATH``)
     call = EmulatedCall(address, number, caller, switch=switch, variables=variables,
-                        time_scale=switch.time_scale)
+                        time_scale=switch.time_scale, audio_fork=AudioFork)
     try:
         call.start()
     except OSError:
@@ -83,11 +87,24 @@ def originate_to_callee(switch: Any, number: str, variables: dict[str, str],
 
 
 def _play(call: Any, callee: Callee, said: list[str]) -> None:
-    """The callee's side: speak when the bot listens, hang up when out of lines."""
+    """The callee's side of the call.
+
+    The first line as soon as they pick up (a person's "Hello?", a machine's greeting),
+    each next one when the bot listens; hang up when out of lines.
+
+    A line ``#wav PATH`` plays that recording over the audio fork (a greeting with its
+    beep); it means nothing in text mode.
+    """
     lines = [callee.greeting] if callee.kind == "machine" else list(callee.lines)
+    first = True
     try:
         while not call.ended:
-            if not call.wait_until_listening(60):
+            if first:  # picked up: speak once something hears the line (ASR or fork)
+                first = False
+                with gevent.Timeout(10, False):
+                    while not call.ended and not call.channel.input_ready:
+                        gevent.sleep(0.02)
+            elif not call.wait_until_listening(60):
                 return
             if not lines:
                 if callee.kind == "machine":

@@ -59,6 +59,9 @@ class AudioListenSource:
         # ended (0.0: none yet); kept by the media greenlet, read by the listen
         self._speech_since = 0.0
         self.hints: tuple[str, ...] = ()
+        # sees every frame before the VAD (answering-machine detection), on the media
+        # greenlet: it must be cheap and never block
+        self.frame_tap: Callable[[bytes], None] | None = None
         self.started = False
         self.closed = False
         self.uuid = session.uuid
@@ -160,6 +163,9 @@ class AudioListenSource:
         """
         if self.closed:
             return False
+        tap = self.frame_tap
+        if tap is not None:  # a reminder call's answering-machine detector
+            tap(pcm)
         det = self.detector
         for ev in det.feed(pcm):
             now = time.monotonic()

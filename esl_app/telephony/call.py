@@ -403,6 +403,8 @@ class CallController:
             self._publish()
             self._safe_hangup()
             return False
+        if hasattr(self.listener, "frame_tap"):  # audio: decide from the sound itself
+            return self._reminder_amd(tenant, callback)
         listen = Listen(self, self.listener, timeout=HELLO_WAIT_S)
         utterance = listen.run(self._pending)
         if utterance is not None and utterance.text:
@@ -414,6 +416,103 @@ class CallController:
                 self._safe_hangup()
                 return False
         return True
+
+    def _reminder_amd(self, tenant: Tenant, callback: str) -> bool:
+        """Audio mode: person or machine from the speech's shape, and the beep.
+
+        :mod:`esl_app.media.amd` watches the fork's frames from the answer (a person
+        says a short "Hello?" and stops; a machine talks on, then beeps). A machine
+        gets the voicemail only once its beep has ended; one that never beeps gets
+        nothing. The decision and its timing go in the call record (no words).
+        """
+        from esl_app.media.amd import AmdSettings, AnsweringMachineDetector
+        from esl_app.reminders.agent import voicemail_text
+
+        policy = tenant.reminders
+        try:
+            settings = AmdSettings.from_dict(policy.amd if policy else None)
+        except ValueError as exc:
+            log.warning("call %s: bad amd settings (%s): defaults used", self._cid(), exc)
+            settings = AmdSettings()
+        amd = AnsweringMachineDetector(sample_rate=tenant.sample_rate, settings=settings)
+        listener: Any = self.listener
+        answered = time.monotonic()
+        frame = tenant.sample_rate // 50 * 2
+        state = {"phase": "amd", "buf": bytearray(), "t": -1.0}
+
+        def tap(pcm: bytes) -> None:
+            buf = state["buf"]
+            buf.extend(pcm)
+            if state["t"] < 0:  # the fork starts a little after the answer
+                state["t"] = max(0.0, time.monotonic() - answered - len(pcm) / (frame * 50))
+            while len(buf) >= frame and state["phase"] != "done":
+                chunk = bytes(buf[:frame])
+                del buf[:frame]
+                state["t"] += 0.02
+                if state["phase"] == "amd":
+                    res = amd.feed(chunk, state["t"])
+                    if res is not None:
+                        beeped = res.decision == "machine" and res.beep_end is not None
+                        state["phase"] = ("beep" if res.decision == "machine" and not beeped
+                                          else "done")
+                        self.post(Msg("amd", key=res.decision, value=res))
+                        if beeped:
+                            self.post(Msg("amd", key="beep", value=res.beep_end))
+                elif amd.beep.feed(chunk):
+                    state["phase"] = "done"
+                    ended = state["t"] - amd.beep.since_end_ms / 1000.0
+                    self.post(Msg("amd", key="beep", value=ended))
+
+        listener.frame_tap = tap
+        listener.arm()
+        limit = settings.total_analysis_ms / 1000.0 + 2.0
+        decision = None
+        try:
+            decision = self._await_amd(limit, "human", "machine", "silence", "unknown")
+            result = decision.value if decision is not None else None
+            self.transcript.usage["amd"] = (result.as_dict() if result is not None
+                                            else {"decision": "timeout"})
+            if decision is None or decision.key != "machine":
+                # a person (or someone silent): the conversation starts, once the
+                # recogniser's final for their "Hello?" is in (it must not answer the
+                # question the bot is about to ask)
+                if decision is not None and decision.key == "human":
+                    self._await_amd(0.8, "-")  # only keeps the words for the record
+                return True
+            beep = self._await_amd(30.0, "beep")
+            if beep is not None and isinstance(beep.value, float):  # since the answer
+                self.transcript.usage["amd"]["beep_at"] = round(beep.value, 2)
+            if beep is None:
+                self.transcript.note_outcome("reminder_no_answer")  # no beep: no message
+                self._publish()
+                self._safe_hangup()
+                return False
+            self.transcript.note_outcome("reminder_voicemail")
+            self._say(voicemail_text(tenant, callback), barge_in=False)
+            self._publish()
+            self._safe_hangup()
+            return False
+        finally:
+            if decision is None or decision.key != "machine":
+                listener.frame_tap = None
+                state["phase"] = "done"
+
+    def _await_amd(self, timeout: float, *keys: str) -> Msg | None:
+        """The detector's next message among ``keys``.
+
+        The caller's words meanwhile are kept in the record only (a "Hello?" is not an
+        answer to anything).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.next(timeout=max(0.0, deadline - time.monotonic()))
+            if msg is None:
+                return None
+            if msg.kind == "amd" and msg.key in keys:
+                return msg
+            if msg.kind == "transcript" and msg.text:
+                self.transcript.add("caller", msg.text)
+                self.listener.heard()  # type: ignore[union-attr]
 
     def _in_message_mode(self) -> bool:
         return self.ctx is not None and self.ctx.state.get("mode") == "message"
