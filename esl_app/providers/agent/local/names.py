@@ -145,12 +145,18 @@ def _letters(toks: list[str]) -> list[tuple[str, str]]:
         else:
             out.append(("word", w))
         i += 1
-    # letter names next to letters ("dee a en") are letters too
-    for j, (kind, w) in enumerate(out):
-        if kind == "word" and w in _SAID_LETTERS:
-            near = [out[k][0] for k in (j - 1, j + 1) if 0 <= k < len(out)]
-            if "letter" in near:
-                out[j] = ("letter", _SAID_LETTERS[w])
+    # letter names in a run with letters ("dee a en"), or three in a row ("dee ay en"), are
+    # letters too; one or two alone may be a name ("Kay", "Kay Dee")
+    j = 0
+    while j < len(out):
+        k = j
+        while k < len(out) and (out[k][0] == "letter" or out[k][1] in _SAID_LETTERS):
+            k += 1
+        run = out[j:k]
+        if run and (any(kind == "letter" for kind, _ in run) or len(run) >= 3):
+            out[j:k] = [("letter", w if kind == "letter" else _SAID_LETTERS[w])
+                        for kind, w in run]
+        j = max(k, j + 1)
     return out
 
 

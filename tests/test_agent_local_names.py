@@ -1,0 +1,66 @@
+"""Sound-alike doctor names and spelled caller names (the local agent's phonetic.py, names.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from esl_app.config.tenants import Doctor
+from esl_app.providers.agent.local import nlu
+from esl_app.providers.agent.local.phonetic import best_match, phonetic_key, similarity
+
+DOCTORS = (Doctor("smith", "Dr. Sarah Smith", "family medicine"),
+           Doctor("okafor", "Dr. Chidi Okafor", "dermatology"),
+           Doctor("nguyen", "Dr. Linh Nguyen", "cardiology"),
+           Doctor("patel", "Dr. Raj Patel", "pediatrics"))
+PAIRS = [("smith", "smith"), ("okafor", "okafor"), ("nguyen", "nguyen"), ("patel", "patel")]
+
+
+def test_the_key_folds_sounds_recognisers_confuse():
+    assert phonetic_key("okafor") == phonetic_key("okafur") == "KPR"
+    assert phonetic_key("patel") == phonetic_key("petal") == phonetic_key("patil")
+    assert phonetic_key("smith") == phonetic_key("smyth")
+    assert phonetic_key("nguyen") == phonetic_key("new win") == "N"
+    assert similarity("october", "okafor") > 0.8 > similarity("jones", "okafor")
+
+
+@pytest.mark.parametrize("heard,expected", [
+    ("october", "okafor"), ("okafur", "okafor"), ("petal", "patel"), ("smyth", "smith"),
+    ("newwin", "nguyen"), ("jones", None), ("blah", None), ("about", None), ("soon", None),
+])
+def test_best_match_needs_a_clear_winner(heard, expected):
+    assert best_match(heard, PAIRS) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("book with doctor october", "okafor"),
+    ("doctor okay four please", "okafor"),
+    ("i need to see a doctor about my knee", None),  # "a doctor": no name in its place
+    ("my doctor said to come back", None),
+    ("doctor jones", None),
+])
+def test_a_guess_only_where_a_name_stands(text, expected):
+    got = nlu.guess_doctor(text, DOCTORS)
+    assert (got.id if got else None) == expected
+
+
+@pytest.mark.parametrize("text,name,spelled,doubtful", [
+    ("J O H N", "John", "JOHN", False),
+    ("j-o-h-n smith", "John Smith", "JOHN", False),
+    ("M as in Mary, A, R, Y", "Mary", "MARY", False),
+    ("smith, s m i t h", "Smith", "SMITH", False),
+    ("susan s u s a n clark", "Susan Clark", "SUSAN", False),
+    ("dee ay en", "Dan", "DAN", False),
+    ("monday good", "Monday Good", None, True),
+    ("april johnson", "April Johnson", None, True),
+    ("it's for my mother, helen park", "Helen Park", None, False),
+])
+def test_names_said_spelled_or_both(text, name, spelled, doubtful):
+    got = nlu.parse_name_answer(text)
+    assert got is not None
+    assert (got.name, got.spelled, got.doubtful) == (name, spelled, doubtful)
+
+
+@pytest.mark.parametrize("text", ["monday good", "tomorrow at 3", "the first one", "yes",
+                                  "why do you need my name"])
+def test_strict_names_refuse_what_is_likely_something_else(text):
+    assert nlu.parse_name(text) is None
