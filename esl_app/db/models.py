@@ -281,3 +281,71 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     NotifyConsent, OutboxMessage,
     ReminderCall, DoNotCall, ReminderPause,
 )
+
+
+# ---------------------------------------------------------------- dashboard (issue #29)
+# Appended here so that ``init_db`` creates them with every other table (``create_tables``
+# is idempotent: an existing database gains them on the next start, no migration step).
+
+
+class WebUser(BaseModel):
+    """A person who signs in to the dashboard (``/ui/``): a clinic's staff or an operator.
+
+    ``role`` is ``staff`` (sees only ``tenant``) or ``operator`` (every tenant and the
+    live page). Usernames are unique across tenants so that signing in needs no clinic
+    field; the password is kept only as an Argon2id hash.
+    """
+
+    tenant = pw.ForeignKeyField(TenantRow, backref="web_users", on_delete="CASCADE")
+    username = pw.CharField(max_length=64, unique=True)
+    password_hash = pw.CharField(max_length=255)
+    role = pw.CharField(max_length=16, default="staff")
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "web_user"
+
+
+class WebSession(BaseModel):
+    """A signed-in browser; the cookie holds a random token, the table only its SHA-256."""
+
+    token_hash = pw.CharField(max_length=64, unique=True)
+    user = pw.ForeignKeyField(WebUser, backref="sessions", on_delete="CASCADE")
+    csrf = pw.CharField(max_length=64)  # the token every form of this session carries
+    created_at = pw.DateTimeField(default=utcnow)
+    seen_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "web_session"
+
+
+class WebLoginFailure(BaseModel):
+    """One failed sign-in, keyed by a hash of the username or the client address.
+
+    Shared by every worker (the lock-out must not multiply with ``--workers``); hashed so
+    that the table holds no address; rows older than the lock-out window are deleted.
+    """
+
+    key = pw.CharField(max_length=64)
+    at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "web_login_failure"
+        indexes = ((("key", "at"), False),)
+
+
+class Attendance(BaseModel):
+    """Whether the patient of an appointment arrived or did not show (front desk, audited)."""
+
+    appointment = pw.ForeignKeyField(Appointment, primary_key=True, on_delete="CASCADE")
+    tenant = pw.ForeignKeyField(TenantRow, on_delete="CASCADE")
+    state = pw.CharField(max_length=16)  # arrived | no_show
+    marked_by = pw.CharField(max_length=128)
+    marked_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "appointment_attendance"
+
+
+__all__ += ["Attendance", "WebLoginFailure", "WebSession", "WebUser"]
+ALL_MODELS = (*ALL_MODELS, WebUser, WebSession, WebLoginFailure, Attendance)
