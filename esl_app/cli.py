@@ -57,6 +57,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "emulator": "esl_app.emulator.cli:emulator",
     "reminders": "esl_app.reminders.cli:reminders",
     "dnc": "esl_app.reminders.cli:dnc",
+    "users": "esl_app.web.cli:users",
 }
 
 
