@@ -763,7 +763,11 @@ def serve_http(host: str = "127.0.0.1", port: int = 8086, *, app: Any = None,
     limits = http_limits(max_connections=max_connections, max_per_address=max_per_address,
                          reserve=reserve, header_timeout=header_timeout,
                          idle_timeout=idle_timeout)
-    wsgi = app or create_app(**app_kwargs)
+    if app is None:  # the clinic dashboard (esl_app/web) shares the port, under /ui/
+        from esl_app.web import mount
+
+        app = mount(create_app(**app_kwargs), registry=app_kwargs.get("metrics"))
+    wsgi = app
     server = _ApiServer(listener or (host, port), wsgi, limits)
     server.start()
     return server
