@@ -304,3 +304,17 @@ def test_weaker_hashes_are_upgraded_at_sign_in(web):
     assert auth.sign_in("alice", PASSWORD, "10.0.0.1") is not None
     new = WebUser.get(WebUser.username == "alice").password_hash
     assert new != old and "t=2" in new
+
+
+def test_signing_in_again_ends_the_previous_session(web):
+    c = web.client("alice")
+    first = c.cookies["ivr_session"]
+    form = Client(web.app)
+    form.get("/ui/login")  # a signed-in browser is sent home from the form: take one
+    c.cookies["ivr_login_csrf"] = form.cookies["ivr_login_csrf"]
+    r = c.post("/ui/login", {"username": "bob", "password": PASSWORD,
+                             "csrf": form.cookies["ivr_login_csrf"]})
+    assert r.status_code == 303 and r.headers["location"] == "/ui/t/lakeside/today"
+    assert c.cookies["ivr_session"] != first
+    assert auth.session_for(first) is None
+    assert WebSession.select().count() == 1

@@ -181,13 +181,13 @@ def add_call(call_id: str, tenant_id: str, *, caller: str = "+15551234567",
                           usage=json.dumps(usage))
 
 
-def build_env(tmp_path: Path, registry: Any = None) -> WebEnv:
-    """The database, users and data every dashboard test starts from."""
+def build_env(tmp_path: Path, registry: Any = None, url: str | None = None) -> WebEnv:
+    """The database (SQLite, or ``url``), users and data every dashboard test starts from."""
     from esl_app.scheduling.callbacks import create_ticket
 
     real_now = datetime.now(UTC)
     past = real_now - timedelta(days=2)
-    make_db(tmp_path, TENANTS, days=16, now=past)
+    make_db(tmp_path, TENANTS, days=16, now=past, url=url)
     auth.add_user("sunrise", "alice", PASSWORD)
     auth.add_user("lakeside", "bob", PASSWORD)
     auth.add_user("sunrise", "olga", PASSWORD, operator=True)

@@ -395,6 +395,8 @@ class _Login:
                        error="Wrong username or password.")
             return
         token, session = result
+        if req.context.session is not None:  # whoever was signed in here before: ended
+            auth.sign_out(req.context.session.token_hash)
         with write_txn():
             audit.record(session.user.tenant_id, session.user.actor, "sign_in", "user",
                          session.user.username)
