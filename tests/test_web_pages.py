@@ -163,8 +163,20 @@ def test_callbacks_list_and_done(web):
 def test_reminders_page(web):
     r = web.client("alice").get("/ui/t/sunrise/reminders")
     assert r.status_code == 200 and "<h1>Reminders</h1>" in r.text
-    assert ("Reminder calls, latest first" in r.text
-            or "Reminder calls are not set up" in r.text)
+    store = pytest.importorskip("esl_app.reminders.store")
+    from esl_app.db.models import ReminderCall
+
+    assert "Reminder calls, latest first" in r.text and "No reminders planned." in r.text
+    appt = Appointment.get(Appointment.code == web.codes["sunrise-later"])
+    ReminderCall.create(tenant="sunrise", appointment=appt.id, hours_before=24,
+                        due_at=appt.slot.start, next_at=appt.slot.start, state="done",
+                        attempts=1, outcome="reminder_confirmed")
+    store.add_do_not_call("sunrise", "+1 555 000 4321", source="call")
+    store.add_do_not_call("lakeside", "+1 555 000 9876")
+    r = web.client("alice").get("/ui/t/sunrise/reminders")
+    assert web.codes["sunrise-later"] in r.text and "reminder confirmed" in r.text
+    assert "********21" in r.text and "5550004321" not in r.text  # masked
+    assert "********76" not in r.text  # lakeside's list stays with lakeside
 
 
 def test_static_files(web):
