@@ -201,7 +201,29 @@ def test_originate_command_carries_ids_not_personal_data():
     assert cmd == ("{ivr_reminder=7,ivr_tenant=sunrise,ivr_attempt=1,originate_timeout=10,"
                    "ignore_early_media=true,hangup_after_bridge=true,"
                    "origination_caller_id_number=+15550101001}"
-                   "sofia/gateway/clinic/+15550102001 &socket(127.0.0.1:8084 async full)")
+                   "sofia/gateway/clinic/+15550102001 '&socket(127.0.0.1:8084 async full)'")
+
+
+def test_the_emulator_splits_originate_like_freeswitch(world):
+    """Unquoted, '&socket(h:p async full)' reaches the socket application as 'h:p': the
+    bot then meets a socket not in full mode and cannot drive the call (as on the real
+    switch, where this was found); quoted, it can."""
+    from esl_app.emulator.core import split_args
+    from esl_app.emulator.outbound import EmulatedCall
+
+    assert split_args("{a=1}loopback/1 '&socket(h:1 async full)' x") == [
+        "{a=1}loopback/1", "&socket(h:1 async full)", "x"]
+    assert split_args("{a=1}loopback/1 &socket(h:1 async full)")[1] == "&socket(h:1"
+    tenants, bot, switch, sched = world
+    host, port = bot.address
+    call = EmulatedCall((host, port), "1001", variables={"ivr_stt": "freeswitch"},
+                        time_scale=0.02, socket_data=f"{host}:{port}").start()
+    assert call.wait_ended(10)
+    assert not [t for t in call.channel.turns if t.speaker == "bot"]
+    full = EmulatedCall((host, port), "1001", variables={"ivr_stt": "freeswitch"},
+                        time_scale=0.02).start()
+    assert full.wait_until_listening(10)
+    full.hang_up()
 
 
 # ------------------------------------------------------------- two `ivr serve` processes

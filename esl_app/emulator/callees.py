@@ -52,7 +52,7 @@ def callee_key(number: str) -> str:
 
 
 def originate_to_callee(switch: Any, number: str, variables: dict[str, str],
-                        address: tuple[str, int] | None) -> str:
+                        address: tuple[str, int] | None, socket_data: str = "") -> str:
     """The ``api originate`` reply for a call to ``number`` (busy, no answer, +OK uuid)."""
     from esl_app.emulator.outbound import EmulatedCall
 
@@ -75,7 +75,8 @@ def originate_to_callee(switch: Any, number: str, variables: dict[str, str],
     # the fork only streams if the bot asks for one (audio mode); lines are spoken with
     # espeak-ng, or played from a recording (``#wav PATH``)
     call = EmulatedCall(address, number, caller, switch=switch, variables=variables,
-                        time_scale=switch.time_scale, audio_fork=AudioFork)
+                        time_scale=switch.time_scale, audio_fork=AudioFork,
+                        socket_data=socket_data or None)
     try:
         call.start()
     except OSError:

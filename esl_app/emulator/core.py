@@ -558,11 +558,11 @@ class Switch:
         has already ended fails the originate with its cause. Unlike FreeSWITCH, the
         answer does not wait for the b-leg to be answered.
         """
-        parts = arg.split(" ", 1)
+        parts = split_args(arg)
         if len(parts) < 2:
             return "-USAGE: <call url> <exten>|&<application_name>(<app_args>) [<dialplan>] "\
                 "[<context>] [<cid_name>] [<cid_num>] [<timeout_sec>]\n"
-        url, target = parts[0], parts[1].strip()
+        url, target = parts[0], parts[1]
         variables: dict[str, str] = {}
         if url.startswith("{") and "}" in url:
             spec, url = url[1:].split("}", 1)
@@ -606,11 +606,12 @@ class Switch:
         if not re.fullmatch(r"\+?[0-9]{3,15}", number or ""):
             return "-ERR INVALID_NUMBER_FORMAT\n"
         address = None
-        if target.startswith("&socket(") and target.endswith(")"):
-            hostport = target[len("&socket("):-1].split()[0]
-            host, _, port = hostport.rpartition(":")
-            address = (host or "127.0.0.1", int(port or 8084))
-        return originate_to_callee(self, number, variables, address)
+        socket_data = ""
+        if target.startswith("&socket("):
+            socket_data = target[len("&socket("):].removesuffix(")")
+            host, _, port = socket_data.split()[0].rpartition(":") if socket_data else "::"
+            address = (host or "127.0.0.1", int(port or 8084) if port.isdigit() else 8084)
+        return originate_to_callee(self, number, variables, address, socket_data)
 
     def _loopback_a_leg(self, uid: str, b_leg: Channel, target: str, caller: str,
                         variables: dict[str, str]) -> Channel:
@@ -646,6 +647,30 @@ class Switch:
         "version": _api_version,
         "originate": _api_originate,
     }
+
+
+def split_args(arg: str) -> list[str]:
+    """Split API arguments as FreeSWITCH does.
+
+    On spaces, except inside single quotes (which are dropped): ``&socket(h:p async
+    full)`` unquoted is three arguments, and the socket application then gets ``h:p``
+    alone, without ``full``.
+    """
+    out: list[str] = []
+    cur: list[str] = []
+    quoted = False
+    for ch in arg.strip():
+        if ch == "'":
+            quoted = not quoted
+        elif ch == " " and not quoted:
+            if cur:
+                out.append("".join(cur))
+                cur = []
+        else:
+            cur.append(ch)
+    if cur:
+        out.append("".join(cur))
+    return out
 
 
 def _hang_up_together(a_leg: Channel, b_leg: Channel) -> None:

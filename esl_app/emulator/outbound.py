@@ -51,6 +51,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# Commands an outbound socket answers "-ERR command not found" to unless its ``socket``
+# application was given ``full`` (mod_event_socket's parse_command).
+_FULL_ONLY = frozenset({"linger", "nolinger", "api", "bgapi", "event", "events", "nixevent",
+                        "noevents", "filter", "divert_events", "log", "nolog", "sendevent"})
+
 #: Realistic speech rate for ``speak`` and for the caller's own words.
 SECONDS_PER_CHAR = 0.065
 #: DTMF digit length in samples at 8 kHz (FS reports DTMF-Duration in samples).
@@ -375,6 +380,11 @@ class Channel:
         if variables:
             hdrs += [(f"variable_{k}", v) for k, v in self.variables.items()]
         return hdrs
+
+    @property
+    def socket_full(self) -> bool:
+        """The ``socket`` application was given ``full`` (``host:port async full``)."""
+        return "full" in self.socket_data.split()[1:]
 
     def connect_reply(self, async_: bool = True, full: bool = True) -> bytes:
         """The serialized CHANNEL_DATA event FS writes in answer to ``connect``."""
@@ -973,7 +983,10 @@ class OutboundConnection(EslConnection):
             self.reply("+OK")
         elif low.startswith("connect"):
             self.connected = True
-            self.send(ch.connect_reply())
+            self.send(ch.connect_reply(full=ch.socket_full))
+        elif not ch.socket_full and low.split(" ", 1)[0] in _FULL_ONLY:
+            # mod_event_socket: without 'full' these are not session commands
+            self.reply("-ERR command not found")
         elif low.startswith("getvar"):
             name = cmd.line[6:].strip()
             val = ch.get_variable(name) if name else ""
@@ -1114,6 +1127,7 @@ class EmulatedCall:
         context: str = "public",
         listen_settle: float = 0.2,
         connect_timeout: float = 5.0,
+        socket_data: str | None = None,
     ) -> None:
         self.server = server
         self.switch = switch or Switch(time_scale=time_scale)
@@ -1121,7 +1135,8 @@ class EmulatedCall:
         self.channel = Channel(
             self.switch, did, caller, caller_name=caller_name, variables=variables,
             time_scale=time_scale, bridge_outcome=bridge_outcome, audio_fork=audio_fork,
-            context=context, socket_data=f"{server[0]}:{server[1]} async full",
+            context=context,
+            socket_data=socket_data or f"{server[0]}:{server[1]} async full",
             listen_settle=listen_settle)
         self.conn: OutboundConnection | None = None
 

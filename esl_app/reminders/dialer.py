@@ -68,8 +68,10 @@ def originate_command(policy: ReminderPolicy, *, number: str, reminder_id: int,
     if policy.caller_id:
         variables["origination_caller_id_number"] = policy.caller_id
     spec = ",".join(f"{k}={v}" for k, v in variables.items())
+    # quoted: FreeSWITCH splits originate's arguments on spaces, and an unquoted
+    # '&socket(h:p async full)' reaches the socket application as 'h:p' alone (not full)
     return (f"{{{spec}}}{policy.dial_string(number)} "
-            f"&socket({bot[0]}:{bot[1]} async full)")
+            f"'&socket({bot[0]}:{bot[1]} async full)'")
 
 
 class Dialer:

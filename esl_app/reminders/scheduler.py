@@ -86,8 +86,10 @@ class ReminderScheduler:
             return  # the bot's call records the outcome (store.finish)
         entry["result"] = store.record_attempt(due.id, tenant, result.outcome, now=now)
         entry["outcome"] = result.outcome
-        log.info("reminder %d (%s): %s, attempt %d", due.id, due.tenant_id, result.outcome,
-                 due.attempts + 1)
+        # busy / no answer are a patient's doing; anything else the operator should see
+        level = logging.WARNING if result.outcome == "reminder_failed" else logging.INFO
+        log.log(level, "reminder %d (%s): %s (%s), attempt %d", due.id, due.tenant_id,
+                result.outcome, result.cause, due.attempts + 1)
 
     def run_forever(self, interval: float = INTERVAL_S) -> None:
         """Rounds every ``interval`` seconds until the greenlet is killed; never raises."""
