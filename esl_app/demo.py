@@ -28,7 +28,6 @@ DEMO_SCRIPT = (
     "the first one",
     "John Smith",
     "yes",
-    "yes",
     "no, that's all, thanks",
 )
 
@@ -41,7 +40,6 @@ AUDIO_DEMO_SCRIPT = (
     "next Tuesday morning",
     "the last one",
     "Mary Johnson",
-    "yes",
     "yes",
     "no, that's all, thanks",
 )

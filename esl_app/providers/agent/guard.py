@@ -12,7 +12,9 @@ handled here too. Order of a turn:
 3. ``call.state["mode"] == "message"`` → :func:`message.take_message`;
 4. "can I leave a message" / "call me back at …" → start taking a message,
    unless the inner agent is itself collecting a name or number
-   (``call.state["stage"]`` in :data:`CONTACT_STAGES`);
+   (``call.state["stage"]`` in :data:`CONTACT_STAGES`), or is reading back a
+   booking with its number, where "yes, but call me on …" changes that number
+   (:data:`NUMBER_STAGES`);
 5. "it's urgent" → transfer to the urgent line, else the front desk (once per
    call); with neither, take an urgent message;
 6. otherwise the inner agent.
@@ -21,6 +23,7 @@ handled here too. Order of a turn:
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 
 from esl_app.providers.agent import message
@@ -33,15 +36,20 @@ from esl_app.providers.agent.base import (
     greet_stream,
     respond_stream,
 )
+from esl_app.providers.agent.local import nlu
 from esl_app.safety import EmergencyMatch, detect_emergency, emergency_reply
 
-__all__ = ["CONTACT_STAGES", "GuardedAgent"]
+__all__ = ["CONTACT_STAGES", "NUMBER_STAGES", "GuardedAgent"]
 
 log = logging.getLogger(__name__)
 
 # stages of the local agent in which "call me back at …" is an answer, not a request
-CONTACT_STAGES = frozenset({"name", "phone", "phone_callerid", "lookup_name", "lookup_phone",
+CONTACT_STAGES = frozenset({"name", "phone", "lookup_name", "lookup_phone",
                             "verify_name", "code", "name_check", "name_spell"})
+# stages in which the local agent reads back the number it will book with: "call me on
+# <number>" or "call me on my cell" there is about that number, not a message
+NUMBER_STAGES = frozenset({"confirm"})
+_CALL_ME_ON = re.compile(r"\b(?:call|ring|phone|reach|text) (?:me|us) (?:back )?(?:on|at)\b")
 
 
 class GuardedAgent:
@@ -85,11 +93,20 @@ class GuardedAgent:
         if st.get("mode") == "message":
             return message.take_message(call, utterance)
         text = utterance.text or ""
-        if text and st.get("stage") not in CONTACT_STAGES and message.wants_message(text):
+        if text and st.get("stage") not in CONTACT_STAGES and message.wants_message(text) \
+                and not self._number_for_booking(st, text):
             return message.start_message(call, "requested", text=text)
         if text and not st.get("urgent_routed") and message.is_urgent(text):
             return self._urgent(call, text)
         return None
+
+    @staticmethod
+    def _number_for_booking(st: dict, text: str) -> bool:
+        """At a read-back with a number, "call me on …" gives the number to book with."""
+        if st.get("stage") not in NUMBER_STAGES:
+            return False
+        t = nlu.normalize(text, clock=False)
+        return bool(message.parse_phone(text) or _CALL_ME_ON.search(t))
 
     def end(self, call: CallContext) -> None:
         """Release the inner agent's session (never raises)."""

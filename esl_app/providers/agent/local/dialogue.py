@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 MAX_MISSES = 3
 # stages whose answer is a name: the text keeps spelled letters ("a m" is not "am")
 _NAME_STAGES = ("name", "verify_name", "lookup_name", "name_spell")
-_PARTS = ("morning", "afternoon")  # as the "part" question reads them out
 HANDOFF_UNCLEAR = 2  # answers that are neither yes nor no to "connect you with the front desk?"
 _YES_NO_HINTS = ("yes", "no")
 _DIGIT_HINTS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
@@ -112,6 +111,29 @@ def _notice_words(minutes: int) -> str:
 def _spoken_day(day: date) -> str:
     """A day as read aloud: "Friday, December 25"."""
     return f"{day:%A}, {day:%B} {day.day}"
+
+
+def _same_number(said: str, known: str | None) -> bool:
+    """Whether a number said is the one already kept ("555 123 4567" is "+15551234567")."""
+    a, b = re.sub(r"\D", "", said), re.sub(r"\D", "", known or "")
+    return bool(a and b) and (a.endswith(b) or b.endswith(a)) and min(len(a), len(b)) >= 7
+
+
+# at a confirmation naming a number: the caller wants to be reached on another one
+_OTHER_NUMBER = ("other number", "another number", "different number", "new number",
+                 "not my number", "wrong number", "other phone", "another phone",
+                 "different phone", "my cell", "my mobile", "call me on", "call me at",
+                 "reach me on", "reach me at")
+_THIS_NUMBER = re.compile(r"\b(?:(?:that|this|it) is (?:my|a) (?:cell|mobile)(?: phone)?"
+                          r"|(?:this|that|the same) (?:number|phone))\b")
+
+
+def _wants_other_number(t: str) -> bool:
+    """Whether the caller wants another number ("call me on my cell"; not "that is my cell")."""
+    if nlu._has(t, "not this number", "not that number", "number is wrong",
+                "not the right number"):
+        return True
+    return nlu._has(_THIS_NUMBER.sub(" ", t), *_OTHER_NUMBER)
 
 
 def _visit_question(types: tuple[VisitType, ...]) -> str:
@@ -361,13 +383,12 @@ class LocalAgent:
     def _dtmf_text(self, call: CallContext, keys: str) -> str | None:
         """Keys as words the stage understands: digits for numbers, 1/2 for yes/no."""
         stage = call.state.get("stage")
-        if stage in ("phone", "phone_callerid") and len(keys) >= 7:
-            return keys
-        if stage in ("offer", "visit_type", "doctor", "part") and keys.isdigit() \
-                and len(keys) == 1:
+        if stage in ("phone", "confirm") and len(keys) >= 7:
+            return keys  # at the confirmation: another number than the one named
+        if stage in ("offer", "visit_type", "doctor") and keys.isdigit() and len(keys) == 1:
             return f"option {keys}"
-        if stage in ("confirm", "cancel_confirm", "resched_confirm", "phone_callerid",
-                     "anything_else", "offer_handoff", "late_handoff", "doctor_check",
+        if stage in ("confirm", "cancel_confirm", "resched_confirm", "anything_else",
+                     "offer_handoff", "late_handoff", "doctor_check",
                      "name_check") and keys in _DTMF_YES_NO:
             return _DTMF_YES_NO[keys]
         return keys
@@ -427,17 +448,10 @@ class LocalAgent:
             return ("What day would you like to come in?",
                     ("today", "tomorrow", "next week", "the earliest") + tuple(
                         n.lower() for n in _DAY_NAMES.values()))
-        if stage == "part":  # in the order of _PARTS: "the first one" is the morning
-            return ("Do you prefer the morning or the afternoon?",
-                    ("morning", "afternoon", "any time"))
         if stage == "offer":
             return self._offer_text(call, st.get("offered", []), lead="")
         if stage == "name":
             return "May I have your first and last name?", ()
-        if stage == "phone_callerid":
-            last4 = _digits_spoken(re.sub(r"\D", "", call.caller or "")[-4:])
-            return (f"Can we reach you at the number you're calling from, ending in {last4}?",
-                    _YES_NO_HINTS)
         if stage == "phone":
             return ("What's the best phone number to reach you? Please say it digit by digit.",
                     _DIGIT_HINTS)
@@ -496,8 +510,6 @@ class LocalAgent:
             return f"Which doctor? Like \"{first}\", or \"any doctor\"."
         if stage == "date":
             return "Which day? Like \"tomorrow\"."
-        if stage == "part":
-            return "Just say \"morning\" or \"afternoon\"."
         if stage == "offer":
             slots = st.get("offered", [])
             if not slots:
@@ -528,7 +540,6 @@ class LocalAgent:
         short_yes_no = {
             "confirm": "Shall I book it?", "cancel_confirm": "Shall I cancel it?",
             "resched_confirm": "Shall I move it?", "anything_else": "Anything else?",
-            "phone_callerid": "Use the number you're calling from?",
             "late_handoff": "Transfer you to the front desk?",
             "offer_handoff": "Connect you with the front desk?",
         }
@@ -597,6 +608,9 @@ class LocalAgent:
         contact = ""
         if st.get("phone") and st.get("phone_spoken"):
             contact = f", phone number {_digits_spoken(st['phone'])}"
+        elif st.get("phone") and st.get("phone_from_callerid"):
+            last4 = _digits_spoken(re.sub(r"\D", "", st["phone"])[-4:])
+            contact = f", at the number you're calling from, ending in {last4}"
         what = self._visit_phrase(call)
         return f"Shall I book {what}{self._when(call, chosen)} for {st.get('name', '')}{contact}?"
 
@@ -661,7 +675,6 @@ class LocalAgent:
                 st["at"] = pref.at.strftime("%H:%M") if pref.at else None
                 st["after_time"] = pref.after.strftime("%H:%M") if pref.after else None
                 st["before_time"] = pref.before.strftime("%H:%M") if pref.before else None
-                st.pop("any_time", None)
             elif found:
                 st.pop("after", None)
             if pref.earliest:
@@ -681,11 +694,6 @@ class LocalAgent:
             if vt is not None:
                 st["visit_type"] = vt.id
                 got = True
-        if nlu._has(t, "any time", "anytime", "whenever", "does not matter", "either",
-                    "all day", "any part") and st.get("stage") == "part":
-            st["part"] = None
-            st["any_time"] = True
-            got = True
         return got
 
     def _absorb_relative(self, call: CallContext, delta: timedelta) -> None:
@@ -708,7 +716,7 @@ class LocalAgent:
         st = call.state
         st["intent"] = "book"
         for key in ("date_first", "date_last", "part", "at", "after_time", "before_time",
-                    "earliest", "after", "any_time", "offered", "chosen", "visit_type"):
+                    "earliest", "after", "offered", "chosen", "visit_type"):
             st.pop(key, None)
         if len(call.tenant.visit_types) == 1:
             st["visit_type"] = call.tenant.visit_types[0].id
@@ -744,11 +752,9 @@ class LocalAgent:
             why, instead = refusal
             st.update(instead)
             return self._search_and_offer(call, f"{lead} {why}".strip())
-        single = st.get("date_first") and st.get("date_first") == st.get("date_last")
-        if single and not (st.get("part") or st.get("at") or st.get("after_time")
-                           or st.get("before_time") or st.get("any_time")
-                           or st.get("earliest")):
-            return self._ask(call, "part", lead)
+        # A day with no time of day: times across it are offered at once (morning, midday,
+        # afternoon) rather than asking "morning or afternoon?" first: one turn fewer,
+        # and a caller who wants another time says so ("anything around 10?").
         return self._search_and_offer(call, lead)
 
     # ------------------------------------------------------------ clinic policy
@@ -875,15 +881,29 @@ class LocalAgent:
             # start an hour early so the times around the wished one fit in one page
             near = datetime.combine(day, at, tz) - timedelta(hours=1)
             after = max(after, near) if after else near
-        limit = 12 if (at or st.get("before_time")) else 3
+        spread = bool(day and not (at or st.get("part") or st.get("after_time")
+                                   or st.get("before_time") or st.get("earliest")))
+        limit = 12 if (at or st.get("before_time")) else 40 if spread else 3
         result = self.tools.search_slots(call.tenant, doctor=doctor, date=day,
                                          part_of_day=st.get("part"), after=after,
                                          limit=limit, now=now, **self._visit_kw(call))
         if not result.get("ok"):
             log.warning("slot search failed: %s", result.get("error"))
             return []
+        found = list(result["slots"])
+        if spread and day and len(found) >= limit:
+            # many doctors: the first page ends before the afternoon; look there too
+            for bound in (time(12), time(15)):
+                lower = datetime.combine(day, bound, tz)
+                more = self.tools.search_slots(
+                    call.tenant, doctor=doctor, date=day, part_of_day=None,
+                    after=max(after, lower) if after else lower, limit=1, now=now,
+                    **self._visit_kw(call))
+                seen = {f["slot_id"] for f in found}
+                found += [s for s in more.get("slots", []) if s["slot_id"] not in seen]
+            found.sort(key=lambda s: s["start"])
         slots = [{k: s[k] for k in ("slot_id", "doctor", "doctor_name", "start")}
-                 for s in result["slots"]]
+                 for s in found]
         if st.get("before_time"):
             bound = time.fromisoformat(st["before_time"])
             kept = [s for s in slots if self._local(call, s["start"]).time() < bound]
@@ -898,7 +918,26 @@ class LocalAgent:
             if exact:
                 return exact[:1]
             slots = sorted(sorted(slots, key=distance)[:3], key=lambda s: s["start"])
+        if spread and len(slots) > 3:
+            slots = self._spread(call, slots)
         return slots[:3]
+
+    def _spread(self, call: CallContext, slots: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Three times across a day, so one offer covers the morning and the afternoon.
+
+        The first, the first from noon, the first from 3 PM (or the last).
+        """
+        hours = [self._local(call, s["start"]).hour for s in slots]
+        picked = [0]
+        for bound in (12, 15):
+            nxt = next((i for i, h in enumerate(hours) if h >= bound and i > picked[-1]), None)
+            if nxt is not None:
+                picked.append(nxt)
+        if len(picked) < 3:
+            for i in (len(slots) - 1, len(slots) // 2, 1):
+                if i not in picked and len(picked) < 3:
+                    picked.append(i)
+        return [slots[i] for i in sorted(picked)]
 
     def _visit_kw(self, call: CallContext) -> dict[str, Any]:
         """``visit_type=`` for the tools, only when one applies (older tool sets lack it)."""
@@ -1099,17 +1138,6 @@ class LocalAgent:
             return self._keep_appointment(call)
         return self._miss(call, "Sorry, I didn't catch the day.")
 
-    def _on_part(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
-        if self._absorb(call, t):
-            self._understood(call)
-            return self._book_next(call)
-        pos = nlu.position(t, len(_PARTS))  # "the first one": the morning
-        if pos is not None:
-            call.state["part"] = _PARTS[pos]
-            self._understood(call)
-            return self._book_next(call)
-        return self._miss(call, "Sorry.")
-
     def _on_offer(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
         st = call.state
         offered: list[dict[str, Any]] = st.get("offered", [])
@@ -1271,29 +1299,14 @@ class LocalAgent:
             return self._ask(call, "confirm", lead)
         caller = re.sub(r"\D", "", call.caller or "")
         if len(caller) >= 7:
-            return self._ask(call, "phone_callerid", lead)
-        return self._ask(call, "phone", lead)
-
-    def _on_phone_callerid(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
-        st = call.state
-        if st.get("name") and (fixed := self._name_fix(call, t)):
-            return self._renamed(call, fixed)
-        number = nlu.parse_phone(t)
-        if number:
-            st["phone"] = number
-            st["phone_spoken"] = True
-            self._understood(call)
-            return self._ask(call, "confirm")
-        yn = nlu.yes_no(t)
-        if yn is True:
+            # the number they call from, named in the confirmation rather than asked for
+            # in a turn of its own ("…, at the number ending in 0 1 0 0?"); a "no" there,
+            # or another number, changes it
             st["phone"] = call.caller
             st["phone_spoken"] = False
-            self._understood(call)
-            return self._ask(call, "confirm")
-        if yn is False:
-            self._understood(call)
-            return self._ask(call, "phone", "Okay.")
-        return self._miss(call, "Sorry.")
+            st["phone_from_callerid"] = True
+            return self._ask(call, "confirm", lead)
+        return self._ask(call, "phone", lead)
 
     def _renamed(self, call: CallContext, name: str) -> AgentReply:
         """The caller corrected their name at a later question: keep it, ask that again.
@@ -1323,18 +1336,31 @@ class LocalAgent:
         email = nlu.parse_email(t)
         if email:
             st["email"] = email
+            st.pop("phone_from_callerid", None)
             self._understood(call)
             return self._ask(call, "confirm")
         number = nlu.parse_phone(t)
         if number:
             st["phone"] = number
             st["phone_spoken"] = True
+            st.pop("phone_from_callerid", None)
             self._understood(call)
             return self._ask(call, "confirm")
         return self._miss(call, "Sorry, I didn't get the whole number. You can also key it in.")
 
     def _on_confirm(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
         st = call.state
+        number = nlu.parse_phone(t)
+        if number and not _same_number(number, st.get("phone")):
+            st["phone"], st["phone_spoken"] = number, True  # "yes, but call me on …"
+            st.pop("phone_from_callerid", None)
+            self._understood(call)
+            return self._ask(call, "confirm", "Thanks.")
+        if st.get("phone") and not number and _wants_other_number(t):
+            st.pop("phone", None)
+            st.pop("phone_from_callerid", None)
+            self._understood(call)
+            return self._ask(call, "phone", "Okay.")
         yn = nlu.yes_no(t)
         if yn is True and not nlu.is_correction(t):
             self._understood(call)
@@ -1344,9 +1370,8 @@ class LocalAgent:
             # checked before times and doctors: "john smith" must not pick Dr. Smith
             self._understood(call)
             name = self._name_fix(call, t)
-            if name:
-                st["name"] = name
-                return self._ask(call, "confirm", "Thanks.")
+            if name:  # "no, it's spelled j o n": John Smith becomes Jon Smith
+                return self._renamed(call, name)
             return self._ask(call, "name")
         if self._criteria_in(call, t) and (yn is False or nlu.is_correction(t)
                                            or yn is None):
@@ -1378,8 +1403,8 @@ class LocalAgent:
             st.pop("name", None)
             return self._ask(call, "name")
         if nlu._has(t, "phone", "number", "contact", "email"):
-            st.pop("phone", None)
-            st.pop("email", None)
+            for key in ("phone", "email", "phone_from_callerid"):
+                st.pop(key, None)
             return self._ask(call, "phone")
         if nlu.yes_no(t) is not None or nlu._has(t, "nothing"):
             return self._ask(call, "confirm")
@@ -1451,7 +1476,7 @@ class LocalAgent:
         """Forget the finished task's criteria; keep who the caller is."""
         st = call.state
         for key in ("intent", "doctor", "date_first", "date_last", "part", "at", "after_time",
-                    "before_time", "after", "earliest", "any_time", "offered", "chosen",
+                    "before_time", "after", "earliest", "offered", "chosen",
                     "candidates", "code", "resume_stage", "visit_type"):
             st.pop(key, None)
         st["stage"] = "anything_else"
@@ -1463,7 +1488,7 @@ class LocalAgent:
         st["intent"] = goal
         for key in ("code", "appointment", "candidates", "chosen", "offered", "date_first",
                     "date_last", "part", "at", "after_time", "before_time", "after",
-                    "earliest", "any_time", "visit_type"):
+                    "earliest", "visit_type"):
             st.pop(key, None)
         st["id_failures"] = 0
         code = nlu.parse_code(t)

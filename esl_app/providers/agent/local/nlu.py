@@ -805,11 +805,41 @@ def parse_date(text: str | None, today: date, *, ordinals: bool = False) -> Date
     return found[0] if found else None
 
 
+_DATE_CORRECTIONS = (("actually",), ("make", "it"), ("no", "wait"), ("or", "rather"),
+                     ("rather",), ("i", "mean"), ("i", "meant"), ("instead",),
+                     ("scratch", "that"), ("change", "it", "to"), ("change", "that", "to"),
+                     ("correction",))
+
+
+def _correction_at(toks: Sequence[str], i: int) -> bool:
+    """A correction of what the caller just said starts at token ``i``."""
+    return any(tuple(toks[i:i + len(p)]) == p for p in _DATE_CORRECTIONS)
+
+
 _NEGATORS = ("not", "instead of", "rather than", "other than", "except", "but not")
 
 
 def _find_date(toks: list[str], today: date, *, ordinals: bool = False,
                ruled_out: list[DateRange] | None = None) -> tuple[DateRange, set[int]] | None:
+    """The date in ``toks`` and the token indexes it used (so times skip them).
+
+    "Monday, actually no, make it Wednesday": a date after the caller's last
+    correction wins over any before it (the earlier one is ruled out).
+    """
+    marks = [i for i in range(1, len(toks)) if _correction_at(toks, i)]
+    if marks:
+        later = _mentions_date(toks[marks[-1]:], today, ordinals=ordinals, ruled_out=ruled_out)
+        if later is not None:
+            earlier = _mentions_date(toks[:marks[-1]], today, ordinals=ordinals)
+            if earlier is not None and ruled_out is not None:
+                ruled_out.append(earlier[0])
+            return later[0], {marks[-1] + i for i in later[1]}
+    return _mentions_date(toks, today, ordinals=ordinals, ruled_out=ruled_out)
+
+
+def _mentions_date(toks: list[str], today: date, *, ordinals: bool = False,
+                   ruled_out: list[DateRange] | None = None
+                   ) -> tuple[DateRange, set[int]] | None:
     """The date in ``toks`` and the token indexes it used (so times skip them).
 
     Every mention is found first, then one is chosen: mentions the caller
@@ -1455,7 +1485,8 @@ def choose(text: str | None, options: Sequence[Option], doctors: Sequence[Doctor
                 candidates &= keep
                 narrowed = True
     # clock time
-    clock = _find_clock(toks, set()) or _bare_hour(toks)
+    noon = ("at", time(12, 0)) if _has(t, "noon", "midday") else None  # "noon works for me"
+    clock = _find_clock(toks, set()) or noon or _bare_hour(toks)
     if clock:
         _, at = clock
         keep = {i for i, o in enumerate(options)

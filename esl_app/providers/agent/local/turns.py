@@ -35,16 +35,16 @@ EXPECTING: dict[str, str | None] = {
     "phone": "phone", "lookup_phone": "phone",
     "code": "code",
     "confirm": "yes_no", "cancel_confirm": "yes_no", "resched_confirm": "yes_no",
-    "phone_callerid": "yes_no", "anything_else": "yes_no", "offer_handoff": "yes_no",
+    "anything_else": "yes_no", "offer_handoff": "yes_no",
     "late_handoff": "yes_no", "doctor_check": "yes_no", "name_check": "yes_no",
-    "date": "date", "part": "part", "doctor": "doctor", "offer": "offer",
+    "date": "date", "doctor": "doctor", "offer": "offer",
     "visit_type": "visit_type", "change": None, "pick_appt": None,
 }
 
 # What the caller has told us; a question asked again with all of these unchanged
 # is asked "without progress".
 _PROGRESS_KEYS = ("intent", "doctor", "doctor_guess", "date_first", "date_last", "part", "at",
-                  "after_time", "before_time", "after", "earliest", "any_time", "visit_type",
+                  "after_time", "before_time", "after", "earliest", "visit_type",
                   "name", "name_pending", "phone", "email", "code", "chosen", "offered",
                   "candidates", "lookup_phone", "appointment", "confirmation")
 
@@ -127,13 +127,11 @@ def small_talk_lead(kind: str, t: str, tenant: Tenant, *, mid_call: bool) -> str
 
 def keypad_hint(stage: str, n_options: int = 0) -> str | None:
     """How the caller can answer the current question with the keypad, if they can."""
-    if stage in ("confirm", "cancel_confirm", "resched_confirm", "phone_callerid",
-                 "anything_else", "doctor_check", "name_check", "late_handoff"):
+    if stage in ("confirm", "cancel_confirm", "resched_confirm", "anything_else",
+                 "doctor_check", "name_check", "late_handoff"):
         return "You can also press 1 for yes or 2 for no."
     if stage in ("phone", "lookup_phone"):
         return "You can also key in the number on your phone's keypad."
-    if stage == "part":
-        return "You can also press 1 for the morning or 2 for the afternoon."
     if stage in ("offer", "doctor", "visit_type") and n_options > 1:
         keys = ", ".join(str(i) for i in range(1, n_options)) + f" or {n_options}"
         return f"You can also press {keys} on your keypad, in the order I read them."
