@@ -148,6 +148,10 @@ def reply_for(prompt: str, rng: random.Random, did: str) -> str:
     p = prompt.lower()
     if "anything else" in p:
         return "no thanks"
+    # a read-back, before the checks for times and names: it holds both ("Shall I book
+    # … at 9 AM … for John Smith, at the number you're calling from, ending in …?")
+    if "shall i book" in p or "is that right" in p or "correct" in p:
+        return "yes"
     if "help you" in p or "book, change or cancel" in p or "didn't catch" in p and "book" in p:
         return f"I'd like to book an appointment with {rng.choice(_doctors_of(did))}"
     if "which would you like" in p or "which one" in p or " or " in p and " am" in p:
@@ -157,8 +161,6 @@ def reply_for(prompt: str, rng: random.Random, did: str) -> str:
         return rng.choice(_DAYS)
     if "name" in p:
         return rng.choice(_NAMES)
-    if "shall i book" in p or "reach you" in p or "is that right" in p or "correct" in p:
-        return "yes"
     if "front desk?" in p:  # offered a person: a booking caller tries again
         return "no"
     if "which doctor" in p:
@@ -434,8 +436,8 @@ def _bot_goes_on(events: Any) -> bool:
     """True if the bot says more within :data:`STATEMENT_WAIT_S` after a statement.
 
     The bot speaks a reply sentence by sentence; when the next one is still being
-    synthesised there is a pause between them ("Thank you." … "Can we reach you at
-    …?"). Answering into it, as the callers did after 50 ms, put their answer to a
+    synthesised there is a pause between them ("Thank you, John Smith." … "Shall I
+    book …?"). Answering into it, as the callers did after 50 ms, put their answer to a
     question they had not heard yet: about one call in a hundred in text mode then
     looped until the turn limit.
     """

@@ -99,31 +99,61 @@ class Call:
         return self.call.state.get("offered", [])
 
 
-class Wishes:
-    """An adaptive caller: answers whatever the bot asks from what they want."""
+_CLOCK = re.compile(r"\b(?:\d{1,2}(?::\d{2})? ?[ap]m|noon)\b")
 
-    def __init__(self, **wants: str):
-        self.wants = {"doctor": "any doctor", "day": "tomorrow", "part": "the morning",
-                      "pick": "the first one", "name": "Jane Doe", "reach": "yes",
-                      "confirm": "yes", "else": "no thanks", "check": "yes"} | wants
+
+class Wishes:
+    """An adaptive caller: answers whatever the bot asks from what they want.
+
+    It goes by what a question is about, not by its wording: a question that reads
+    a booking back ("book" and a time), one that offers times (clock times), one
+    about doctors, days, a number or a name. A caller who wants a part of the day
+    and is offered times outside it says so instead of picking one.
+    """
+
+    def __init__(self, **wants: str | None):
+        self.wants: dict[str, str | None] = {
+            "doctor": "any doctor", "day": "tomorrow", "part": None,
+            "pick": "the first one", "name": "Jane Doe",
+            "phone": "five five five, oh one two, three four five six",
+            "confirm": "yes", "else": "no thanks", "check": "yes"} | wants
+
+    def fits(self, prompt: str) -> bool:
+        """The times in ``prompt`` are all in the part of the day wanted (if any)."""
+        part = self.wants["part"]
+        if not part:
+            return True
+        afternoon = [c == "noon" or c.endswith("pm") for c in _CLOCK.findall(prompt.lower())]
+        return all(a == ("afternoon" in part) for a in afternoon)
 
     def answer(self, prompt: str) -> str:
-        p = prompt.lower()
+        p = to_plain(prompt).lower()
         w = self.wants
-        for cue, key in (("anything else", "else"), ("did you mean", "check"),
-                         ("which doctor", "doctor"), ("morning or", "part"),
-                         ("what day", "day"), ("which day", "day"), ("other day", "day"),
-                         ("which would you like", "pick"), ("which one", "pick"),
-                         ("would that work", "pick"), ("shall i book", "confirm"),
-                         ("reach you", "reach"), ("name", "name")):
-            if cue in p:
-                return w[key]
+        times = _CLOCK.search(p)
+        if "anything else" in p:
+            return w["else"]
+        if "did you mean" in p or "is that your name" in p:
+            return w["check"]
+        if times and re.search(r"\bbook\b", p):
+            return w["confirm"]
+        if times:
+            return w["pick"] if self.fits(p) else f"in the {w['part']} please"
+        if re.search(r"\bdoctors?\b", p):
+            return w["doctor"]
+        if "morning" in p and "afternoon" in p:
+            return w["part"] or "any time"
+        if re.search(r"\b(?:day|date|when)\b", p):
+            return w["day"]
+        if re.search(r"\b(?:number|phone)\b", p):
+            return w["phone"]
+        if "name" in p:
+            return w["name"]
         raise AssertionError(f"unexpected question: {prompt!r}")
 
     def until(self, c: Call, stage: str, limit: int = 12) -> None:
-        """Answer the bot's questions until it reaches ``stage``."""
+        """Answer the bot's questions until it reaches ``stage`` (with times that fit)."""
         for _ in range(limit):
-            if c.state.get("stage") == stage:
+            if c.state.get("stage") == stage and (stage != "offer" or self.fits(c.last)):
                 return
             c.say(self.answer(c.last))
         assert c.state.get("stage") == stage, c.last
@@ -181,7 +211,6 @@ def test_a_change_must_be_explicit_and_changes_only_what_it_names(sunrise):
     assert all(s["doctor"] == "patel" for s in c.offered)
     c.say("the first one")
     c.say("Jane Doe")
-    c.say("yes")
     assert c.state["stage"] == "confirm"
     c.say("actually, make it friday")
     assert c.offered and all(local(s["start"]).date().isoformat() == "2026-11-27"
@@ -196,6 +225,17 @@ def test_the_earliest_after_offers_keeps_the_part_of_day(sunrise):
     c.say("what's the earliest you have")
     assert c.offered and all(local(s["start"]).hour >= 12 for s in c.offered)
     assert c.offered[0]["start"] == earliest_open(sunrise, part_of_day="afternoon")["start"]
+
+
+def test_a_day_alone_with_any_of_three_doctors_is_offered_the_whole_day(sunrise):
+    # three doctors fill the first page of times before 3 PM: the offer still spans the day
+    c = Call(sunrise)
+    c.say("book with any doctor on friday")
+    starts = [local(s["start"]) for s in c.offered]
+    assert len(starts) == 3 and all(s.date().isoformat() == "2026-11-27" for s in starts)
+    assert starts[0].hour < 12 and any(12 <= s.hour < 15 for s in starts)
+    assert starts[-1].hour >= 15
+    assert c.offered[0]["start"] == earliest_open(sunrise, date=starts[0].date())["start"]
 
 
 # ---------------------------------------------------------------- 2: earliest means any doctor
@@ -244,15 +284,18 @@ def test_asking_to_repeat_gets_the_content_then_a_way_out(sunrise):
 
 
 def test_a_question_without_progress_is_rephrased_then_the_front_desk_is_offered(sunrise):
-    # reproduced: "Do you prefer the morning or the afternoon?" twelve times
+    # reproduced: one question ("Do you prefer the morning or the afternoon?") twelve
+    # times; here the caller keeps saying the day they already gave to the times offered
     c = Call(sunrise)
     c.say("book with doctor smith")
     c.say("tomorrow")
     first = c.last
-    assert "morning" in first and "afternoon" in first
+    assert c.state["stage"] == "offer" and "Which would you like" in first
+    offered = list(c.offered)
     second = to_plain(c.say("tomorrow").text)
     assert second != first and len(second) < len(first)
-    assert '"morning"' in second  # an example of an answer
+    assert '"the first one"' in second  # an example of an answer
+    assert c.offered == offered  # the same times, said shorter
     third = c.say("tomorrow")
     assert "front desk" in third.text and c.state["stage"] == "offer_handoff"
     assert c.say("yes").action == "transfer"
@@ -327,7 +370,11 @@ def test_openers_get_a_friendly_answer_and_the_menu(sunrise, opener):
 def test_a_greeting_before_the_request_is_not_part_of_it(sunrise):
     c = Call(sunrise)
     c.say("good morning, i need an appointment with doctor patel on thursday")
-    assert c.state.get("part") is None and c.state["stage"] == "part"
+    assert c.state.get("part") is None and c.state["stage"] == "offer"
+    # "good morning" is no time of day: the times offered span thursday
+    hours = [local(s["start"]).hour for s in c.offered]
+    assert min(hours) < 12 <= max(hours)
+    assert all(s["doctor"] == "patel" for s in c.offered)
 
 
 def test_hello_in_the_middle_of_a_question_asks_it_again(sunrise):
@@ -391,7 +438,10 @@ def test_spelled_names_are_accepted_and_read_back(sunrise, said, name, readback)
     c.say("the first one")
     r = c.say(said)
     assert c.state["name"] == name
-    assert readback in r.text and c.state["stage"] == "phone_callerid"
+    # read back in the confirmation, which also names the number called from
+    assert readback in r.text and c.state["stage"] == "confirm"
+    assert r.text.index(readback) < r.text.index("Shall I book")
+    assert f"for {name}," in r.text and "ending in 4 5 6 7" in r.text
 
 
 def test_the_caller_corrects_a_spelling_and_the_booking_has_it(sunrise):
@@ -399,11 +449,84 @@ def test_the_caller_corrects_a_spelling_and_the_booking_has_it(sunrise):
     c.say("book with dr smith tomorrow morning")
     c.say("the first one")
     c.say("john smith")
-    r = c.say("no, it's spelled j o n")
-    assert c.state["name"] == "Jon Smith" and "Jon Smith" in r.text
+    r = c.say("no, it's spelled j o n")  # to the confirmation that read the name back
+    assert c.state["name"] == "Jon Smith" and "for Jon Smith" in r.text
+    assert c.state["stage"] == "confirm"
     Wishes().until(c, "anything_else")
     booked = service.get_appointment(sunrise.id, c.state["confirmation"])
     assert booked.patient_name == "Jon Smith"
+
+
+# ---------------------------------------------------------------- 6b: the number, confirmed
+
+
+def _at_the_confirmation(tenant, caller: str | None = CALLER) -> tuple[Call, dict, AgentReply]:
+    c = Call(tenant, caller=caller)
+    c.say("book with dr smith tomorrow morning")
+    chosen = c.offered[0]
+    c.say("the first one")
+    return c, chosen, c.say("Ann Roe")
+
+
+@pytest.mark.parametrize("yes", ["yes", "yes, that's my cell", "yes please, that number is fine"])
+def test_the_number_called_from_is_named_in_the_confirmation(sunrise, yes):
+    c, chosen, r = _at_the_confirmation(sunrise)
+    assert c.state["stage"] == "confirm"
+    assert "Shall I book" in r.text and "for Ann Roe" in r.text
+    assert "the number you're calling from, ending in 4 5 6 7" in r.text
+    assert not any("calling from" in x.text for x in c.replies[:-1])  # no turn of its own
+    r = c.say(yes)
+    assert r.outcome == "booked", r.text
+    appt = service.get_appointment(sunrise.id, r.confirmation)
+    assert appt.patient_name == "Ann Roe" and appt.start.isoformat() == chosen["start"]
+    assert appt.phone and re.sub(r"\D", "", appt.phone).endswith("5551234567")
+
+
+@pytest.mark.parametrize("caller", [None, "1000"])  # no caller ID, or an extension
+def test_without_a_usable_caller_id_the_number_is_asked(sunrise, caller):
+    c, _, r = _at_the_confirmation(sunrise, caller=caller)
+    assert c.state["stage"] == "phone" and "calling from" not in r.text
+
+
+@pytest.mark.parametrize("other", ["no, use another number", "yes but call me on my cell",
+                                   "that's not my number"])
+def test_another_number_at_the_confirmation_is_asked_for(sunrise, other):
+    c, chosen, _ = _at_the_confirmation(sunrise)
+    r = c.say(other)
+    assert c.state.get("mode") != "message"  # "call me on …" here is no message request
+    assert c.state["stage"] == "phone" and "phone number" in r.text, r.text
+    assert r.outcome is None and "Shall I book" not in r.text
+    r = c.say("five five five, oh one oh one, double oh two")
+    assert "phone number 5 5 5 0 1 0 1 0 0 2" in r.text and "calling from" not in r.text
+    assert c.state["chosen"] == chosen and c.state["name"] == "Ann Roe"
+    r = c.say("yes")
+    assert r.outcome == "booked"
+    appt = service.get_appointment(sunrise.id, r.confirmation)
+    assert appt.phone == "5550101002" and appt.start.isoformat() == chosen["start"]
+
+
+@pytest.mark.parametrize("said,keys", [
+    ("yes, but call me on five five five, oh one two, three four five six", None),
+    ("you can reach me at 555-012-3456", None),
+    (None, "5550123456"),  # keyed in
+])
+def test_a_number_said_at_the_confirmation_replaces_it_and_is_read_back(sunrise, said, keys):
+    c, chosen, _ = _at_the_confirmation(sunrise)
+    r = c.say(said, dtmf=keys)
+    assert c.state.get("mode") != "message"  # not a request to leave a message
+    assert r.outcome is None and c.state["stage"] == "confirm"  # read back, not booked yet
+    assert "phone number 5 5 5 0 1 2 3 4 5 6" in r.text and "calling from" not in r.text
+    assert "for Ann Roe" in r.text
+    r = c.say("yes")
+    assert r.outcome == "booked"
+    appt = service.get_appointment(sunrise.id, r.confirmation)
+    assert appt.phone == "5550123456" and appt.start.isoformat() == chosen["start"]
+
+
+def test_a_callback_request_at_the_confirmation_is_still_a_message(sunrise):
+    c, _, _ = _at_the_confirmation(sunrise)
+    c.say("actually, can someone call me back")
+    assert c.state.get("mode") == "message"
 
 
 # ---------------------------------------------------------------- 7: misheard doctors

@@ -81,25 +81,21 @@ def test_booking_step_by_step(tenant):
     assert "any doctor" in r.hints
     r = c.say("doctor smith")
     assert "What day" in r.text
-    r = c.say("tomorrow")
-    assert "morning or the afternoon" in r.text
-    r = c.say("in the morning")
+    r = c.say("tomorrow")  # no time of day: times across the day, at once
     assert c.state["stage"] == "offer"
     assert 1 <= len(c.offered) <= 3
     assert_offers_are_real(tenant, c.offered)
     assert all(s["doctor"] == "smith" for s in c.offered)
     assert all(local(s["start"]).date().isoformat() == "2026-11-25" for s in c.offered)
-    assert all(local(s["start"]).hour < 12 for s in c.offered)
+    assert local(c.offered[0]["start"]).hour < 12 <= local(c.offered[-1]["start"]).hour
     assert "Wednesday, November 25" in r.text and "Dr. Smith" in r.text
     second = c.offered[1]
     r = c.say("the second one")
     assert c.state["chosen"] == second
     assert "name" in r.text
     r = c.say("my name is john smith")
-    assert "ending in 4 5 6 7" in r.text
-    r = c.say("yes")
-    assert r.text.startswith("Shall I book Wednesday, November 25 at")
-    assert "John Smith" in r.text
+    assert "Shall I book Wednesday, November 25 at" in r.text
+    assert "for John Smith, at the number you're calling from, ending in 4 5 6 7?" in r.text
     assert r.hints == ("yes", "no")
     r = c.say("yes please")
     assert r.outcome == "booked"
@@ -125,9 +121,10 @@ def test_booking_in_one_breath_with_spoken_phone(tenant):
     assert "Would that work" in r.text
     c.say("yes that works")
     assert c.state["stage"] == "name"
-    c.say("it's mary o'brien")
-    r = c.say("no")
-    assert "phone number" in r.text
+    r = c.say("it's mary o'brien")
+    assert "calling from" in r.text and c.state["stage"] == "confirm"
+    r = c.say("no, a different number")
+    assert "phone number" in r.text and c.state["stage"] == "phone"
     r = c.say("five five five oh one oh one double oh two")
     assert "5 5 5 0 1 0 1 0 0 2" in r.text and "Mary O'Brien" in r.text
     r = c.say("yeah")
@@ -165,12 +162,12 @@ def test_slot_taken_between_offer_and_choice(tenant):
     assert c.state["stage"] == "offer"
     assert wanted["slot_id"] not in {s["slot_id"] for s in c.offered}
     c.say("the first one")
-    c.say("john smith")
-    r = c.say("yes")
-    assert "Shall I book" in r.text
+    r = c.say("john smith")
+    assert "Shall I book" in r.text and r.outcome is None
     r = c.say("yes")
     assert r.outcome == "booked"
-    assert service.get_appointment(tenant.id, r.confirmation).patient_name == "John Smith"
+    booked = service.get_appointment(tenant.id, r.confirmation)
+    assert booked.patient_name == "John Smith" and booked.start.isoformat() != wanted["start"]
 
 
 def test_picked_slot_is_held_while_details_are_taken(tenant):
@@ -183,9 +180,8 @@ def test_picked_slot_is_held_while_details_are_taken(tenant):
                                       patient_name="Someone Else", call_id="other-call",
                                       now=NOW)
     assert other["ok"] is False and other["error"] == "slot_taken"
-    c.say("john smith")
-    r = c.say("yes")
-    assert r.text.startswith("Shall I book")
+    r = c.say("john smith")
+    assert "Shall I book" in r.text and r.outcome is None
     r = c.say("yes")
     assert r.outcome == "booked"
     booked = service.get_appointment(tenant.id, r.confirmation)
@@ -201,9 +197,8 @@ def test_corrections_during_booking(tenant):
     assert all(local(s["start"]).day == 26 for s in c.offered)
     assert all(local(s["start"]).hour >= 12 for s in c.offered)  # part of day kept
     c.say("the last one")
-    c.say("my name is jon smith")
-    r = c.say("sure")
-    assert "Thursday, November 26" in r.text
+    r = c.say("my name is jon smith")
+    assert "Shall I book Thursday, November 26" in r.text and r.outcome is None
     r = c.say("actually make it friday")
     assert c.state["stage"] == "offer"
     assert all(local(s["start"]).day == 27 for s in c.offered)
@@ -344,15 +339,61 @@ def test_a_pick_said_again_when_the_name_is_asked_keeps_the_chosen_time(tenant):
     assert "ending in 4 5 6 7" in r.text
 
 
-@pytest.mark.parametrize("answer,morning", [("the first one", True), ("the second one", False),
-                                             ("the last one", False)])
-def test_morning_or_afternoon_answered_by_position(tenant, answer, morning):
+@pytest.mark.parametrize("answer,index", [("the first one", 0), ("the second one", 1),
+                                           ("the last one", -1)])
+def test_a_day_alone_is_offered_times_across_it_picked_by_position(tenant, answer, index):
+    # issue #27: no "morning or afternoon?" first; one offer spans the day
     c = Conversation(tenant)
     r = c.say("i'd like to book with doctor smith tomorrow")
-    assert "morning or the afternoon" in r.text
-    c.say(answer)
-    assert c.state["stage"] == "offer" and c.offered
-    assert all((local(s["start"]).hour < 12) == morning for s in c.offered)
+    assert c.state["stage"] == "offer" and len(c.offered) == 3, r.text
+    assert "morning or" not in r.text
+    assert_offers_are_real(tenant, c.offered)
+    starts = [local(s["start"]) for s in c.offered]
+    assert starts == sorted(starts) and len(set(starts)) == 3
+    assert all(s.date().isoformat() == "2026-11-25" for s in starts)
+    assert all(s["doctor"] == "smith" for s in c.offered)
+    first = tools.search_slots(tenant, date=starts[0].date(), doctor="smith", now=NOW,
+                               limit=1)["slots"][0]
+    assert c.offered[0]["start"] == first["start"]  # the day's first open time
+    assert starts[0].hour < 12 and starts[-1].hour >= 12  # the morning and the afternoon
+    wanted = c.offered[index]
+    r = c.say(answer)
+    assert c.state["chosen"] == wanted and "name" in r.text
+    r = c.say("john smith")
+    assert tools.spoken_time(local(wanted["start"])) in r.text
+    r = c.say("yes")
+    assert r.outcome == "booked"
+    assert service.get_appointment(tenant.id, r.confirmation).start.isoformat() == \
+        wanted["start"]
+
+
+def test_a_short_day_alone_is_offered_three_of_its_times(tenant):
+    c = Conversation(tenant)
+    c.say("book with doctor smith on saturday")  # open 9 to noon
+    starts = [local(s["start"]) for s in c.offered]
+    assert len(set(starts)) == 3 and starts == sorted(starts)
+    assert all(s.date().isoformat() == "2026-11-28" and 9 <= s.hour < 12 for s in starts)
+    assert_offers_are_real(tenant, c.offered)
+
+
+def test_a_time_of_day_with_the_day_is_kept(tenant):
+    c = Conversation(tenant)
+    c.say("book with doctor smith tomorrow afternoon")
+    assert c.offered and all(local(s["start"]).hour >= 12 for s in c.offered)
+    c = Conversation(tenant)
+    c.say("book with doctor smith tomorrow")
+    c.say("something in the afternoon please")  # to the times across the day
+    assert c.state["stage"] == "offer" and len(c.offered) == 3
+    assert all(local(s["start"]).hour >= 12 and local(s["start"]).day == 25
+               for s in c.offered)
+
+
+def test_a_day_corrected_in_the_same_breath_is_the_later_one(tenant):
+    c = Conversation(tenant)
+    c.say("book with doctor patel on monday, actually no, make it wednesday")
+    assert c.state["stage"] == "offer"
+    assert c.offered and all(local(s["start"]).date().isoformat() == "2026-11-25"
+                             for s in c.offered)
 
 
 @pytest.mark.parametrize("answer,index", [("the first one", 0), ("the second one", 1),
@@ -460,11 +501,14 @@ def test_end_never_raises_and_keeps_state(tenant):
 def test_keypad_phone_and_any_time(tenant):
     c = Conversation(tenant, caller=None)
     c.say("appointment with the pediatrician")
-    c.say("friday")
-    r = c.say("any time is fine")
+    r = c.say("friday, any time is fine")
     assert c.state["stage"] == "offer" and "Dr. Patel" in r.text
+    assert all(local(s["start"]).day == 27 for s in c.offered)
+    first = c.offered[0]
     c.say(dtmf="1")  # option 1 on the keypad
-    c.say("it's ann lee")
+    assert c.state["chosen"] == first
+    r = c.say("it's ann lee")
+    assert c.state["stage"] == "phone" and "calling from" not in r.text  # no caller ID
     r = c.say(dtmf="5550101003")
     assert "5 5 5 0 1 0 1 0 0 3" in r.text
     r = c.say(dtmf="1")  # 1 = yes

@@ -176,6 +176,16 @@ def test_single_option_yes_chooses_it():
     assert nlu.choose("yes that works", OPTIONS[:1], DOCTORS) == 0
 
 
+@pytest.mark.parametrize("text", ["noon works for me", "noon please", "the one at midday",
+                                  "the afternoon one at noon"])
+def test_noon_picks_the_offered_noon(text):
+    # a day alone is offered times across it (9 AM, noon, 3 PM): "noon" is one of them
+    day = [nlu.Option(datetime(2026, 11, 30, h, 0, tzinfo=TZ), "smith", "Dr. Sarah Smith")
+           for h in (9, 12, 15)]
+    assert nlu.choose(text, day, DOCTORS) == 1
+    assert nlu.choose("the afternoon", day, DOCTORS) is None  # noon and 3 PM: unclear
+
+
 NAMES = [
     ("my name is john smith", "John Smith"),
     ("it's mary o'brien", "Mary O'Brien"),

@@ -3,6 +3,7 @@ they are asked (esl_app.simulate: the FreeSWITCH emulator dials the real ESL ser
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -59,11 +60,20 @@ def converse(bot, answer: Callable[[str], str | None], max_turns: int = 25
     return transcript_for(sim, bot), replies
 
 
-def booking_caller(first: str, **wants: str) -> Callable[[str], str | None]:
-    """A caller who opens with ``first``, then answers each question from ``wants``."""
+_CLOCK = re.compile(r"\b(?:\d{1,2}(?::\d{2})? ?[ap]m|noon|midnight)\b")
+
+
+def booking_caller(first: str, **wants: str | None) -> Callable[[str], str | None]:
+    """A caller who opens with ``first``, then answers each question from ``wants``.
+
+    It goes by what a question is about, not by its wording: a booking read back
+    ("book" and a time), times offered, a doctor, a day, a number, a name. Offered
+    times outside the part of the day it wants (``part``), it asks for that part.
+    """
     said_first = False
-    w = {"doctor": "any doctor", "day": "as soon as possible", "part": "afternoon",
-         "pick": "the first one", "name": "Jane Doe", "check": "yes"} | wants
+    w = {"doctor": "any doctor", "day": "as soon as possible", "part": None,
+         "pick": "the first one", "name": "Jane Doe", "check": "yes",
+         "phone": "five five five, oh one oh one, double oh two"} | wants
 
     def answer(prompt: str) -> str | None:
         nonlocal said_first
@@ -71,15 +81,30 @@ def booking_caller(first: str, **wants: str) -> Callable[[str], str | None]:
         if not said_first:
             said_first = True
             return first
-        for cue, reply in (("anything else", "no thanks"), ("did you mean", w["check"]),
-                           ("which doctor", w["doctor"]), ("morning or", w["part"]),
-                           ("what day", w["day"]), ("which day", w["day"]),
-                           ("which would you like", w["pick"]), ("which one", w["pick"]),
-                           ("would that work", "yes"), ("shall i book", "yes"),
-                           ("reach you", "yes"), ("name", w["name"]),
-                           ("what would you like to do", "book an appointment")):
-            if cue in p:
-                return reply
+        times = _CLOCK.findall(p)
+        if "anything else" in p:
+            return "no thanks"
+        if "did you mean" in p or "is that your name" in p:
+            return w["check"]
+        if times and re.search(r"\bbook\b", p):
+            return "yes"
+        if times:
+            afternoon = [t == "noon" or t.endswith("pm") for t in times]
+            if w["part"] and not all(a == (w["part"] == "afternoon") for a in afternoon):
+                return f"in the {w['part']} please"
+            return "yes" if len(times) == 1 else w["pick"]
+        if re.search(r"\bdoctors?\b", p):
+            return w["doctor"]
+        if "morning" in p and "afternoon" in p:
+            return w["part"] or "any time"
+        if re.search(r"\b(?:day|date|when)\b", p):
+            return w["day"]
+        if re.search(r"\b(?:number|phone)\b", p):
+            return w["phone"]
+        if "name" in p:
+            return w["name"]
+        if "what would you like to do" in p:
+            return "book an appointment"
         return None
 
     return answer

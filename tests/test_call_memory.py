@@ -21,7 +21,7 @@ from esl_app.simulate import SimCall, run_lines, transcript_for
 
 SCALE = 0.02
 BOOKING = ["I'd like to book an appointment with Dr. Smith", "next Tuesday morning",
-           "the first one", "John Smith", "yes", "yes", "no thanks"]
+           "the first one", "John Smith", "yes", "no thanks"]
 # the caller talks over the bot's answers and hangs up while it speaks
 INTERRUPTING = ["I'd like to book an appointment with Dr. Smith", "#hangup now"]
 

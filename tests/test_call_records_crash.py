@@ -35,7 +35,7 @@ from esl_app.telephony.transcript import Transcript
 
 SCALE = 0.02
 BOOKING = ["I'd like to book an appointment with Dr. Smith", "next Tuesday morning",
-           "the first one", "Ann Example", "yes", "yes"]
+           "the first one", "Ann Example", "yes"]
 
 
 def _transcript(call_id: str, **kw) -> Transcript:

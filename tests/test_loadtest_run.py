@@ -8,7 +8,7 @@ import random
 import subprocess
 import sys
 
-from esl_app.loadtest import _doctors_of, caller_lines, percentile, reply_for
+from esl_app.loadtest import _PICKS, _doctors_of, caller_lines, percentile, reply_for
 
 BOOT = ("import esl_app.__main__, sys\nfrom esl_app.loadtest import main\n"
         "sys.exit(main(sys.argv[1:]))")
@@ -82,6 +82,13 @@ def test_caller_answers_what_the_bot_asks():
     assert reply_for("What day would you like to come in?", rng, "1001")
     assert reply_for("May I have your first and last name?", rng, "1001").count(" ") == 1
     assert reply_for("Shall I book Tuesday at 9 AM?", rng, "1001") == "yes"
+    # the confirmation names the number called from (no question of its own for it)
+    assert reply_for("Thank you, John Smith. Shall I book Friday, November 27 at 8 AM with "
+                     "Dr. Lee for John Smith, at the number you're calling from, ending in "
+                     "0 1 0 0?", rng, "1001") == "yes"
+    # a day alone is offered times across it at once (no "morning or afternoon?")
+    assert reply_for("On Friday, November 27 I have 8 AM, noon or 3 PM with Dr. Lee. Which "
+                     "would you like?", rng, "1001") in _PICKS
     assert reply_for("Is there anything else I can help you with?", rng, "1001") == "no thanks"
     # offered a person, a booking caller tries again; asked for the doctor, names one
     assert reply_for("Please say yes or no. Would you like me to connect you with the front "

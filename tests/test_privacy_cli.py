@@ -33,7 +33,7 @@ def called(tmp_path_factory: pytest.TempPathFactory):
     db = f"sqlite:///{tmp_path_factory.mktemp('privacy') / 'ivr.db'}"
     assert ivr(db, repo_root, "db", "init").returncode == 0
     says = ["I'd like to book with Dr. Smith", "next Tuesday morning", "the first one",
-            NAME, f"no, call me on {SPOKEN}", "yes", "yes", "no thanks"]
+            NAME, f"no, call me on {SPOKEN}", "yes", "no thanks"]
     proc = ivr(db, repo_root, "-vv", "simulate", "--did", "1001", "--caller", CALLER,
                "--time-scale", "0.02", "--json", *[a for s in says for a in ("--say", s)])
     assert proc.returncode == 0, proc.stderr

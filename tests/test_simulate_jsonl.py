@@ -22,7 +22,7 @@ BOOKING = {
     "day": "next Tuesday morning",
     "pick": "the first one",
     "name": "Ann Roe",
-    "phone": "yes",
+    "phone": "five five five, oh one oh one, double oh two",
     "confirm": "yes",
     "else": "no, that's all",
 }
@@ -31,7 +31,7 @@ BOOKING = {
 def _kind(text: str) -> str:
     t = text.lower()
     for kind, words in (("else", "anything else"), ("confirm", "shall i book"),
-                        ("phone", "reach you"), ("name", "name"), ("pick", "which"),
+                        ("phone", "number"), ("name", "name"), ("pick", "which"),
                         ("help", "help"), ("day", "day")):
         if words in t:
             return kind

@@ -22,6 +22,7 @@ NAMES = ("Mary Johnson",)
 YES = ("yes",)
 NO = ("no", "no thanks")
 DONE = ("no, that's all, thanks",)
+PHONE = "5550100100"
 
 
 @dataclass
@@ -43,19 +44,26 @@ class BookingCaller:
             return self.rng.choice(DONE)
         if "front desk" in p or "leave a message" in p or "connect you" in p:
             return self.rng.choice(NO)  # a booking caller wants the bot, not a person
+        # the read-back first: it names the time, the name and the number called from
+        # ("Shall I book … for Mary Johnson, at the number you're calling from, ending
+        # in 0 1 0 0?"), which the questions below would otherwise catch
+        if "shall i book" in p or "is that right" in p or "correct" in p or "confirm" in p:
+            return "#1" if self.keys else self.rng.choice(YES)
         if "which doctor" in p or "who would you like" in p:
             return self.rng.choice(DOCTORS)
         if "what day" in p or "which day" in p or "another day" in p or "no openings" in p:
             return self.rng.choice(DAYS)
-        if "morning or" in p:
-            return "the morning"
+        # times offered, for the day asked or across it (no "morning or afternoon?" first)
         if "which would you like" in p or "which one" in p:
             return "#2" if self.keys else self.rng.choice(PICKS)
+        if "morning" in p and "afternoon" in p and "?" in p:
+            return "the morning"  # asked for a part of the day, should the bot ever ask
+        if "work?" in p:  # one time offered
+            return "#1" if self.keys else self.rng.choice(YES)
         if "name" in p:
             return self.rng.choice(NAMES)
-        if ("shall i book" in p or "is that right" in p or "correct" in p or "work?" in p
-                or "reach you" in p or "confirm" in p):
-            return "#1" if self.keys else self.rng.choice(YES)
+        if "number" in p and "?" in p:  # asked for one (no caller ID): keyed in
+            return "#" + PHONE + "#"
         if "help you" in p or "book, change or cancel" in p or "how can i" in p:
             return self.rng.choice(OPENERS)
         return None
