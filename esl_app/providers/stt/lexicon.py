@@ -71,10 +71,25 @@ def normalize_words(text: str) -> str:
 
 _FIRST = ("john mary james linda robert patricia michael jennifer david susan william "
           "elizabeth richard sarah joseph karen thomas nancy daniel lisa maria anna "
-          "peter emily jane paul mark laura kevin helen").split()
+          "peter emily jane paul mark laura kevin helen "
+          # more of the most common given names (US census), so that callers' names
+          # are in the model's vocabulary rather than heard as the nearest words
+          "ann anne alice amy andrew angela anthony barbara betty brian carol carl "
+          "catherine charles chris christopher claire dan deborah denise diana donald "
+          "donna dorothy edward eric eve frank gary george grace gregory harry henry "
+          "iris jack jacob jason jeff jessica joan jonathan joyce julia julie justin "
+          "kate kathleen kenneth kim larry leo lucy margaret martha matthew megan "
+          "melissa nicole olivia pamela rachel rebecca rose ruth ryan samuel sandra "
+          "scott sharon stephen steven teresa timothy tom victoria walter").split()
 _LAST = ("smith johnson williams brown jones garcia miller davis wilson anderson taylor "
          "thomas moore martin jackson white harris clark lewis lee walker hall allen young "
-         "king wright lopez hill green adams baker nelson carter patel chen").split()
+         "king wright lopez hill green adams baker nelson carter patel chen "
+         "bailey bell bennett brooks butler campbell collins cole cook cooper cox "
+         "cruz edwards evans fisher ford foster gonzalez gray griffin hayes howard "
+         "hughes hunt jenkins kelly kennedy kim long marsh mason mills mitchell "
+         "morgan morris murphy myers nguyen ortiz parker perez perry phillips powell "
+         "price reed reyes richardson rivera roberts robinson rogers ross russell "
+         "sanchez scott shaw stewart sullivan turner walsh ward watson webb wood").split()
 _DAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
 _MONTHS = ("january february march april may june july august september october november "
            "december").split()
@@ -307,9 +322,34 @@ no that doesn't work""".splitlines(),
 FAMILY_WEIGHT = 4  # a family counts this many times when its trigger is among the hints
 
 
+#: A hint that asks for no phrase but the spelling family: the caller is asked to spell
+#: (their name): letter sequences become likely, so "w a l s h" is heard as letters.
+SPELLING_HINT = "#spelling"
+_ALL_LETTERS = "a b c d e f g h i j k l m n o p q r s t u v w x y z".split()
+
+
+def _spellings(count: int) -> list[str]:
+    """Letter sequences of 2 to 9 letters, a third of them after "it's"."""
+    out, x = [], 11
+    for i in range(count):
+        length = 2 + i % 8
+        chars = []
+        for _ in range(length):
+            x = (x * 1103515245 + 12345) % 2**31
+            chars.append(_ALL_LETTERS[(x >> 16) % 26])
+        word = " ".join(chars)
+        out.append(word if i % 3 else f"it's {word}")
+    return out
+
+
+_FAMILIES["spelling"] = _spellings(240)
+
+
 def _families_for(words: set[str]) -> list[str]:
     """Families triggered by hint words (hint phrases already normalised)."""
     names = []
+    if SPELLING_HINT in words:
+        names.append("spelling")
     if words & {"yes", "no"}:
         names.append("yes_no")
     if words & {"first", "second", "last", "later"}:
@@ -366,6 +406,9 @@ def hint_sentences(hints: Sequence[str]) -> list[str]:
     out: list[str] = []
     words: set[str] = set()
     for h in hints:
+        if h == SPELLING_HINT:
+            words.add(SPELLING_HINT)
+            continue
         w = normalize_words(h)
         if w in _BARE:  # an answer word: its family carries it, carriers would be noise
             words.add(w)

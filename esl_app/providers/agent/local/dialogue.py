@@ -994,7 +994,14 @@ class LocalAgent:
             return self._start_identify(call, t, goal)
         if goal == "yes":
             return self._ask(call, "start", "Sure.")
-        if goal in ("no", "goodbye"):
+        if goal == "goodbye" or (goal == "no" and call.state.get("start_no")):
+            return self._goodbye(call)
+        if goal == "no" and call.state.get("stage") == "start":
+            # a bare "no" as the first answer is more often a misheard "hello?" than a
+            # caller who called to say nothing: ask once more before hanging up
+            call.state["start_no"] = True
+            return self._ask(call, "start", "Sorry, I didn't catch that.")
+        if goal == "no":
             return self._goodbye(call)
         today = self._now(call).date()
         if nlu.match_doctor(t, call.tenant.doctors) or nlu.parse_date(t, today) or \
@@ -1230,7 +1237,9 @@ class LocalAgent:
                 st["name_pending"] = {"name": heard.name, "spelled": heard.spelled}
                 return self._ask(call, "name_check")
             return self._take_name(call, heard.name, heard.spelled)
-        if st.get("intent") == "book" and self._absorb(call, t):
+        # a day or a time here counts only as an explicit change: "w at eight" is a
+        # misheard spelling, not a wish for 8 o'clock
+        if st.get("intent") == "book" and nlu.is_correction(t) and self._absorb(call, t):
             self._understood(call)
             return self._book_next(call)
         return self._miss(call, "Sorry, could you say your name again? You can also spell it.")

@@ -1822,6 +1822,11 @@ def understand(text: str | None, *, today: date, doctors: Sequence[Doctor] = (),
         got = _answer_as_name(spoken, goal, correction, today, doctors)
         if got is not None:
             return got
+        if not correction and goal not in ("operator", "cancel", "reschedule", "repeat",
+                                           "goodbye", "wait", "message"):
+            # a misheard name ("w at eight", "monday good") is not a new day or time:
+            # only an explicit change ("actually, make it Monday") reopens the search
+            return Understanding()
     elif expecting == "phone":
         spoken, _ = strip_opener(normalize(text, clock=False))
         email = parse_email(spoken)
