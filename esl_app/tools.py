@@ -83,16 +83,17 @@ def search_slots(tenant: Tenant, *, doctor: str | None = None, date: date | None
 def confirm_appointment(tenant: Tenant, *, slot_id: str, patient_name: str,
                         email: str | None = None, phone: str | None = None,
                         call_id: str | None = None, visit_type: str | None = None,
-                        actor: str | None = None, now: datetime | None = None
-                        ) -> dict[str, Any]:
+                        actor: str | None = None, now: datetime | None = None,
+                        notify: str | None = None) -> dict[str, Any]:
     """Book the slot; ``ok`` is True only once the booking has committed.
 
-    A hold taken by the same ``call_id`` is consumed atomically.
+    A hold taken by the same ``call_id`` is consumed atomically; ``notify`` is the
+    patient's consent to confirmations (sms | email | both).
     """
     try:
         view = service.book(tenant.id, slot_id, patient_name=patient_name, phone=phone,
                             email=email, call_id=call_id, visit_type=visit_type,
-                            actor=actor or _actor(call_id), now=now)
+                            actor=actor or _actor(call_id), now=now, notify=notify)
     except SchedulingError as exc:
         return _fail(exc)
     return _appt(view)

@@ -455,6 +455,9 @@ class LocalAgent:
         if stage == "phone":
             return ("What's the best phone number to reach you? Please say it digit by digit.",
                     _DIGIT_HINTS)
+        if stage == "notify":
+            return ("Would you like a text message with the details of your appointment?",
+                    _YES_NO_HINTS)
         if stage == "confirm":
             return self._confirm_text(call), _YES_NO_HINTS
         if stage == "change":
@@ -1305,7 +1308,7 @@ class LocalAgent:
     def _contact_next(self, call: CallContext, lead: str = "") -> AgentReply:
         st = call.state
         if st.get("phone") or st.get("email"):
-            return self._ask(call, "confirm", lead)
+            return self._to_confirm(call, lead)
         caller = re.sub(r"\D", "", call.caller or "")
         if len(caller) >= 7:
             # the number they call from, named in the confirmation rather than asked for
@@ -1314,8 +1317,31 @@ class LocalAgent:
             st["phone"] = call.caller
             st["phone_spoken"] = False
             st["phone_from_callerid"] = True
-            return self._ask(call, "confirm", lead)
+            return self._to_confirm(call, lead)
         return self._ask(call, "phone", lead)
+
+    def _to_confirm(self, call: CallContext, lead: str = "") -> AgentReply:
+        """The confirmation, after asking once for a text-message confirmation.
+
+        Asked where the clinic sends texts (``notifications.sms`` other than ``outbox``)
+        and a number is known; the answer goes with the booking as the patient's consent.
+        """
+        st = call.state
+        sends = getattr(getattr(call.tenant, "notifications", None), "sms", "outbox")
+        if sends != "outbox" and st.get("phone") and "notify" not in st:
+            return self._ask(call, "notify", lead)
+        return self._ask(call, "confirm", lead)
+
+    def _on_notify(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
+        st = call.state
+        yn = nlu.yes_no(t)
+        if yn is None and nlu._has(t, "text me", "send me a text", "text please"):
+            yn = True
+        if yn is None:
+            return self._miss(call, "Sorry, please say yes or no.")
+        self._understood(call)
+        st["notify"] = "sms" if yn else "none"
+        return self._ask(call, "confirm", "Okay." if not yn else "I'll send it.")
 
     def _renamed(self, call: CallContext, name: str) -> AgentReply:
         """The caller corrected their name at a later question: keep it, ask that again.
@@ -1354,7 +1380,7 @@ class LocalAgent:
             st["phone_spoken"] = True
             st.pop("phone_from_callerid", None)
             self._understood(call)
-            return self._ask(call, "confirm")
+            return self._to_confirm(call)
         return self._miss(call, "Sorry, I didn't get the whole number. You can also key it in.")
 
     def _on_confirm(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
@@ -1423,10 +1449,11 @@ class LocalAgent:
         """Book the chosen slot; only an ``ok`` from the tool makes it "booked"."""
         st = call.state
         chosen = st["chosen"]
+        consent = {"notify": st["notify"]} if st.get("notify") == "sms" else {}
         result = self.tools.confirm_appointment(
             call.tenant, slot_id=chosen["slot_id"], patient_name=st["name"],
             email=st.get("email"), phone=st.get("phone"), call_id=call.call_id,
-            now=self._now(call), **self._visit_kw(call))
+            now=self._now(call), **self._visit_kw(call), **consent)
         if result.get("ok"):
             code = result["confirmation"]
             st["confirmation"] = code
