@@ -9,6 +9,7 @@ test is of the telephony path, the recogniser's accuracy is measured elsewhere.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ class BookingCaller:
     keys: bool = False  # choose and confirm on the keypad (RFC 2833 DTMF) instead of words
     said: list[str] = field(default_factory=list)
     bot: list[str] = field(default_factory=list)
+    picks: int = 0  # times the offer was answered (a second answer says the time)
 
     def reply(self, prompt: str) -> str | None:
         """The line for the bot's last words, or None when nothing is asked."""
@@ -54,8 +56,14 @@ class BookingCaller:
         if "what day" in p or "which day" in p or "another day" in p or "no openings" in p:
             return self.rng.choice(DAYS)
         # times offered, for the day asked or across it (no "morning or afternoon?" first)
-        if "which would you like" in p or "which one" in p:
-            return "#2" if self.keys else self.rng.choice(PICKS)
+        if "which would you like" in p or "which one" in p or "which time" in p:
+            if self.keys:
+                return "#2"
+            self.picks += 1
+            times = re.findall(r"\b(\d{1,2}(?::\d{2})? [AP]M)\b", " ".join(self.bot[-4:]))
+            if self.picks > 1 and times:  # not understood: say the time itself, as people do
+                return f"{times[0]}, please"
+            return self.rng.choice(PICKS)
         if "morning" in p and "afternoon" in p and "?" in p:
             return "the morning"  # asked for a part of the day, should the bot ever ask
         if "work?" in p:  # one time offered
