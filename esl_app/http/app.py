@@ -43,6 +43,7 @@ from esl_app.scheduling.errors import (
     SlotTaken,
 )
 from esl_app.scheduling.text import BadText, clean_text
+from esl_app.sockets import refuse
 
 __all__ = ["MAX_BODY", "MAX_HEAD", "HttpLimits", "create_app", "http_limits", "serve_http"]
 
@@ -723,15 +724,7 @@ class _ApiServer(WSGIServer):
         """503 without a greenlet or a wait: a fresh socket's send buffer takes it."""
         self._refused += 1
         self._note_busy()
-        try:
-            sock.settimeout(0.0)
-            sock.send(_BUSY)
-            sock.shutdown(socket.SHUT_WR)
-            sock.recv(65536)  # what the client already sent: closing over it would RST
-        except OSError:
-            pass
-        finally:
-            sock.close()
+        refuse(sock, _BUSY)
 
     def _note_busy(self) -> None:
         """One WARNING a minute at most while connections meet the limits."""

@@ -75,6 +75,8 @@ import gevent.socket as gsocket
 from gevent.monkey import get_original
 from gevent.server import StreamServer
 
+from esl_app.sockets import refuse
+
 __all__ = [
     "SUBPROTOCOL",
     "MediaRegistry",
@@ -1025,7 +1027,7 @@ class MediaServer:
             self.refused += 1
             self.warnings.warning("full", "audio fork refused: all %d handshake slots taken",
                                   self.max_streams)
-            _refuse(accepted)
+            refuse(accepted, _BUSY)
             return None
         probation = self._unknown >= self.max_streams - self.known_reserve
         self._handshakes += 1
@@ -1069,14 +1071,3 @@ class MediaServer:
             self._probation.pop(gevent.getcurrent(), None)
 
 
-def _refuse(sock: Any) -> None:
-    """503 without a greenlet or a wait: a fresh socket's send buffer takes it."""
-    try:
-        sock.settimeout(0.0)
-        sock.send(_BUSY)
-        sock.shutdown(socket.SHUT_WR)
-        sock.recv(65536)  # what the client already sent: closing over it would RST
-    except OSError:
-        pass
-    finally:
-        sock.close()
