@@ -8,7 +8,7 @@ two (64, 128, … 2048) the kernel doubles the fd table inside that ``accept`` o
 period (``expand_files`` → ``synchronize_rcu``). Each run here is a fresh
 threaded interpreter that opens ``--sockets`` sockets one by one and times each
 ``socket()``, once as the kernel leaves it (``grow``) and once after
-``esl_app.fds.reserve_fds`` (``reserved``). Printed per mode: the slowest calls
+``esl_app.runtime.fds.reserve_fds`` (``reserved``). Printed per mode: the slowest calls
 (ms and the descriptor they got), the summed time of calls over 1 ms, and what
 ``reserve_fds`` itself took. The figures depend on the machine's load: run it
 quiet and again beside a load.
@@ -32,7 +32,7 @@ n, reserve = int(sys.argv[1]), sys.argv[2] == "reserved"
 threading.Thread(target=time.sleep, args=(60,), daemon=True).start()  # as a worker has
 took = 0.0
 if reserve:
-    from esl_app.fds import reserve_fds
+    from esl_app.runtime.fds import reserve_fds
     t = time.perf_counter(); reserve_fds(n); took = (time.perf_counter() - t) * 1e3
 socks, times = [], []
 for _ in range(n):

@@ -8,7 +8,7 @@ server (esl_app/media/server.py) and, per stream, the call's listen source
 (esl_app/telephony/audio.py: VAD + end of turn inline, the recogniser fed every
 frame). The recogniser is the cloud profile's emulated Transcribe (100-300 ms,
 words from the line table) or none. Client processes are the emulator's
-audio forks (esl_app/emulator/audio.py): real-time 20 ms frames, each caller
+audio forks (esl_app/sim/emulator/audio.py): real-time 20 ms frames, each caller
 saying a clinic line every few seconds; ``--fast`` instead pushes pre-masked
 frames as fast as the server takes them (throughput ceiling).
 
@@ -83,10 +83,10 @@ class _Session:
 
 def serve(args: argparse.Namespace) -> None:
     from esl_app.config.tenants import parse_tenants
-    from esl_app.loadtest import synthetic_tenants
     from esl_app.media.server import MediaRegistry, MediaServer
-    from esl_app.providers.latency import CLOUD, Delays
-    from esl_app.providers.stt.emulated import EmulatedTranscribe
+    from esl_app.sim.emulated_stt import EmulatedTranscribe
+    from esl_app.sim.latency import CLOUD, Delays
+    from esl_app.sim.loadtest import synthetic_tenants
     from esl_app.telephony.audio import AudioListenSource
 
     tenant = next(iter(parse_tenants(synthetic_tenants(1)).tenants))
@@ -167,8 +167,8 @@ class _Caller:
 
 def client(args: argparse.Namespace) -> None:
     os.environ["IVR_EMULATED_STT_TABLE"] = args.table
-    from esl_app.emulator.audio import AudioFork
-    from esl_app.providers.stt.emulated import LineTable
+    from esl_app.sim.emulated_stt import LineTable
+    from esl_app.sim.emulator.audio import AudioFork
 
     table = LineTable(args.table)
     tokens: dict[str, str] = json.loads(Path(args.tokens).read_text())
@@ -203,7 +203,7 @@ def _fast_stream(url: str, token: str, args: argparse.Namespace) -> None:
     """Push a whole pre-masked caller line per write, as fast as the server reads."""
     import websocket
 
-    from esl_app.emulator.audio import _client_frame, _prepared, synthesize_cached
+    from esl_app.sim.emulator.audio import _client_frame, _prepared, synthesize_cached
 
     ws = websocket.create_connection(url, subprotocols=["audio.drachtio.org"], timeout=10)
     ws.send(json.dumps({"token": token}))

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BOOT = ("import esl_app.__main__, sys\nfrom esl_app.loadtest import main\n"
+BOOT = ("import esl_app.__main__, sys\nfrom esl_app.sim.loadtest import main\n"
         "sys.exit(main(sys.argv[1:]))")
 COLS = [("mode", "mode", "{}"), ("N", "calls", "{}"), ("peak", "peak_concurrent", "{}"),
         ("ok", "calls_completed", "{}"), ("fail", "calls_failed", "{}"),

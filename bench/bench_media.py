@@ -22,9 +22,9 @@ import gevent.event  # noqa: E402
 
 from esl_app.media.endpoint import TurnDetector  # noqa: E402
 from esl_app.media.pcm import rms, silence  # noqa: E402
+from esl_app.providers.markup import say_characters  # noqa: E402
 from esl_app.providers.stt.local import LocalStt, normalize_words  # noqa: E402
 from esl_app.providers.tts.local import LocalTts, synthesize_pcm  # noqa: E402
-from esl_app.speech_markup import say_characters  # noqa: E402
 
 UTTERANCES = [
     "I would like to book an appointment",

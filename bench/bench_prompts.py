@@ -38,8 +38,8 @@ import gevent.pool  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from esl_app.providers.latency import LOCAL, Delays, EmulatedPolly  # noqa: E402
 from esl_app.providers.tts.cache import PromptCache  # noqa: E402
+from esl_app.sim.latency import LOCAL, Delays, EmulatedPolly  # noqa: E402
 
 
 def main() -> int:

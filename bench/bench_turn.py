@@ -7,7 +7,7 @@ Two load-test runs against a fresh 2-worker server:
 1. `--profile cloud`: providers wait like AWS (Transcribe 100-300 ms to the final
    after end of speech, agent 500-1500 ms, Polly 200-500 ms to first audio on a
    cache miss; the agent's reply streamed at the rate documented in
-   esl_app/providers/latency.py). Reported, p50/p95/p99:
+   esl_app/sim/latency.py). Reported, p50/p95/p99:
    - end of caller speech -> first bot audio (target p50 <= 800 ms; the original
      design estimated 1000-2500 ms). This may be a cached acknowledgement
      ("Okay.") played when the agent has no first sentence after the tenant's
@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BOOT = ("import esl_app.__main__, sys\nfrom esl_app.loadtest import main\n"
+BOOT = ("import esl_app.__main__, sys\nfrom esl_app.sim.loadtest import main\n"
         "sys.exit(main(sys.argv[1:]))")
 
 

@@ -379,8 +379,8 @@ def drain_cmd(ctx: click.Context, mode: str) -> None:
 @_run
 def reload_cmd(ctx: click.Context, out: str, tenants_file: str, bots: tuple[str, ...]) -> None:
     """Re-render the dialplan from tenants.yaml, then reloadxml."""
+    from esl_app.config.dialplan import DEFAULT_BOT_ADDRESS, render_dialplan, write_dialplan
     from esl_app.config.tenants import ConfigError, load_tenants
-    from esl_app.dialplan import DEFAULT_BOT_ADDRESS, render_dialplan, write_dialplan
 
     try:
         text = render_dialplan(load_tenants(tenants_file), list(bots) or [DEFAULT_BOT_ADDRESS])

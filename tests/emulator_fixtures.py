@@ -7,7 +7,7 @@ from gevent import socket
 from gevent.queue import Queue
 from gevent.server import StreamServer
 
-from esl_app.emulator.wire import Frame, FrameParser
+from esl_app.sim.emulator.wire import Frame, FrameParser
 
 
 class FakeBot:

@@ -14,7 +14,7 @@ from esl_app.config.tenants import TenantSet
 from esl_app.db import close_db
 from esl_app.http.app import serve_http
 from esl_app.scheduling.tokens import issue_token
-from esl_app.testing import make_db
+from esl_app.sim.testing import make_db
 
 
 @dataclass

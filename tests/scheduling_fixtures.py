@@ -57,7 +57,7 @@ def on_both_databases(kind: str, tmp_path, tenants_yaml: str, days: int, now):
     """Generator body of a ``params=["sqlite", "postgres"]`` fixture: a ready database."""
     import pytest
 
-    from esl_app.testing import make_db
+    from esl_app.sim.testing import make_db
 
     if kind == "sqlite":
         from esl_app.db import close_db

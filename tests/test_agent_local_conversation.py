@@ -16,13 +16,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from esl_app import tools
+from esl_app.providers.agent import tools
 from esl_app.providers.agent.base import AgentReply, CallContext, Utterance
 from esl_app.providers.agent.guard import GuardedAgent
 from esl_app.providers.agent.local import LocalAgent
+from esl_app.providers.markup import to_plain
 from esl_app.scheduling import service
-from esl_app.speech_markup import to_plain
-from esl_app.testing import make_db
+from esl_app.sim.testing import make_db
 
 TZ = ZoneInfo("America/New_York")
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=TZ)  # a Tuesday

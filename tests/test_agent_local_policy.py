@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from esl_app import tools
 from esl_app.db.models import Appointment
+from esl_app.providers.agent import tools
 from esl_app.providers.agent.base import AgentReply, CallContext, Utterance
 from esl_app.providers.agent.local import LocalAgent
 from esl_app.scheduling import service
-from esl_app.testing import make_db
+from esl_app.sim.testing import make_db
 
 TZ = ZoneInfo("America/New_York")
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=TZ)  # Tuesday 10 AM

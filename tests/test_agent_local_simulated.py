@@ -1,5 +1,5 @@
 """Issue #27 end to end: whole emulated calls into the local bot, callers that answer what
-they are asked (esl_app.simulate: the FreeSWITCH emulator dials the real ESL server)."""
+they are asked (esl_app.sim.simulate: the FreeSWITCH emulator dials the real ESL server)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from esl_app.scheduling import service
-from esl_app.simulate import SimCall, start_local_bot, transcript_for
-from esl_app.testing import make_db
+from esl_app.sim.simulate import SimCall, start_local_bot, transcript_for
+from esl_app.sim.testing import make_db
 
 SCALE = 0.02
 YAML = textwrap.dedent("""

@@ -7,9 +7,9 @@ import pytest
 
 from esl_app.db import close_db
 from esl_app.db.models import OutboxMessage
-from esl_app.simulate import SimCall, run_lines, start_local_bot, transcript_for
+from esl_app.sim.simulate import SimCall, run_lines, start_local_bot, transcript_for
+from esl_app.sim.testing import make_db
 from esl_app.telephony.server import TenantSource
-from esl_app.testing import make_db
 
 TENANTS = """
 tenants:

@@ -216,7 +216,7 @@ def test_greet_needs_no_round_trip(tenant, client):
 
 @pytest.fixture
 def db_tenant(tmp_path):
-    from esl_app.testing import make_db
+    from esl_app.sim.testing import make_db
 
     tenants = make_db(tmp_path, TENANTS, days=7, now=NOW)
     return tenants.get("sunrise")

@@ -12,10 +12,10 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from esl_app.media.pcm import wav_text
+from esl_app.providers.markup import say_characters
 from esl_app.providers.tts.base import TtsError
 from esl_app.providers.tts.cache import PromptCache
 from esl_app.providers.tts.polly import PollyTts, new_client
-from esl_app.speech_markup import say_characters
 
 
 @pytest.fixture(autouse=True)

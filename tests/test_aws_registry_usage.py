@@ -7,7 +7,13 @@ import pytest
 from esl_app.config.tenants import parse_tenants
 from esl_app.providers import registry
 from esl_app.providers.registry import ProviderUnavailable, make_agent, make_stt, make_tts
-from esl_app.usage import DEFAULT_PRICES, CallUsage, Prices, estimate_cost, prices_from_env
+from esl_app.providers.usage import (
+    DEFAULT_PRICES,
+    CallUsage,
+    Prices,
+    estimate_cost,
+    prices_from_env,
+)
 
 TENANTS = parse_tenants("""
 tenants:

@@ -17,7 +17,7 @@ from collections import Counter
 import pytest
 from test_telephony_helpers import local_bot, wait_until
 
-from esl_app.simulate import SimCall, run_lines, transcript_for
+from esl_app.sim.simulate import SimCall, run_lines, transcript_for
 
 SCALE = 0.02
 BOOKING = ["I'd like to book an appointment with Dr. Smith", "next Tuesday morning",
@@ -45,10 +45,10 @@ def _engine_garbage(bot, script: list[str]) -> tuple[Counter[str], dict]:
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
         # the call engine's objects, and the emulator's: the load generator freezes
-        # its heap, so a cycle there would be a leak (esl_app/loadtest.py)
+        # its heap, so a cycle there would be a leak (esl_app/sim/loadtest.py)
         found = Counter(type(o).__qualname__ for o in gc.garbage
                         if type(o).__module__.startswith(("esl_app.telephony",
-                                                          "esl_app.emulator")))
+                                                          "esl_app.sim.emulator")))
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
@@ -75,10 +75,10 @@ def test_a_hang_up_while_the_agent_thinks_leaves_no_cycles(tmp_path, monkeypatch
     the job's frame and the controller: the controller must let go of the job."""
     from test_telephony_helpers import TENANTS_YAML
 
-    from esl_app.providers.latency import make_provider_cache
-    from esl_app.simulate import start_local_bot
+    from esl_app.sim.latency import make_provider_cache
+    from esl_app.sim.simulate import start_local_bot
+    from esl_app.sim.testing import make_db
     from esl_app.telephony import call as call_mod
-    from esl_app.testing import make_db
 
     monkeypatch.setattr(call_mod, "HANGUP_GRACE", 0.01)  # the agent (0.5-1.5 s) is killed
     bot = start_local_bot(make_db(tmp_path, TENANTS_YAML),
@@ -96,7 +96,7 @@ def test_an_audio_call_leaves_no_cycles(tmp_path):
 
     Audio mode adds the fork's listen source, VAD and recogniser stream to the call.
 
-    Workers freeze their heap every second (esl_app/workers.py), so a cycle here
+    Workers freeze their heap every second (esl_app/runtime/workers.py), so a cycle here
     would hold the call's memory until the 10-minute sweep: in a 12-minute soak
     at 300 calls the source <-> controller cycle grew each worker by ~8 MB a minute.
     """
@@ -105,8 +105,8 @@ def test_an_audio_call_leaves_no_cycles(tmp_path):
     import gevent
     from test_telephony_helpers import TENANTS_YAML
 
-    from esl_app.simulate import SimpleAudioFork, start_local_bot
-    from esl_app.testing import make_db
+    from esl_app.sim.simulate import SimpleAudioFork, start_local_bot
+    from esl_app.sim.testing import make_db
 
     if not shutil.which("espeak-ng") or not shutil.which("sox"):
         pytest.skip("espeak-ng and sox are needed to speak as the caller")

@@ -20,7 +20,7 @@ from test_workers_serve import Server
 
 from esl_app.db import close_db, init_db
 from esl_app.db.models import Appointment, CallRecord
-from esl_app.simulate import SimCall
+from esl_app.sim.simulate import SimCall
 from esl_app.telephony.records import (
     IN_PROGRESS,
     INTERRUPTED,
@@ -50,7 +50,7 @@ def _transcript(call_id: str, **kw) -> Transcript:
 def db(request, tmp_path):
     from scheduling_fixtures import on_both_databases
 
-    from esl_app.testing import REPO_TENANTS
+    from esl_app.sim.testing import REPO_TENANTS
 
     yield from on_both_databases(request.param, tmp_path, REPO_TENANTS.read_text(), 2, None)
 

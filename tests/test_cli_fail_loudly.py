@@ -18,7 +18,7 @@ from esl_app.cli import cli
 from esl_app.db import close_db
 from esl_app.scheduling import service
 
-BAD_INPUT = 1  # the CLI's one exit code for refusals and bad input (esl_app/cli.py)
+BAD_INPUT = 1  # the CLI's one exit code for refusals and bad input (esl_app/cli/__init__.py)
 
 
 @pytest.fixture

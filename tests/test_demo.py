@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from esl_app.demo import EXAMPLE_TENANTS
+from esl_app.sim.demo import EXAMPLE_TENANTS
 
 
 def test_the_packaged_example_clinics_are_the_repository_ones(repo_root: Path):

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import pytest
 from click.testing import CliRunner
 
+from esl_app.config.dialplan import dialplan, parse_bot_address, render_dialplan
 from esl_app.config.tenants import ConfigError, did_forms, load_tenants, parse_tenants
-from esl_app.dialplan import dialplan, parse_bot_address, render_dialplan
 
 BOT = "127.0.0.1:8084"
 BOT2 = "10.0.0.2:8084"

@@ -4,7 +4,7 @@
 (and re-records it with ``IVR_RERECORD_GOLDEN=1``); here the emulator plays the same
 script against the same kind of bot (``ivr serve`` with the golden clinic) through the
 same recording proxy, and what the bot receives must normalise to the same trace. No
-FreeSWITCH is needed. When they differ the switch wins: fix ``esl_app/emulator``.
+FreeSWITCH is needed. When they differ the switch wins: fix ``esl_app/sim/emulator``.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ from emulator_fixtures import FakeBot
 from gevent import socket
 from greenswitch.esl import InboundESL
 
-from esl_app.emulator.core import Switch
-from esl_app.emulator.inbound import InboundServer
-from esl_app.emulator.outbound import EmulatedCall
-from esl_app.emulator.wire import FrameParser
+from esl_app.sim.emulator.core import Switch
+from esl_app.sim.emulator.inbound import InboundServer
+from esl_app.sim.emulator.outbound import EmulatedCall
+from esl_app.sim.emulator.wire import FrameParser
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import gevent
 import pytest
 from gevent import socket as gsocket
 
-from esl_app.emulator import net
+from esl_app.sim.emulator import net
 
 
 @pytest.fixture

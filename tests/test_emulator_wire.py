@@ -1,6 +1,6 @@
 import pytest
 
-from esl_app.emulator import wire
+from esl_app.sim.emulator import wire
 
 # Shapes as FreeSWITCH 1.10 puts them on the wire (mod_event_socket.c / switch_event.c;
 # the connect reply lines follow a capture of a real outbound session).

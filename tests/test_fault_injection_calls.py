@@ -66,14 +66,14 @@ from botocore.exceptions import ReadTimeoutError
 from test_telephony_helpers import wait_until
 from urllib3.exceptions import ProtocolError
 
-from esl_app.emulator.core import Event, Switch
 from esl_app.providers.agent.bedrock import BedrockAgent, new_client
 from esl_app.providers.resilience import GOODBYE_TEXT, TRANSFER_TEXT
+from esl_app.runtime.wiring import ProviderCache, make_tenant_agent
 from esl_app.scheduling import service
-from esl_app.simulate import SimCall, start_local_bot, transcript_for
+from esl_app.sim.emulator.core import Event, Switch
+from esl_app.sim.simulate import SimCall, start_local_bot, transcript_for
+from esl_app.sim.testing import make_db
 from esl_app.telephony.call import FILLER_TEXT, TROUBLE_TEXT
-from esl_app.telephony.services import ProviderCache, make_tenant_agent
-from esl_app.testing import make_db
 
 SCALE = 0.2  # emulated media time and every resilience timing (see the module docstring)
 MAX_SILENCE = 3.0 * SCALE

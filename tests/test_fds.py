@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from esl_app.fds import SPARE_FDS, fd_table_size
+from esl_app.runtime.fds import SPARE_FDS, fd_table_size
 
 PROBE = r"""
 import json, logging, os, resource, sys, threading, time
@@ -23,7 +23,7 @@ if soft:
     hard = hard or resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 threading.Thread(target=time.sleep, args=(5,), daemon=True).start()  # a threaded process
-from esl_app.fds import fd_table_size, reserve_fds
+from esl_app.runtime.fds import fd_table_size, reserve_fds
 open_before = sorted(os.listdir("/proc/self/fd"))
 table_before = fd_table_size()
 room = reserve_fds(int(sys.argv[1]))

@@ -22,8 +22,8 @@ from test_telephony_helpers import (
 
 from esl_app.config.tenants import parse_tenants
 from esl_app.providers.tts.freeswitch import FLITE_VOICES, POLLY_TO_FLITE, FreeswitchTts
+from esl_app.runtime.wiring import ProviderCache
 from esl_app.telephony.call import REJECT_TEXT, CallServices, FreeswitchSpeak
-from esl_app.telephony.services import ProviderCache
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES_CONF = ROOT / "dialplan" / "freeswitch" / "autoload_configs" / "modules.conf.xml"

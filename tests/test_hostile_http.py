@@ -21,7 +21,7 @@ import pytest
 
 from esl_app.db import close_db
 from esl_app.http.app import http_limits, serve_http
-from esl_app.testing import make_db
+from esl_app.sim.testing import make_db
 
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: ivr\r\n"  # never finished: a slowloris head
 

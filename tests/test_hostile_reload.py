@@ -19,10 +19,10 @@ import pytest
 
 from esl_app.config.tenants import ConfigError, TenantSet
 from esl_app.db import close_db, init_db
+from esl_app.runtime.workers import _tenant_source
+from esl_app.sim.testing import REPO_TENANTS, make_db
 from esl_app.telephony import server
 from esl_app.telephony.server import TenantSource
-from esl_app.testing import REPO_TENANTS, make_db
-from esl_app.workers import _tenant_source
 
 CALLS = 10  # new calls placed after the bad change
 LOGGER = "esl_app.telephony.server"

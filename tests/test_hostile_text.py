@@ -25,7 +25,7 @@ from esl_app.scheduling import callbacks, service
 from esl_app.scheduling.errors import InvalidRequest
 from esl_app.scheduling.text import clean_text, printable
 from esl_app.scheduling.tokens import issue_token
-from esl_app.testing import REPO_TENANTS, make_db
+from esl_app.sim.testing import REPO_TENANTS, make_db
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The event-loop watch (esl_app/hubwatch.py): a real thread says what held the hub."""
+"""The event-loop watch (esl_app/runtime/hubwatch.py): a real thread says what held the hub."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import gevent
 from gevent.monkey import get_original
 
-from esl_app.hubwatch import HubWatch, _classify, _ms, describe
+from esl_app.runtime.hubwatch import HubWatch, _classify, _ms, describe
 
 
 def _busy(seconds: float) -> None:
@@ -32,7 +32,7 @@ def _settle(w: HubWatch, n: int) -> None:
 def test_a_hub_blocked_in_a_system_call_is_reported_as_blocked_with_where(caplog):
     w = _watch()
     try:
-        with caplog.at_level(logging.WARNING, logger="esl_app.hubwatch"):
+        with caplog.at_level(logging.WARNING, logger="esl_app.runtime.hubwatch"):
             get_original("time", "sleep")(0.4)  # the hub's thread sleeps in the kernel
             _settle(w, 1)
     finally:
@@ -84,7 +84,7 @@ def test_reports_go_to_observe_and_the_log_at_most_once_per_gap(caplog):
                  observe=lambda found: seen.append(found["kind"])).start()
     gevent.sleep(0.1)
     try:
-        with caplog.at_level(logging.WARNING, logger="esl_app.hubwatch"):
+        with caplog.at_level(logging.WARNING, logger="esl_app.runtime.hubwatch"):
             for _ in range(2):
                 get_original("time", "sleep")(0.25)
                 _settle(w, len(seen) + 1)
@@ -122,7 +122,7 @@ def test_classify_and_describe():
 
 
 def test_a_watch_thread_that_dies_says_so_on_the_hub(monkeypatch, caplog):
-    import esl_app.hubwatch as hubwatch
+    import esl_app.runtime.hubwatch as hubwatch
 
     def broken(_tid: int) -> str:
         raise RuntimeError("no /proc here")
@@ -130,7 +130,7 @@ def test_a_watch_thread_that_dies_says_so_on_the_hub(monkeypatch, caplog):
     monkeypatch.setattr(hubwatch, "_state", broken)
     w = _watch()
     try:
-        with caplog.at_level(logging.WARNING, logger="esl_app.hubwatch"):
+        with caplog.at_level(logging.WARNING, logger="esl_app.runtime.hubwatch"):
             get_original("time", "sleep")(0.3)  # a stop makes the thread read the state
             with gevent.Timeout(3):
                 while not any(r.levelno == logging.ERROR for r in caplog.records):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from esl_app.providers.latency import (
+from esl_app.providers.stt.base import TranscriptEvent
+from esl_app.providers.tts.base import PlayInstruction
+from esl_app.sim.latency import (
     CLOUD,
     LOCAL,
     Delays,
@@ -14,8 +16,6 @@ from esl_app.providers.latency import (
     get_profile,
     make_provider_cache,
 )
-from esl_app.providers.stt.base import TranscriptEvent
-from esl_app.providers.tts.base import PlayInstruction
 
 FAST = CLOUD.__class__("fast", stt_final_ms=(1, 2), agent_ms=(1, 2), tts_first_audio_ms=(1, 2))
 
@@ -110,7 +110,7 @@ def test_slow_stt_holds_back_only_finals():
 
 
 def test_provider_cache_per_profile():
-    from esl_app.telephony.services import ProviderCache
+    from esl_app.runtime.wiring import ProviderCache
 
     assert type(make_provider_cache("local")) is ProviderCache
     assert hasattr(make_provider_cache("cloud", seed=1), "delays")
@@ -118,7 +118,7 @@ def test_provider_cache_per_profile():
 
 def test_cloud_stt_profile_adds_only_the_recognisers_latency():
     # the turn then holds our own work alone, under the load of real-time frames
-    from esl_app.providers.latency import CLOUD_STT, EmulatedPolly
+    from esl_app.sim.latency import CLOUD_STT, EmulatedPolly
 
     prof = get_profile("cloud-stt")
     assert prof is CLOUD_STT and prof.stt_final_ms == CLOUD.stt_final_ms
@@ -133,7 +133,7 @@ def test_cloud_stt_profile_adds_only_the_recognisers_latency():
 
 
 def test_server_log_problems_are_counted_by_kind_without_ids() -> None:
-    from esl_app.loadtest import _log_problem
+    from esl_app.sim.loadtest import _log_problem
 
     a = _log_problem("2026-11-30 12:00:01,123 WARNING esl_app.telephony.call: "
                      "call 3f2a9c1e-1b2c-4d5e-8f90-123456789abc: agent failed: timed out")

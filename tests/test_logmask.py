@@ -2,7 +2,7 @@ import logging
 
 import pytest
 
-from esl_app.logmask import PiiFilter, mask_text
+from esl_app.runtime.logmask import PiiFilter, mask_text
 from esl_app.scheduling.service import _name_matches
 
 

@@ -2,9 +2,9 @@ import gevent
 import gevent.event
 import gevent.queue
 
-from esl_app.emulator.audio import AudioFork, parse_rate
 from esl_app.media.endpoint import TurnDetector
 from esl_app.media.server import MediaRegistry, MediaServer, fork_metadata
+from esl_app.sim.emulator.audio import AudioFork, parse_rate
 
 
 class FakeCall:
@@ -205,7 +205,7 @@ def test_frames_on_the_wire_are_masked_l16_after_the_metadata():
 def test_a_caller_line_survives_the_first_asker_hanging_up(monkeypatch):
     """Two emulated callers ask for the same line; the first is killed mid-synthesis
     (its call ended). The second must get the PCM, not the first's GreenletExit."""
-    from esl_app.emulator import audio as emu_audio
+    from esl_app.sim.emulator import audio as emu_audio
 
     made: list[str] = []
 
@@ -229,7 +229,7 @@ def test_a_caller_line_survives_the_first_asker_hanging_up(monkeypatch):
 def test_prepared_lines_need_no_synthesis_at_first_use(monkeypatch):
     """prepare_lines() leaves each line where a fork's first use finds it: the PCM in
     the synthesis cache and its masked frames in the line cache."""
-    from esl_app.emulator import audio as emu_audio
+    from esl_app.sim.emulator import audio as emu_audio
 
     made: list[str] = []
 

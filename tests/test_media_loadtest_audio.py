@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-BOOT = ("import esl_app.__main__, sys\nfrom esl_app.loadtest import main\n"
+BOOT = ("import esl_app.__main__, sys\nfrom esl_app.sim.loadtest import main\n"
         "sys.exit(main(sys.argv[1:]))")
 
 pytestmark = pytest.mark.skipif(not shutil.which("espeak-ng") or not shutil.which("sox"),

@@ -4,11 +4,11 @@ import gevent
 import gevent.event
 import pytest
 
-from esl_app import bridge
 from esl_app.media.pcm import silence
 from esl_app.providers.stt.lexicon import hint_sentences
 from esl_app.providers.stt.local import LocalStt, build_arpa, normalize_words
 from esl_app.providers.tts.local import synthesize_pcm
+from esl_app.runtime import bridge
 
 
 @pytest.fixture(scope="module")
@@ -179,9 +179,9 @@ def test_a_click_gives_an_empty_final(stt):
 def test_audio_call_books_end_to_end(tmp_path):
     # The whole path: emulator speaks the caller (espeak-ng), VAD + pocketsphinx with
     # the agent's hints hear it, the local agent books, the bot's prompts are espeak-ng.
-    from esl_app.demo import AUDIO_DEMO_SCRIPT
-    from esl_app.simulate import SimCall, run_lines, start_local_bot, transcript_for
-    from esl_app.testing import make_db
+    from esl_app.sim.demo import AUDIO_DEMO_SCRIPT
+    from esl_app.sim.simulate import SimCall, run_lines, start_local_bot, transcript_for
+    from esl_app.sim.testing import make_db
 
     tenants = make_db(tmp_path)
     bot = start_local_bot(tenants, audio=True)

@@ -8,13 +8,13 @@ import struct
 
 import gevent
 
-from esl_app.providers.latency import SlowStt, make_stt_factory
-from esl_app.providers.stt.emulated import (
+from esl_app.sim.emulated_stt import (
     HEAD_BYTES,
     EmulatedTranscribe,
     LineTable,
     fingerprint,
 )
+from esl_app.sim.latency import SlowStt, make_stt_factory
 
 
 def voice(seed: int, ms: int = 900) -> bytes:

@@ -6,11 +6,11 @@ import pytest
 from memory_helpers import freed_without_the_collector
 
 from esl_app.media.pcm import wav_text
+from esl_app.providers.markup import say_characters
 from esl_app.providers.stt.freeswitch import parse_detected_speech
 from esl_app.providers.tts.cache import PromptCache
 from esl_app.providers.tts.freeswitch import FreeswitchTts
 from esl_app.providers.tts.local import LocalTts, espeak_voice
-from esl_app.speech_markup import say_characters
 
 
 def test_local_tts_writes_wav_with_its_text_then_hits(tmp_path):

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from esl_app.emulator.outbound import _text_for
 from esl_app.media.pcm import append_wav_text, wav_bytes, wav_duration_ms, wav_text, wav_with_text
+from esl_app.sim.emulator.outbound import _text_for
 
 
 def _audio(path):
@@ -99,7 +99,7 @@ def test_the_emulator_reports_the_text_in_the_wav_before_a_text_file(tmp_path):
 
 
 def test_the_emulator_reads_a_prompt_once_until_the_file_changes(tmp_path, monkeypatch):
-    from esl_app.emulator import outbound
+    from esl_app.sim.emulator import outbound
 
     path = tmp_path / "p.wav"
     path.write_bytes(wav_with_text(wav_bytes(bytes(1600), 8000), "Hello there."))

@@ -12,7 +12,7 @@ from esl_app.providers.agent.base import AgentReply, CallContext, Utterance
 from esl_app.providers.agent.guard import GuardedAgent
 from esl_app.providers.agent.message import start_message
 from esl_app.scheduling.callbacks import list_tickets
-from esl_app.testing import make_db
+from esl_app.sim.testing import make_db
 
 
 class NeverAgent:

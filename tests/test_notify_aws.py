@@ -21,7 +21,7 @@ from esl_app.notify.sender import Sender
 from esl_app.notify.ses import SesNotifier
 from esl_app.notify.sns import SnsNotifier, e164
 from esl_app.scheduling import service
-from esl_app.testing import make_db
+from esl_app.sim.testing import make_db
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 REGION = "eu-west-1"

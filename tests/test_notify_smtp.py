@@ -26,7 +26,7 @@ from esl_app.notify.base import Message
 from esl_app.notify.sender import Sender
 from esl_app.notify.smtp import SmtpNotifier
 from esl_app.scheduling import service
-from esl_app.testing import make_db
+from esl_app.sim.testing import make_db
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ from scheduling_fixtures import on_both_databases
 from esl_app.db import close_db, database
 from esl_app.db.models import AuditLog, CallbackTicket, CallRecord, Slot
 from esl_app.scheduling import audit, callbacks, retention, service
-from esl_app.testing import make_db
+from esl_app.sim.testing import make_db
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)  # Tue 10:00 New York
 
@@ -240,7 +240,7 @@ def test_cli_callbacks_audit_purge(tmp_path):
 def test_serve_purges_daily(tmp_path, monkeypatch):
     import gevent
 
-    from esl_app import workers
+    from esl_app.runtime import workers
 
     make_db(tmp_path, POLICY_TENANTS, days=1, now=NOW)
     CallRecord.create(call_id="ancient", tenant_id="strict",

@@ -13,16 +13,16 @@ import pytest
 from esl_app.config.tenants import parse_tenants
 from esl_app.db import close_db
 from esl_app.db.models import Appointment, CallRecord, ReminderCall
-from esl_app.emulator.callees import Callee
-from esl_app.emulator.core import Switch
-from esl_app.emulator.inbound import InboundServer
 from esl_app.reminders import store
 from esl_app.reminders.dialer import Dialer, originate_command
 from esl_app.reminders.scheduler import ReminderScheduler
 from esl_app.scheduling import service
-from esl_app.simulate import start_local_bot
+from esl_app.sim.emulator.callees import Callee
+from esl_app.sim.emulator.core import Switch
+from esl_app.sim.emulator.inbound import InboundServer
+from esl_app.sim.simulate import start_local_bot
+from esl_app.sim.testing import make_db
 from esl_app.telephony.server import TenantSource
-from esl_app.testing import make_db
 
 PASSWORD = "ClueCon"
 TENANTS = """
@@ -208,8 +208,8 @@ def test_the_emulator_splits_originate_like_freeswitch(world):
     """Unquoted, '&socket(h:p async full)' reaches the socket application as 'h:p': the
     bot then meets a socket not in full mode and cannot drive the call (as on the real
     switch, where this was found); quoted, it can."""
-    from esl_app.emulator.core import split_args
-    from esl_app.emulator.outbound import EmulatedCall
+    from esl_app.sim.emulator.core import split_args
+    from esl_app.sim.emulator.outbound import EmulatedCall
 
     assert split_args("{a=1}loopback/1 '&socket(h:1 async full)' x") == [
         "{a=1}loopback/1", "&socket(h:1 async full)", "x"]
@@ -239,7 +239,7 @@ def _serve(db: str, tenants_file, fs_port: int, tmp_path, name: str):
     import subprocess
     import sys
 
-    from esl_app.workers import READY_PREFIX
+    from esl_app.runtime.workers import READY_PREFIX
 
     env = dict(os.environ, FS_ESL_PORT=str(fs_port), FS_ESL_PASSWORD=PASSWORD,
                IVR_REMINDER_INTERVAL="0.3")
@@ -319,7 +319,7 @@ def _machine_wav(path, rate: int = 8000) -> str:
     import struct
     import wave
 
-    from esl_app.emulator.audio import synthesize_cached
+    from esl_app.sim.emulator.audio import synthesize_cached
 
     speech = synthesize_cached("Hi, you've reached the Miller residence. We can't come to "
                                "the phone right now. Please leave a message after the tone.",

@@ -82,7 +82,7 @@ def flaky_bedrock(tenant, rng, client):
 
 def test_twenty_calls_with_a_failing_agent(tmp_path):
     from esl_app.providers.agent.local.dialogue import LocalAgent
-    from esl_app.testing import make_db
+    from esl_app.sim.testing import make_db
 
     tenant = make_db(tmp_path, TENANTS, days=7, now=NOW).get("sunrise")
     rng = random.Random(20261123)

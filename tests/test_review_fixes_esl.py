@@ -21,7 +21,7 @@ from memory_helpers import freed_without_the_collector
 from test_setup_pipelining import _read_commands
 from test_telephony_helpers import WirePeer, make_services, start_server, wait_until
 
-from esl_app.emulator.wire import api_response, command_reply, serialize_event
+from esl_app.sim.emulator.wire import api_response, command_reply, serialize_event
 from esl_app.telephony.esl import NOT_FULL, CommandTimeout, EslSession, SessionGone
 
 BIG = 8 << 20  # far more than loopback socket buffers hold

@@ -16,7 +16,7 @@ from esl_app.scheduling import service
 from esl_app.scheduling.codes import ALPHABET, CODE_RE, new_code, normalize_code
 from esl_app.scheduling.provisioning import import_tenants
 from esl_app.scheduling.slots import generate_slots
-from esl_app.testing import make_db
+from esl_app.sim.testing import make_db
 
 # Tuesday 2026-11-24 10:00 in New York.
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)

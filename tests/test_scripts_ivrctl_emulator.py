@@ -21,11 +21,11 @@ from gevent.server import StreamServer
 from test_dialplan_render import place_call
 from test_scripts_ivrctl import SCRIPT, free_port, ivrctl, run
 
+from esl_app.config.dialplan import render_dialplan
 from esl_app.config.tenants import load_tenants
-from esl_app.dialplan import render_dialplan
-from esl_app.emulator.core import Switch
-from esl_app.emulator.inbound import InboundServer
-from esl_app.emulator.outbound import Channel, originate_into_bot
+from esl_app.sim.emulator.core import Switch
+from esl_app.sim.emulator.inbound import InboundServer
+from esl_app.sim.emulator.outbound import Channel, originate_into_bot
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "not-ClueCon-7f3a"

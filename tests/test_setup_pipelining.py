@@ -16,7 +16,7 @@ from test_telephony_helpers import (
     wait_until,
 )
 
-from esl_app.emulator.wire import api_response, command_reply
+from esl_app.sim.emulator.wire import api_response, command_reply
 from esl_app.telephony.esl import EslError, EslSession, parse_headers
 
 
@@ -258,8 +258,8 @@ def test_tenant_source_reloads_only_when_the_stored_set_changed(tmp_path):
         load_tenant_set,
         tenant_set_version,
     )
+    from esl_app.sim.testing import make_db
     from esl_app.telephony.server import TenantSource
-    from esl_app.testing import make_db
 
     make_db(tmp_path, TENANTS_YAML)
     source = TenantSource(loader=load_tenant_set, max_age=0.0, version=tenant_set_version)

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from test_telephony_helpers import TENANTS_YAML
 
 from esl_app.cli import cli
-from esl_app.commands_call import calls, simulate
+from esl_app.cli.calls import calls, simulate
 
 
 @pytest.fixture

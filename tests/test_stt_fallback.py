@@ -334,14 +334,13 @@ def _metric(tenant: str, source: str) -> float:
 
 def _call_with_failing_cloud(tmp_path, mode: str):
     """Book-line call: the first turn heard by the cloud, the second after it failed."""
-    from esl_app.emulator.audio import AudioFork
-    from esl_app.providers.stt.emulated import EmulatedTranscribe, LineTable
-    from esl_app.simulate import SimCall
-    from esl_app.telephony.audio import start_media_for_calls
+    from esl_app.runtime.wiring import build_services, start_media_for_calls
+    from esl_app.sim.emulated_stt import EmulatedTranscribe, LineTable
+    from esl_app.sim.emulator.audio import AudioFork
+    from esl_app.sim.simulate import SimCall
+    from esl_app.sim.testing import make_db
     from esl_app.telephony.records import get_call
     from esl_app.telephony.server import EslServer
-    from esl_app.telephony.services import build_services
-    from esl_app.testing import make_db
 
     tenants = make_db(tmp_path, _tenants_yaml())
     table = LineTable(tmp_path / "lines")

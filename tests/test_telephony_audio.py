@@ -11,8 +11,8 @@ import shutil
 import pytest
 from test_telephony_helpers import TENANTS_YAML, wait_until
 
-from esl_app.simulate import SimCall, SimpleAudioFork, start_local_bot, transcript_for
-from esl_app.testing import make_db
+from esl_app.sim.simulate import SimCall, SimpleAudioFork, start_local_bot, transcript_for
+from esl_app.sim.testing import make_db
 
 pytestmark = pytest.mark.skipif(not shutil.which("espeak-ng") or not shutil.which("sox"),
                                 reason="espeak-ng and sox are needed to speak as the caller")

@@ -10,8 +10,8 @@ import gevent
 import pytest
 from test_telephony_helpers import local_bot, wait_until
 
-from esl_app.emulator.audio import AudioFork
-from esl_app.simulate import SimCall, transcript_for
+from esl_app.sim.emulator.audio import AudioFork
+from esl_app.sim.simulate import SimCall, transcript_for
 
 pytestmark = pytest.mark.skipif(not shutil.which("espeak-ng") or not shutil.which("sox"),
                                 reason="espeak-ng and sox are needed to speak as the caller")

@@ -10,7 +10,8 @@ from pathlib import Path
 import gevent
 
 from esl_app.config.tenants import TenantSet, parse_tenants
-from esl_app.emulator.wire import (
+from esl_app.providers.agent.base import AgentReply, CallContext, Utterance
+from esl_app.sim.emulator.wire import (
     CommandParser,
     api_response,
     command_reply,
@@ -18,7 +19,6 @@ from esl_app.emulator.wire import (
     linger_notice,
     serialize_event,
 )
-from esl_app.providers.agent.base import AgentReply, CallContext, Utterance
 from esl_app.telephony.call import CallServices, FreeswitchSpeak
 from esl_app.telephony.server import EslServer
 
@@ -232,8 +232,8 @@ def local_bot(tmp_path: Path, *, audio: bool = False) -> Iterator:
     ``audio``: the clinics hear through our media path (VAD and the local recogniser)
     instead of FreeSWITCH's ``detect_speech``.
     """
-    from esl_app.simulate import start_local_bot
-    from esl_app.testing import make_db
+    from esl_app.sim.simulate import start_local_bot
+    from esl_app.sim.testing import make_db
 
     yaml_text = TENANTS_YAML.replace("stt: freeswitch", "stt: local") if audio else TENANTS_YAML
     bot = start_local_bot(make_db(tmp_path, yaml_text), audio=audio)

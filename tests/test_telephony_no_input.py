@@ -17,14 +17,14 @@ import gevent.queue
 import pytest
 from test_telephony_helpers import TENANTS_YAML, local_bot, tenant_set, wait_until
 
-from esl_app.emulator.audio import AudioFork
 from esl_app.media.endpoint import TurnDetector
 from esl_app.media.pcm import silence
-from esl_app.simulate import SimCall, start_local_bot, transcript_for
+from esl_app.sim.emulator.audio import AudioFork
+from esl_app.sim.simulate import SimCall, start_local_bot, transcript_for
+from esl_app.sim.testing import make_db
 from esl_app.telephony.audio import AudioListenSource
 from esl_app.telephony.events import Msg
 from esl_app.telephony.verbs import Listen
-from esl_app.testing import make_db
 
 needs_voice = pytest.mark.skipif(not shutil.which("espeak-ng") or not shutil.which("sox"),
                                  reason="espeak-ng and sox are needed to speak as the caller")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from test_telephony_helpers import local_bot, wait_until
 
-from esl_app.simulate import SimCall, transcript_for
+from esl_app.sim.simulate import SimCall, transcript_for
 
 SCALE = 0.05
 

@@ -15,7 +15,7 @@ from test_telephony_helpers import (
     wait_until,
 )
 
-from esl_app.emulator.wire import command_reply, event_frame, serialize_event
+from esl_app.sim.emulator.wire import command_reply, event_frame, serialize_event
 from esl_app.telephony.esl import parse_headers
 
 

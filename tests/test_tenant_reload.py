@@ -13,10 +13,10 @@ from click.testing import CliRunner
 
 from esl_app.cli import cli
 from esl_app.db import close_db
-from esl_app.simulate import SimCall, run_lines, start_local_bot, transcript_for
+from esl_app.runtime.workers import _tenant_source
+from esl_app.sim.simulate import SimCall, run_lines, start_local_bot, transcript_for
+from esl_app.sim.testing import REPO_TENANTS, make_db
 from esl_app.telephony.call import REJECT_TEXT
-from esl_app.testing import REPO_TENANTS, make_db
-from esl_app.workers import _tenant_source
 
 SCALE = 0.02  # emulated media time: prompts play 50 times faster
 

@@ -2,9 +2,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from esl_app import tools
 from esl_app.db import close_db
-from esl_app.testing import make_db
+from esl_app.providers.agent import tools
+from esl_app.sim.testing import make_db
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 

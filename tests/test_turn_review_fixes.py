@@ -18,11 +18,11 @@ from test_telephony_helpers import WirePeer, make_services, speech, start_server
 from test_turn_streaming import StreamingAgent, _call, _serve, _text
 
 from esl_app.config.tenants import DEFAULT_ACK_PHRASES
-from esl_app.emulator.wire import api_response
 from esl_app.providers.agent.base import AgentReply, CallContext, Utterance
-from esl_app.providers.stt.emulated import EmulatedTranscribe, LineTable
 from esl_app.providers.tts.base import PlayInstruction, TtsError
-from esl_app.telephony.audio import start_media_for_calls
+from esl_app.runtime.wiring import start_media_for_calls
+from esl_app.sim.emulated_stt import EmulatedTranscribe, LineTable
+from esl_app.sim.emulator.wire import api_response
 from esl_app.telephony.call import CallServices, FreeswitchSpeak
 
 BOOKED = AgentReply("You are booked, code K7M-4Q2. Goodbye.", action="hangup",

@@ -35,7 +35,8 @@ from esl_app.providers.agent.base import (
     respond_stream,
 )
 from esl_app.providers.agent.bedrock import BedrockAgent, BedrockAgentError, new_client
-from esl_app.providers.latency import (
+from esl_app.providers.resilience import ResilientAgent
+from esl_app.sim.latency import (
     CLOUD,
     STREAM_CHARS_PER_S,
     STREAM_FIRST_S,
@@ -43,7 +44,6 @@ from esl_app.providers.latency import (
     SlowAgent,
     release_schedule,
 )
-from esl_app.providers.resilience import ResilientAgent
 from esl_app.telephony.call import FILLER_TEXT, TROUBLE_TEXT
 
 ANSWER = "I have Tuesday at 9 AM with Dr. Smith. Shall I book it?"

@@ -112,7 +112,7 @@ def test_dashboard_in_a_real_browser(site, tmp_path, capsys):
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from esl_app.simulate import SimCall, start_local_bot
+    from esl_app.sim.simulate import SimCall, start_local_bot
 
     env, base = site
     shots = Shots(tmp_path)

@@ -25,7 +25,7 @@ from argon2 import PasswordHasher
 from esl_app.db import close_db, write_txn
 from esl_app.db.models import CallRecord, Slot
 from esl_app.scheduling import service
-from esl_app.testing import make_db
+from esl_app.sim.testing import make_db
 from esl_app.web import auth
 from esl_app.web.routes import WebConfig, create_web_app
 

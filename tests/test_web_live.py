@@ -16,9 +16,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from test_web_helpers import PASSWORD, Client, add_call, build_env, cheap_hashes_fixture  # noqa: F401
 
 from esl_app.db import close_db
-from esl_app.emulator.core import Switch
-from esl_app.emulator.inbound import InboundServer
 from esl_app.http.app import serve_http
+from esl_app.sim.emulator.core import Switch
+from esl_app.sim.emulator.inbound import InboundServer
 from esl_app.web import live, routes
 
 

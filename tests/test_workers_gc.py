@@ -1,4 +1,4 @@
-"""A worker's garbage-collection pacing (esl_app/workers.py)."""
+"""A worker's garbage-collection pacing (esl_app/runtime/workers.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import weakref
 import gevent
 import pytest
 
-from esl_app import workers
+from esl_app.runtime import workers
 
 
 class _Node:

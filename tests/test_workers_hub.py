@@ -1,10 +1,10 @@
-"""A worker's event-loop lag gauge (esl_app/workers.py)."""
+"""A worker's event-loop lag gauge (esl_app/runtime/workers.py)."""
 
 from __future__ import annotations
 
 import gevent
 
-from esl_app import workers
+from esl_app.runtime import workers
 
 
 def test_hub_lag_is_observed_and_shows_a_blocked_hub(monkeypatch):
@@ -34,7 +34,7 @@ def test_watch_hub_lag_reports_each_tick_to_its_callback():
     """The one sampler both the workers and the load generator's emulators run."""
     import time
 
-    from esl_app.bridge import watch_hub_lag
+    from esl_app.runtime.bridge import watch_hub_lag
 
     lags: list[float] = []
     g = gevent.spawn(watch_hub_lag, lags.append, 0.01)
@@ -54,7 +54,7 @@ def test_a_worker_makes_every_tenants_recogniser_before_its_first_call(tmp_path)
     from test_telephony_helpers import TENANTS_YAML
 
     from esl_app.config.tenants import parse_tenants
-    from esl_app.telephony.audio import start_media_for_calls
+    from esl_app.runtime.wiring import start_media_for_calls
 
     made: list[str] = []
 

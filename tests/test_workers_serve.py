@@ -13,13 +13,13 @@ import pytest
 import websocket
 from gevent import subprocess
 
-from esl_app.emulator.outbound import EmulatedCall
-from esl_app.loadtest import _children
 from esl_app.media.server import SUBPROTOCOL
-from esl_app.testing import REPO_TENANTS, make_db
-from esl_app.workers import READY_PREFIX, SOCKETS_PER_CALL, WorkerConfig, media_port_for
+from esl_app.runtime.workers import READY_PREFIX, SOCKETS_PER_CALL, WorkerConfig, media_port_for
+from esl_app.sim.emulator.outbound import EmulatedCall
+from esl_app.sim.loadtest import _children
+from esl_app.sim.testing import REPO_TENANTS, make_db
 
-BOOT = ("import esl_app.__main__, sys\nfrom esl_app.workers import main\n"
+BOOT = ("import esl_app.__main__, sys\nfrom esl_app.runtime.workers import main\n"
         "sys.exit(main(sys.argv[1:]))")
 SCALE = 0.02
 
@@ -205,7 +205,7 @@ def test_a_taken_media_port_stops_the_server_before_forking(tmp_path):
 
 # A worker whose start-up fails (here: made to raise, as a port taken between the
 # parent's check and the worker's bind would) is restarted, then the server gives up.
-FAILING_BOOT = ("import esl_app.__main__, sys\nimport esl_app.workers as w\n"
+FAILING_BOOT = ("import esl_app.__main__, sys\nimport esl_app.runtime.workers as w\n"
                 "def boom(*a, **k):\n    raise RuntimeError('cannot start')\n"
                 "w._worker_main = boom\nsys.exit(w.main(sys.argv[1:]))")
 
@@ -225,7 +225,7 @@ def test_worker_that_cannot_start_stops_the_server(tmp_path):
 
 
 def test_workers_size_their_fd_tables_for_max_calls(server):
-    """Each worker's table holds two sockets per call from the start (esl_app/fds.py)."""
+    """Each worker's table holds two sockets per call from the start (esl_app/runtime/fds.py)."""
     for pid in server.ready["workers"]:
         with open(f"/proc/{pid}/status") as fh:
             size = next(int(line.split()[1]) for line in fh if line.startswith("FDSize:"))
@@ -234,7 +234,7 @@ def test_workers_size_their_fd_tables_for_max_calls(server):
 
 def test_a_worker_says_why_its_event_loop_stood_still(server):
     """A stopped worker (SIGSTOP: a paused machine looks the same) logs the stop and its
-    cause once it runs again (esl_app/hubwatch.py), and keeps serving."""
+    cause once it runs again (esl_app/runtime/hubwatch.py), and keeps serving."""
     pid = server.ready["workers"][0]
     os.kill(pid, signal.SIGSTOP)
     time.sleep(0.8)
@@ -243,7 +243,7 @@ def test_a_worker_says_why_its_event_loop_stood_still(server):
         while not any("event loop stopped for" in line for line in server.lines):
             gevent.sleep(0.05)
     line = next(line for line in server.lines if "event loop stopped for" in line)
-    assert "WARNING esl_app.hubwatch" in line
+    assert "WARNING esl_app.runtime.hubwatch" in line
     assert "the whole process was not run" in line
     assert 600 <= int(line.split("event loop stopped for ")[1].split(" ms")[0]) <= 3000
     assert server.proc.poll() is None and pid in _children(server.proc.pid)

@@ -95,7 +95,7 @@ HUB_LAG = Histogram(
 HUB_STOPS = Counter(
     "ivr_hub_stops",
     "Times a worker's event loop stood still for 250 ms or more, by what held it (on_cpu, "
-    "blocked, no_core, not_run; esl_app/hubwatch.py): every call of the worker waited.",
+    "blocked, no_core, not_run; esl_app/runtime/hubwatch.py): every call of the worker waited.",
     ["kind"], registry=REGISTRY)
 GC_FULL = Histogram(
     "ivr_gc_full_seconds",

@@ -33,8 +33,8 @@ def outbox_list(ctx: click.Context, tenant_id: str | None, status: str | None, l
     Recipients are masked unless ``--reveal`` asks for them; a reveal is recorded in the
     audit log of each tenant whose messages were shown.
     """
-    from esl_app.logmask import mask_text
     from esl_app.notify.outbox import list_messages
+    from esl_app.runtime.logmask import mask_text
 
     open_db(ctx)
     if tenant_id:

@@ -168,7 +168,7 @@ class ReminderAgent:
         return self._miss(call, st)
 
     def _details(self) -> str:
-        from esl_app.tools import spoken_time
+        from esl_app.providers.agent.tools import spoken_time
 
         return (f"{self.info.first_name} has an appointment with {self.info.doctor_name} "
                 f"on {spoken_time(self.info.start)}.")
@@ -202,7 +202,7 @@ class ReminderAgent:
         return self._on_confirm(call, st, text, t)
 
     def _when(self) -> str:
-        from esl_app.tools import spoken_time
+        from esl_app.providers.agent.tools import spoken_time
 
         return spoken_time(self.info.start)
 
@@ -235,8 +235,8 @@ class ReminderAgent:
 
     def _on_new_day(self, call: CallContext, st: _State, text: str, t: str) -> AgentReply:
         from esl_app.providers.agent.local import nlu
+        from esl_app.providers.agent.tools import spoken_time
         from esl_app.scheduling import service
-        from esl_app.tools import spoken_time
 
         today = (call.now or datetime.now(UTC)).astimezone(call.tenant.tz).date()
         wanted = nlu.parse_date(text, today)
@@ -286,7 +286,7 @@ class ReminderAgent:
             return self._miss(call, st, "Which time would you like? For example, the "
                                         "first one.")
         st.chosen, st.step, st.misses = st.options[index], "confirm_move", 0
-        from esl_app.tools import spoken_time
+        from esl_app.providers.agent.tools import spoken_time
 
         return AgentReply(f"Shall I move the appointment to {spoken_time(st.chosen.start)}?",
                           hints=("yes", "no"))
@@ -294,9 +294,9 @@ class ReminderAgent:
     def _on_confirm_move(self, call: CallContext, st: _State, text: str, t: str
                          ) -> AgentReply:
         from esl_app.providers.agent.local import nlu
+        from esl_app.providers.agent.tools import spoken_time
         from esl_app.scheduling import service
         from esl_app.scheduling.errors import NotAllowed, SchedulingError, SlotTaken
-        from esl_app.tools import spoken_time
 
         yes = nlu.yes_no(text)
         if yes is None:

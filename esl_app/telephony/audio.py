@@ -28,7 +28,7 @@ from esl_app.providers.stt.resilience import ResilientSttStream
 from esl_app.telephony.esl import EslError, EslSession
 from esl_app.telephony.events import Msg
 
-__all__ = ["AudioListenSource", "AudioSources", "start_media_for_calls"]
+__all__ = ["AudioListenSource", "AudioSources"]
 
 log = logging.getLogger(__name__)
 
@@ -275,48 +275,6 @@ class AudioSources:
         provider = self.stt_for(tenant)
         if self.fallback_stt is not None and getattr(provider, "name", "") != "local":
             self.fallback_stt()
-
-
-def start_media_for_calls(host: str = "127.0.0.1", port: int = 0, *,
-                          stt_for: Callable[[Tenant], SttProvider] | None = None
-                          ) -> tuple[Any, AudioSources]:
-    """Start the media server; returns it and the ``audio_source_for`` factory for calls."""
-    from esl_app.media.server import MediaRegistry, MediaServer
-
-    registry = MediaRegistry()
-    media = MediaServer(host, port, registry).start()
-    mhost, mport = media.address
-    url = f"ws://{mhost}:{mport}"
-    providers: dict[str, SttProvider] = {}
-
-    def default_stt(tenant: Tenant) -> SttProvider:
-        name = tenant.stt if tenant.stt != "freeswitch" else "local"
-        if name == "local":
-            return local_stt()
-        key = f"{name}:{tenant.id}"
-        if key not in providers:
-            try:
-                from esl_app.providers import registry as preg  # type: ignore[attr-defined]
-
-                providers[key] = preg.make_stt(name, tenant)
-            except (ImportError, AttributeError):  # its extra is not installed
-                providers[key] = local_stt()
-        return providers[key]
-
-    def local_stt() -> SttProvider:
-        """The process's local recogniser: one decoder pool, also every fallback's."""
-        if "local" not in providers:
-            try:
-                from esl_app.providers import registry as preg  # type: ignore[attr-defined]
-
-                providers["local"] = preg.make_stt("local")
-            except (ImportError, AttributeError):
-                from esl_app.providers.stt.local import LocalStt
-
-                providers["local"] = LocalStt()
-        return providers["local"]
-
-    return media, AudioSources(registry, url, stt_for or default_stt, local_stt)
 
 
 def _metrics() -> Any:

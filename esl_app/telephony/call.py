@@ -36,15 +36,15 @@ from esl_app.providers.agent.base import (
     greet_stream,
     respond_stream,
 )
+from esl_app.providers.markup import split_sentences, to_plain
 from esl_app.providers.tts.base import PlayInstruction, TtsProvider
 from esl_app.providers.tts.cache import WARMER
 from esl_app.providers.tts.freeswitch import FreeswitchTts as FreeswitchSpeak  # its old name
-from esl_app.speech_markup import split_sentences, to_plain
+from esl_app.providers.usage import CallUsage
 from esl_app.telephony.esl import PEER_CLOSED, EslError, EslEvent, EslSession
 from esl_app.telephony.events import Msg, from_esl
 from esl_app.telephony.transcript import Transcript, mask_number
 from esl_app.telephony.verbs import Bridge, Listen, ListenSource, Speak, TextListenSource
-from esl_app.usage import CallUsage
 
 __all__ = ["CallController", "CallEnded", "CallServices", "FreeswitchSpeak"]
 
@@ -945,7 +945,7 @@ class CallController:
 
     def _settle_usage(self) -> None:
         """What the call used, and its estimated cost (price table: ``IVR_PRICES``)."""
-        from esl_app.usage import estimate_cost, prices_from_env
+        from esl_app.providers.usage import estimate_cost, prices_from_env
 
         seconds = getattr(self.listener, "stt_seconds", 0.0) or 0.0
         if seconds:

@@ -21,8 +21,8 @@ import gevent
 import gevent.event
 
 from esl_app.providers.agent.base import Utterance
+from esl_app.providers.markup import to_plain
 from esl_app.providers.tts.base import PlayInstruction, TtsProvider
-from esl_app.speech_markup import to_plain
 from esl_app.telephony.esl import EslError, EslSession
 from esl_app.telephony.events import Msg
 

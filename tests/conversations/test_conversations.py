@@ -39,7 +39,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     from test_workers_serve import Server
 
     tmp = tmp_path_factory.mktemp("conversations")
-    from esl_app.testing import make_db
+    from esl_app.sim.testing import make_db
 
     tenants = make_db(tmp, TENANTS.read_text(), days=21)
     people = personas()

@@ -81,7 +81,7 @@ class AgentReply:
     """What the call engine does next.
 
     ``text`` may hold ``<say-as interpret-as="characters">K7M4Q2</say-as>``
-    spans (see :mod:`esl_app.speech_markup`); everything else is plain text.
+    spans (see :mod:`esl_app.providers.markup`); everything else is plain text.
     ``hints`` are phrases the agent expects next (doctor names, yes/no…) for
     speech recognisers that accept a bias.
     """
@@ -149,7 +149,7 @@ def complete_sentences(text: str) -> tuple[list[str], str]:
     cuts after those either, so a sentence found complete never changes later.
     The rest keeps its trailing space, so the next piece joins it correctly.
     """
-    from esl_app.speech_markup import _ABBREV, split_sentences
+    from esl_app.providers.markup import _ABBREV, split_sentences
 
     parts = split_sentences(text)
     if not parts:

@@ -11,7 +11,7 @@ Both kinds of action group work:
   (``invocationInput`` / ``observation``), which is how a handoff or a booking
   made by a Lambda still reaches the call engine.
 * **RETURN_CONTROL** groups hand the tool call to us: we run it in process
-  through :mod:`esl_app.tools` (the same functions the Lambdas reach over HTTP)
+  through :mod:`esl_app.providers.agent.tools` (the same functions the Lambdas reach over HTTP)
   and send ``returnControlInvocationResults`` back in a follow-up request.
 
 Failures raise :class:`BedrockAgentError`, whose ``retry_safe`` says whether a
@@ -52,7 +52,7 @@ from esl_app.providers.agent.base import (
     Utterance,
     complete_sentences,
 )
-from esl_app.speech_markup import say_characters
+from esl_app.providers.markup import say_characters
 
 __all__ = [
     "BedrockAgent",
@@ -64,7 +64,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Bedrock action name -> (esl_app.tools function, {parameter name: keyword}).
+#: Bedrock action name -> (esl_app.providers.agent.tools function, {parameter name: keyword}).
 #: The parameter names are the contract of docs/contracts.md §3.
 TOOL_ACTIONS: dict[str, tuple[str, dict[str, str]]] = {
     "searchSlots": ("search_slots", {
@@ -467,7 +467,7 @@ class BedrockAgent:
             turn.side_effects = True
         tools = self._tools
         if tools is None:
-            from esl_app import tools as tools_module
+            from esl_app.providers.agent import tools as tools_module
             tools = self._tools = tools_module
         func: Callable[..., dict[str, Any]] = getattr(tools, func_name)
         try:

@@ -7,8 +7,8 @@ message-taking sub-dialogue (:mod:`esl_app.providers.agent.message`) is
 handled here too. Order of a turn:
 
 1. an emergency already flagged → the emergency reply again (the flow never resumes);
-2. a red flag (:func:`esl_app.safety.detect_emergency`) → flag
-   ``call.state["emergency"]`` and reply with :func:`esl_app.safety.emergency_reply`;
+2. a red flag (:func:`esl_app.providers.agent.safety.detect_emergency`) → flag
+   ``call.state["emergency"]`` and reply with :func:`.safety.emergency_reply`;
 3. ``call.state["mode"] == "message"`` → :func:`message.take_message`;
 4. "can I leave a message" / "call me back at …" → start taking a message,
    unless the inner agent is itself collecting a name or number
@@ -37,7 +37,7 @@ from esl_app.providers.agent.base import (
     respond_stream,
 )
 from esl_app.providers.agent.local import nlu
-from esl_app.safety import EmergencyMatch, detect_emergency, emergency_reply
+from esl_app.providers.agent.safety import EmergencyMatch, detect_emergency, emergency_reply
 
 __all__ = ["CONTACT_STAGES", "NUMBER_STAGES", "GuardedAgent"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from esl_app.providers.markup import to_plain, to_spoken
 from esl_app.providers.tts.base import PlayInstruction, TtsCapabilities
-from esl_app.speech_markup import to_plain, to_spoken
 
 __all__ = ["FLITE_VOICES", "POLLY_TO_FLITE", "FreeswitchTts", "flite_voice"]
 

@@ -23,9 +23,9 @@ from typing import Any
 import gevent
 from gevent import subprocess
 
+from esl_app.providers.markup import to_plain, to_spoken
 from esl_app.providers.tts.base import PlayInstruction, TtsCapabilities, TtsError
 from esl_app.providers.tts.cache import DEFAULT_DIR, PromptCache
-from esl_app.speech_markup import to_plain, to_spoken
 
 __all__ = ["MAX_AUDIO_SECONDS", "MAX_TEXT_CHARS", "POLLY_TO_ESPEAK", "SYNTH_TIMEOUT_S",
            "LocalTts", "espeak_voice", "synthesize_pcm"]

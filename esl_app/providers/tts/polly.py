@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from esl_app.media.pcm import wav_bytes
+from esl_app.providers.markup import to_plain, to_ssml
 from esl_app.providers.tts.base import PlayInstruction, TtsCapabilities, TtsError
 from esl_app.providers.tts.cache import DEFAULT_DIR, PromptCache
-from esl_app.speech_markup import to_plain, to_ssml
 
 __all__ = ["PollyTts", "new_client"]
 

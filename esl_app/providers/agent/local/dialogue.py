@@ -3,8 +3,8 @@
 It drives one conversation per call as a small state machine whose whole
 memory lives in ``call.state`` (JSON-able values only), so another agent can
 pick up where it stopped. It never invents a time or a booking: every slot it
-offers came from :func:`esl_app.tools.search_slots`, and it only says
-"booked" after :func:`esl_app.tools.confirm_appointment` returned ``ok``.
+offers came from :func:`esl_app.providers.agent.tools.search_slots`, and it only says
+"booked" after :func:`esl_app.providers.agent.tools.confirm_appointment` returned ``ok``.
 Replies are short and ask one thing at a time, because they are spoken.
 """
 
@@ -17,13 +17,12 @@ from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from esl_app import tools
 from esl_app.config.tenants import WEEKDAYS, Doctor, Tenant, VisitType
-from esl_app.providers.agent import message
+from esl_app.providers.agent import message, tools
 from esl_app.providers.agent.base import AgentError, AgentReply, CallContext, Utterance
 from esl_app.providers.agent.local import nlu, turns
 from esl_app.providers.agent.local.names import spell
-from esl_app.speech_markup import say_characters
+from esl_app.providers.markup import say_characters
 
 __all__ = ["LocalAgent", "format_hours"]
 

@@ -290,7 +290,7 @@ def intent(text: str | None) -> str | None:
     t = normalize(text)
     if not t:
         return None
-    from esl_app.safety import detect_emergency  # one red-flag list for every agent
+    from esl_app.providers.agent.safety import detect_emergency  # one red-flag list for every agent
 
     if detect_emergency(t) is not None:
         return "emergency"

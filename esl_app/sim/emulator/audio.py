@@ -46,10 +46,10 @@ import gevent.event
 import gevent.pool
 import websocket
 
-from esl_app.emulator.net import connect_ws
 from esl_app.media.pcm import frame_bytes, rms
 from esl_app.media.server import SUBPROTOCOL
 from esl_app.providers.tts.local import espeak_voice, synthesize_pcm
+from esl_app.sim.emulator.net import connect_ws
 
 __all__ = ["AudioFork", "UtteranceRecord", "parse_rate", "prepare_lines", "synthesize_cached"]
 

@@ -26,8 +26,8 @@ def emulator() -> None:
 @click.option("--time-scale", default=1.0, show_default=True, type=float)
 def inbound(listen: str, password: str, bot: str, time_scale: float) -> None:
     """Serve the inbound event socket until interrupted."""
-    from esl_app.emulator.core import Switch
-    from esl_app.emulator.inbound import InboundServer
+    from esl_app.sim.emulator.core import Switch
+    from esl_app.sim.emulator.inbound import InboundServer
 
     host, port = _hostport(listen, 8021)
     switch = Switch(password=password, bot_address=_hostport(bot, 8084), time_scale=time_scale)

@@ -274,7 +274,7 @@ class EmulatedPolly:
                    language: str = "en-US") -> PlayInstruction:
         """A cached prompt at once; a new one after the drawn latency."""
         from esl_app.media.pcm import wav_bytes
-        from esl_app.speech_markup import to_plain, to_spoken
+        from esl_app.providers.markup import to_plain, to_spoken
 
         spoken = to_spoken(text).strip()
         plain = to_plain(text).strip()
@@ -356,45 +356,43 @@ class SlowStt:
 
 def make_provider_cache(profile: str | LatencyProfile = "local", *,
                         seed: int | None = None) -> Any:
-    """A :class:`~esl_app.telephony.services.ProviderCache` whose agents/TTS follow ``profile``."""
-    from esl_app.telephony.services import ProviderCache
+    """A :class:`~esl_app.runtime.wiring.ProviderCache` whose agents/TTS follow ``profile``."""
+    from esl_app.runtime.wiring import ProviderCache, _make_tts
 
     prof = get_profile(profile)
     if not prof.adds_latency:
         return ProviderCache()
     delays = Delays(prof, seed)
+    polly: list[EmulatedPolly] = []
 
-    class _SlowCache(ProviderCache):
-        def agent_for(self, tenant: Any) -> Any:
-            agent = super().agent_for(tenant)
-            return agent if prof.agent_ms is None else SlowAgent(agent, delays)
+    def wrap_agent(agent: Any) -> Any:
+        return agent if prof.agent_ms is None else SlowAgent(agent, delays)
 
-        def tts_for(self, tenant: Any, name: str) -> Any:
-            if name == "freeswitch":
-                return super().tts_for(tenant, name)
-            if prof.tts_first_audio_ms is not None:  # Polly stand-in: latency, no CPU
-                tts = self._tts.get("polly-emulated")
-                if tts is None:
-                    tts = self._tts["polly-emulated"] = EmulatedPolly(delays)
-                return tts
-            return SlowTts(super().tts_for(tenant, name), delays)
+    def make_tts(tenant: Any, name: str) -> Any:
+        if prof.tts_first_audio_ms is None:
+            return SlowTts(_make_tts(tenant, name), delays)
+        if not polly:  # Polly stand-in: latency, no CPU; one for every tenant
+            polly.append(EmulatedPolly(delays))
+        return polly[0]
 
-    cache = _SlowCache()
+    cache = ProviderCache(wrap_agent=wrap_agent, make_tts=make_tts)
     cache.delays = delays  # type: ignore[attr-defined]
     return cache
 
 
 def make_stt_factory(profile: str | LatencyProfile = "local", *, seed: int | None = None,
                      base: Callable[[Any], Any] | None = None,
-                     table: str | None = None) -> Callable[[Any], Any] | None:
-    """``stt_for`` for :func:`~esl_app.telephony.audio.start_media_for_calls` (None: default).
+                     table: str | None = None, stt: Any = None) -> Callable[[Any], Any] | None:
+    """``stt_for`` for :func:`~esl_app.runtime.wiring.start_media_for_calls` (None: default).
 
     In a profile with recogniser latency and a caller-line table (``table`` or
     ``$IVR_EMULATED_STT_TABLE``, which ``ivr loadtest --audio`` sets), every call
-    gets the emulated Transcribe (:mod:`esl_app.providers.stt.emulated`): like
+    gets the emulated Transcribe (:mod:`esl_app.sim.emulated_stt`): like
     :class:`EmulatedPolly` for TTS, the decoding that happens at AWS in production
     is not billed to our server as pocketsphinx CPU. Without a table (e.g. real
-    callers) the local recogniser is used, its finals held back by the drawn latency.
+    callers) the tenant's own recogniser (``base``, else ``stt``'s, an
+    :class:`~esl_app.runtime.wiring.SttCache`) is used, its finals held back by the
+    drawn latency.
     """
     import os
 
@@ -404,26 +402,15 @@ def make_stt_factory(profile: str | LatencyProfile = "local", *, seed: int | Non
     delays = Delays(prof, None if seed is None else seed + 7919)
     table = table or os.environ.get("IVR_EMULATED_STT_TABLE")
     if table and base is None:
-        from esl_app.providers.stt.emulated import EmulatedTranscribe
+        from esl_app.sim.emulated_stt import EmulatedTranscribe
 
         emulated = EmulatedTranscribe(table, lambda: delays.draw("stt"))
         return lambda tenant: emulated
-    made: dict[str, Any] = {}
+    if base is None:
+        from esl_app.runtime.wiring import SttCache
 
-    def default(tenant: Any) -> Any:
-        name = tenant.stt if tenant.stt != "freeswitch" else "local"
-        if name not in made:
-            try:
-                from esl_app.providers import registry as preg  # type: ignore[attr-defined]
-
-                made[name] = preg.make_stt(name)
-            except (ImportError, AttributeError):
-                from esl_app.providers.stt.local import LocalStt
-
-                made[name] = LocalStt()
-        return made[name]
-
-    pick = base or default
+        base = (stt or SttCache()).stt_for
+    pick = base
     wrapped: dict[int, SlowStt] = {}
 
     def stt_for(tenant: Any) -> SlowStt:

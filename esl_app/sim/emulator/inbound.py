@@ -5,7 +5,7 @@ or ``-ERR invalid`` followed by a disconnect notice and close; before authentica
 other command is ``-ERR command not found``. A client outside the ACL gets
 ``text/rude-rejection`` and is disconnected. After authentication: ``api``, ``bgapi``,
 ``event``/``filter``/``nixevent``/``noevents``, ``exit``. API commands run against the shared
-:class:`~esl_app.emulator.core.Switch`, so the channels the emulator placed into the bot are
+:class:`~esl_app.sim.emulator.core.Switch`, so the channels the emulator placed into the bot are
 visible (``show channels``, ``uuid_getvar``, ``uuid_kill`` ...), and ``originate
 loopback/<did>`` places a new emulated call into the bot: as with mod_loopback, the answer
 names the parked a-leg, whose ``other_loopback_leg_uuid`` is the b-leg in the bot. Set the
@@ -22,10 +22,10 @@ from gevent import socket as gsocket
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from esl_app.emulator import wire
-from esl_app.emulator.connection import EslConnection
-from esl_app.emulator.core import Switch
-from esl_app.emulator.outbound import originate_into_bot
+from esl_app.sim.emulator import wire
+from esl_app.sim.emulator.connection import EslConnection
+from esl_app.sim.emulator.core import Switch
+from esl_app.sim.emulator.outbound import originate_into_bot
 
 __all__ = ["InboundConnection", "InboundServer"]
 
@@ -62,7 +62,7 @@ class InboundConnection(EslConnection):
             if uid not in self.switch.channels:
                 self.reply("-ERR invalid uuid")
                 return
-            from esl_app.emulator.core import MYEVENTS
+            from esl_app.sim.emulator.core import MYEVENTS
 
             self.sub.names |= MYEVENTS
             self.sub.my_uuid = uid

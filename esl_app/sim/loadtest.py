@@ -355,7 +355,7 @@ def _text_recogniser(channel: Any, stt_ms: tuple[int, int] | None, rng: random.R
 
     import gevent
 
-    from esl_app.emulator.outbound import _SPEECH_FILE, SECONDS_PER_CHAR
+    from esl_app.sim.emulator.outbound import _SPEECH_FILE, SECONDS_PER_CHAR
 
     def recognise(text: str) -> None:
         channel.fire("DETECTED_SPEECH", _SPEECH_FILE, before=[("Speech-Type", "begin-speaking")])
@@ -387,7 +387,7 @@ def load_fork(**kw: Any) -> Any:
     the fork itself (``late``). With ``IVR_EMULATED_STT_TABLE`` set (cloud
     profile), each caller line's audio fingerprint is published there before the
     line's first frame is sent, for the server's emulated recogniser
-    (:mod:`esl_app.providers.stt.emulated`).
+    (:mod:`esl_app.sim.emulated_stt`).
     """
     return _fork_class()(**kw)
 
@@ -395,8 +395,8 @@ def load_fork(**kw: Any) -> Any:
 def _fork_class() -> type:
     """The load test's fork class (made once; its imports happen here)."""
     if not _FORK_CLASS:
-        from esl_app.emulator.audio import AudioFork
-        from esl_app.providers.stt.emulated import TABLE_ENV, LineTable
+        from esl_app.sim.emulated_stt import TABLE_ENV, LineTable
+        from esl_app.sim.emulator.audio import AudioFork
 
         path = os.environ.get(TABLE_ENV)
         table = LineTable(path) if path else None
@@ -468,7 +468,7 @@ def _is_answer(c: Any) -> bool:
     if c.header("execute-app-name") == "speak":
         text = arg.rsplit("|", 1)[-1]
     else:
-        from esl_app.emulator.outbound import prompt_info
+        from esl_app.sim.emulator.outbound import prompt_info
 
         info = prompt_info(arg)
         text = info[1] if info is not None else ""
@@ -486,7 +486,7 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
     """One full booking conversation; never raises (the stats say what went wrong)."""
     import gevent
 
-    from esl_app.emulator.outbound import EmulatedCall
+    from esl_app.sim.emulator.outbound import EmulatedCall
 
     st = CallStats()
     variables = {} if audio else {"ivr_stt": "freeswitch"}
@@ -642,10 +642,10 @@ def _child_main(argv: list[str]) -> int:
     """Emulator process: run this process's share of callers, report JSON lines on stdout."""
     import gevent
 
-    from esl_app.bridge import watch_hub_lag
+    from esl_app.runtime.bridge import watch_hub_lag
 
     cfg = json.loads(argv[0])
-    from esl_app.fds import reserve_fds
+    from esl_app.runtime.fds import reserve_fds
 
     # like the server's workers (fds.py): no fd-table doubling stalls this hub mid-ramp
     reserve_fds(2 * len(cfg["indices"]))
@@ -657,7 +657,7 @@ def _child_main(argv: list[str]) -> int:
         fork_class = _fork_class()
         # the callers' lines too, synthesised and framed before the clock starts, as a
         # generator with its audio on disk would: not at first use in the measured run
-        from esl_app.emulator.audio import prepare_lines
+        from esl_app.sim.emulator.audio import prepare_lines
 
         for text, pcm in prepare_lines(caller_lines(cfg["tenants"]),
                                        lead_ms=CALLER_LEAD_MS).items():
@@ -863,7 +863,7 @@ def _start_server(cfg: LoadConfig) -> _Server:
     import gevent
     from gevent import subprocess
 
-    from esl_app.testing import make_db
+    from esl_app.sim.testing import make_db
 
     tmp = tempfile.TemporaryDirectory(prefix="ivr-load-")
     tenants_path = str(Path(tmp.name) / "tenants.yaml")
@@ -884,7 +884,7 @@ def _start_server(cfg: LoadConfig) -> _Server:
     prom.mkdir()
     env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
     if cfg.audio:  # the cloud profile's emulated Transcribe learns caller lines here
-        from esl_app.providers.stt.emulated import TABLE_ENV
+        from esl_app.sim.emulated_stt import TABLE_ENV
 
         env[TABLE_ENV] = str(Path(tmp.name) / "stt-lines")
     args = [sys.executable, "-m", "esl_app", "--db", db, "--tenants", tenants_path, "serve",
@@ -899,7 +899,7 @@ def _start_server(cfg: LoadConfig) -> _Server:
     got = gevent.event.Event()
 
     def read() -> None:
-        from esl_app.workers import READY_PREFIX
+        from esl_app.runtime.workers import READY_PREFIX
 
         for raw in proc.stderr:
             line = raw.decode("utf-8", "replace").rstrip()
@@ -977,7 +977,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
     import gevent
     from gevent import subprocess
 
-    from esl_app.providers.latency import get_profile
+    from esl_app.sim.latency import get_profile
 
     prof = get_profile(cfg.profile)
     echo = echo or (lambda s: None)
@@ -1015,7 +1015,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
                     if cfg.audio else None}
             nice = ["nice", "-n", str(cfg.emulator_nice)] if cfg.emulator_nice else []
             p = subprocess.Popen(
-                [*nice, sys.executable, "-c", _BOOTSTRAP.format(mod="esl_app.loadtest",
+                [*nice, sys.executable, "-c", _BOOTSTRAP.format(mod="esl_app.sim.loadtest",
                                                                 fn="_child_main"),
                  json.dumps(ccfg)],
                 stdout=subprocess.PIPE)

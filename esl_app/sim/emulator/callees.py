@@ -54,7 +54,7 @@ def callee_key(number: str) -> str:
 def originate_to_callee(switch: Any, number: str, variables: dict[str, str],
                         address: tuple[str, int] | None, socket_data: str = "") -> str:
     """The ``api originate`` reply for a call to ``number`` (busy, no answer, +OK uuid)."""
-    from esl_app.emulator.outbound import EmulatedCall
+    from esl_app.sim.emulator.outbound import EmulatedCall
 
     callee: Callee | None = switch.callees.get(callee_key(number))
     if callee is not None:
@@ -70,7 +70,7 @@ def originate_to_callee(switch: Any, number: str, variables: dict[str, str],
         return "-ERR DESTINATION_OUT_OF_ORDER\n"
     assert callee is not None
     caller = variables.pop("origination_caller_id_number", "0000000000")
-    from esl_app.emulator.audio import AudioFork
+    from esl_app.sim.emulator.audio import AudioFork
 
     # the fork only streams if the bot asks for one (audio mode); lines are spoken with
     # espeak-ng, or played from a recording (``#wav PATH``)

@@ -83,7 +83,7 @@ def serve(ctx: click.Context, esl_addr: str, media_addr: str, http_addr: str,
     """Run the bot: ESL server, media server and HTTP API (SIGTERM drains, SIGHUP reloads)."""
     from esl_app.cli import EXIT_UNAVAILABLE
     from esl_app.db import DatabaseError, DatabaseUnavailable
-    from esl_app.workers import WorkerConfig, run_workers
+    from esl_app.runtime.workers import WorkerConfig, run_workers
 
     root = _root(ctx)
     cfg = WorkerConfig(
@@ -122,7 +122,7 @@ def simulate(ctx: click.Context, did: str, caller: str, says: tuple[str, ...], a
     """Place one emulated call into the bot (in-process unless --server)."""
     from esl_app.cli import EXIT_UNAVAILABLE
     from esl_app.db import DatabaseError, DatabaseUnavailable
-    from esl_app.simulate import (
+    from esl_app.sim.simulate import (
         SimCall,
         prepare_database,
         run_interactive,
@@ -206,7 +206,7 @@ def demo(ctx: click.Context, audio: bool, var_dir: str, time_scale: float) -> No
     example clinics shipped inside the package, so it runs from anywhere.
     """
     from esl_app.config.tenants import load_tenants
-    from esl_app.demo import EXAMPLE_TENANTS, run_demo
+    from esl_app.sim.demo import EXAMPLE_TENANTS, run_demo
 
     root = ctx.find_root()
     given = (root.get_parameter_source("tenants_path") not in

@@ -23,8 +23,8 @@ import gevent
 from gevent.queue import Empty
 
 from esl_app.config.tenants import TenantSet
+from esl_app.runtime.wiring import build_services
 from esl_app.telephony.server import EslServer, TenantSource
-from esl_app.telephony.services import build_services
 
 __all__ = [
     "LocalBot",
@@ -80,7 +80,7 @@ def start_local_bot(tenants: TenantSet | TenantSource, *, record: bool = True,
                     audio: bool = False, providers: Any = None) -> LocalBot:
     """Start the bot in-process on an ephemeral port; transcripts are kept by call id.
 
-    ``providers`` is a :class:`~esl_app.telephony.services.ProviderCache` to use
+    ``providers`` is a :class:`~esl_app.runtime.wiring.ProviderCache` to use
     instead of the default one (tests inject agents with stubbed SDK clients).
     """
     source = tenants if isinstance(tenants, TenantSource) else TenantSource(tenants)
@@ -93,7 +93,7 @@ def start_local_bot(tenants: TenantSet | TenantSource, *, record: bool = True,
     audio_source_for = None
     media = None
     if audio:
-        from esl_app.telephony.audio import start_media_for_calls
+        from esl_app.runtime.wiring import start_media_for_calls
 
         media, audio_source_for = start_media_for_calls()
     services = build_services(source, record=record, on_event=on_event,
@@ -108,7 +108,7 @@ class SimCall:
 
     def __init__(self, address: tuple[str, int], did: str, caller: str = "+15550100100", *,
                  audio: bool = False, time_scale: float = 0.25, **kw: Any) -> None:
-        from esl_app.emulator.outbound import EmulatedCall
+        from esl_app.sim.emulator.outbound import EmulatedCall
 
         variables = dict(kw.pop("variables", None) or {})
         audio_fork = kw.pop("audio_fork", None)
@@ -171,7 +171,7 @@ class SimCall:
 def default_audio_fork() -> Callable[[], Any]:
     """The emulator's mod_audio_fork stand-in, or :class:`SimpleAudioFork` without it."""
     try:
-        from esl_app.emulator import audio as emulator_audio  # type: ignore[attr-defined]
+        from esl_app.sim.emulator import audio as emulator_audio  # type: ignore[attr-defined]
     except ImportError:
         return SimpleAudioFork
     for name in ("AudioFork", "AudioForkClient", "EmulatedAudioFork"):

@@ -17,8 +17,8 @@ import gevent.event
 from gevent import socket as gsocket
 from gevent.queue import Queue
 
-from esl_app.emulator import wire
-from esl_app.emulator.core import Event, Subscription, Switch
+from esl_app.sim.emulator import wire
+from esl_app.sim.emulator.core import Event, Subscription, Switch
 
 __all__ = ["EslConnection"]
 

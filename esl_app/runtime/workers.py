@@ -22,7 +22,7 @@ owns its ESL connection (its controller, VAD state and recogniser live there).
 So no media port is shared: worker *i* binds its private media port
 ``media_port + 1 + i`` (or an ephemeral one when ``media_port`` is 0) and the
 call engine puts *that* address in the ``uuid_audio_fork`` URL —
-:func:`esl_app.telephony.audio.start_media_for_calls` is called inside the
+:func:`esl_app.runtime.wiring.start_media_for_calls` is called inside the
 worker, so the URL it builds is already the worker's own. Other code asks
 :func:`media_address` / :func:`current_worker`. Firewalls must open
 ``media_port + 1 … media_port + N`` (FreeSWITCH connects to them).
@@ -316,7 +316,7 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
-    from esl_app.fds import reserve_fds
+    from esl_app.runtime.fds import reserve_fds
 
     # before any thread starts: a full fd table then never grows under the calls
     reserve_fds(SOCKETS_PER_CALL * cfg.max_calls)
@@ -326,32 +326,31 @@ def _worker_main(index: int, cfg: WorkerConfig, esl_raw: Any, http_raw: Any,
     import gevent.event
 
     from esl_app.db import init_db
-    from esl_app.providers.latency import make_provider_cache, make_stt_factory
+    from esl_app.runtime.wiring import SttCache, build_services, for_profile
     from esl_app.telephony.server import EslServer
-    from esl_app.telephony.services import build_services
 
     init_db(cfg.db_url, create=False)
     _start_checkpointer()
     _sweep_interrupted()
     source = _tenant_source(cfg.tenants_path)
     seed = None if cfg.profile_seed is None else cfg.profile_seed * 1000 + index
+    stt = SttCache()
+    providers, stt_for = for_profile(cfg.profile, seed, stt=stt)
     media = audio_source_for = None
     my_media: tuple[str, int] | None = None
     if cfg.media is not None:
         try:
-            from esl_app.telephony.audio import start_media_for_calls
+            from esl_app.runtime.wiring import start_media_for_calls
 
             host, base = cfg.media
             avoid = tuple(p for p in (cfg.esl[1], cfg.http[1] if cfg.http else 0) if p)
             media, audio_source_for = start_media_for_calls(
-                host, media_port_for(base, index, avoid),
-                stt_for=make_stt_factory(cfg.profile, seed=seed))
+                host, media_port_for(base, index, avoid), stt_for=stt_for, stt=stt)
             my_media = (host, media.address[1])
         except ImportError as exc:
             log.warning("audio mode unavailable (%s); calls use FreeSWITCH-side speech", exc)
     _current = WorkerInfo(index, os.getpid(), my_media)
-    services = build_services(source, audio_source_for=audio_source_for,
-                              providers=make_provider_cache(cfg.profile, seed=seed))
+    services = build_services(source, audio_source_for=audio_source_for, providers=providers)
     services.extra["worker"] = index
     _warm(services, source, audio_source_for)
     _freeze_heap()
@@ -475,8 +474,8 @@ def _watch_hub_lag() -> None:
     latencies mix that with the network's and the switch's; this is the worker's
     own part, and an overload signal for operators.
     """
-    from esl_app.bridge import watch_hub_lag
     from esl_app.http.metrics import HUB_LAG
+    from esl_app.runtime.bridge import watch_hub_lag
 
     watch_hub_lag(HUB_LAG.observe, _LAG_EVERY_S)
 
@@ -489,14 +488,14 @@ def _start_hub_watch() -> Any:
 
     The lag histogram shows that the hub ran late; a stop of seconds (seen once under
     load, cause unknown then) needs its cause on record: code on the hub, a blocking
-    system call, no free core, or the whole process not run (esl_app/hubwatch.py).
+    system call, no free core, or the whole process not run (esl_app/runtime/hubwatch.py).
     The watch's heartbeat is the lag sampler, so one ticker serves both; if the watch
     cannot start, the sampler runs alone.
     """
     import gevent
 
     from esl_app.http.metrics import HUB_LAG, HUB_STOPS
-    from esl_app.hubwatch import HubWatch
+    from esl_app.runtime.hubwatch import HubWatch
 
     try:
         return HubWatch(threshold_s=HUB_STOP_S, beat_every_s=_LAG_EVERY_S,
@@ -760,9 +759,10 @@ def run_workers(cfg: WorkerConfig, echo: Callable[[str], None] | None = None) ->
         sys.stderr.flush()
 
     echo = echo or _stderr
-    from esl_app.providers.latency import get_profile
+    if cfg.profile != "local":  # a load test's server: fail on a bad name before forking
+        from esl_app.sim.latency import get_profile
 
-    get_profile(cfg.profile)  # fail on a bad name before forking
+        get_profile(cfg.profile)
     prom_dir = None
     if cfg.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # before anything imports prometheus_client: /metrics then sums every worker

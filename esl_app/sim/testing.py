@@ -12,7 +12,7 @@ from esl_app.scheduling.slots import generate_slots
 
 __all__ = ["REPO_TENANTS", "make_db"]
 
-REPO_TENANTS = Path(__file__).resolve().parent.parent / "tenants.yaml"
+REPO_TENANTS = Path(__file__).resolve().parents[2] / "tenants.yaml"
 
 
 def make_db(tmp_path: Path | str, tenants_yaml_text: str | None = None, days: int = 14,

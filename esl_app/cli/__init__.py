@@ -47,14 +47,14 @@ EXIT_UNAVAILABLE = 3
 
 # name → "module:attribute" of commands implemented elsewhere (lazy).
 LAZY_COMMANDS: dict[str, str] = {
-    "serve": "esl_app.commands_call:serve",
-    "simulate": "esl_app.commands_call:simulate",
-    "demo": "esl_app.commands_call:demo",
-    "calls": "esl_app.commands_call:calls",
-    "loadtest": "esl_app.loadtest:loadtest",
-    "dialplan": "esl_app.dialplan:dialplan",
+    "serve": "esl_app.cli.calls:serve",
+    "simulate": "esl_app.cli.calls:simulate",
+    "demo": "esl_app.cli.calls:demo",
+    "calls": "esl_app.cli.calls:calls",
+    "loadtest": "esl_app.sim.loadtest:loadtest",
+    "dialplan": "esl_app.config.dialplan:dialplan",
     "outbox": "esl_app.notify.cli:outbox",
-    "emulator": "esl_app.emulator.cli:emulator",
+    "emulator": "esl_app.sim.emulator.cli:emulator",
     "reminders": "esl_app.reminders.cli:reminders",
     "dnc": "esl_app.reminders.cli:dnc",
     "users": "esl_app.web.cli:users",
@@ -100,7 +100,7 @@ def cli(ctx: click.Context, db_url: str, tenants_path: str, verbose: int) -> Non
     """Multi-tenant AI voice appointment bot for clinics (ivr)."""
     import logging
 
-    from esl_app.logmask import install
+    from esl_app.runtime.logmask import install
 
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

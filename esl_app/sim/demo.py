@@ -20,7 +20,7 @@ __all__ = ["AUDIO_DEMO_SCRIPT", "DEMO_SCRIPT", "EXAMPLE_TENANTS", "run_demo"]
 
 # The example clinics, shipped in the package (a copy of the repository's tenants.yaml,
 # kept identical by a test) so that `ivr demo` runs from any directory.
-EXAMPLE_TENANTS = Path(__file__).resolve().parent / "examples" / "tenants.yaml"
+EXAMPLE_TENANTS = Path(__file__).resolve().parent.parent / "examples" / "tenants.yaml"
 
 DEMO_SCRIPT = (
     "Hi, I'd like to book an appointment with Dr. Smith",
@@ -56,7 +56,7 @@ def run_demo(tenants: TenantSet, *, var_dir: str | Path = "var", audio: bool = F
         script = AUDIO_DEMO_SCRIPT if audio else DEMO_SCRIPT
     from esl_app.db import close_db
     from esl_app.scheduling import service
-    from esl_app.simulate import (
+    from esl_app.sim.simulate import (
         SimCall,
         prepare_database,
         run_lines,

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
-from esl_app.emulator import wire
+from esl_app.sim.emulator import wire
 
 if TYPE_CHECKING:
-    from esl_app.emulator.outbound import Channel
+    from esl_app.sim.emulator.outbound import Channel
 
 __all__ = ["EVENT_NAMES", "Event", "Subscription", "Switch"]
 
@@ -286,7 +286,7 @@ class Switch:
         self._listeners: list[Listener] = []
         #: factory(switch, did, caller, variables, address) -> started call, for originate
         self.originate_hook: Callable[..., Any] | None = None
-        #: scripted phones for ``originate`` to a number (esl_app/emulator/callees.py)
+        #: scripted phones for ``originate`` to a number (esl_app/sim/emulator/callees.py)
         self.callees: dict[str, Any] = {}
 
     # -- events -----------------------------------------------------------------------
@@ -600,7 +600,7 @@ class Switch:
         Its answered leg runs the originate's application: ``&socket(host:port …)``
         connects it to that outbound socket (the bot), as FreeSWITCH does.
         """
-        from esl_app.emulator.callees import originate_to_callee
+        from esl_app.sim.emulator.callees import originate_to_callee
 
         number = url.rstrip("/").rsplit("/", 1)[-1]
         if not re.fullmatch(r"\+?[0-9]{3,15}", number or ""):
@@ -616,7 +616,7 @@ class Switch:
     def _loopback_a_leg(self, uid: str, b_leg: Channel, target: str, caller: str,
                         variables: dict[str, str]) -> Channel:
         """The originating leg: it runs ``&app(args)`` and ends together with ``b_leg``."""
-        from esl_app.emulator.outbound import Channel
+        from esl_app.sim.emulator.outbound import Channel
 
         a_leg = Channel(self, b_leg.did, caller, uuid=uid, variables={
             **variables, "loopback_leg": "A", "other_loopback_leg_uuid": b_leg.uuid})

@@ -33,10 +33,10 @@ import gevent.event
 from gevent import socket as gsocket
 from gevent.queue import Empty, Queue
 
-from esl_app.emulator import net, wire
-from esl_app.emulator.connection import EslConnection
-from esl_app.emulator.core import MYEVENTS, Event, Switch
 from esl_app.media.pcm import wav_text
+from esl_app.sim.emulator import net, wire
+from esl_app.sim.emulator.connection import EslConnection
+from esl_app.sim.emulator.core import MYEVENTS, Event, Switch
 
 __all__ = [
     "AudioForkHook",
@@ -87,7 +87,7 @@ VARIABLE_EVENTS = frozenset(
 
 
 class AudioForkHook(Protocol):
-    """What ``esl_app/emulator/audio.py`` plugs in to stream caller audio like mod_audio_fork."""
+    """What ``sim/emulator/audio.py`` plugs in to stream caller audio like mod_audio_fork."""
 
     def start(self, url: str, mix: str, rate: str, metadata: str | None, call: Channel) -> None:
         """Open the WebSocket and begin streaming (in its own greenlet)."""
