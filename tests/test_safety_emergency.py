@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from esl_app.config.tenants import Tenant
-from esl_app.safety import CATEGORIES, detect_emergency, emergency_reply
+from esl_app.providers.agent.safety import CATEGORIES, detect_emergency, emergency_reply
 
 # (utterance as a recogniser would return it, expected category)
 TRIGGERS: list[tuple[str, str]] = [
@@ -13,6 +13,8 @@ TRIGGERS: list[tuple[str, str]] = [
     ("my chest hurts really bad", "chest_pain"),
     ("there is a lot of pressure in my chest", "chest_pain"),
     ("chest tightness since an hour ago", "chest_pain"),
+    ("my chest has been hurting since this morning", "chest_pain"),
+    ("my chest had been aching all day", "chest_pain"),
     ("i think i am having a heart attack", "chest_pain"),
     ("no i have chest pain", "chest_pain"),
     ("i had chest pain last year and now it is back", "chest_pain"),

@@ -95,7 +95,7 @@ _PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     )),
     ("chest_pain", (
         r"chest (?:pains?|pressure|tightness|is tight|feels (?:tight|heavy)|hurts|is hurting"
-        r"|is killing me)",
+        r"|is killing me|(?:has|have|had) been (?:hurting|aching|tight|killing me))",
         rf"(?:pain|pressure|tightness|squeezing|heaviness) (?:in|on) {_POSS} chest",
         r"tight chest", r"crushing (?:chest )?pain",
         r"(?:having|just had) a heart attack", r"(?:is|be) a heart attack",
