@@ -416,16 +416,24 @@ def parse_time(iso: str) -> datetime:
     return datetime.fromisoformat(iso.replace("Z", "+00:00"))
 
 
-def speak_time(value: str | datetime) -> str:
-    """"Tuesday, November 24 at 9:00 AM" in the clinic's local time.
+def speak_time(value: str | datetime, *, with_day: bool = True) -> str:
+    """"Tuesday, November 24 at 9 AM" / "at 9:30 AM" / "at noon" in the clinic's local time.
 
-    The API returns times with the clinic's offset, so the wall-clock values
-    are already local: no time zone database is needed here.
+    The bot's ``esl_app.providers.agent.tools.spoken_time``, copied because the Lambda
+    bundle is ``lambdas/`` alone (no ``esl_app``): tests/test_lambdas_handlers.py proves
+    the two say the same for every minute of the day. The API returns times with the
+    clinic's offset, so the wall-clock values are already local: no time zone database
+    is needed here.
     """
     dt = parse_time(value) if isinstance(value, str) else value
     hour = dt.hour % 12 or 12
-    half = "AM" if dt.hour < 12 else "PM"
-    return f"{dt:%A}, {dt:%B} {dt.day} at {hour}:{dt:%M} {half}"
+    clock = f"{hour}" if dt.minute == 0 else f"{hour}:{dt.minute:02d}"
+    clock += " AM" if dt.hour < 12 else " PM"
+    if dt.hour == 12 and dt.minute == 0:
+        clock = "noon"
+    if not with_day:
+        return clock
+    return f"{dt:%A}, {dt:%B} {dt.day} at {clock}"
 
 
 def speak_date(value: date) -> str:

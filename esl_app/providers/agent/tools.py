@@ -36,7 +36,11 @@ _MESSAGES = {
 
 
 def spoken_time(dt: datetime, *, with_day: bool = True) -> str:
-    """``Tuesday, November 24 at 9 AM`` / ``at 9:30 AM`` — how times are read aloud."""
+    """``Tuesday, November 24 at 9 AM`` / ``at 9:30 AM`` — how times are read aloud.
+
+    The one spoken form: ``lambdas/common.speak_time`` is its copy for the Lambda bundle
+    (which cannot import ``esl_app``), held equal by tests/test_lambdas_handlers.py.
+    """
     hour = dt.hour % 12 or 12
     clock = f"{hour}" if dt.minute == 0 else f"{hour}:{dt.minute:02d}"
     clock += " AM" if dt.hour < 12 else " PM"
