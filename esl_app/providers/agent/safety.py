@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from esl_app.config.tenants import Tenant
 from esl_app.providers.agent.base import AgentReply
+from esl_app.providers.agent.contractions import expand
 
 __all__ = ["CATEGORIES", "EmergencyMatch", "detect_emergency", "emergency_reply", "normalize"]
 
@@ -45,23 +46,11 @@ class EmergencyMatch:
     phrase: str
 
 
-_CONTRACTIONS = {
-    "can't": "can not", "cant": "can not", "cannot": "can not", "won't": "will not",
-    "wont": "will not", "don't": "do not", "dont": "do not", "doesn't": "does not",
-    "doesnt": "does not", "didn't": "did not", "didnt": "did not", "isn't": "is not",
-    "isnt": "is not", "wasn't": "was not", "aren't": "are not", "couldn't": "could not",
-    "wouldn't": "would not", "hasn't": "has not", "haven't": "have not", "i'm": "i am",
-    "im": "i am", "it's": "it is", "he's": "he is", "she's": "she is", "they're": "they are",
-    "we're": "we are", "i've": "i have", "i'd": "i would", "that's": "that is",
-    "there's": "there is", "what's": "what is",
-}
-
-
 def normalize(text: str | None) -> str:
     """Lower case, contractions expanded, hyphens and punctuation turned into spaces."""
     t = (text or "").lower().replace("\u2019", "'")
     t = re.sub(r"[^a-z0-9' ]+", " ", t)
-    words = [_CONTRACTIONS.get(w, w) for w in (w.strip("'") for w in t.split()) if w]
+    words = [expand(w) for w in (w.strip("'") for w in t.split()) if w]
     return " ".join(words).replace("'", "")
 
 

@@ -16,6 +16,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from esl_app.config.tenants import Doctor, VisitType
+from esl_app.providers.agent.contractions import expand
 from esl_app.providers.agent.local import names, phonetic
 
 __all__ = [
@@ -47,20 +48,6 @@ ANY_DOCTOR = "any"
 
 # ---------------------------------------------------------------- tokens
 
-_CONTRACTIONS = {
-    "it's": "it is", "that's": "that is", "i'm": "i am", "don't": "do not",
-    "doesn't": "does not", "can't": "can not", "cannot": "can not", "won't": "will not",
-    "what's": "what is", "name's": "name is", "i'd": "i would", "let's": "let us",
-    "isn't": "is not", "wasn't": "was not", "you're": "you are", "where's": "where is",
-    "there's": "there is", "didn't": "did not", "i've": "i have", "couldn't": "could not",
-    "haven't": "have not", "hasn't": "has not", "hadn't": "had not", "aren't": "are not",
-    "weren't": "were not", "we're": "we are", "we've": "we have",
-    "whoever's": "whoever is", "that'd": "that would", "it'd": "it would", "you've": "you have",
-    "she's": "she is", "he's": "he is", "who's": "who is", "i'll": "i will",
-    "you'll": "you will", "we'll": "we will", "that'll": "that will", "how's": "how is",
-    "they're": "they are", "wouldn't": "would not", "shouldn't": "should not",
-}
-
 
 def normalize(text: str | None, *, clock: bool = True) -> str:
     """Lower-case, expand contractions, drop punctuation (keeping name apostrophes and slashes).
@@ -77,7 +64,7 @@ def normalize(text: str | None, *, clock: bool = True) -> str:
         w = w.strip("'-")
         if not w:
             continue
-        words.append(_CONTRACTIONS.get(w, w))
+        words.append(expand(w))
     t = " ".join(words)
     if not clock:
         return t
@@ -353,8 +340,25 @@ def intent(text: str | None) -> str | None:
     return None
 
 
+_PERSON = re.compile(
+    r"\b(operator|receptionist|representative|real person|human being|"
+    r"(talk|speak) (to|with) (a |an |the )?(person|human|someone|somebody|staff|agent))\b",
+    re.I)
+
+
+def asks_for_person(text: str | None) -> bool:
+    """An explicit request for a human ("operator", "talk to a person").
+
+    The call engine acts on it before any agent (every tenant's callers can always
+    reach the front desk); the local agent's "operator" intent includes it.
+    """
+    return bool(text and _PERSON.search(text))
+
+
 def _operator_really(t: str) -> bool:
     """'someone'/'a person' only mean a human when the caller asks to talk to them."""
+    if asks_for_person(t):
+        return True
     strong = ("operator", "real person", "human", "receptionist", "front desk", "press zero",
               "representative", "live person", "live agent", "a nurse", "an agent",
               "transfer me")
