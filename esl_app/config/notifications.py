@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from esl_app.scheduling.text import is_email
+
 __all__ = [
     "EMAIL_PROVIDERS",
     "MAX_TEMPLATE_CHARS",
@@ -48,7 +50,6 @@ SMS_PROVIDERS = ("outbox", "sns")
 EMAIL_PROVIDERS = ("outbox", "ses", "smtp")
 _KEYS = {"sms", "email", "from_email", "region", "smtp", "templates"}
 _SMTP_KEYS = {"host", "port", "starttls", "user_env", "password_env"}
-_EMAIL = re.compile(r"^[^@\s<>,;\"]{1,64}@[A-Za-z0-9.-]{1,185}\.[A-Za-z]{2,}$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _HOST = re.compile(r"^[A-Za-z0-9.:\[\]-]{1,253}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
@@ -126,7 +127,7 @@ def parse_notifications(raw: Any, where: str) -> NotificationConfig:
     if email not in EMAIL_PROVIDERS:
         raise ConfigError(f"{w}.email' must be outbox, ses or smtp, not {_q(email)}")
     from_email = _text(raw.get("from_email", ""), f"{w}.from_email'", MAX_SETTING_CHARS)
-    if from_email and not _EMAIL.match(from_email):
+    if from_email and not is_email(from_email):
         raise ConfigError(f"{w}.from_email': {_q(from_email)} is not an e-mail address")
     if email in ("ses", "smtp") and not from_email:
         raise ConfigError(f"{w}.from_email' is required when email is '{email}'")

@@ -43,7 +43,7 @@ from esl_app.scheduling.errors import (
     SchedulingError,
     SlotTaken,
 )
-from esl_app.scheduling.text import BadText, clean_text
+from esl_app.scheduling.text import BadText, field_text, is_email
 
 __all__ = ["MAX_BODY", "MAX_HEAD", "HttpLimits", "create_app", "http_limits", "serve_http"]
 
@@ -52,23 +52,23 @@ log = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ().-]{2,31}$")
 _PARTS = ("morning", "afternoon", "evening")
 _NOTIFY = re.compile(r"^(none|sms|email|both)$")
 
 TenantLookup = Callable[[str], Tenant]
 
-# field → (required, max length, pattern or None); every field is a string
-_BOOKING_FIELDS: dict[str, tuple[bool, int, re.Pattern[str] | None]] = {
+# field → (required, max length, format check or None); every field is a string
+_Spec = dict[str, tuple[bool, int, Callable[[str], object] | None]]
+_BOOKING_FIELDS: _Spec = {
     "slot_id": (True, 64, None),
     "patient_name": (True, 100, None),
-    "email": (False, 254, _EMAIL),
-    "phone": (False, 32, _PHONE),
+    "email": (False, 254, is_email),
+    "phone": (False, 32, _PHONE.match),
     "call_id": (False, 64, None),
-    "notify": (False, 5, _NOTIFY),  # confirmations the patient agreed to
+    "notify": (False, 5, _NOTIFY.match),  # confirmations the patient agreed to
 }
-_RESCHEDULE_FIELDS: dict[str, tuple[bool, int, re.Pattern[str] | None]] = {
+_RESCHEDULE_FIELDS: _Spec = {
     "slot_id": (True, 64, None),
 }
 
@@ -165,14 +165,13 @@ def _json_body(req: falcon.Request) -> dict[str, Any]:
     return data
 
 
-def _fields(data: dict[str, Any], spec: dict[str, tuple[bool, int, re.Pattern[str] | None]]
-            ) -> dict[str, str]:
+def _fields(data: dict[str, Any], spec: _Spec) -> dict[str, str]:
     """Type, length and format checks; messages start with the field name."""
     unknown = sorted(set(data) - set(spec))
     if unknown:
         raise _unprocessable(f"{unknown[0][:40]}: unknown field")
     out: dict[str, str] = {}
-    for name, (required, max_len, pattern) in spec.items():
+    for name, (required, max_len, valid) in spec.items():
         value = data.get(name)
         if value is None:
             if required:
@@ -181,14 +180,11 @@ def _fields(data: dict[str, Any], spec: dict[str, tuple[bool, int, re.Pattern[st
         if not isinstance(value, str):
             raise _unprocessable(f"{name}: must be a string")
         try:  # NFC, one line, no control or invisible format characters
-            value = clean_text(value, name, max_len=1 << 20)
+            value = field_text(value, name, max_len=max_len, required=required,
+                               empty="must not be empty")
         except BadText as exc:
             raise _unprocessable(f"{name}: {exc.reason}") from None
-        if required and not value:
-            raise _unprocessable(f"{name}: must not be empty")
-        if len(value) > max_len:
-            raise _unprocessable(f"{name}: at most {max_len} characters")
-        if value and pattern is not None and not pattern.match(value):
+        if value and valid is not None and not valid(value):
             raise _unprocessable(f"{name}: not valid")
         if value:
             out[name] = value

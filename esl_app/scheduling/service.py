@@ -36,7 +36,7 @@ from esl_app.scheduling.errors import (
     SlotTaken,
     TooLate,
 )
-from esl_app.scheduling.text import clean_text
+from esl_app.scheduling.text import clean_text, is_email
 
 __all__ = [
     "AppointmentView",
@@ -68,7 +68,6 @@ PARTS_OF_DAY = {
     "evening": (dtime(17, 0), dtime(23, 59, 59)),
 }
 MAX_SEARCH_DAYS = 366
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,185}\.[A-Za-z]{2,}$")
 _TENANT_CACHE: dict[tuple[int, str], tuple[float, datetime, Tenant]] = {}
 _TENANT_TTL = 2.0
 
@@ -382,7 +381,7 @@ def _clean_patient(patient_name: str, phone: str | None, email: str | None
         phone = None
     if email is not None and str(email).strip():
         email = clean_text(email, "the e-mail address", max_len=254)
-        if not _EMAIL.match(email):
+        if not is_email(email):
             raise InvalidRequest("the e-mail address is not valid")
     else:
         email = None

@@ -8,11 +8,12 @@ stored today is an operator's garbled terminal or a spoofed name tomorrow.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from esl_app.scheduling.errors import InvalidRequest
 
-__all__ = ["BadText", "clean_text", "printable"]
+__all__ = ["BadText", "clean_text", "field_text", "is_email", "printable"]
 
 # joiners shape scripts (Indic, Arabic) and emoji: legitimate inside a name
 _KEEP_FORMAT = {"\u200c", "\u200d"}
@@ -59,6 +60,37 @@ def clean_text(value: object, field: str, *, max_len: int, required: bool = Fals
     if len(cleaned) > max_len:
         raise BadText(field, f"is longer than {max_len} characters")
     return cleaned
+
+
+def field_text(value: object, field: str, *, max_len: int, required: bool = False,
+               empty: str = "required") -> str:
+    """One text field of a request (the API's JSON body, the dashboard's forms).
+
+    :func:`clean_text`, then the field's own limits; refusals are :class:`BadText`
+    naming ``field``, with a ``reason`` the callers show as ``field: reason``:
+    clean_text's ("contains control characters"), ``empty`` when a required field is
+    blank, ``at most N characters``.
+    """
+    text = clean_text(value, field, max_len=1 << 20)
+    if required and not text:
+        raise BadText(field, empty)
+    if len(text) > max_len:
+        raise BadText(field, f"at most {max_len} characters")
+    return text
+
+
+# one @, no spaces nor the punctuation that splits a mail header's address list, a dotted
+# domain ending in letters; the lengths of RFC 5321 (local part 64, address 254)
+_EMAIL = re.compile(r'[^@\s<>,;"]{1,64}@[^@\s<>,;"]{1,185}\.[A-Za-z]{2,}')
+
+
+def is_email(text: str) -> bool:
+    """Whether ``text`` (already cleaned) is an e-mail address mail can be sent to.
+
+    The one check for a patient's address (API, dashboard, agent tools through
+    ``service.book``) and a clinic's ``notifications.from_email``.
+    """
+    return len(text) <= 254 and _EMAIL.fullmatch(text) is not None
 
 
 def printable(value: object) -> str:

@@ -35,7 +35,7 @@ from esl_app.scheduling.errors import (
     SchedulingError,
     SlotTaken,
 )
-from esl_app.scheduling.text import BadText, clean_text
+from esl_app.scheduling.text import BadText, field_text
 from esl_app.web import auth, data, live
 from esl_app.web.render import render, static_file
 
@@ -160,17 +160,12 @@ def _check_origin(req: falcon.Request, trust_proxy: bool) -> None:
 
 def _field(form: dict[str, str], name: str, *, max_len: int, required: bool = False,
            label: str | None = None) -> str:
-    """A cleaned text field (NFC, no control characters) or InvalidRequest naming it."""
+    """A cleaned text field (the API's checks, ``field_text``) or InvalidRequest naming it."""
     label = label or name.replace("_", " ")
     try:
-        value = clean_text(form.get(name, ""), label, max_len=1 << 16)
+        return field_text(form.get(name, ""), label, max_len=max_len, required=required)
     except BadText as exc:
         raise InvalidRequest(f"{label}: {exc.reason}") from None
-    if required and not value:
-        raise InvalidRequest(f"{label}: required")
-    if len(value) > max_len:
-        raise InvalidRequest(f"{label}: at most {max_len} characters")
-    return value
 
 
 def _set_flash(resp: falcon.Response, secure: bool, key: str, code: str = "") -> None:
