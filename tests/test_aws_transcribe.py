@@ -16,7 +16,7 @@ from aws_fixtures.eventstream import load
 from aws_fixtures.transcribe_endpoint import FakeTranscribeEndpoint, result
 
 from esl_app.providers.stt.transcribe import TranscribeStt
-from esl_app.runtime.bridge import AsyncioLoopThread
+from esl_app.support.bridge import AsyncioLoopThread
 
 FRAME = b"\x01\x00" * 160  # 20 ms of L16 at 8 kHz
 FINAL_TEXT = "I'd like to book with Doctor Smith tomorrow morning."

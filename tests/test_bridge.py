@@ -1,11 +1,11 @@
-"""esl_app.runtime.bridge: the hub <-> OS-thread hand-over."""
+"""esl_app.support.bridge: the hub <-> OS-thread hand-over."""
 
 from __future__ import annotations
 
 import pytest
 from memory_helpers import freed_without_the_collector
 
-from esl_app.runtime.bridge import run_in_thread
+from esl_app.support.bridge import run_in_thread
 
 
 def test_a_failing_thread_job_leaves_no_cycle_for_the_collector():

@@ -16,7 +16,6 @@ def _imports(path: Path, top_level_only: bool) -> set[str]:
     found: set[str] = set()
     for node in nodes:
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
             found.update(f"{node.module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
@@ -31,6 +30,12 @@ def test_the_package_holds_only_packages() -> None:
     loose = sorted(p.name for p in PKG.glob("*.py") if p.name not in ("__init__.py",
                                                                       "__main__.py"))
     assert loose == [], f"loose modules beside the packages: {loose}"
+
+
+def test_support_modules_are_leaves() -> None:
+    for path in _modules("support"):
+        assert not [m for m in _imports(path, top_level_only=False)
+                    if m.startswith("esl_app")], path.name
 
 
 def test_nothing_outside_sim_and_cli_imports_the_offline_kit_at_import_time() -> None:
@@ -56,7 +61,7 @@ def test_lower_layers_do_not_reach_up() -> None:
     for parts, banned in rules.items():
         for path in _modules(*parts):
             for mod in _imports(path, top_level_only=False):
-                if mod.startswith(banned) and not mod.startswith("esl_app.runtime.bridge"):
+                if mod.startswith(banned) and not mod.startswith("esl_app.support.bridge"):
                     offenders.append(f"{path.relative_to(PKG)} imports {mod}")
     assert offenders == []
 

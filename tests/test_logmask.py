@@ -2,7 +2,7 @@ import logging
 
 import pytest
 
-from esl_app.runtime.logmask import PiiFilter, mask_text
+from esl_app.support.logmask import PiiFilter, mask_text
 from esl_app.scheduling.service import _name_matches
 
 

@@ -8,7 +8,7 @@ from esl_app.media.pcm import silence
 from esl_app.providers.stt.lexicon import hint_sentences
 from esl_app.providers.stt.local import LocalStt, build_arpa, normalize_words
 from esl_app.providers.tts.local import synthesize_pcm
-from esl_app.runtime import bridge
+from esl_app.support import bridge
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def test_watch_hub_lag_reports_each_tick_to_its_callback():
     """The one sampler both the workers and the load generator's emulators run."""
     import time
 
-    from esl_app.runtime.bridge import watch_hub_lag
+    from esl_app.support.bridge import watch_hub_lag
 
     lags: list[float] = []
     g = gevent.spawn(watch_hub_lag, lags.append, 0.01)

@@ -100,7 +100,7 @@ def cli(ctx: click.Context, db_url: str, tenants_path: str, verbose: int) -> Non
     """Multi-tenant AI voice appointment bot for clinics (ivr)."""
     import logging
 
-    from esl_app.runtime.logmask import install
+    from esl_app.support.logmask import install
 
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -374,7 +374,7 @@ def parse_tenants(text: str, source: str = "tenants.yaml") -> TenantSet:
         raise ConfigError(f"{source}: file too large: more than {MAX_FILE_BYTES} bytes")
     if len(text) <= _INLINE_PARSE_CHARS:
         return _parse_tenants(text, source)
-    from esl_app.runtime.bridge import get_pool, run_in_thread
+    from esl_app.support.bridge import get_pool, run_in_thread
 
     get_pool("config", 1)  # one at a time: a reload storm must not take every core
     return run_in_thread(_parse_tenants, text, source, pool="config")

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry
 from esl_app.config.tenants import Tenant
 from esl_app.db import DatabaseError, database, one_line
 from esl_app.http import metrics as m
-from esl_app.runtime.sockets import refuse
+from esl_app.support.sockets import refuse
 from esl_app.scheduling import service, tokens
 from esl_app.scheduling.errors import (
     InvalidRequest,

@@ -75,7 +75,7 @@ import gevent.socket as gsocket
 from gevent.monkey import get_original
 from gevent.server import StreamServer
 
-from esl_app.runtime.sockets import refuse
+from esl_app.support.sockets import refuse
 
 __all__ = [
     "SUBPROTOCOL",

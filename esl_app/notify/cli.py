@@ -34,7 +34,7 @@ def outbox_list(ctx: click.Context, tenant_id: str | None, status: str | None, l
     audit log of each tenant whose messages were shown.
     """
     from esl_app.notify.outbox import list_messages
-    from esl_app.runtime.logmask import mask_text
+    from esl_app.support.logmask import mask_text
 
     open_db(ctx)
     if tenant_id:

@@ -1,5 +1,5 @@
 """The serving process behind ``ivr serve``.
 
-Workers, the one place that wires providers into calls, hub health, file
-descriptors, the thread-to-hub bridge and log privacy.
+Workers, the one place that wires providers into calls (wiring.py), hub health
+and file descriptors.
 """

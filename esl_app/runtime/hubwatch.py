@@ -39,7 +39,7 @@ from typing import Any
 import gevent
 from gevent import monkey
 
-from esl_app.runtime.bridge import HubChannel, watch_hub_lag
+from esl_app.support.bridge import HubChannel, watch_hub_lag
 
 __all__ = ["HubWatch", "describe"]
 

@@ -475,7 +475,7 @@ def _watch_hub_lag() -> None:
     own part, and an overload signal for operators.
     """
     from esl_app.http.metrics import HUB_LAG
-    from esl_app.runtime.bridge import watch_hub_lag
+    from esl_app.support.bridge import watch_hub_lag
 
     watch_hub_lag(HUB_LAG.observe, _LAG_EVERY_S)
 

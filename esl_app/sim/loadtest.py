@@ -642,7 +642,7 @@ def _child_main(argv: list[str]) -> int:
     """Emulator process: run this process's share of callers, report JSON lines on stdout."""
     import gevent
 
-    from esl_app.runtime.bridge import watch_hub_lag
+    from esl_app.support.bridge import watch_hub_lag
 
     cfg = json.loads(argv[0])
     from esl_app.runtime.fds import reserve_fds

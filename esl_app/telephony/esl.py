@@ -33,7 +33,7 @@ from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 from greenswitch.esl import OutboundSession, OutboundSessionHasGoneAway
 
-from esl_app.runtime.bridge import result_of
+from esl_app.support.bridge import result_of
 
 __all__ = [
     "PEER_CLOSED",

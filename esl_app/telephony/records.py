@@ -279,7 +279,7 @@ def masked_call(rec: dict[str, Any]) -> dict[str, Any]:
     The caller's number and any phone number or e-mail address in the turns: what
     ``calls show`` prints unless asked to reveal them.
     """
-    from esl_app.runtime.logmask import mask_text
+    from esl_app.support.logmask import mask_text
     from esl_app.telephony.transcript import mask_number
 
     out = dict(rec)

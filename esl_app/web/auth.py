@@ -4,7 +4,7 @@ Why each piece is the way it is:
 
 - Passwords are hashed with Argon2id (argon2-cffi, RFC 9106 low-memory profile): memory-hard,
   so a stolen table is expensive to crack. A hash costs ~50 ms of CPU and 64 MiB, so it
-  runs in a real thread (:func:`esl_app.runtime.bridge.run_in_thread`; cffi releases the GIL) and
+  runs in a real thread (:func:`esl_app.support.bridge.run_in_thread`; cffi releases the GIL) and
   at most :data:`HASH_SLOTS` at once per process: a burst of sign-ins neither stalls the
   calls on the worker's event loop nor its memory.
 - Sessions live in the database (``web_session``), the cookie holds only a random token and
@@ -84,7 +84,7 @@ def _in_slot(fn: Any, *args: Any) -> Any:
     global _slots
     from gevent.lock import BoundedSemaphore
 
-    from esl_app.runtime.bridge import run_in_thread
+    from esl_app.support.bridge import run_in_thread
 
     if _slots is None:
         _slots = BoundedSemaphore(HASH_SLOTS)

@@ -2,7 +2,7 @@
 
 Providers call ``on_event`` on the gevent hub (never from a foreign thread):
 a provider that works in an OS thread or an asyncio loop hands its results
-back through :mod:`esl_app.runtime.bridge`.
+back through :mod:`esl_app.support.bridge`.
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ Design (why each choice; figures from ``bench/bench_media.py``):
   filter banks (edited ``feat.params``) was measured far worse (WER 0.95).
 - **A shared pool of decoders** (:class:`DecoderPool`): each is a few MB with
   the domain model; decoding is CPU-bound, so only ``decoders`` run at once,
-  in the ``esl_app.runtime.bridge`` thread pool ``stt``; a turn waits for a free one.
-  Results return through a :class:`~esl_app.runtime.bridge.HubChannel`, so
+  in the ``esl_app.support.bridge`` thread pool ``stt``; a turn waits for a free one.
+  Results return through a :class:`~esl_app.support.bridge.HubChannel`, so
   ``on_event`` runs in a greenlet, in finalize order, one ``final`` per
   ``finalize()`` (``""`` if nothing was heard).
 """
@@ -70,7 +70,7 @@ from esl_app.providers.stt.lexicon import (
     normalize_words,
     turn_sentences,
 )
-from esl_app.runtime import bridge
+from esl_app.support import bridge
 
 try:  # stdlib up to 3.12, the audioop-lts backport after
     import audioop as _audioop  # type: ignore[import-not-found,unused-ignore]

@@ -2,11 +2,11 @@
 
 The ``amazon-transcribe`` SDK is asyncio-only. Every call's stream runs as a
 task on **one** asyncio loop in **one** OS thread shared by the process
-(:class:`esl_app.runtime.bridge.AsyncioLoopThread`); the gevent hub never runs asyncio
+(:class:`esl_app.support.bridge.AsyncioLoopThread`); the gevent hub never runs asyncio
 and never waits on it. Audio goes in with ``loop.call_soon_threadsafe`` (batched
 to ~100 ms chunks, the size Transcribe recommends, so a thousand calls cost
 ten wake-ups a second each, not fifty); results come back through a
-:class:`esl_app.runtime.bridge.HubChannel` and ``on_event`` runs on a greenlet, in order.
+:class:`esl_app.support.bridge.HubChannel` and ``on_event`` runs on a greenlet, in order.
 
 Semantics the call engine relies on:
 
@@ -41,7 +41,7 @@ from amazon_transcribe.handlers import TranscriptResultStreamHandler
 
 from esl_app.providers.registry import aws_region
 from esl_app.providers.stt.base import SttCapabilities, TranscriptEvent
-from esl_app.runtime.bridge import AsyncioLoopThread, HubChannel
+from esl_app.support.bridge import AsyncioLoopThread, HubChannel
 
 __all__ = ["TranscribeStream", "TranscribeStt", "shared_loop"]
 

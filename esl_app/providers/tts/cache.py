@@ -42,7 +42,7 @@ import gevent
 import gevent.event
 
 from esl_app.media.pcm import append_wav_text, wav_duration_ms, wav_with_text
-from esl_app.runtime.bridge import run_in_thread
+from esl_app.support.bridge import run_in_thread
 
 # temp-file numbers, process-wide: several caches (and workers, by pid) share a directory
 _TMP_SEQ = itertools.count()
