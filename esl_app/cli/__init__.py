@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from esl_app.config.settings import DEFAULT_DATABASE_URL, DEFAULT_TENANTS
 from esl_app.config.tenants import ConfigError, load_tenants
 
 __all__ = [
@@ -90,9 +91,9 @@ def _version() -> str:
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_version(), "-V", "--version", prog_name="ivr",
                       message="%(prog)s %(version)s")
-@click.option("--db", "db_url", envvar="IVR_DATABASE_URL", default="sqlite:///ivr.db",
+@click.option("--db", "db_url", envvar="IVR_DATABASE_URL", default=DEFAULT_DATABASE_URL,
               show_default=True, help="Database URL (sqlite:///file.db or postgresql://…).")
-@click.option("--tenants", "tenants_path", envvar="IVR_TENANTS", default="tenants.yaml",
+@click.option("--tenants", "tenants_path", envvar="IVR_TENANTS", default=DEFAULT_TENANTS,
               show_default=True, help="tenants.yaml path.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.pass_context

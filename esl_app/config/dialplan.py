@@ -28,6 +28,7 @@ from pathlib import Path
 
 import click
 
+from esl_app.config.settings import tenants_path
 from esl_app.config.tenants import ConfigError, Tenant, TenantSet, did_forms, load_tenants
 
 __all__ = [
@@ -164,7 +165,7 @@ def _tenants_path(explicit: str | None) -> str:
         root_value = ctx.find_root().params.get("tenants")
         if root_value:
             return str(root_value)
-    return os.environ.get("IVR_TENANTS") or "tenants.yaml"
+    return tenants_path()
 
 
 @click.group("dialplan")

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import peewee as pw
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
+from esl_app.config.settings import DEFAULT_DATABASE_URL, database_url
 from esl_app.db.models import ALL_MODELS, database_proxy
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
     "write_txn",
 ]
 
-DEFAULT_URL = "sqlite:///ivr.db"
+DEFAULT_URL = DEFAULT_DATABASE_URL
 SQLITE_BUSY_MS = 5
 WRITE_WAIT_SECONDS = 30.0
 
@@ -63,7 +64,7 @@ def init_db(url: str | None = None, *, create: bool = True, max_connections: int
     ``ivr db init``, so that a mistyped path is an error, not a new empty database);
     ``make_dirs``: create missing parent folders (tests, the demo's scratch database).
     """
-    url = url or os.environ.get("IVR_DATABASE_URL") or DEFAULT_URL
+    url = database_url(url)
     if max_connections is None:
         raw = os.environ.get("IVR_DB_POOL", "32")
         if not raw.isdigit() or not 1 <= int(raw) <= 10000:

@@ -57,6 +57,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from esl_app.config.settings import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_TENANTS,
+    database_url,
+    tenants_path,
+)
+
 __all__ = [
     "WorkerConfig",
     "WorkerInfo",
@@ -84,8 +91,8 @@ class WorkerConfig:
     media: tuple[str, int] | None = ("127.0.0.1", 8085)
     http: tuple[str, int] | None = ("127.0.0.1", 8086)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    db_url: str = "sqlite:///ivr.db"
-    tenants_path: str = "tenants.yaml"
+    db_url: str = DEFAULT_DATABASE_URL
+    tenants_path: str = DEFAULT_TENANTS
     max_calls: int = 2000
     drain_timeout: float = 30.0
     profile: str = field(default_factory=lambda: os.environ.get("IVR_PROFILE", "local"))
@@ -797,8 +804,8 @@ def _hostport(value: str) -> tuple[str, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -c 'import esl_app.__main__; …main()'``: the serve options, no click."""
     p = argparse.ArgumentParser(prog="ivr-workers", description=__doc__.split("\n")[0])
-    p.add_argument("--db", default=os.environ.get("IVR_DATABASE_URL", "sqlite:///ivr.db"))
-    p.add_argument("--tenants", default=os.environ.get("IVR_TENANTS", "tenants.yaml"))
+    p.add_argument("--db", default=database_url())
+    p.add_argument("--tenants", default=tenants_path())
     p.add_argument("--esl", type=_hostport, default=("127.0.0.1", 8084))
     p.add_argument("--media", type=_hostport, default=("127.0.0.1", 8085))
     p.add_argument("--http", type=_hostport, default=("127.0.0.1", 8086))

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from esl_app.config.settings import sqlite_url
 from esl_app.config.tenants import TenantSet
 
 __all__ = ["AUDIO_DEMO_SCRIPT", "DEMO_SCRIPT", "EXAMPLE_TENANTS", "run_demo"]
@@ -72,7 +73,7 @@ def run_demo(tenants: TenantSet, *, var_dir: str | Path = "var", audio: bool = F
     tenant = tenants.tenants[0]
     did = tenant.dids[0]
     t0 = time.monotonic()
-    prepare_database(f"sqlite:///{db_path}", tenants, days=14)
+    prepare_database(sqlite_url(db_path), tenants, days=14)
     echo(f"database   {db_path}  ({len(tenants)} clinics, 14 days of slots)")
     bot = start_local_bot(tenants, audio=audio)
     host, port = bot.address

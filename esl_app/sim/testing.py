@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from esl_app.config.settings import sqlite_url
 from esl_app.config.tenants import TenantSet, load_tenants, parse_tenants
 from esl_app.db import init_db
 from esl_app.scheduling.provisioning import import_tenants
@@ -18,7 +19,7 @@ REPO_TENANTS = Path(__file__).resolve().parents[2] / "tenants.yaml"
 def make_db(tmp_path: Path | str, tenants_yaml_text: str | None = None, days: int = 14,
             now: datetime | None = None, url: str | None = None) -> TenantSet:
     """Fresh SQLite database (or ``url``) with tenants imported and slots generated."""
-    db_url = url or f"sqlite:///{Path(tmp_path) / 'ivr-test.db'}"
+    db_url = url or sqlite_url(Path(tmp_path) / "ivr-test.db")
     init_db(db_url)
     tenants = (parse_tenants(tenants_yaml_text) if tenants_yaml_text
                else load_tenants(REPO_TENANTS))
