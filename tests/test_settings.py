@@ -45,7 +45,7 @@ def test_parse_hostport(value, default_port, expected):
     assert settings.parse_hostport(value, default_port=default_port) == expected
 
 
-@pytest.mark.parametrize("value", ["localhost", "host:", "host:http", "host:70000", ""])
+@pytest.mark.parametrize("value", ["localhost", "host:", "host:http", "host:70000", "", " "])
 def test_parse_hostport_refuses(value):
     with pytest.raises(ValueError, match="expected HOST:PORT"):
         settings.parse_hostport(value)
@@ -62,3 +62,8 @@ def test_freeswitch_esl(monkeypatch):
     assert settings.freeswitch_esl("fs2", 1, "pw") == ("fs2", 1, "pw")
     monkeypatch.setenv("FS_ESL_PORT", "99999")
     assert settings.freeswitch_esl()[1] == 8021
+
+
+def test_parse_hostport_with_a_default_port_still_needs_an_address():
+    with pytest.raises(ValueError):
+        settings.parse_hostport("", default_port=8084)

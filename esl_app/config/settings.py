@@ -65,7 +65,9 @@ def parse_hostport(value: str, *, default_port: int | None = None) -> tuple[str,
     """
     text = value.strip()
     host, sep, port = text.rpartition(":")
-    if not sep and default_port is not None:
+    if not text:
+        port = ""
+    elif not sep and default_port is not None:
         host, port = ("", text) if text.isdigit() else (text, str(default_port))
     elif not sep:
         port = ""

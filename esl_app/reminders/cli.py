@@ -57,6 +57,7 @@ def reminders_run_once(ctx: click.Context, tenant_id: str | None, dry_run: bool,
                        as_json: bool) -> None:
     """Plan and place the reminder calls due now (FreeSWITCH: FS_ESL_HOST/PORT/PASSWORD)."""
     from esl_app.cli import _print_table, fail, open_db, open_tenant
+    from esl_app.config.settings import parse_hostport
     from esl_app.reminders.dialer import Dialer
     from esl_app.reminders.scheduler import ReminderScheduler
     from esl_app.telephony.records import worker_tag
@@ -65,11 +66,12 @@ def reminders_run_once(ctx: click.Context, tenant_id: str | None, dry_run: bool,
         open_tenant(ctx, tenant_id)
     else:
         open_db(ctx)
-    host, sep, port = bot.rpartition(":")
-    if not sep or not port.isdigit():
+    try:
+        address = parse_hostport(bot)
+    except ValueError:
         fail(f"--bot must look like HOST:PORT, got '{bot}'")
     tset = _tenants(ctx)
-    sched = ReminderScheduler(lambda: tset, Dialer((host or "127.0.0.1", int(port))),
+    sched = ReminderScheduler(lambda: tset, Dialer(address),
                               f"cli:{worker_tag()}")
     rows = sched.run_once(tenant_id=tenant_id, dry_run=dry_run)
     if as_json:

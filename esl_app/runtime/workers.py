@@ -61,6 +61,8 @@ from esl_app.config.settings import (
     DEFAULT_DATABASE_URL,
     DEFAULT_TENANTS,
     database_url,
+    env,
+    parse_hostport,
     tenants_path,
 )
 
@@ -160,11 +162,12 @@ def _reminder_loop(esl: tuple[str, int], source: Any) -> None:
     from esl_app.telephony.records import worker_tag
 
     host, port = esl
-    bot = os.environ.get("IVR_REMINDER_BOT", "")
-    if bot.rpartition(":")[2].isdigit():
-        host, port = bot.rpartition(":")[0] or "127.0.0.1", int(bot.rpartition(":")[2])
-    elif host in ("", "0.0.0.0", "::"):
+    if host in ("", "0.0.0.0", "::"):
         host = "127.0.0.1"
+    bot = env("IVR_REMINDER_BOT")
+    if bot:  # a malformed address is ignored, as before
+        with contextlib.suppress(ValueError):
+            host, port = parse_hostport(bot, default_port=port)
     sched = ReminderScheduler(source.current, Dialer((host, port)), worker_tag())
     sched.run_forever(float(os.environ.get("IVR_REMINDER_INTERVAL", INTERVAL_S)))
 
@@ -795,10 +798,10 @@ def run_workers(cfg: WorkerConfig, echo: Callable[[str], None] | None = None) ->
 
 
 def _hostport(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got '{value}'")
-    return host or "127.0.0.1", int(port)
+    try:
+        return parse_hostport(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

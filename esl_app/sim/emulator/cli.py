@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import click
 
+from esl_app.config.settings import parse_hostport
+
 __all__ = ["emulator"]
 
 
 def _hostport(value: str, default_port: int) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    return (host or "127.0.0.1", int(port or default_port))
+    try:
+        return parse_hostport(value, default_port=default_port)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group("emulator")
