@@ -44,6 +44,7 @@ __all__ = [
     "TTS_CACHE_MISSES",
     "TURN_LATENCY",
     "TURN_RESPONSE",
+    "collected",
     "render",
 ]
 
@@ -126,11 +127,19 @@ HTTP_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
 
 
-def render(registry: CollectorRegistry | None = None) -> bytes:
-    """The exposition text: this registry, or every worker's under multiprocess mode."""
-    if registry is None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def collected(registry: CollectorRegistry | None = None) -> CollectorRegistry:
+    """``registry``, else every worker's metrics under multiprocess mode, else this one's."""
+    if registry is not None:
+        return registry
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    return generate_latest(registry or REGISTRY)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return merged
+    return REGISTRY
+
+
+def render(registry: CollectorRegistry | None = None) -> bytes:
+    """The exposition text: this registry, or every worker's under multiprocess mode."""
+    return generate_latest(collected(registry))

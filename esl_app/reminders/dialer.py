@@ -14,11 +14,11 @@ FreeSWITCH's address: ``FS_ESL_HOST`` / ``FS_ESL_PORT`` / ``FS_ESL_PASSWORD`` (a
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from esl_app.config.reminders import ReminderPolicy
+from esl_app.config.settings import freeswitch_esl
 
 __all__ = ["DialResult", "Dialer", "cause_outcome", "originate_command"]
 
@@ -81,9 +81,7 @@ class Dialer:
                  port: int | None = None, password: str | None = None,
                  timeout: float = 5.0) -> None:
         self.bot = bot
-        self.host = host or os.environ.get("FS_ESL_HOST", "127.0.0.1")
-        self.port = int(port or os.environ.get("FS_ESL_PORT", "8021"))
-        self.password = password or os.environ.get("FS_ESL_PASSWORD", "ClueCon")
+        self.host, self.port, self.password = freeswitch_esl(host, port or None, password)
         self.timeout = timeout
 
     def dial(self, policy: ReminderPolicy, *, number: str, reminder_id: int,

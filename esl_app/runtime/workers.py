@@ -59,9 +59,11 @@ from typing import Any
 
 from esl_app.config.settings import (
     DEFAULT_DATABASE_URL,
+    DEFAULT_PROFILE,
     DEFAULT_TENANTS,
     database_url,
     env,
+    env_int,
     parse_hostport,
     tenants_path,
 )
@@ -97,14 +99,9 @@ class WorkerConfig:
     tenants_path: str = DEFAULT_TENANTS
     max_calls: int = 2000
     drain_timeout: float = 30.0
-    profile: str = field(default_factory=lambda: os.environ.get("IVR_PROFILE", "local"))
-    profile_seed: int | None = field(default_factory=lambda: _env_int("IVR_PROFILE_SEED"))
+    profile: str = field(default_factory=lambda: env("IVR_PROFILE", DEFAULT_PROFILE))
+    profile_seed: int | None = field(default_factory=lambda: env_int("IVR_PROFILE_SEED"))
     backlog: int = 1024
-
-
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value and value.lstrip("-").isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -816,7 +813,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--max-calls", type=int, default=2000)
     p.add_argument("--drain-timeout", type=float, default=30.0)
-    p.add_argument("--profile", default=os.environ.get("IVR_PROFILE", "local"))
+    p.add_argument("--profile", default=env("IVR_PROFILE", DEFAULT_PROFILE))
     p.add_argument("--profile-seed", type=int, default=None)
     p.add_argument("-v", "--verbose", action="count", default=0)
     a = p.parse_args(argv)

@@ -11,10 +11,11 @@ under ``PROMETHEUS_MULTIPROC_DIR``), as ``/metrics`` exposes them.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from esl_app.config.settings import freeswitch_esl
 
 __all__ = ["SwitchStatus", "bar_chart", "database_health", "metrics_summary", "switch_status"]
 
@@ -107,11 +108,7 @@ def switch_status(*, host: str | None = None, port: int | None = None,
                   password: str | None = None, timeout: float = PROBE_TIMEOUT,
                   ttl: float = PROBE_TTL) -> SwitchStatus:
     """FreeSWITCH's health and drain switch, at most one probe per ``ttl`` seconds."""
-    host = host or os.environ.get("FS_ESL_HOST") or "127.0.0.1"
-    if port is None:
-        raw = os.environ.get("FS_ESL_PORT", "8021")
-        port = int(raw) if raw.isdigit() and 0 < int(raw) < 65536 else 8021
-    password = password or os.environ.get("FS_ESL_PASSWORD") or "ClueCon"
+    host, port, password = freeswitch_esl(host, port, password)
     key = (host, port)
     hit = _cache.get(key)
     now = time.monotonic()
@@ -145,17 +142,9 @@ def database_health() -> tuple[bool, float, str]:
 
 
 def _registry(registry: Any) -> Any:
-    if registry is not None:
-        return registry
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import CollectorRegistry, multiprocess
+    from esl_app.http.metrics import collected
 
-        merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged)
-        return merged
-    from esl_app.http.metrics import REGISTRY
-
-    return REGISTRY
+    return collected(registry)
 
 
 def quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
