@@ -227,6 +227,130 @@ def _host_split(samples: list[tuple[list[int] | None, int]], peak: int
     return {k: round(100 * v / total, 1) for k, v in zip(_HOST_FIELDS, d, strict=True)}
 
 
+# -- pinning: the server on some CPUs, the load generator on the others ------------------
+
+GENERATOR_IDLE_MIN = 10.0  # % idle the generator's CPUs must keep for a pinned run to count
+
+
+def parse_cpus(text: str, option: str = "--server-cpus") -> frozenset[int]:
+    """``"0"``, ``"0,2"``, ``"0-3"`` → CPU numbers; a clear error for ones this box lacks.
+
+    Why here and not at use: a typo'd CPU would otherwise surface as an ``OSError``
+    from ``sched_setaffinity`` after the server had started.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        raise click.UsageError(f"{option} needs Linux (os.sched_setaffinity); this is "
+                               f"{sys.platform}")
+    cpus: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        lo, sep, hi = part.partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise click.BadParameter(f"expected CPU numbers like 0, 0,2 or 0-3; got '{text}'",
+                                     param_hint=option)
+        a, b = int(lo), int(hi) if sep else int(lo)
+        if b < a:
+            raise click.BadParameter(f"empty CPU range '{part}'", param_hint=option)
+        cpus.update(range(a, b + 1))
+    usable = os.sched_getaffinity(0)
+    missing = sorted(cpus - usable)
+    if missing:
+        raise click.BadParameter(
+            f"CPU {', '.join(map(str, missing))} does not exist here (usable CPUs: "
+            f"{_cpu_list(usable)})", param_hint=option)
+    return frozenset(cpus)
+
+
+def _cpu_list(cpus: Iterable[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def resolve_pinning(server_cpus: str | None, generator_cpus: str | None
+                    ) -> tuple[frozenset[int] | None, frozenset[int] | None]:
+    """The two CPU sets of a pinned run (one given: the other is every other usable CPU)."""
+    if server_cpus is None and generator_cpus is None:
+        return None, None
+    srv = parse_cpus(server_cpus, "--server-cpus") if server_cpus is not None else None
+    gen = parse_cpus(generator_cpus, "--generator-cpus") if generator_cpus is not None else None
+    usable = frozenset(os.sched_getaffinity(0))
+    if srv is None:
+        srv = usable - gen  # type: ignore[operator]
+    if gen is None:
+        gen = usable - srv
+    if not srv or not gen:
+        raise click.UsageError("a pinned run needs at least one CPU for the server and one "
+                               f"for the load generator (usable: {_cpu_list(usable)})")
+    if srv & gen:
+        raise click.UsageError(f"--server-cpus and --generator-cpus share CPU "
+                               f"{_cpu_list(srv & gen)}: the generator would take the "
+                               "server's CPU, which is what pinning is for avoiding")
+    return srv, gen
+
+
+def pin_tree(pid: int, cpus: Iterable[int]) -> int:
+    """Every thread of ``pid`` and of its descendants onto ``cpus`` (``taskset -a``).
+
+    Children and threads started later inherit it from the process that makes them;
+    this catches those that exist already. Returns the number of threads pinned.
+    """
+    cpus = set(cpus)
+    done = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(task), cpus)
+                    done += 1
+        todo.extend(_children(p))
+    return done
+
+
+def _percpu_ticks() -> dict[int, list[int]] | None:
+    """Each CPU's cumulative ticks by kind (``/proc/stat`` ``cpuN`` lines), None off Linux."""
+    try:
+        out: dict[int, list[int]] = {}
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3].isdigit():
+                    name, *vals = line.split()
+                    out[int(name[3:])] = [int(x) for x in vals[:len(_HOST_FIELDS)]]
+        return out
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpus_idle(samples: list[tuple[dict[int, list[int]] | None, int]], peak: int,
+               cpus: Iterable[int]) -> float | None:
+    """Idle % (idle + iowait) of ``cpus`` while (nearly) every call was up."""
+    window = [t for t, active in samples if t is not None and peak and active >= 0.95 * peak]
+    if len(window) < 2:
+        return None
+    idle = total = 0
+    for c in cpus:
+        if c not in window[0] or c not in window[-1]:
+            continue
+        d = [b - a for a, b in zip(window[0][c], window[-1][c], strict=True)]
+        total += sum(d)
+        idle += d[_HOST_FIELDS.index("idle")] + d[_HOST_FIELDS.index("iowait")]
+    return round(100 * idle / total, 1) if total else None
+
+
+def _cpu_ms_per_call_second(samples: list[tuple[float, float, float, int]], peak: int
+                            ) -> float | None:
+    """Server CPU ms per second of one call, over the 1 s samples with every call up.
+
+    Why a rate per call: it compares runs of different sizes and machines of
+    different core counts (1000 ms = a whole core for one call for a second).
+    """
+    cpu = call_s = 0.0
+    for a, b in zip(samples, samples[1:], strict=False):
+        if peak and min(a[3], b[3]) >= 0.95 * peak:
+            cpu += b[1] - a[1]
+            call_s += (b[0] - a[0]) * (a[3] + b[3]) / 2
+    return round(cpu * 1000 / call_s, 3) if call_s else None
+
+
 _SERVER_HISTS = {"setup_ms": "ivr_call_setup_seconds",
                  "setup_own_ms": "ivr_call_setup_own_seconds",
                  "barge_in_ms": "ivr_barge_in_reaction_seconds",
@@ -833,6 +957,20 @@ class LoadConfig:
     warmup: int = 0  # unmeasured calls first (imports, caches): default 2 per worker
     emulator_nice: int = 0  # niceness of the emulator processes (0: same as the server)
     prompt_cache: str = "memory"  # the started server's var/prompts: tmpfs ("memory") or disk
+    server_cpus: frozenset[int] | None = None  # pinned run: the server's workers here
+    generator_cpus: frozenset[int] | None = None  # … and every emulator process here
+
+    @property
+    def pinned(self) -> bool:
+        return self.server_cpus is not None
+
+
+def _pinner(cpus: frozenset[int] | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that puts the child (and all it starts) on ``cpus``."""
+    if cpus is None:
+        return None
+    wanted = set(cpus)
+    return lambda: os.sched_setaffinity(0, wanted)
 
 
 def _warm_up(address: tuple[str, int], cfg: LoadConfig) -> None:
@@ -891,8 +1029,9 @@ def _start_server(cfg: LoadConfig) -> _Server:
             "--workers", str(cfg.workers), "--esl", "127.0.0.1:0", "--media", "127.0.0.1:0",
             "--http", "127.0.0.1:0", "--drain-timeout", "5",
             "--max-calls", str(max(2000, cfg.calls + 100))]
+    # pinned: the supervisor before it forks, so every worker and thread inherits the CPUs
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env,
-                            cwd=tmp.name)
+                            cwd=tmp.name, preexec_fn=_pinner(cfg.server_cpus))
     tail: list[str] = []
     problems: dict[str, int] = {}
     ready: dict[str, Any] = {}
@@ -974,13 +1113,26 @@ def _stop_server(srv: _Server) -> dict[str, dict[str, float | None]]:
 
 def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the test; returns the report (the ``--json`` object)."""
-    import gevent
-    from gevent import subprocess
-
     from esl_app.sim.latency import get_profile
 
     prof = get_profile(cfg.profile)
     echo = echo or (lambda s: None)
+    own_affinity = None
+    if cfg.pinned:
+        # this process (progress, sampling, the warm-up callers) is the generator's too
+        own_affinity = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, set(cfg.generator_cpus or ()))
+    try:
+        return _run_loadtest(cfg, prof)
+    finally:
+        if own_affinity is not None:
+            os.sched_setaffinity(0, own_affinity)
+
+
+def _run_loadtest(cfg: LoadConfig, prof: Any) -> dict[str, Any]:
+    import gevent
+    from gevent import subprocess
+
     srv = None
     if cfg.server is None:
         srv = _start_server(cfg)
@@ -990,6 +1142,9 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         address = cfg.server
         found = _pids_listening(address[1])
         server_pids = lambda: found  # noqa: E731
+    if cfg.server_cpus is not None:  # also threads that exist already (a running server)
+        for pid in server_pids():
+            pin_tree(pid, cfg.server_cpus)
     try:
         gevent.sleep(0.5)
         if cfg.warmup:
@@ -1018,7 +1173,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
                 [*nice, sys.executable, "-c", _BOOTSTRAP.format(mod="esl_app.sim.loadtest",
                                                                 fn="_child_main"),
                  json.dumps(ccfg)],
-                stdout=subprocess.PIPE)
+                stdout=subprocess.PIPE, preexec_fn=_pinner(cfg.generator_cpus))
             children.append(p)
 
         def reader(k: int, p: Any) -> None:
@@ -1035,6 +1190,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         peak_mem = mem0
         samples: list[tuple[float, float, float, int]] = []
         host: list[tuple[list[int] | None, int]] = []
+        percpu: list[tuple[dict[int, list[int]] | None, int]] = []
         emu_samples: list[tuple[float, float, float, int]] = []
         emu_cpu = 0.0
         while not all(r.dead for r in readers):
@@ -1045,6 +1201,7 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
             samples.append((time.monotonic(), cpu, mem, active))
             emu_samples.append((samples[-1][0], emu_cpu, 0.0, active))
             host.append((_host_ticks(), active))
+            percpu.append((_percpu_ticks(), active))
             if active >= peak_active:
                 peak_active = active
                 peak_mem = max(peak_mem, mem)
@@ -1127,6 +1284,19 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
         "unusual_calls": unusual[:UNUSUAL_KEPT],
         "server_log": dict(sorted(server_log.items(), key=lambda kv: -kv[1])[:20]),
     }
+    # pinned: the server's cost per call, and whether the generator kept up on its own CPUs
+    gen_idle = (_cpus_idle(percpu, peak_active, cfg.generator_cpus)
+                if cfg.generator_cpus is not None else None)
+    report.update({
+        "server_cpus": sorted(cfg.server_cpus) if cfg.server_cpus is not None else None,
+        "generator_cpus": (sorted(cfg.generator_cpus) if cfg.generator_cpus is not None
+                           else None),
+        "server_cpu_ms_per_call_second": _cpu_ms_per_call_second(samples, peak_active),
+        "server_cpus_idle_percent": (_cpus_idle(percpu, peak_active, cfg.server_cpus)
+                                     if cfg.server_cpus is not None else None),
+        "generator_idle_percent": gen_idle,
+        **_validity(cfg, gen_idle),
+    })
     report["setup_p99_ms"] = report["setup_ms"]["p99"]
     report["barge_in_p50_ms"] = report["barge_in_ms"]["p50"]
     report["barge_in_p99_ms"] = report["barge_in_ms"]["p99"]
@@ -1134,6 +1304,26 @@ def run_loadtest(cfg: LoadConfig, echo: Callable[[str], None] | None = None) -> 
     report["turn_p50_ms"] = report["turn_ms"]["p50"]
     report["answer_p50_ms"] = report["answer_ms"]["p50"]
     return report
+
+
+def _validity(cfg: LoadConfig, gen_idle: float | None) -> dict[str, Any]:
+    """``valid``: a pinned run counts only if its generator kept ``GENERATOR_IDLE_MIN`` idle.
+
+    Why: a generator short of CPU sends frames late and reads commands late, and
+    its lateness would be charged to the server. Unpinned runs (``valid`` None)
+    share the cores and are judged by the box's idle in ``host_cpu_steady``.
+    """
+    if not cfg.pinned:
+        return {"valid": None, "invalid_reason": None}
+    if gen_idle is None:
+        return {"valid": False,
+                "invalid_reason": "the generator's idle was not measured (no steady window)"}
+    if gen_idle < GENERATOR_IDLE_MIN:
+        return {"valid": False,
+                "invalid_reason": f"the load generator's CPUs kept {gen_idle}% idle, under "
+                                  f"{GENERATOR_IDLE_MIN:g}%: it, not the server, may set "
+                                  "the figures"}
+    return {"valid": True, "invalid_reason": None}
 
 
 def summarize(r: dict[str, Any]) -> str:
@@ -1170,6 +1360,16 @@ def summarize(r: dict[str, Any]) -> str:
                       ("emulator_hub_lag_ms", "emulators' event-loop lag")):
         if r.get(key) and r[key].get("count"):
             lines.append(row(name, r[key]))
+    if r.get("server_cpus") is not None:
+        lines.append(
+            f"pinned: server on CPU {_cpu_list(r['server_cpus'])} "
+            f"({_f(r.get('server_cpu_ms_per_call_second'))} ms CPU per call-second, its CPUs "
+            f"{_f(r.get('server_cpus_idle_percent'))}% idle), generator on CPU "
+            f"{_cpu_list(r['generator_cpus'])} ({_f(r.get('generator_idle_percent'))}% idle)"
+            + ("" if r.get("valid") else f"; NOT VALID: {r.get('invalid_reason')}"))
+    elif r.get("server_cpu_ms_per_call_second") is not None:
+        lines.append(f"server CPU per call-second: "
+                     f"{r['server_cpu_ms_per_call_second']} ms (not pinned)")
     host = r.get("host_cpu_steady")
     if host:
         lines.append("machine, every call up: " + ", ".join(
@@ -1242,21 +1442,32 @@ def _hostport(value: str | None) -> tuple[str, int] | None:
               help="Where the started server's prompt cache lives: tmpfs (/dev/shm, when "
                    "there is one), where a miss is written inline, or the temp dir's disk, "
                    "where it is written on a thread.")
+@click.option("--server-cpus", default=None, metavar="CPUS",
+              help="Pin the server's workers and all their threads to these CPUs (e.g. 0, "
+                   "0-1, 0,2; Linux); the emulators go on the others unless "
+                   "--generator-cpus says. Reports the server's CPU per call-second and "
+                   f"whether the generator kept {GENERATOR_IDLE_MIN:g}% idle (valid).")
+@click.option("--generator-cpus", default=None, metavar="CPUS",
+              help="Pin every emulator process (and this one) to these CPUs; the server "
+                   "goes on the others unless --server-cpus says.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line on stdout.")
 @click.pass_context
 def loadtest(ctx: click.Context, calls: int, ramp: float | None, duration: float, audio: bool,
              profile: str, server: str | None, workers: int, procs: int, time_scale: float,
              tts: str | None, seed: int, db_url: str | None, n_tenants: int,
              warmup: int | None, emulator_nice: int, prompt_cache: str,
+             server_cpus: str | None, generator_cpus: str | None,
              as_json: bool) -> None:
     """Drive N concurrent emulated calls through full conversations and measure the server."""
+    srv_cpus, gen_cpus = resolve_pinning(server_cpus, generator_cpus)
     cfg = LoadConfig(calls=calls, ramp=calls / 100.0 if ramp is None else ramp,
                      duration=duration, audio=audio, profile=profile,
                      server=_hostport(server), workers=workers, procs=procs,
                      time_scale=time_scale, tts=tts, seed=seed,
                      tenants=n_tenants, db_url=db_url,
                      warmup=2 * workers if warmup is None else warmup,
-                     emulator_nice=emulator_nice, prompt_cache=prompt_cache)
+                     emulator_nice=emulator_nice, prompt_cache=prompt_cache,
+                     server_cpus=srv_cpus, generator_cpus=gen_cpus)
     report = run_loadtest(cfg)
     click.echo(summarize(report), err=as_json)
     if as_json:
