@@ -2,8 +2,8 @@ import logging
 
 import pytest
 
-from esl_app.support.logmask import PiiFilter, mask_text
 from esl_app.scheduling.service import _name_matches
+from esl_app.support.logmask import PiiFilter, mask_text
 
 
 @pytest.mark.parametrize("raw,masked", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from test_telephony_helpers import WirePeer, make_services, speech, start_server, wait_until
 
 
@@ -130,3 +131,12 @@ def test_next_times_out_while_unrelated_events_keep_coming():
         assert msg is not None and msg.kind == "dtmf"  # what means something still arrives
     finally:
         g.kill()
+
+
+def test_a_message_kind_is_one_of_the_known_kinds() -> None:
+    from esl_app.telephony.events import Kind, Msg
+
+    assert Msg("dtmf", text="5").kind is Kind.DTMF  # older code's strings still work
+    assert Msg(Kind.HANGUP).kind == "hangup"  # and read as the same strings in logs
+    with pytest.raises(ValueError):
+        Msg("transcrpt")  # a typo fails where it is made, not as a message nobody reads

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from esl_app.config.tenants import Tenant, TenantSet
-from esl_app.providers.agent.base import Agent, CallContext
+from esl_app.providers.agent.base import Agent, AgentReply, CallContext
 from esl_app.providers.stt.base import SttProvider
 from esl_app.providers.tts.base import TtsProvider
 from esl_app.telephony.audio import AudioSources
@@ -193,6 +193,18 @@ def _record(transcript: Transcript) -> None:
     _pending.save(transcript)
 
 
+def _release_holds(call_id: str) -> None:
+    from esl_app.scheduling.service import release_holds
+
+    release_holds(call_id)
+
+
+def _take_message(call: CallContext, disposition: str) -> AgentReply:
+    from esl_app.providers.agent.message import start_message
+
+    return start_message(call, disposition)
+
+
 def _record_start(transcript: Transcript) -> None:
     from esl_app.telephony.records import start_call
 
@@ -218,6 +230,8 @@ def build_services(
         audio_source_for=audio_source_for,
         recorder=_record if record else None,
         record_start=_record_start if record else None,
+        release_holds=_release_holds,
+        take_message=_take_message,
         on_event=on_event,
         listen_mode=listen_mode,
         **kw,

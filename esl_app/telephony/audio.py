@@ -23,10 +23,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from esl_app.config.tenants import Tenant
+from esl_app.http import metrics
 from esl_app.providers.stt.base import SttProvider, TranscriptEvent
 from esl_app.providers.stt.resilience import ResilientSttStream
 from esl_app.telephony.esl import EslError, EslSession
-from esl_app.telephony.events import Msg
+from esl_app.telephony.events import Kind, Msg
 
 __all__ = ["AudioListenSource", "AudioSources"]
 
@@ -171,7 +172,7 @@ class AudioListenSource:
             now = time.monotonic()
             if ev.kind == "speech_start":
                 self._speech_since = now - (ev.detected_ms - ev.at_ms) / 1000.0  # the onset
-                self.call.post(Msg("speech_start", at=now))
+                self.call.post(Msg(Kind.SPEECH_START, at=now))
                 note = getattr(self.stream, "note_speech", None)
                 if note is not None:  # a resilient stream keeps this turn for a replay
                     note()
@@ -220,12 +221,11 @@ class AudioListenSource:
         self._fallback = {"from": source, "to": to, "reason": reason,
                           "replayed": getattr(self.stream, "replayed", 0), "result_ms": None}
         self._fallback_at = time.monotonic()
-        if (m := _metrics()) is not None:
-            m.STT_FALLBACKS.labels(self.tenant.id, source).inc()
-            m.PROVIDER_ERRORS.labels("stt", source).inc()
+        metrics.STT_FALLBACKS.labels(self.tenant.id, source).inc()
+        metrics.PROVIDER_ERRORS.labels("stt", source).inc()
         if to is None and not self.closed:
             # nothing can hear the caller: the controller apologises once and hands over
-            self.call.post(Msg("media_lost", key="stt_failed"))
+            self.call.post(Msg(Kind.MEDIA_LOST, key="stt_failed"))
 
     def on_stream_end(self, reason: str) -> None:
         if self.stream is not None and not self.closed:
@@ -234,7 +234,7 @@ class AudioListenSource:
             self.stream = None
         if not self.closed and reason not in ("shutdown", "replaced"):
             # Stalled or dropped mid-call: the controller tells the caller and hands over.
-            self.call.post(Msg("media_lost", key=reason))
+            self.call.post(Msg(Kind.MEDIA_LOST, key=reason))
 
     def _on_transcript(self, ev: TranscriptEvent) -> None:
         if self.closed:
@@ -244,7 +244,7 @@ class AudioListenSource:
             fb = self._fallback
             if fb is not None and fb["result_ms"] is None:
                 fb["result_ms"] = round((now - self._fallback_at) * 1000)
-            self.call.post(Msg("transcript", text=ev.text, confidence=ev.confidence, at=now))
+            self.call.post(Msg(Kind.TRANSCRIPT, text=ev.text, confidence=ev.confidence, at=now))
         elif ev.kind == "error":
             log.warning("call %s: recogniser error: %s", self.uuid[:8], ev.text)
 
@@ -277,10 +277,3 @@ class AudioSources:
             self.fallback_stt()
 
 
-def _metrics() -> Any:
-    """The process metrics, or None where the HTTP extra is not installed."""
-    try:
-        from esl_app.http import metrics
-    except ImportError:  # pragma: no cover - the HTTP extra is not installed
-        return None
-    return metrics

@@ -25,6 +25,7 @@ import gevent
 from gevent.queue import Empty, Queue
 
 from esl_app.config.tenants import Tenant, TenantSet
+from esl_app.http import metrics
 from esl_app.providers.agent.base import (
     Agent,
     AgentError,
@@ -41,8 +42,10 @@ from esl_app.providers.tts.base import PlayInstruction, TtsProvider
 from esl_app.providers.tts.cache import WARMER
 from esl_app.providers.tts.freeswitch import FreeswitchTts as FreeswitchSpeak  # its old name
 from esl_app.providers.usage import CallUsage
+from esl_app.telephony import lines
 from esl_app.telephony.esl import PEER_CLOSED, EslError, EslEvent, EslSession
-from esl_app.telephony.events import Msg, from_esl
+from esl_app.telephony.events import Kind, Msg, from_esl
+from esl_app.telephony.lines import FILLER_TEXT, REJECT_TEXT, TROUBLE_TEXT
 from esl_app.telephony.transcript import Transcript, mask_number
 from esl_app.telephony.verbs import Bridge, Listen, ListenSource, Speak, TextListenSource
 
@@ -54,15 +57,8 @@ AGENT_TIMEOUT = 30.0
 HANGUP_GRACE = 0.5  # how long a pending agent reply may finish after the caller hangs up
 # a closed or dropped audio fork: how long a hang-up event may lag behind it (_await_hangup)
 _CLOSED_GRACE_S = 1.0
-REJECT_TEXT = "We're sorry, this number is not in service. Goodbye."
 # No tenant, hence no tenant voice: the apology is FreeSWITCH's own TTS in a flite voice.
 REJECT_VOICE = "slt"
-TROUBLE_TEXT = "I'm sorry, I'm having trouble right now."
-FILLER_TEXT = "One moment while I check."
-_PERSON = re.compile(
-    r"\b(operator|receptionist|representative|real person|human being|"
-    r"(talk|speak) (to|with) (a |an |the )?(person|human|someone|somebody|staff|agent))\b",
-    re.I)
 
 
 class CallEnded(Exception):
@@ -95,6 +91,10 @@ class CallServices:
     command_timeout: float = 5.0
     reject_text: str = REJECT_TEXT
     reject_transfer: str | None = None  # unknown DID: bridge here after the apology
+    # the call is over: free what it held (the scheduling core's slot holds, by call id)
+    release_holds: Callable[[str], Any] | None = None
+    # a transfer nobody answered: the agent side's "may I take a message?" (None: goodbye)
+    take_message: Callable[[CallContext, str], AgentReply] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -152,20 +152,20 @@ class CallController:
             except Empty:
                 return None
             msg = from_esl(raw) if isinstance(raw, EslEvent | str) else raw
-            if msg.kind in ("hangup", "closed"):
+            if msg.kind in (Kind.HANGUP, Kind.CLOSED):
                 self.gone = True
-                raise CallEnded("caller_hangup" if msg.kind == "hangup" else "closed")
-            if msg.kind == "left" or (msg.kind == "complete" and self._moved(msg)):
+                raise CallEnded("caller_hangup" if msg.kind is Kind.HANGUP else "closed")
+            if msg.kind is Kind.LEFT or (msg.kind is Kind.COMPLETE and self._moved(msg)):
                 # Someone moved the call elsewhere (uuid_transfer): FreeSWITCH keeps our
                 # socket and its events, but the caller is not ours to talk to any more.
                 self.left = True
                 raise CallEnded("left")
-            if msg.kind == "timer" and msg.key == "max_call":
+            if msg.kind is Kind.TIMER and msg.key == "max_call":
                 raise CallEnded("max_call")
-            if msg.kind == "started":
+            if msg.kind is Kind.STARTED:
                 self.app_started = msg.key
                 continue
-            if msg.kind == "other":
+            if msg.kind is Kind.OTHER:
                 continue
             return msg
 
@@ -293,10 +293,10 @@ class CallController:
         wanted = ch.get("variable_ivr_tenant")
         self.tenant = tenants.get(wanted) if wanted else tenants.by_did(did)
         app = self.session.execute("answer", wait=False)
-        if self.accepted_at and (m := _metrics()) is not None:
+        if self.accepted_at:
             setup = time.monotonic() - self.accepted_at
-            m.CALL_SETUP.observe(setup)
-            m.CALL_SETUP_OWN.observe(max(0.0, setup - self.session.handshake_wait_s))
+            metrics.CALL_SETUP.observe(setup)
+            metrics.CALL_SETUP_OWN.observe(max(0.0, setup - self.session.handshake_wait_s))
         log.info("call %s: did=%s caller=%s tenant=%s", self._cid(), did, mask_number(caller),
                  self.tenant.id if self.tenant else "-")
         if self.tenant is not None:
@@ -305,12 +305,10 @@ class CallController:
             self.reminder_id = reminder_id_of(ch)
             self.transcript.tenant = self.tenant.id
             self._publish()
-            m = _metrics()
-            if m is not None:
-                m.CALLS_ACTIVE.labels(self.tenant.id).inc()
-                self._counted_active = True
+            metrics.CALLS_ACTIVE.labels(self.tenant.id).inc()
+            self._counted_active = True
             self._timers.append(gevent.spawn_later(
-                self.tenant.max_call_seconds, self.post, Msg("timer", key="max_call")))
+                self.tenant.max_call_seconds, self.post, Msg(Kind.TIMER, key="max_call")))
         self._emit("call_started", {"call_id": call_id, "did": did,
                                     "tenant": self.transcript.tenant})
         if self.services.record_start is not None and call_id:
@@ -332,9 +330,9 @@ class CallController:
             msg = self.next(timeout=self.services.command_timeout)
             if msg is None:
                 raise EslError("answer never completed")
-            if msg.kind == "complete" and msg.key == app:
+            if msg.kind is Kind.COMPLETE and msg.key == app:
                 return
-            if msg.kind in ("dtmf", "transcript"):
+            if msg.kind in (Kind.DTMF, Kind.TRANSCRIPT):
                 self.stash(msg)
 
     def _reject(self) -> None:
@@ -398,8 +396,7 @@ class CallController:
                     (tenant.dids[0] if tenant.dids else ""))
         if reminder is None:
             self.transcript.note_outcome("reminder_incomplete")
-            self._say(f"Hello, this is {tenant.name}. Sorry, this call is no longer needed. "
-                      "Goodbye.", barge_in=False)
+            self._say(lines.NOT_NEEDED.format(clinic=tenant.name), barge_in=False)
             self._publish()
             self._safe_hangup()
             return False
@@ -455,13 +452,13 @@ class CallController:
                         beeped = res.decision == "machine" and res.beep_end is not None
                         state["phase"] = ("beep" if res.decision == "machine" and not beeped
                                           else "done")
-                        self.post(Msg("amd", key=res.decision, value=res))
+                        self.post(Msg(Kind.AMD, key=res.decision, value=res))
                         if beeped:
-                            self.post(Msg("amd", key="beep", value=res.beep_end))
+                            self.post(Msg(Kind.AMD, key="beep", value=res.beep_end))
                 elif amd.beep.feed(chunk):
                     state["phase"] = "done"
                     ended = state["t"] - amd.beep.since_end_ms / 1000.0
-                    self.post(Msg("amd", key="beep", value=ended))
+                    self.post(Msg(Kind.AMD, key="beep", value=ended))
 
         listener.frame_tap = tap
         listener.arm()
@@ -508,9 +505,9 @@ class CallController:
             msg = self.next(timeout=max(0.0, deadline - time.monotonic()))
             if msg is None:
                 return None
-            if msg.kind == "amd" and msg.key in keys:
+            if msg.kind is Kind.AMD and msg.key in keys:
                 return msg
-            if msg.kind == "transcript" and msg.text:
+            if msg.kind is Kind.TRANSCRIPT and msg.text:
                 self.transcript.add("caller", msg.text)
                 self.listener.heard()  # type: ignore[union-attr]
 
@@ -519,7 +516,7 @@ class CallController:
 
     def _agent_signal(self, kind: str) -> None:
         """Called from the agent's greenlet: hand the request to the controller."""
-        self.post(Msg("signal", key=kind))
+        self.post(Msg(Kind.SIGNAL, key=kind))
 
     def _loop(self, reply: AgentReply, *, heard: bool = True) -> None:
         """Listen → agent → speak until the agent transfers or hangs up.
@@ -556,7 +553,7 @@ class CallController:
                 self._await_hangup(_CLOSED_GRACE_S)  # raises CallEnded if it comes
                 self._confirm_channel_up()
                 log.warning("call %s: audio stream lost (%s)", self._cid(), listen.media_lost)
-                self._say("I'm sorry, I'm having trouble hearing you.", barge_in=False)
+                self._say(lines.CANT_HEAR, barge_in=False)
                 if tenant.handoff:
                     self._transfer(tenant.handoff, self.transcript.outcome or "handoff")
                 else:
@@ -565,9 +562,8 @@ class CallController:
             if utterance is None:
                 misses += 1
                 if misses <= 2:
-                    text = ("Sorry, I didn't hear anything. " + _last_sentence(last_prompt)
-                            if misses == 1 else
-                            "Are you still there? You can also press zero to reach our staff.")
+                    text = (f"{lines.NOTHING_HEARD} {_last_sentence(last_prompt)}"
+                            if misses == 1 else lines.STILL_THERE)
                     self._say(text)
                     continue
                 self._no_input()
@@ -627,19 +623,19 @@ class CallController:
                         value = item
                         break
                     if item:
-                        self.post(Msg("agent_text", key=key, text=str(item)))
+                        self.post(Msg(Kind.AGENT_TEXT, key=key, text=str(item)))
             except Exception as exc:
                 value = exc
-            self.post(Msg("agent", key=key, value=value))
+            self.post(Msg(Kind.AGENT, key=key, value=value))
 
         turn = _StreamTurn(key, said, time.monotonic())
         self._agent_job = self.spawn(job)
         timers = [gevent.spawn_later(AGENT_TIMEOUT, self.post,
-                                     Msg("timer", key=f"agent_timeout:{key}"))]
+                                     Msg(Kind.TIMER, key=f"agent_timeout:{key}"))]
         if ack and tenant.ack_after_ms > 0:
             since = time.monotonic() - (self._turn_t0 or turn.started)
             timers.append(gevent.spawn_later(max(0.0, tenant.ack_after_ms / 1000.0 - since),
-                                             self.post, Msg("timer", key=f"ack:{key}")))
+                                             self.post, Msg(Kind.TIMER, key=f"ack:{key}")))
         lead_sentences = split_sentences(lead)
         turn.lead = len(lead_sentences)
         turn.kinds.update(dict.fromkeys(range(len(lead_sentences)), "answer"))
@@ -664,7 +660,7 @@ class CallController:
             self._record_speech(turn, verb)
         deadline = turn.started + AGENT_TIMEOUT
         while turn.final is None:  # cut short by a barge-in: the reply still counts
-            kept = next((m for m in self._pending if m.kind == "agent" and m.key == key), None)
+            kept = next((m for m in self._pending if m.kind is Kind.AGENT and m.key == key), None)
             if kept is not None:  # it arrived while something else was reading the queue
                 self._pending.remove(kept)
                 self._settle(turn, kept.value)
@@ -673,9 +669,9 @@ class CallController:
             if msg is None:
                 self._agent_job.kill(block=False)
                 turn.final = TimeoutError("agent timed out")
-            elif msg.kind == "agent" and msg.key == key:
+            elif msg.kind is Kind.AGENT and msg.key == key:
                 self._settle(turn, msg.value)
-            elif msg.kind in ("dtmf", "transcript", "media_lost"):
+            elif msg.kind in (Kind.DTMF, Kind.TRANSCRIPT, Kind.MEDIA_LOST):
                 self.stash(msg)
         self._agent_job = None
         value = turn.final
@@ -683,8 +679,7 @@ class CallController:
             self._reply_heard = turn.answer_heard or not value.text.strip()
             return value
         log.warning("call %s: agent failed: %s", self._cid(), value)
-        if (m := _metrics()) is not None:
-            m.PROVIDER_ERRORS.labels("agent", getattr(self.agent, "name", "?")).inc()
+        metrics.PROVIDER_ERRORS.labels("agent", getattr(self.agent, "name", "?")).inc()
         self.transcript.outcome = self.transcript.outcome or "error"
         self._say(TROUBLE_TEXT)
         if tenant.handoff:
@@ -696,29 +691,29 @@ class CallController:
     def _on_stream_msg(self, turn: _StreamTurn, verb: Speak, msg: Msg) -> None:
         """A message for the turn being spoken (runs on the controller's greenlet)."""
         key = turn.key
-        if msg.kind == "agent_text" and msg.key == key:
+        if msg.kind is Kind.AGENT_TEXT and msg.key == key:
             if turn.final is not None:
                 return
             turn.streamed += msg.text
             done, turn.tail = complete_sentences(turn.tail + msg.text)
             self._queue_speech(turn, verb, done, "answer")
-        elif msg.kind == "agent" and msg.key == key:
+        elif msg.kind is Kind.AGENT and msg.key == key:
             self._settle(turn, msg.value)
             if isinstance(msg.value, AgentReply):
                 rest = turn.tail + _unspoken(msg.value.text, turn.streamed)
                 self._queue_speech(turn, verb, split_sentences(rest), "answer")
             verb.finish()  # after a failure nothing more of this reply is said
-        elif msg.kind == "timer" and msg.key == f"agent_timeout:{key}":
+        elif msg.kind is Kind.TIMER and msg.key == f"agent_timeout:{key}":
             if turn.final is None and self._agent_job is not None:
                 self._agent_job.kill(block=False)
                 turn.final = TimeoutError("agent timed out")
                 verb.finish()
-        elif msg.kind == "timer" and msg.key == f"ack:{key}":
+        elif msg.kind is Kind.TIMER and msg.key == f"ack:{key}":
             if turn.final is None and not turn.queued and not verb.closed:
                 ack = self._pick_ack()
                 if ack is not None:
                     self._queue_speech(turn, verb, [ack], "ack")
-        elif msg.kind == "signal" and msg.key == "filler":
+        elif msg.kind is Kind.SIGNAL and msg.key == "filler":
             # ResilientAgent's "still working": only into silence, never over an
             # acknowledgement or the answer already queued
             if turn.final is None and not verb.closed and not verb.busy:
@@ -775,8 +770,8 @@ class CallController:
     def _record_speech(self, turn: _StreamTurn, verb: Speak) -> None:
         """What the caller heard, one transcript turn per kind (ack, filler, answer)."""
         result = verb.result
-        if result.barged_in and (m := _metrics()) is not None:
-            m.BARGE_INS.labels(self.tenant.id if self.tenant else "-").inc()
+        if result.barged_in:
+            metrics.BARGE_INS.labels(self.tenant.id if self.tenant else "-").inc()
         for n, (_kind, at, texts) in enumerate(turn.segments):
             last = n == len(turn.segments) - 1
             heard = " ".join(texts)
@@ -785,9 +780,8 @@ class CallController:
             self._emit("bot_said", {"text": heard, "barged_in": barged})
 
     def _note(self, reply: AgentReply) -> None:
-        if (reply.outcome in ("booked", "cancelled", "rescheduled") and self.tenant is not None
-                and (m := _metrics()) is not None):
-            m.BOOKINGS.labels(self.tenant.id, reply.outcome, "phone").inc()
+        if reply.outcome in ("booked", "cancelled", "rescheduled") and self.tenant is not None:
+            metrics.BOOKINGS.labels(self.tenant.id, reply.outcome, "phone").inc()
         self.transcript.note_outcome(reply.outcome, confirmation=reply.confirmation,
                                      appointment=reply.appointment)
         self._publish()
@@ -852,8 +846,8 @@ class CallController:
                 self.listener.speaking(False)
             result = verb.result
             cut = result.barged_in or self.gone
-            if result.barged_in and self.tenant is not None and (m := _metrics()) is not None:
-                m.BARGE_INS.labels(self.tenant.id).inc()
+            if result.barged_in and self.tenant is not None:
+                metrics.BARGE_INS.labels(self.tenant.id).inc()
             heard = result.text if cut else to_plain(" ".join(sentences))
             if heard:
                 self.transcript.add("bot", heard, barged_in=result.barged_in, at_ms=at)
@@ -866,15 +860,14 @@ class CallController:
         us (the ESL reader or the recogniser): with instant providers, our own work.
         """
         t0, self._response_t0 = self._response_t0, None
-        if t0 is not None and (m := _metrics()) is not None:
-            m.TURN_RESPONSE.observe(time.monotonic() - t0)
+        if t0 is not None:
+            metrics.TURN_RESPONSE.observe(time.monotonic() - t0)
 
     def _first_audio(self) -> None:
         """The bot starts answering: one conversational turn's latency is known."""
         t0, self._turn_t0 = self._turn_t0, None
-        m = _metrics()
-        if t0 is not None and m is not None and self.tenant is not None:
-            m.TURN_LATENCY.labels(self.tenant.id).observe(time.monotonic() - t0)
+        if t0 is not None and self.tenant is not None:
+            metrics.TURN_LATENCY.labels(self.tenant.id).observe(time.monotonic() - t0)
 
     def _transfer(self, target: str, outcome: str, *, announce: bool = True,
                   offer_message: bool = True) -> None:
@@ -883,11 +876,11 @@ class CallController:
         self.transcript.transfer_to = target or None
         self._publish()
         if not target:
-            self._say("I'm sorry, no one is available to take your call right now. Goodbye.")
+            self._say(lines.NOBODY_AVAILABLE)
             self._safe_hangup()
             return
         if announce:
-            self._say("Please hold while I transfer you.", barge_in=False)
+            self._say(lines.HOLD, barge_in=False)
         self._emit("transfer", {"to": target})
         tenant = self.tenant
         result = Bridge(self, target,
@@ -898,18 +891,16 @@ class CallController:
         log.info("call %s: transfer failed (%s)", self._cid(), result.disposition)
         self.transcript.transfer_to = None
         self._emit("transfer_failed", {"to": target, "disposition": result.disposition})
-        if offer_message and self.ctx is not None and not self._in_message_mode() \
-                and self.session.channel_up and not self.gone:
-            from esl_app.providers.agent.message import start_message
-
-            reply = start_message(self.ctx, result.disposition)
+        take_message = self.services.take_message
+        if offer_message and take_message is not None and self.ctx is not None \
+                and not self._in_message_mode() and self.session.channel_up and not self.gone:
+            reply = take_message(self.ctx, result.disposition)
             self._note(reply)
             if reply.text:
                 self._say(reply.text)
             self._loop(reply)
             return
-        self._say("I'm sorry, no one can take your call right now. Please call again later. "
-                  "Goodbye.", barge_in=False)
+        self._say(lines.NOBODY_ANSWERED, barge_in=False)
         self._safe_hangup()
 
     def _no_input(self) -> None:
@@ -924,7 +915,7 @@ class CallController:
             self._goodbye()
 
     def _goodbye(self) -> None:
-        self._say("Thank you for calling. Goodbye.", barge_in=False)
+        self._say(lines.GOODBYE, barge_in=False)
         self._safe_hangup()
 
     def _time_limit(self) -> None:
@@ -991,10 +982,9 @@ class CallController:
             with contextlib.suppress(Exception):
                 self.agent.end(self.ctx)
         if self.ctx is not None:  # a time the caller was holding is free again at once
-            with contextlib.suppress(Exception):
-                from esl_app.scheduling.service import release_holds
-
-                release_holds(self.ctx.call_id)
+            if self.services.release_holds is not None:
+                with contextlib.suppress(Exception):
+                    self.services.release_holds(self.ctx.call_id)
             self.ctx.signal = None  # the ctx <-> controller cycle: let refcounting free the call
         if self.transcript.outcome is None and self.left:
             self.transcript.outcome = "handoff"  # an operator took the call over
@@ -1020,12 +1010,10 @@ class CallController:
                 self.services.recorder(self.transcript)
             except Exception:
                 log.exception("call %s: could not store the call record", self._cid())
-        m = _metrics()
-        if m is not None:
-            tenant_label = self.transcript.tenant or "-"
-            if self._counted_active:
-                m.CALLS_ACTIVE.labels(tenant_label).dec()
-            m.CALLS_TOTAL.labels(tenant_label, self.transcript.outcome or "error").inc()
+        tenant_label = self.transcript.tenant or "-"
+        if self._counted_active:
+            metrics.CALLS_ACTIVE.labels(tenant_label).dec()
+        metrics.CALLS_TOTAL.labels(tenant_label, self.transcript.outcome or "error").inc()
         log.info("call %s: ended outcome=%s", self._cid(), self.transcript.outcome)
         self._emit("call_ended", self.transcript.to_dict())
 
@@ -1043,7 +1031,7 @@ class CallController:
             except Empty:
                 break
         for raw in kept:
-            if isinstance(raw, Msg) and raw.kind == "agent" and raw.key == key \
+            if isinstance(raw, Msg) and raw.kind is Kind.AGENT and raw.key == key \
                     and isinstance(raw.value, AgentReply):
                 self._note(raw.value)
 
@@ -1056,21 +1044,13 @@ class CallController:
         return (self.transcript.call_id or "?")[:8]
 
 
-def _metrics() -> Any:
-    """The process metrics, or None where the HTTP extra is not installed."""
-    try:
-        from esl_app.http import metrics
-    except ImportError:
-        return None
-    return metrics
-
-
 def _wants_person(utterance: Utterance) -> bool:
+    from esl_app.providers.agent.local.nlu import asks_for_person
     from esl_app.telephony.verbs import is_zero_request
 
     if is_zero_request(utterance):
         return True
-    return bool(utterance.text and _PERSON.search(utterance.text))
+    return asks_for_person(utterance.text)
 
 
 @dataclass

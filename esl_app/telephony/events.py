@@ -9,28 +9,42 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from html import unescape
 from typing import Any
 
 from esl_app.telephony.esl import EslEvent
 
-__all__ = ["Msg", "from_esl", "parse_nlsml"]
+__all__ = ["Kind", "Msg", "from_esl", "parse_nlsml"]
+
+
+class Kind(StrEnum):
+    """What a :class:`Msg` is about (a str, so logs and JSON read as before)."""
+
+    STARTED = "started"  # an app began (``key`` = Application-UUID)
+    COMPLETE = "complete"  # an app finished (``key`` = Application-UUID, ``text`` = response)
+    SPEECH_START = "speech_start"  # the caller started speaking (``at`` = when)
+    TRANSCRIPT = "transcript"  # a final transcript (``text``, ``confidence``, ``at``)
+    DTMF = "dtmf"  # a key (``text`` = digit)
+    HANGUP = "hangup"  # the channel hung up (``text`` = Hangup-Cause)
+    CLOSED = "closed"  # the ESL connection closed
+    TTS = "tts"  # a synthesis result (``key`` = request id, ``value`` = result or exception)
+    AGENT = "agent"  # an agent reply (``key`` = turn, ``value`` = AgentReply or exception)
+    AGENT_TEXT = "agent_text"  # a streamed agent sentence (``key`` = turn, ``text``)
+    TIMER = "timer"  # a timer fired (``key`` = its name)
+    ANSWER = "answer"  # the channel was answered
+    LEFT = "left"  # the channel left the bot: its ``socket`` app completed, the call goes on
+    OTHER = "other"  # any other ESL event (``event``)
+    AMD = "amd"  # answering-machine detection's verdict (``key`` = which, ``value``)
+    MEDIA_LOST = "media_lost"  # the audio fork or recogniser is gone (``key`` = why)
+    SIGNAL = "signal"  # an agent asks the call engine for something (``key`` = "filler")
 
 
 @dataclass
 class Msg:
-    """One thing that happened to the call.
+    """One thing that happened to the call (see :class:`Kind` for what each field holds)."""
 
-    kinds: ``started`` / ``complete`` (an app began / finished; ``key`` =
-    Application-UUID), ``speech_start``,
-    ``transcript`` (``text``), ``dtmf`` (``text`` = digit), ``hangup``, ``closed``,
-    ``tts``/``agent`` (``key`` = request id, ``value`` = result or exception),
-    ``timer`` (``key`` = timer name), ``answer``, ``left`` (the channel left the bot:
-    its ``socket`` application completed while the call goes on, e.g. an operator's
-    ``uuid_transfer``), ``other``.
-    """
-
-    kind: str
+    kind: Kind
     key: str = ""
     text: str = ""
     value: Any = None
@@ -39,6 +53,10 @@ class Msg:
     # time.monotonic() it happened, where known: our VAD's speech_start, a final transcript
     # (when the ESL reader or the recogniser delivered it)
     at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if type(self.kind) is not Kind:  # a string from older code: fail loudly on a typo
+            self.kind = Kind(self.kind)
 
 
 _INPUT = re.compile(r"<input[^>]*>(.*?)</input>", re.S | re.I)
@@ -60,30 +78,30 @@ def parse_nlsml(body: str) -> tuple[str, float | None]:
 def from_esl(event: EslEvent | str) -> Msg:
     """Translate one raw ESL event (or the reader's ``"closed"``) into a :class:`Msg`."""
     if isinstance(event, str):
-        return Msg("closed")
+        return Msg(Kind.CLOSED)
     name = event.name
     if name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
-        return Msg("hangup", text=event.get("Hangup-Cause", "") or "", event=event)
+        return Msg(Kind.HANGUP, text=event.get("Hangup-Cause", "") or "", event=event)
     if name == "DISCONNECT":
-        return Msg("closed", event=event)
+        return Msg(Kind.CLOSED, event=event)
     if name == "CHANNEL_EXECUTE":
-        return Msg("started", key=event.get("Application-UUID", "") or "", event=event)
+        return Msg(Kind.STARTED, key=event.get("Application-UUID", "") or "", event=event)
     if name == "CHANNEL_EXECUTE_COMPLETE":
         if event.get("Application") == "socket":
             # the dialplan's socket app, not one of ours (a hang-up comes before it)
-            return Msg("left", event=event)
-        return Msg("complete", key=event.get("Application-UUID", "") or "",
+            return Msg(Kind.LEFT, event=event)
+        return Msg(Kind.COMPLETE, key=event.get("Application-UUID", "") or "",
                    text=event.get("Application-Response", "") or "", event=event)
     if name == "DETECTED_SPEECH":
         kind = (event.get("Speech-Type", "") or "").lower()
         if kind == "begin-speaking":
-            return Msg("speech_start", event=event)
+            return Msg(Kind.SPEECH_START, event=event)
         if kind == "detected-speech":
             text, conf = parse_nlsml(event.body)
-            return Msg("transcript", text=text, confidence=conf, event=event, at=event.at)
-        return Msg("other", event=event)
+            return Msg(Kind.TRANSCRIPT, text=text, confidence=conf, event=event, at=event.at)
+        return Msg(Kind.OTHER, event=event)
     if name == "DTMF":
-        return Msg("dtmf", text=(event.get("DTMF-Digit", "") or "").strip(), event=event)
+        return Msg(Kind.DTMF, text=(event.get("DTMF-Digit", "") or "").strip(), event=event)
     if name == "CHANNEL_ANSWER":
-        return Msg("answer", event=event)
-    return Msg("other", event=event)
+        return Msg(Kind.ANSWER, event=event)
+    return Msg(Kind.OTHER, event=event)

@@ -15,16 +15,17 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import gevent
 import gevent.event
 
+from esl_app.http import metrics
 from esl_app.providers.agent.base import Utterance
 from esl_app.providers.markup import to_plain
 from esl_app.providers.tts.base import PlayInstruction, TtsProvider
 from esl_app.telephony.esl import EslError, EslSession
-from esl_app.telephony.events import Msg
+from esl_app.telephony.events import Kind, Msg
 
 __all__ = [
     "Bridge",
@@ -167,7 +168,7 @@ class Speak:
                     language=self.language)
             except Exception as exc:  # a provider failure skips one sentence, not the call
                 value = exc
-            self.call.post(Msg("tts", key=f"{self.id}:{index}", value=value))
+            self.call.post(Msg(Kind.TTS, key=f"{self.id}:{index}", value=value))
             index += 1
 
     def run(self) -> SpeakResult:
@@ -230,29 +231,29 @@ class Speak:
             msg = self.call.next(timeout=PLAY_STALL_SECONDS)
             if msg is None:
                 raise EslError("playback never completed")
-            if msg.kind == "tts" and msg.key.startswith(self.id + ":"):
+            if msg.kind is Kind.TTS and msg.key.startswith(self.id + ":"):
                 ready[int(msg.key.rsplit(":", 1)[1])] = msg.value
-            elif msg.kind == "complete" and msg.key == self._playing:
+            elif msg.kind is Kind.COMPLETE and msg.key == self._playing:
                 self._playing = None
             elif msg.kind in _HANDED_OVER:
                 self._hand_over(msg)
-            elif msg.kind == "media_lost":
+            elif msg.kind is Kind.MEDIA_LOST:
                 self.call.stash(msg)  # the listen after this prompt hands the call over
-            elif msg.kind == "transcript" and not (msg.text or "").strip():
+            elif msg.kind is Kind.TRANSCRIPT and not (msg.text or "").strip():
                 continue  # an empty result (a click, a cough) is not the caller talking
-            elif msg.kind in ("speech_start", "dtmf", "transcript"):
-                if msg.kind != "speech_start" or self.barge_in:
+            elif msg.kind in (Kind.SPEECH_START, Kind.DTMF, Kind.TRANSCRIPT):
+                if msg.kind is not Kind.SPEECH_START or self.barge_in:
                     # the listen after this prompt wants the words, and to know the caller
                     # began talking over it (text mode cannot ask the recogniser later)
                     self.call.stash(msg)
                 if not self.interruptible:
                     continue  # the answer has not started: the words wait for the next listen
-                if self.barge_in or msg.kind == "dtmf":
+                if self.barge_in or msg.kind is Kind.DTMF:
                     result.barged_in = (self._playing is not None
                                         or self._next < len(self.sentences)
                                         or not self.closed)
                     result.barge_msg = msg
-                    self.cancel(heard_at=msg.at if msg.kind == "speech_start" else 0.0)
+                    self.cancel(heard_at=msg.at if msg.kind is Kind.SPEECH_START else 0.0)
                     return result
             # anything else (completions of older verbs, unrelated events) is dropped
 
@@ -260,7 +261,7 @@ class Speak:
         """A message for the owner: the reply still being written, a filler, a timer."""
         if self.on_other is not None:
             self.on_other(msg)
-        elif msg.kind in ("agent", "signal"):
+        elif msg.kind in (Kind.AGENT, Kind.SIGNAL):
             self.call.stash(msg)  # an agent answer arriving while a filler plays
 
     def cancel(self, heard_at: float = 0.0) -> None:
@@ -314,9 +315,9 @@ class Speak:
                 if not started:
                     log.debug("broken playback %s had not started: dropped", app_uuid)
                 return
-            if msg.kind == "complete" and msg.key == app_uuid:
+            if msg.kind is Kind.COMPLETE and msg.key == app_uuid:
                 return
-            if msg.kind in ("dtmf", "transcript", "media_lost"):
+            if msg.kind in (Kind.DTMF, Kind.TRANSCRIPT, Kind.MEDIA_LOST):
                 self.call.stash(msg)
             elif msg.kind in _HANDED_OVER:
                 self._hand_over(msg)
@@ -462,7 +463,7 @@ class Listen:
                     return None
                 deadline = later
                 continue
-            if msg.kind == "transcript":
+            if msg.kind is Kind.TRANSCRIPT:
                 self.source.heard()
                 if msg.text:
                     self.heard_at = msg.at
@@ -472,14 +473,14 @@ class Listen:
                 # an empty result (a cough): the caller's silence counts from here
                 deadline = time.monotonic() + self.timeout
                 continue
-            if msg.kind == "media_lost":  # the audio fork died: we cannot hear the caller
+            if msg.kind is Kind.MEDIA_LOST:  # the audio fork died: we cannot hear the caller
                 self.media_lost = msg.key or "lost"
                 return None
-            if msg.kind == "speech_start":
+            if msg.kind is Kind.SPEECH_START:
                 self.speech_started = True
                 if not self.cut:
                     deadline = time.monotonic() + self.timeout
-            elif msg.kind == "dtmf" and msg.text:
+            elif msg.kind is Kind.DTMF and msg.text:
                 if msg.text == "#" and digits:
                     return Utterance(dtmf=digits)
                 if msg.text == "0" and not digits:
@@ -546,7 +547,7 @@ class Bridge:
         self._app = self.call.session.execute("bridge", self.target)
         while True:
             msg = self.call.next(timeout=None)
-            if msg is not None and msg.kind == "complete" and msg.key == self._app:
+            if msg is not None and msg.kind is Kind.COMPLETE and msg.key == self._app:
                 ev = msg.event
                 disp = ((ev.get("variable_originate_disposition") if ev else "") or
                         msg.text or "")
@@ -558,21 +559,10 @@ class Bridge:
         self._app = None
 
 
-def _metrics() -> Any:
-    """The process metrics, or None where the HTTP extra is not installed."""
-    try:
-        from esl_app.http import metrics
-    except ImportError:  # pragma: no cover - the HTTP extra is not installed
-        return None
-    return metrics
-
-
 def _count_tts_error(provider: str) -> None:
-    if (m := _metrics()) is not None:
-        m.PROVIDER_ERRORS.labels("tts", provider).inc()
+    metrics.PROVIDER_ERRORS.labels("tts", provider).inc()
 
 
 def _observe_barge_in(seconds: float) -> None:
     """Server side of a barge-in (VAD detection to ``uuid_break``), where metrics exist."""
-    if (m := _metrics()) is not None:
-        m.BARGE_IN_REACTION.observe(seconds)
+    metrics.BARGE_IN_REACTION.observe(seconds)
