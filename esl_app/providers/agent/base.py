@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from esl_app.config.tenants import Tenant
+from esl_app.providers.agent.state import CallState
 
 __all__ = [
     "Agent",
@@ -54,6 +55,7 @@ class CallContext:
 
     ``state`` is the per-call memory shared by agents: a fallback agent can
     read what the failed one had gathered (intent, chosen slot, name, contact).
+    Its keys are declared in :class:`esl_app.providers.agent.state.CallState`.
     """
 
     call_id: str
@@ -61,7 +63,7 @@ class CallContext:
     caller: str | None = None
     did: str | None = None
     now: datetime | None = None  # aware; None means "the real clock" (tests pin it)
-    state: dict[str, Any] = field(default_factory=dict)
+    state: CallState = field(default_factory=lambda: CallState())
     # Lets an agent ask the call engine for something while it works (``"filler"``:
     # play "One moment while I check." now); set by the call engine, may be None.
     signal: Callable[[str], None] | None = field(default=None, repr=False, compare=False)

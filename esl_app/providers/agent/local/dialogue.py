@@ -22,6 +22,7 @@ from esl_app.providers.agent import message, tools
 from esl_app.providers.agent.base import AgentError, AgentReply, CallContext, Utterance
 from esl_app.providers.agent.local import nlu, turns
 from esl_app.providers.agent.local.names import spell
+from esl_app.providers.agent.state import REFUSED_TIME_KEYS, WHEN_KEYS
 from esl_app.providers.markup import say_characters
 
 __all__ = ["LocalAgent", "format_hours"]
@@ -224,9 +225,8 @@ class LocalAgent:
             goal = None  # the guard's business (or nothing said before to repeat)
         said = nlu.normalize(text, clock=False) if stage in _NAME_STAGES else t
         said = nlu.strip_opener(said)[0] or said
-        handler: Callable[[CallContext, str, str | None], AgentReply] = getattr(
-            self, f"_on_{stage}", self._on_start)
-        return self._track(call, handler(call, said, goal))
+        handler = _STAGE_HANDLERS.get(stage, LocalAgent._on_start)
+        return self._track(call, handler(self, call, said, goal))
 
     def end(self, call: CallContext) -> None:
         """Nothing to release: the session is ``call.state``, which stays for the record."""
@@ -717,8 +717,7 @@ class LocalAgent:
     def _start_booking(self, call: CallContext, t: str) -> AgentReply:
         st = call.state
         st["intent"] = "book"
-        for key in ("date_first", "date_last", "part", "at", "after_time", "before_time",
-                    "earliest", "after", "offered", "chosen", "visit_type"):
+        for key in (*WHEN_KEYS, "offered", "chosen", "visit_type"):
             st.pop(key, None)
         if len(call.tenant.visit_types) == 1:
             st["visit_type"] = call.tenant.visit_types[0].id
@@ -1014,9 +1013,6 @@ class LocalAgent:
             return self._start_booking(call, t)
         return self._miss(call, "Sorry, I didn't get that.")
 
-    _on_done = _on_start
-    _on_transferred = _on_start
-
     def _on_anything_else(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
         if goal in ("no", "goodbye"):
             return self._goodbye(call)
@@ -1059,8 +1055,8 @@ class LocalAgent:
         st["stage"] = resume
         st.pop("ask", None)
         before = turns.progress_signature(st)
-        handler = getattr(self, f"_on_{resume}", None)
-        reply = handler(call, t, goal) if handler else None
+        handler = _STAGE_HANDLERS.get(resume)
+        reply = handler(self, call, t, goal) if handler else None
         if reply is not None and reply.action == "continue" and st.get("stage") not in (
                 "offer_handoff",) and (turns.progress_signature(st) != before
                                       or st.get("stage") != resume):
@@ -1196,7 +1192,7 @@ class LocalAgent:
         if yn is False:
             # those times are refused, not the doctor, the visit or the part of the day
             self._understood(call)
-            for key in ("date_first", "date_last", "at", "after", "earliest"):
+            for key in REFUSED_TIME_KEYS:
                 st.pop(key, None)
             st["stage"] = "date"
             return self._say(call, "No problem. What other day or time would suit you?",
@@ -1246,7 +1242,6 @@ class LocalAgent:
             return self._book_next(call)
         return self._miss(call, "Sorry, could you say your name again? You can also spell it.")
 
-    _on_name_spell = _on_name
 
     def _take_name(self, call: CallContext, name: str, spelled: str | None,
                    lead: str = "") -> AgentReply:
@@ -1424,8 +1419,7 @@ class LocalAgent:
             self._absorb(call, t)
             return self._book_next(call)
         if nlu._has(t, "time", "day", "date", "doctor", "appointment"):
-            for key in ("date_first", "date_last", "part", "at", "after_time", "before_time",
-                        "after", "earliest"):
+            for key in WHEN_KEYS:
                 st.pop(key, None)
             if nlu._has(t, "doctor"):
                 st.pop("doctor", None)
@@ -1510,9 +1504,8 @@ class LocalAgent:
     def _finish_task(self, call: CallContext) -> None:
         """Forget the finished task's criteria; keep who the caller is."""
         st = call.state
-        for key in ("intent", "doctor", "date_first", "date_last", "part", "at", "after_time",
-                    "before_time", "after", "earliest", "offered", "chosen",
-                    "candidates", "code", "resume_stage", "visit_type"):
+        for key in ("intent", "doctor", *WHEN_KEYS, "offered", "chosen", "candidates", "code",
+                    "resume_stage", "visit_type"):
             st.pop(key, None)
         st["stage"] = "anything_else"
 
@@ -1564,8 +1557,6 @@ class LocalAgent:
             return self._after_identify_name(call)
         return self._ask(call, "lookup_name")
 
-    _on_verify_name = _on_name
-    _on_lookup_name = _on_name
 
     def _after_identify_name(self, call: CallContext) -> AgentReply:
         """With a name (and a code or a phone number), find the appointment to act on."""
@@ -1713,3 +1704,24 @@ class LocalAgent:
         if result.get("error") == "too_late":
             return self._late_change(call, message=result.get("message"))
         return self._failed(call, result)
+
+
+_Handler = Callable[[LocalAgent, CallContext, str, "str | None"], AgentReply]
+#: What the caller's words mean depends on what was asked: each stage's handler.
+_STAGE_HANDLERS: dict[str, _Handler] = {
+    "start": LocalAgent._on_start, "done": LocalAgent._on_start,
+    "transferred": LocalAgent._on_start,
+    "visit_type": LocalAgent._on_visit_type, "doctor": LocalAgent._on_doctor,
+    "doctor_check": LocalAgent._on_doctor_check, "date": LocalAgent._on_date,
+    "offer": LocalAgent._on_offer,
+    "name": LocalAgent._on_name, "name_spell": LocalAgent._on_name,
+    "verify_name": LocalAgent._on_name, "lookup_name": LocalAgent._on_name,
+    "name_check": LocalAgent._on_name_check, "notify": LocalAgent._on_notify,
+    "phone": LocalAgent._on_phone, "confirm": LocalAgent._on_confirm,
+    "anything_else": LocalAgent._on_anything_else,
+    "offer_handoff": LocalAgent._on_offer_handoff, "late_handoff": LocalAgent._on_late_handoff,
+    "change": LocalAgent._on_change, "code": LocalAgent._on_code,
+    "lookup_phone": LocalAgent._on_lookup_phone, "pick_appt": LocalAgent._on_pick_appt,
+    "cancel_confirm": LocalAgent._on_cancel_confirm,
+    "resched_confirm": LocalAgent._on_resched_confirm,
+}

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from esl_app.config.tenants import Tenant
+from esl_app.providers.agent.state import ASKED_KEYS
 
 __all__ = [
     "EXPECTING",
@@ -44,10 +45,7 @@ EXPECTING: dict[str, str | None] = {
 
 # What the caller has told us; a question asked again with all of these unchanged
 # is asked "without progress".
-_PROGRESS_KEYS = ("intent", "doctor", "doctor_guess", "date_first", "date_last", "part", "at",
-                  "after_time", "before_time", "after", "earliest", "visit_type",
-                  "name", "name_pending", "phone", "email", "code", "chosen", "offered",
-                  "candidates", "lookup_phone", "appointment", "confirmation")
+_PROGRESS_KEYS = ASKED_KEYS
 
 _ACKS = re.compile(
     r"^(?:(?:thank you|thanks|great|okay|ok|sure|alright|all right|no problem|got it|perfect"
