@@ -30,6 +30,7 @@ __all__ = [
     "Slot",
     "TenantRow",
     "database_proxy",
+    "naive_utc",
     "utcnow",
 ]
 
@@ -39,6 +40,16 @@ database_proxy = pw.DatabaseProxy()
 def utcnow() -> datetime:
     """Naive UTC now, the form every stored timestamp has."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def naive_utc(dt: datetime | None = None) -> datetime:
+    """``dt`` in the stored form (naive UTC) for comparing with stored times; ``None`` is now.
+
+    An aware ``dt`` is converted; a naive one is taken to be UTC already.
+    """
+    if dt is None:
+        return utcnow()
+    return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo is not None else dt
 
 
 class BaseModel(pw.Model):

@@ -12,7 +12,6 @@ the same reminder twice.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,8 +25,10 @@ from esl_app.db.models import (
     ReminderPause,
     Slot,
     TenantRow,
+    naive_utc,
     utcnow,
 )
+from esl_app.scheduling.phones import phone_key
 
 __all__ = [
     "CALLING",
@@ -68,18 +69,6 @@ OUTCOMES = ("reminder_confirmed", "reminder_cancelled", "reminder_rescheduled",
             "reminder_interrupted")
 # outcomes after which another attempt may be made (the patient was not reached)
 _RETRY = {"reminder_busy", "reminder_no_answer", "reminder_failed"}
-
-
-def phone_key(number: str | None) -> str:
-    """The form a number is compared in: digits, and 10 for a North-American 1+10."""
-    digits = re.sub(r"[^0-9]", "", number or "")
-    return digits[1:] if len(digits) == 11 and digits.startswith("1") else digits
-
-
-def _naive(dt: datetime | None) -> datetime:
-    if dt is None:
-        return utcnow()
-    return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
 
 
 # ------------------------------------------------------------------ do-not-call, pauses
@@ -159,7 +148,7 @@ def plan(tenants: TenantSet, now: datetime | None = None,
     passed when the appointment is booked is still placed, as soon as the window
     allows, while the appointment is more than :data:`MIN_LEAD` away.
     """
-    now_n = _naive(now)
+    now_n = naive_utc(now)
     created = 0
     for tenant in tenants:
         policy = tenant.reminders
@@ -242,7 +231,7 @@ def due_reminders(tenants: TenantSet, now: datetime | None = None, limit: int = 
     before :data:`MIN_LEAD` ahead of the appointment; else it is skipped); a cancelled
     appointment, a missing number or a do-not-call number skips it.
     """
-    now_n = _naive(now)
+    now_n = naive_utc(now)
     stopped = paused()
     out: list[Due] = []
     query = (ReminderCall.select(ReminderCall, Appointment, Slot)
@@ -292,7 +281,7 @@ def _set(reminder_id: int, from_state: str, **values: Any) -> bool:
 
 def claim(reminder_id: int, who: str, now: datetime | None = None) -> bool:
     """Take the reminder for dialling; True for exactly one claimant, ever per attempt."""
-    now_n = _naive(now)
+    now_n = naive_utc(now)
     with write_txn():
         return bool(ReminderCall.update(
             state=CALLING, claimed_by=who[:128], claimed_at=now_n, updated_at=now_n,
@@ -308,7 +297,7 @@ def record_attempt(reminder_id: int, tenant: Tenant, outcome: str, *,
     Returns the new state. Only the claimant calls this (the row is ``calling``).
     """
     assert outcome in OUTCOMES, outcome
-    now_n = _naive(now)
+    now_n = naive_utc(now)
     policy = tenant.reminders
     with write_txn():
         row = ReminderCall.get_or_none(ReminderCall.id == reminder_id)
@@ -344,7 +333,7 @@ def sweep_stale(now: datetime | None = None) -> int:
 
     Never retried: the patient may have been reached.
     """
-    cutoff = _naive(now) - STALE_CLAIM
+    cutoff = naive_utc(now) - STALE_CLAIM
     with write_txn():
         return ReminderCall.update(state=DONE, outcome="reminder_interrupted",
                                    updated_at=utcnow()).where(
@@ -385,7 +374,7 @@ def preview(tenants: TenantSet, now: datetime | None = None) -> list[dict[str, A
     The reminders already due and those planning would add, checked against the
     window, pauses and the do-not-call list; identified by code and time only.
     """
-    now_n = _naive(now)
+    now_n = naive_utc(now)
     stopped = paused()
     out: list[dict[str, Any]] = []
     for tenant in tenants:

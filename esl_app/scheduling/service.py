@@ -24,7 +24,7 @@ import peewee as pw
 
 from esl_app.config.tenants import WEEKDAYS, ConfigError, Tenant, tenants_from_data
 from esl_app.db import database, write_txn
-from esl_app.db.models import Appointment, Doctor, Slot, TenantRow, utcnow
+from esl_app.db.models import Appointment, Doctor, Slot, TenantRow, naive_utc, utcnow
 from esl_app.notify import outbox
 from esl_app.scheduling import audit
 from esl_app.scheduling.codes import new_code, normalize_code
@@ -107,15 +107,6 @@ class AppointmentView:
                 "start": self.start.isoformat(), "end": self.end.isoformat(),
                 "status": self.status, "patient_name": self.patient_name,
                 "phone": self.phone, "email": self.email}
-
-
-def _now(now: datetime | None) -> datetime:
-    """Naive UTC for comparisons with stored times."""
-    if now is None:
-        return utcnow()
-    if now.tzinfo is None:
-        return now
-    return now.astimezone(UTC).replace(tzinfo=None)
 
 
 def _local(dt_utc: datetime, tz: ZoneInfo) -> datetime:
@@ -279,10 +270,10 @@ def search_slots(
         raise InvalidRequest("part of day must be morning, afternoon or evening")
     need = slots_needed(tenant, visit_type)
     step = timedelta(minutes=tenant.slot_minutes)
-    now_utc = _now(now)
+    now_utc = naive_utc(now)
     lower, upper = _window(tenant, now_utc)
     if after is not None:
-        lower = max(lower, _now(after))
+        lower = max(lower, naive_utc(after))
     if date is not None:
         last = date_to or date
         if last < date:
@@ -481,7 +472,7 @@ def book(
     name, phone, email = _clean_patient(patient_name, phone, email)
     consent = outbox.normalize_consent(notify)
     slot_pk = _slot_id(slot_id)
-    now_utc = _now(now)
+    now_utc = naive_utc(now)
     need = slots_needed(tenant, visit_type)
     with write_txn() as db:
         slots = _claim_slots(tenant, slot_pk, now_utc, need=need, owner=call_id or None)
@@ -515,7 +506,7 @@ def hold_slot(tenant_id: str, slot_id: str | int, *, owner: str, visit_type: str
     if not owner:
         raise InvalidRequest("a hold needs an owner")
     tenant = get_tenant(tenant_id)
-    now_utc = _now(now)
+    now_utc = naive_utc(now)
     until = now_utc + timedelta(minutes=tenant.policy.hold_minutes)
     with write_txn():
         slots = _claim_slots(tenant, _slot_id(slot_id), now_utc,
@@ -624,7 +615,7 @@ def cancel(tenant_id: str, code: str, *, verify: str | None = None, actor: str =
            enforce_window: bool = True, now: datetime | None = None) -> AppointmentView:
     """Cancel a booked appointment and reopen its slots, in one transaction."""
     tenant = get_tenant(tenant_id)
-    now_utc = _now(now)
+    now_utc = naive_utc(now)
     with write_txn():
         appt, slot, doctor = _changeable_appt(tenant_id, code, verify)
         if enforce_window:
@@ -652,7 +643,7 @@ def reschedule(tenant_id: str, code: str, new_slot_id: str | int, *,
     """Move an appointment to another slot atomically; the code stays the same."""
     tenant = get_tenant(tenant_id)
     new_pk = _slot_id(new_slot_id)
-    now_utc = _now(now)
+    now_utc = naive_utc(now)
     with write_txn():
         appt, old_slot, _ = _changeable_appt(tenant_id, code, verify)
         if enforce_window:
@@ -688,7 +679,7 @@ def find_appointments(tenant_id: str, *, phone: str | None = None, name: str | N
     tenant = get_tenant(tenant_id)
     if not phone and not name:
         raise InvalidRequest("a phone number or a name is needed")
-    now_utc = _now(now)
+    now_utc = naive_utc(now)
     query = (Appointment.select(Appointment, Slot, Doctor).join(Slot).join(Doctor)
              .where((Appointment.tenant == tenant_id) & (Appointment.status == "booked")
                     & (Slot.start > now_utc))

@@ -45,14 +45,6 @@ STALE_AFTER = timedelta(hours=12)
 log = logging.getLogger(__name__)
 
 
-def _naive_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value
-
-
 def _turns_to_store(transcript: Transcript) -> list[dict[str, Any]]:
     """The turns, or only their timing when the clinic does not keep transcripts."""
     turns = [t.to_dict() for t in transcript.turns]
@@ -78,7 +70,7 @@ def worker_tag(pid: int | None = None) -> str:
 def start_call(transcript: Transcript) -> None:
     """Store the call as ``in_progress`` (a no-op when its record already exists)."""
     from esl_app.db import write_txn
-    from esl_app.db.models import CallRecord
+    from esl_app.db.models import CallRecord, naive_utc
 
     if not transcript.call_id:
         return
@@ -87,7 +79,7 @@ def start_call(transcript: Transcript) -> None:
         "tenant_id": transcript.tenant,
         "did": (transcript.did or "")[:32] or None,
         "caller": (transcript.caller or "")[:32] or None,
-        "started_at": _naive_utc(transcript.started_at),
+        "started_at": naive_utc(transcript.started_at),
         "outcome": IN_PROGRESS,
         "usage": json.dumps({"worker": worker_tag()}),
     }
@@ -98,7 +90,7 @@ def start_call(transcript: Transcript) -> None:
 def save_call(transcript: Transcript) -> None:
     """Insert or complete the call's record (one upsert: idempotent per call id)."""
     from esl_app.db import write_txn
-    from esl_app.db.models import CallRecord
+    from esl_app.db.models import CallRecord, naive_utc
 
     if not transcript.call_id:
         return
@@ -109,8 +101,8 @@ def save_call(transcript: Transcript) -> None:
         "tenant_id": transcript.tenant,
         "did": (transcript.did or "")[:32] or None,
         "caller": (transcript.caller or "")[:32] or None,
-        "started_at": _naive_utc(transcript.started_at),
-        "ended_at": _naive_utc(transcript.ended_at),
+        "started_at": naive_utc(transcript.started_at),
+        "ended_at": naive_utc(transcript.ended_at) if transcript.ended_at else None,
         "outcome": transcript.outcome,
         "confirmation": transcript.confirmation,
         "transfer_to": transcript.transfer_to,
@@ -133,10 +125,10 @@ def sweep_interrupted(*, now: datetime | None = None, alive: Any = None) -> int:
     start (a restarted worker sweeps what its predecessor left).
     """
     from esl_app.db import write_txn
-    from esl_app.db.models import CallRecord
+    from esl_app.db.models import CallRecord, naive_utc
 
     alive = alive or _pid_alive
-    now_utc = _naive_utc(now or datetime.now(UTC))
+    now_utc = naive_utc(now)
     host = socket.gethostname() + ":"
     dead: list[int] = []
     with write_txn():

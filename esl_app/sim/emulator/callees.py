@@ -16,13 +16,14 @@ originate`` answers, so the bot's dialer cannot tell the emulator from the switc
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
 
-__all__ = ["Callee", "callee_key", "originate_to_callee"]
+from esl_app.scheduling.phones import phone_key
+
+__all__ = ["Callee", "originate_to_callee"]
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +46,12 @@ class Callee:
             raise ValueError(f"unknown callee kind {self.kind!r}")
 
 
-def callee_key(number: str) -> str:
-    """Digits, 10 for a North-American 1+10 (as reminders compare numbers)."""
-    digits = re.sub(r"[^0-9]", "", number)
-    return digits[1:] if len(digits) == 11 and digits.startswith("1") else digits
-
-
 def originate_to_callee(switch: Any, number: str, variables: dict[str, str],
                         address: tuple[str, int] | None, socket_data: str = "") -> str:
     """The ``api originate`` reply for a call to ``number`` (busy, no answer, +OK uuid)."""
     from esl_app.sim.emulator.outbound import EmulatedCall
 
-    callee: Callee | None = switch.callees.get(callee_key(number))
+    callee: Callee | None = switch.callees.get(phone_key(number))
     if callee is not None:
         callee.calls += 1
     kind = callee.kind if callee is not None else "no_answer"
