@@ -27,6 +27,13 @@ def test_spoken_time():
     assert tools.spoken_time(datetime(2026, 11, 24, 12, 0, tzinfo=tz), with_day=False) == "noon"
 
 
+def test_spoken_digits():
+    # the reminder agent's call-back number; the main agent's read-back is in dialogue.py
+    assert tools.spoken_digits("+1 (555) 010-2001") == "5 5 5, 0 1 0, 2 0 0 1"
+    assert tools.spoken_digits("5550102001") == "5 5 5, 0 1 0, 2 0 0 1"
+    assert tools.spoken_digits("1001") == "1 0 0 1"
+
+
 def test_tools_round_trip(tenants):
     sunrise = tenants.get("sunrise")
     found = tools.search_slots(sunrise, doctor="smith", now=NOW)

@@ -78,12 +78,9 @@ def load_reminder(reminder_id: int, tenant: Any) -> ReminderInfo | None:
 
 
 def _spoken_number(number: str) -> str:
-    digits = [c for c in number if c.isdigit()]
-    if len(digits) == 11 and digits[0] == "1":
-        digits = digits[1:]
-    if len(digits) == 10:
-        return f"{' '.join(digits[:3])}, {' '.join(digits[3:6])}, {' '.join(digits[6:])}"
-    return " ".join(digits)
+    from esl_app.providers.agent.tools import spoken_digits
+
+    return spoken_digits(number)
 
 
 def voicemail_text(tenant: Any, callback: str) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "release_holds",
     "reschedule_appointment",
     "search_slots",
+    "spoken_digits",
     "spoken_time",
 ]
 
@@ -49,6 +50,20 @@ def spoken_time(dt: datetime, *, with_day: bool = True) -> str:
     if not with_day:
         return clock
     return f"{dt:%A}, {dt:%B} {dt.day} at {clock}"
+
+
+def spoken_digits(number: str) -> str:
+    """A phone number read digit by digit: ``5 5 5, 0 1 0, 2 0 0 1``.
+
+    A North-American number (10 digits, or 11 with the leading 1 dropped) is grouped
+    3-3-4 with pauses; anything else is its digits in a row.
+    """
+    digits = [c for c in number if c.isdigit()]
+    if len(digits) == 11 and digits[0] == "1":
+        digits = digits[1:]
+    if len(digits) == 10:
+        return f"{' '.join(digits[:3])}, {' '.join(digits[3:6])}, {' '.join(digits[6:])}"
+    return " ".join(digits)
 
 
 def _fail(exc: SchedulingError) -> dict[str, Any]:
