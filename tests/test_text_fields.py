@@ -30,7 +30,7 @@ def test_is_email(address, ok):
 def test_the_lambda_checks_e_mail_as_the_api_does():
     # the Lambda bundle cannot import esl_app: its copy must be the same check
     assert confirm_appointment._EMAIL.pattern == text._EMAIL.pattern
-    for address, ok in ADDRESSES:
+    for address, _ok in ADDRESSES:
         lower = address.lower()
         same = (confirm_appointment._EMAIL.fullmatch(lower) is not None
                 and len(lower) <= 254)

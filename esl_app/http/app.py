@@ -34,7 +34,6 @@ from prometheus_client import CollectorRegistry
 from esl_app.config.tenants import Tenant
 from esl_app.db import DatabaseError, database, one_line
 from esl_app.http import metrics as m
-from esl_app.support.sockets import refuse
 from esl_app.scheduling import service, tokens
 from esl_app.scheduling.errors import (
     InvalidRequest,
@@ -44,6 +43,7 @@ from esl_app.scheduling.errors import (
     SlotTaken,
 )
 from esl_app.scheduling.text import BadText, field_text, is_email
+from esl_app.support.sockets import refuse
 
 __all__ = ["MAX_BODY", "MAX_HEAD", "HttpLimits", "create_app", "http_limits", "serve_http"]
 

@@ -31,8 +31,8 @@ from esl_app.config.tenants import Tenant
 from esl_app.db import database, write_txn
 from esl_app.db.models import OutboxMessage, utcnow
 from esl_app.notify.base import DeliveryResult, Message, Notifier
-from esl_app.support.logmask import mask_text
 from esl_app.scheduling.errors import NotFound
+from esl_app.support.logmask import mask_text
 
 __all__ = [
     "BACKOFF_BASE_SECONDS",
