@@ -12,13 +12,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from esl_app.notify import aws
 from esl_app.notify.base import DeliveryResult, Message
 
 __all__ = ["SnsNotifier", "e164", "new_client"]
 
 # SNS refuses these for good: retrying the same number and text cannot help
-_PERMANENT = {"InvalidParameter", "InvalidParameterValue", "ValidationError",
-              "OptedOutException"}
+_PERMANENT = frozenset({"InvalidParameter", "InvalidParameterValue", "ValidationError",
+                        "OptedOutException"})
 
 
 def e164(number: str) -> str | None:
@@ -35,50 +36,30 @@ def e164(number: str) -> str | None:
 
 
 def new_client(region: str, timeout_s: float = 10.0) -> Any:
-    """An SNS client with short timeouts; the sender retries, so the SDK tries twice only."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("sns", region_name=region,
-                        config=Config(read_timeout=timeout_s, connect_timeout=5.0,
-                                      retries={"total_max_attempts": 2, "mode": "standard"}))
+    """An SNS client (:func:`esl_app.notify.aws.new_client`)."""
+    return aws.new_client("sns", region, timeout_s)
 
 
-class SnsNotifier:
+class SnsNotifier(aws.AwsNotifier):
     """Text messages through SNS (implements ``Notifier``)."""
 
     name = "sns"
+    service = "sns"
     channel = "sms"
+    permanent = _PERMANENT
 
     def __init__(self, region: str | None = None, *, client: Any = None,
                  sms_type: str = "Transactional") -> None:
         """``client`` overrides the boto3 client (tests inject a moto or stubbed one)."""
-        from esl_app.providers.registry import aws_region
-
-        self.region = region or aws_region()
-        self._client = client
+        super().__init__(region, client=client)
         self.sms_type = sms_type
-
-    def _get_client(self) -> Any:
-        if self._client is None:
-            self._client = new_client(self.region)
-        return self._client
 
     def send(self, message: Message) -> DeliveryResult:
         """Publish one SMS; an unusable number is a permanent failure."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         number = e164(message.recipient)
         if number is None:
             return DeliveryResult(False, error="sns: not an E.164 phone number", permanent=True)
-        try:
-            answer = self._get_client().publish(
-                PhoneNumber=number, Message=message.body,
-                MessageAttributes={"AWS.SNS.SMS.SMSType": {
-                    "DataType": "String", "StringValue": self.sms_type}})
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", "ClientError"))[:60]
-            return DeliveryResult(False, error=f"sns: {code}", permanent=code in _PERMANENT)
-        except BotoCoreError as exc:  # no connection, timeout, no credentials
-            return DeliveryResult(False, error=f"sns: {type(exc).__name__}")
-        return DeliveryResult(True, provider_id=str(answer.get("MessageId", "")))
+        return self._deliver(lambda client: client.publish(
+            PhoneNumber=number, Message=message.body,
+            MessageAttributes={"AWS.SNS.SMS.SMSType": {
+                "DataType": "String", "StringValue": self.sms_type}}))
