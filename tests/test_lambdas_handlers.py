@@ -385,6 +385,8 @@ def test_the_lambdas_say_times_as_the_bot_does():
     from esl_app.providers.agent.tools import spoken_time
 
     for day in (date(2026, 11, 24), date(2026, 3, 8), date(2027, 1, 3)):
+        noon = datetime(day.year, day.month, day.day, 12)
+        assert common.speak_date(day) == spoken_time(noon).split(" at ")[0]
         for minute in range(24 * 60):
             for offset in ("-05:00", "+00:00", "+05:30"):
                 text = f"{day.isoformat()}T{minute // 60:02d}:{minute % 60:02d}:00{offset}"
