@@ -44,6 +44,7 @@ def test_tenants_import_list_show_export(run, repo_root):
     assert "0 added, 0 updated, 2 unchanged" in again
     listed = json.loads(run("tenants", "list", "--json").output)
     assert {t["id"] for t in listed} == {"sunrise", "lakeside"}
+    assert all(isinstance(t["dids"], list) and t["dids"] for t in listed)  # a list, not "a,b"
     table = run("tenants", "list").output
     assert table.splitlines()[0].split()[:3] == ["ID", "NAME", "DIDS"]
     shown = yaml.safe_load(run("tenants", "show", "sunrise").output)

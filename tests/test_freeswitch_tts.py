@@ -23,7 +23,7 @@ from test_telephony_helpers import (
 from esl_app.config.tenants import parse_tenants
 from esl_app.providers.tts.freeswitch import FLITE_VOICES, POLLY_TO_FLITE, FreeswitchTts
 from esl_app.runtime.wiring import ProviderCache
-from esl_app.telephony.call import REJECT_TEXT, CallServices, FreeswitchSpeak
+from esl_app.telephony.call import REJECT_TEXT, CallServices
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES_CONF = ROOT / "dialplan" / "freeswitch" / "autoload_configs" / "modules.conf.xml"
@@ -40,17 +40,17 @@ def _speak_voice(tts, voice: str) -> str:
 @pytest.mark.parametrize("voice", [*POLLY_TO_FLITE, "Joanna", "Nicole", "joanna", "", "slt",
                                    "KAL", "awb", "rms"])
 def test_every_voice_name_becomes_one_flite_has(voice):
-    assert _speak_voice(FreeswitchSpeak(), voice) in FLITE_VOICES
+    assert _speak_voice(FreeswitchTts(), voice) in FLITE_VOICES
 
 
 def test_polly_voices_keep_their_sex_and_flite_names_pass():
-    assert [_speak_voice(FreeswitchSpeak(), v) for v in ("Joanna", "Matthew", "Brian", "kal")] \
+    assert [_speak_voice(FreeswitchTts(), v) for v in ("Joanna", "Matthew", "Brian", "kal")] \
         == ["slt", "rms", "awb", "kal"]
 
 
 def test_the_call_engine_and_the_provider_registry_share_one_speaker():
     # `tts: freeswitch` through the registry and the call engine's fallback speak alike
-    assert FreeswitchSpeak is FreeswitchTts
+    assert FreeswitchTts is FreeswitchTts
 
 
 def test_another_engine_gets_the_voice_unchanged():

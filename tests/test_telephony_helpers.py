@@ -11,6 +11,7 @@ import gevent
 
 from esl_app.config.tenants import TenantSet, parse_tenants
 from esl_app.providers.agent.base import AgentReply, CallContext, Utterance
+from esl_app.providers.tts.freeswitch import FreeswitchTts
 from esl_app.sim.emulator.wire import (
     CommandParser,
     api_response,
@@ -19,7 +20,7 @@ from esl_app.sim.emulator.wire import (
     linger_notice,
     serialize_event,
 )
-from esl_app.telephony.call import CallServices, FreeswitchSpeak
+from esl_app.telephony.call import CallServices
 from esl_app.telephony.server import EslServer
 
 TENANTS_YAML = """
@@ -88,7 +89,7 @@ def make_services(agent=None, **kw) -> CallServices:
     agent = agent or ScriptedAgent()
     tenants = kw.pop("tenants", None) or tenant_set()
     return CallServices(tenants=lambda: tenants, agent_for=lambda t: agent,
-                        tts_for=lambda t, name: FreeswitchSpeak(), **kw)
+                        tts_for=lambda t, name: FreeswitchTts(), **kw)
 
 
 def start_server(services: CallServices) -> EslServer:

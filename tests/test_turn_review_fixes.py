@@ -20,10 +20,11 @@ from test_turn_streaming import StreamingAgent, _call, _serve, _text
 from esl_app.config.tenants import DEFAULT_ACK_PHRASES
 from esl_app.providers.agent.base import AgentReply, CallContext, Utterance
 from esl_app.providers.tts.base import PlayInstruction, TtsError
+from esl_app.providers.tts.freeswitch import FreeswitchTts
 from esl_app.runtime.wiring import start_media_for_calls
 from esl_app.sim.emulated_stt import EmulatedTranscribe, LineTable
 from esl_app.sim.emulator.wire import api_response
-from esl_app.telephony.call import CallServices, FreeswitchSpeak
+from esl_app.telephony.call import CallServices
 
 BOOKED = AgentReply("You are booked, code K7M-4Q2. Goodbye.", action="hangup",
                     outcome="booked", confirmation="K7M-4Q2")
@@ -31,7 +32,7 @@ TRANSFER = AgentReply("Let me connect you with our front desk.", action="transfe
                       transfer_to="user/1000", outcome="handoff")
 
 
-class FlakySpeak(FreeswitchSpeak):
+class FlakySpeak(FreeswitchTts):
     """FreeSWITCH's TTS with a provider's faults: slow, or failing once, for some texts."""
 
     def __init__(self, slow: dict[str, float] | None = None, fail_once: tuple[str, ...] = ()

@@ -231,12 +231,13 @@ def _stored_tenants(ctx: click.Context):
 @click.pass_context
 def tenants_list(ctx: click.Context, as_json: bool) -> None:
     """List the tenants stored in the database."""
-    rows = [{"id": t.id, "name": t.name, "dids": ",".join(t.dids), "timezone": t.timezone,
+    rows = [{"id": t.id, "name": t.name, "dids": list(t.dids), "timezone": t.timezone,
              "agent": t.agent, "doctors": len(t.doctors)} for t in _stored_tenants(ctx)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
-        _print_table(rows, ["id", "name", "dids", "timezone", "agent", "doctors"])
+        _print_table([{**r, "dids": ",".join(r["dids"])} for r in rows],
+                     ["id", "name", "dids", "timezone", "agent", "doctors"])
 
 
 @tenants.command("show")

@@ -19,8 +19,9 @@ from esl_app.config.tenants import Tenant, TenantSet
 from esl_app.providers.agent.base import Agent, AgentReply, CallContext
 from esl_app.providers.stt.base import SttProvider
 from esl_app.providers.tts.base import TtsProvider
+from esl_app.providers.tts.freeswitch import FreeswitchTts
 from esl_app.telephony.audio import AudioSources
-from esl_app.telephony.call import CallServices, FreeswitchSpeak
+from esl_app.telephony.call import CallServices
 from esl_app.telephony.transcript import Transcript
 
 __all__ = ["ProviderCache", "SttCache", "build_services", "for_profile", "make_tenant_agent",
@@ -59,7 +60,7 @@ class ProviderCache:
 
     def tts_for(self, tenant: Tenant, name: str) -> TtsProvider:
         if name == "freeswitch":
-            return FreeswitchSpeak()
+            return FreeswitchTts()
         provider = self._tts.get(name)
         if provider is None:
             provider = self._tts[name] = self._make_tts(tenant, name)

@@ -10,10 +10,13 @@ from esl_app.config.tenants import TenantSet, load_tenants, parse_tenants
 from esl_app.db import init_db
 from esl_app.scheduling.provisioning import import_tenants
 from esl_app.scheduling.slots import generate_slots
+from esl_app.sim.demo import EXAMPLE_TENANTS
 
 __all__ = ["REPO_TENANTS", "make_db"]
 
-REPO_TENANTS = Path(__file__).resolve().parents[2] / "tenants.yaml"
+# The example clinics, shipped in the package (tests keep them identical to the
+# repository's tenants.yaml), so this works from an installed ivr too.
+REPO_TENANTS = EXAMPLE_TENANTS
 
 
 def make_db(tmp_path: Path | str, tenants_yaml_text: str | None = None, days: int = 14,

@@ -40,7 +40,7 @@ from esl_app.providers.agent.base import (
 from esl_app.providers.markup import split_sentences, to_plain
 from esl_app.providers.tts.base import PlayInstruction, TtsProvider
 from esl_app.providers.tts.cache import WARMER
-from esl_app.providers.tts.freeswitch import FreeswitchTts as FreeswitchSpeak  # its old name
+from esl_app.providers.tts.freeswitch import FreeswitchTts
 from esl_app.providers.usage import CallUsage
 from esl_app.telephony import lines
 from esl_app.telephony.esl import PEER_CLOSED, EslError, EslEvent, EslSession
@@ -49,7 +49,7 @@ from esl_app.telephony.lines import FILLER_TEXT, REJECT_TEXT, TROUBLE_TEXT
 from esl_app.telephony.transcript import Transcript, mask_number
 from esl_app.telephony.verbs import Bridge, Listen, ListenSource, Speak, TextListenSource
 
-__all__ = ["CallController", "CallEnded", "CallServices", "FreeswitchSpeak"]
+__all__ = ["CallController", "CallEnded", "CallServices"]
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +337,7 @@ class CallController:
 
     def _reject(self) -> None:
         self.transcript.outcome = "rejected"
-        self._say(self.services.reject_text, tts=FreeswitchSpeak(), voice=REJECT_VOICE,
+        self._say(self.services.reject_text, tts=FreeswitchTts(), voice=REJECT_VOICE,
                   barge_in=False)
         if self.services.reject_transfer:
             self.transcript.transfer_to = self.services.reject_transfer
@@ -641,7 +641,7 @@ class CallController:
         turn.kinds.update(dict.fromkeys(range(len(lead_sentences)), "answer"))
         # not cut by the caller before the greeting or the answer itself plays (an ack,
         # a filler, a sentence still being synthesised): they would hear none of it
-        verb = Speak(self, lead_sentences, self.tts or FreeswitchSpeak(), voice=tenant.voice,
+        verb = Speak(self, lead_sentences, self.tts or FreeswitchTts(), voice=tenant.voice,
                      sample_rate=tenant.sample_rate, language=tenant.language, barge_in=True,
                      before_play=self.listener.arm if self.listener else None,
                      on_first_audio=self._stream_first_audio, open_ended=True,
@@ -829,7 +829,7 @@ class CallController:
         if not sentences:
             return
         at = self.transcript.elapsed_ms()
-        verb = Speak(self, sentences, tts or self.tts or FreeswitchSpeak(),
+        verb = Speak(self, sentences, tts or self.tts or FreeswitchTts(),
                      voice=voice or (tenant.voice if tenant else "Joanna"),
                      sample_rate=tenant.sample_rate if tenant else 8000,
                      language=tenant.language if tenant else "en-US", barge_in=barge_in,

@@ -3,7 +3,7 @@
 No audio is made here, so there is nothing to cache: the instruction is the
 ``speak`` application with ``<engine>|<voice>|<text>``. This is the one FreeSWITCH
 speaker: tenants with ``tts: freeswitch`` use it, and so does the apology for a number
-no tenant serves (``esl_app.telephony.call`` knows it as ``FreeswitchSpeak``).
+no tenant serves.
 """
 
 from __future__ import annotations
