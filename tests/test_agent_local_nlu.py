@@ -104,9 +104,9 @@ def test_times(text, expected):
 
 def test_time_skips_date_numbers():
     toks = nlu.tokens("december 3 at 4")
-    rng, used = nlu._find_date(toks, TODAY)
+    rng, used = nlu.find_date(toks, TODAY)
     assert rng.first == d(12, 3)
-    assert nlu._find_time(toks, used).at == time(16, 0)
+    assert nlu.find_time(toks, used).at == time(16, 0)
 
 
 @pytest.mark.parametrize("text", ["yes", "i want to book an appointment", "in two days",

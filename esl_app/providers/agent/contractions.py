@@ -1,7 +1,7 @@
 """Contractions spelled out, the one table the local NLU and emergency detection share.
 
 A recogniser writes "can't", "cant" or "can not" for the same words; both the local
-agent's understanding (``local/nlu.py``) and red-flag detection (``safety.py``) look for
+agent's understanding (``local/nlu/``) and red-flag detection (``safety.py``) look for
 the spelled-out form ("do not", "i am having"). The apostrophe-less forms listed are
 only those that are not also ordinary words ("its", "ill", "well", "were" are absent).
 """

@@ -64,11 +64,6 @@ def _norm(text: str | None) -> str:
     return nlu.normalize(text, clock=False).replace("-", " ")
 
 
-def _has(t: str, *phrases: str) -> bool:
-    padded = f" {t} "
-    return any(f" {p} " in padded for p in phrases)
-
-
 def wants_message(text: str | None) -> bool:
     """Whether the caller asks to leave a message or to be called back."""
     t = _norm(text)
@@ -242,10 +237,10 @@ def take_message(call: CallContext, utterance: Utterance) -> AgentReply:
     if is_urgent(t):
         msg["urgent"] = True
     short = len(t.split()) <= 6
-    if (short or msg["step"] in ("offer", "fix")) and _has(t, *_DECLINE) \
+    if (short or msg["step"] in ("offer", "fix")) and nlu.has_any(t, *_DECLINE) \
             and not (msg["step"] == "offer" and wants_message(t)):
         return _declined(call)
-    if short and _has(t, "repeat", "say that again", "say again", "come again", "pardon"):
+    if short and nlu.has_any(t, "repeat", "say that again", "say again", "come again", "pardon"):
         return _ask(call, msg["step"])
     handler = _STEPS.get(msg["step"], _on_offer)
     return handler(call, msg, t)
@@ -307,7 +302,7 @@ def _on_phone(call: CallContext, msg: dict[str, Any], t: str) -> AgentReply:
 
 def _on_reason(call: CallContext, msg: dict[str, Any], t: str) -> AgentReply:
     words = t.split()
-    if len(words) <= 3 and (nlu.yes_no(t) is False or _has(t, "nothing", "no reason")):
+    if len(words) <= 3 and (nlu.yes_no(t) is False or nlu.has_any(t, "nothing", "no reason")):
         msg["reason"] = ""
     else:
         msg["reason"] = " ".join(words)[:1000]
@@ -334,7 +329,7 @@ def _on_fix(call: CallContext, msg: dict[str, Any], t: str) -> AgentReply:
     target = _which_field(t)
     if target:
         return _change(call, msg, target)
-    if nlu.yes_no(t) is True or _has(t, "nothing", "it is fine", "all good"):
+    if nlu.yes_no(t) is True or nlu.has_any(t, "nothing", "it is fine", "all good"):
         return _ask(call, "confirm")
     return _miss(call, "Sorry, I didn't get that.")
 
@@ -344,11 +339,11 @@ _STEPS = {"offer": _on_offer, "name": _on_name, "phone_confirm": _on_phone_confi
 
 
 def _which_field(t: str) -> str | None:
-    if _has(t, "number", "phone", "phone number", "callback number"):
+    if nlu.has_any(t, "number", "phone", "phone number", "callback number"):
         return "phone"
-    if _has(t, "name", "my name", "spelling"):
+    if nlu.has_any(t, "name", "my name", "spelling"):
         return "name"
-    if _has(t, "message", "reason", "what it is about", "the details"):
+    if nlu.has_any(t, "message", "reason", "what it is about", "the details"):
         return "reason"
     return None
 

@@ -130,10 +130,10 @@ _THIS_NUMBER = re.compile(r"\b(?:(?:that|this|it) is (?:my|a) (?:cell|mobile)(?:
 
 def _wants_other_number(t: str) -> bool:
     """Whether the caller wants another number ("call me on my cell"; not "that is my cell")."""
-    if nlu._has(t, "not this number", "not that number", "number is wrong",
+    if nlu.has_any(t, "not this number", "not that number", "number is wrong",
                 "not the right number"):
         return True
-    return nlu._has(_THIS_NUMBER.sub(" ", t), *_OTHER_NUMBER)
+    return nlu.has_any(_THIS_NUMBER.sub(" ", t), *_OTHER_NUMBER)
 
 
 def _visit_question(types: tuple[VisitType, ...]) -> str:
@@ -658,7 +658,7 @@ class LocalAgent:
                 st["doctor_guess"] = guess.id  # asked about before it is used
                 got = True
         toks = nlu.tokens(t)
-        found = nlu._find_date(toks, today, ordinals=st.get("stage") == "date")
+        found = nlu.find_date(toks, today, ordinals=st.get("stage") == "date")
         skip: set[int] = set()
         if found:
             rng, skip = found
@@ -667,7 +667,7 @@ class LocalAgent:
             st["earliest"] = False
             st.pop("after", None)
             got = True
-        pref = nlu._find_time(toks, skip)
+        pref = nlu.find_time(toks, skip)
         if pref:
             if pref.part or pref.at or pref.after or pref.before:
                 # a new time of day replaces the old one as a whole ("at 10" after
@@ -1085,7 +1085,7 @@ class LocalAgent:
             self._understood(call)
             return self._book_next(call, "Okay.")
         kinds = {nlu.visit_kind(v): v for v in reversed(types)}
-        if "new" in kinds and nlu._has(t, "not sure", "do not know", "no idea", "difference",
+        if "new" in kinds and nlu.has_any(t, "not sure", "do not know", "no idea", "difference",
                                        "which one", "what is"):
             new = kinds["new"]
             return self._miss(call, f"If you haven't been seen here before, it's "
@@ -1130,7 +1130,7 @@ class LocalAgent:
 
     def _on_date(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
         st = call.state
-        if goal == "earliest" or nlu._has(t, "any day", "whenever", "does not matter"):
+        if goal == "earliest" or nlu.has_any(t, "any day", "whenever", "does not matter"):
             st["earliest"] = True
             st["date_first"] = st["date_last"] = None
             self._absorb(call, t)
@@ -1149,7 +1149,7 @@ class LocalAgent:
         options = [nlu.Option(self._local(call, s["start"]), s["doctor"],
                               s.get("doctor_name", "")) for s in offered]
         correction = nlu.is_correction(t)
-        idx = None if correction and not nlu._has(t, "first", "second", "last", "third") \
+        idx = None if correction and not nlu.has_any(t, "first", "second", "last", "third") \
             else nlu.choose(t, options, call.tenant.doctors)
         if idx is not None:
             self._understood(call)
@@ -1282,7 +1282,7 @@ class LocalAgent:
 
     def _name_fix(self, call: CallContext, t: str) -> str | None:
         """A correction of the name said at a later question ("no, it's J O N"), or None."""
-        if not nlu._has(nlu.normalize(t), "name", "spelled", "spelt", "spell", "my name",
+        if not nlu.has_any(nlu.normalize(t), "name", "spelled", "spelt", "spell", "my name",
                         "not my name"):
             heard = nlu.parse_name_answer(re.sub(r"^(?:no|nope|actually|sorry|wait)\s+", "", t))
             return heard.name if heard and heard.spelled else None
@@ -1329,7 +1329,7 @@ class LocalAgent:
     def _on_notify(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
         st = call.state
         yn = nlu.yes_no(t)
-        if yn is None and nlu._has(t, "text me", "send me a text", "text please"):
+        if yn is None and nlu.has_any(t, "text me", "send me a text", "text please"):
             yn = True
         if yn is None:
             return self._miss(call, "Sorry, please say yes or no.")
@@ -1359,7 +1359,7 @@ class LocalAgent:
 
     def _on_phone(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
         st = call.state
-        if st.get("name") and nlu._has(t, "name", "spelled") and \
+        if st.get("name") and nlu.has_any(t, "name", "spelled") and \
                 (fixed := self._name_fix(call, t)):
             return self._renamed(call, fixed)
         email = nlu.parse_email(t)
@@ -1394,7 +1394,7 @@ class LocalAgent:
         if yn is True and not nlu.is_correction(t):
             self._understood(call)
             return self._book(call)
-        if nlu._has(t, "name", "my name", "name is", "spelled", "spelt", "spell") or \
+        if nlu.has_any(t, "name", "my name", "name is", "spelled", "spelt", "spell") or \
                 (yn is not True and self._name_fix(call, t)):
             # checked before times and doctors: "john smith" must not pick Dr. Smith
             self._understood(call)
@@ -1418,23 +1418,23 @@ class LocalAgent:
         if self._criteria_in(call, t):
             self._absorb(call, t)
             return self._book_next(call)
-        if nlu._has(t, "time", "day", "date", "doctor", "appointment"):
+        if nlu.has_any(t, "time", "day", "date", "doctor", "appointment"):
             for key in WHEN_KEYS:
                 st.pop(key, None)
-            if nlu._has(t, "doctor"):
+            if nlu.has_any(t, "doctor"):
                 st.pop("doctor", None)
             return self._book_next(call)
-        if call.tenant.visit_types and nlu._has(t, "visit", "type", "kind"):
+        if call.tenant.visit_types and nlu.has_any(t, "visit", "type", "kind"):
             st.pop("visit_type", None)
             return self._book_next(call)
-        if nlu._has(t, "name"):
+        if nlu.has_any(t, "name"):
             st.pop("name", None)
             return self._ask(call, "name")
-        if nlu._has(t, "phone", "number", "contact", "email"):
+        if nlu.has_any(t, "phone", "number", "contact", "email"):
             for key in ("phone", "email", "phone_from_callerid"):
                 st.pop(key, None)
             return self._ask(call, "phone")
-        if nlu.yes_no(t) is not None or nlu._has(t, "nothing"):
+        if nlu.yes_no(t) is not None or nlu.has_any(t, "nothing"):
             return self._ask(call, "confirm")
         return self._miss(call, "Sorry.")
 
@@ -1536,7 +1536,7 @@ class LocalAgent:
             if st.get("name"):
                 return self._after_identify_name(call)
             return self._ask(call, "verify_name", "Thanks.")
-        if nlu.yes_no(t) is False or nlu._has(t, "do not have", "lost", "can not find",
+        if nlu.yes_no(t) is False or nlu.has_any(t, "do not have", "lost", "can not find",
                                               "do not know", "forgot", "no code"):
             self._understood(call)
             st.pop("code", None)
