@@ -5,7 +5,8 @@ import gevent
 import pytest
 from emulator_fixtures import FakeBot
 
-from esl_app.sim.emulator.outbound import BridgeOutcome, EmulatedCall
+from esl_app.sim.emulator.channel import BridgeOutcome
+from esl_app.sim.emulator.outbound import EmulatedCall
 from esl_app.sim.emulator.wire import parse_header_block
 
 SCALE = 0.02

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from esl_app.media.pcm import append_wav_text, wav_bytes, wav_duration_ms, wav_text, wav_with_text
-from esl_app.sim.emulator.outbound import _text_for
+from esl_app.sim.emulator.channel import _text_for
 
 
 def _audio(path):
@@ -99,19 +99,19 @@ def test_the_emulator_reports_the_text_in_the_wav_before_a_text_file(tmp_path):
 
 
 def test_the_emulator_reads_a_prompt_once_until_the_file_changes(tmp_path, monkeypatch):
-    from esl_app.sim.emulator import outbound
+    from esl_app.sim.emulator import channel
 
     path = tmp_path / "p.wav"
     path.write_bytes(wav_with_text(wav_bytes(bytes(1600), 8000), "Hello there."))
     opened: list[str] = []
-    real = outbound.wav_duration
-    monkeypatch.setattr(outbound, "wav_duration", lambda p: opened.append(p) or real(p))
-    assert outbound.prompt_info(str(path)) == (0.1, "Hello there.")
-    assert outbound.prompt_info(str(path)) == (0.1, "Hello there.")
+    real = channel.wav_duration
+    monkeypatch.setattr(channel, "wav_duration", lambda p: opened.append(p) or real(p))
+    assert channel.prompt_info(str(path)) == (0.1, "Hello there.")
+    assert channel.prompt_info(str(path)) == (0.1, "Hello there.")
     assert len(opened) == 1  # the second playback of the same file reads nothing
     path.write_bytes(wav_with_text(wav_bytes(bytes(3200), 8000), "Changed."))
-    assert outbound.prompt_info(str(path)) == (0.2, "Changed.")  # rewritten: read again
+    assert channel.prompt_info(str(path)) == (0.2, "Changed.")  # rewritten: read again
     assert len(opened) == 2
-    assert outbound.prompt_info(str(tmp_path / "missing.wav")) is None
-    assert outbound.prompt_info(str(tmp_path)) is None  # a directory is not a prompt
-    assert outbound.prompt_info("bad\0path.wav") is None
+    assert channel.prompt_info(str(tmp_path / "missing.wav")) is None
+    assert channel.prompt_info(str(tmp_path)) is None  # a directory is not a prompt
+    assert channel.prompt_info("bad\0path.wav") is None

@@ -23,9 +23,10 @@ from test_scripts_ivrctl import SCRIPT, free_port, ivrctl, run
 
 from esl_app.config.dialplan import render_dialplan
 from esl_app.config.tenants import load_tenants
+from esl_app.sim.emulator.channel import Channel
 from esl_app.sim.emulator.core import Switch
 from esl_app.sim.emulator.inbound import InboundServer
-from esl_app.sim.emulator.outbound import Channel, originate_into_bot
+from esl_app.sim.emulator.outbound import originate_into_bot
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "not-ClueCon-7f3a"

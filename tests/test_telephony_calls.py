@@ -9,7 +9,7 @@ import pytest
 from test_telephony_helpers import local_bot, wait_until
 
 from esl_app.scheduling import service
-from esl_app.sim.emulator.outbound import BridgeOutcome
+from esl_app.sim.emulator.channel import BridgeOutcome
 from esl_app.sim.simulate import SimCall, run_lines, transcript_for
 from esl_app.telephony.records import get_call, list_calls
 

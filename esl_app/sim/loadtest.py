@@ -479,7 +479,7 @@ def _text_recogniser(channel: Any, stt_ms: tuple[int, int] | None, rng: random.R
 
     import gevent
 
-    from esl_app.sim.emulator.outbound import _SPEECH_FILE, SECONDS_PER_CHAR
+    from esl_app.sim.emulator.channel import _SPEECH_FILE, SECONDS_PER_CHAR
 
     def recognise(text: str) -> None:
         channel.fire("DETECTED_SPEECH", _SPEECH_FILE, before=[("Speech-Type", "begin-speaking")])
@@ -592,7 +592,7 @@ def _is_answer(c: Any) -> bool:
     if c.header("execute-app-name") == "speak":
         text = arg.rsplit("|", 1)[-1]
     else:
-        from esl_app.sim.emulator.outbound import prompt_info
+        from esl_app.sim.emulator.channel import prompt_info
 
         info = prompt_info(arg)
         text = info[1] if info is not None else ""

@@ -447,7 +447,8 @@ def emulated_call(bot: tuple[str, int], *, time_scale: float = 0.5,
     ``time_scale`` shortens the prompts: the comparison is of order, not of timing.
     """
     from esl_app.sim.emulator.audio import AudioFork
-    from esl_app.sim.emulator.outbound import BridgeOutcome, EmulatedCall
+    from esl_app.sim.emulator.channel import BridgeOutcome
+    from esl_app.sim.emulator.outbound import EmulatedCall
 
     proxy = TraceProxy(bot).start()
     try:

@@ -28,7 +28,7 @@ import gevent
 from esl_app.sim.emulator import wire
 
 if TYPE_CHECKING:
-    from esl_app.sim.emulator.outbound import Channel
+    from esl_app.sim.emulator.channel import Channel
 
 __all__ = ["EVENT_NAMES", "Event", "Subscription", "Switch"]
 
@@ -616,7 +616,7 @@ class Switch:
     def _loopback_a_leg(self, uid: str, b_leg: Channel, target: str, caller: str,
                         variables: dict[str, str]) -> Channel:
         """The originating leg: it runs ``&app(args)`` and ends together with ``b_leg``."""
-        from esl_app.sim.emulator.outbound import Channel
+        from esl_app.sim.emulator.channel import Channel
 
         a_leg = Channel(self, b_leg.did, caller, uuid=uid, variables={
             **variables, "loopback_leg": "A", "other_loopback_leg_uuid": b_leg.uuid})
