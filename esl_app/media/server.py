@@ -17,8 +17,10 @@ on one 2-core machine):
 - The reader waits on one ``epoll`` (its fd watched by the gevent hub), then
   reads every ready socket once (level-triggered: what it leaves is read in the
   next batch) and pauses, so that frames of many streams are taken in one
-  wake-up; the pause grows with the number of streams (5 ms up to 30 ms at 500
-  streams), so that under load one read takes two or three frames. Frames
+  wake-up; the pause grows with the number of streams (5 ms, 30 ms at 500
+  streams, up to 60 ms from 1000), so that under load one read takes two to four
+  frames (1200 streams: 5.3-5.5 µs of server CPU per frame at 60 ms, 5.7-6.3 at
+  30 ms, bench_frames 2026-12-07). Frames
   parse with integer header arithmetic (a run of plain binary frames takes a
   short fast loop) and unmask in C (websockets' ``apply_mask``); every
   binary payload of one read goes to the sink in one ``on_audio`` call (audio
@@ -914,7 +916,7 @@ class MediaServer:
 
     def __init__(self, host: str, port: int, registry: MediaRegistry, *,
                  stall_ms: int = 1500, handshake_timeout: float = 5.0,
-                 max_streams: int = 2000, batch_ms: float = 5.0, max_batch_ms: float = 30.0,
+                 max_streams: int = 2000, batch_ms: float = 5.0, max_batch_ms: float = 60.0,
                  urgent_ms: float = 5.0, max_message: int = 1 << 20,
                  send_timeout: float = 2.0, known_reserve: int | None = None,
                  warn_every: float = 60.0) -> None:
