@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from esl_app.config.settings import database_url, tenants_path
+
 __all__ = ["calls", "demo", "serve", "simulate"]
 
 log = logging.getLogger(__name__)
@@ -30,16 +32,19 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _hostport(value: str, option: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
+    from esl_app.config.settings import parse_hostport
+
+    try:
+        return parse_hostport(value)
+    except ValueError:
         _fail(f"{option} must look like HOST:PORT, got '{value}'")
-    return host or "127.0.0.1", int(port)
+        raise  # not reached: _fail exits
 
 
 def _tenants(ctx: click.Context):
     from esl_app.config.tenants import ConfigError, load_tenants
 
-    path = _root(ctx).get("tenants_path") or os.environ.get("IVR_TENANTS") or "tenants.yaml"
+    path = tenants_path(_root(ctx).get("tenants_path"))
     try:
         return load_tenants(path)
     except ConfigError as exc:
@@ -49,7 +54,7 @@ def _tenants(ctx: click.Context):
 def _open_db(ctx: click.Context) -> str:
     from esl_app.cli import open_db
 
-    url = _root(ctx).get("db_url") or os.environ.get("IVR_DATABASE_URL") or "sqlite:///ivr.db"
+    url = database_url(_root(ctx).get("db_url"))
     ctx.find_root().ensure_object(dict).setdefault("db_url", url)
     open_db(ctx)
     return url
@@ -89,9 +94,8 @@ def serve(ctx: click.Context, esl_addr: str, media_addr: str, http_addr: str,
     cfg = WorkerConfig(
         esl=_hostport(esl_addr, "--esl"), media=_hostport(media_addr, "--media"),
         http=_hostport(http_addr, "--http"), workers=workers or (os.cpu_count() or 1),
-        db_url=root.get("db_url") or os.environ.get("IVR_DATABASE_URL") or "sqlite:///ivr.db",
-        tenants_path=root.get("tenants_path") or os.environ.get("IVR_TENANTS")
-        or "tenants.yaml",
+        db_url=database_url(root.get("db_url")),
+        tenants_path=tenants_path(root.get("tenants_path")),
         max_calls=max_calls, drain_timeout=drain_timeout,
         **({"profile": profile} if profile else {}),
         **({"profile_seed": profile_seed} if profile_seed is not None else {}))
@@ -137,8 +141,7 @@ def simulate(ctx: click.Context, did: str, caller: str, says: tuple[str, ...], a
         address = _hostport(server, "--server")
     else:
         tenants = _tenants(ctx)
-        url = _root(ctx).get("db_url") or os.environ.get("IVR_DATABASE_URL") or \
-            "sqlite:///ivr.db"
+        url = database_url(_root(ctx).get("db_url"))
         try:
             prepare_database(url, tenants, must_exist=True)
         except DatabaseUnavailable as exc:

@@ -1001,13 +1001,14 @@ def _start_server(cfg: LoadConfig) -> _Server:
     import gevent
     from gevent import subprocess
 
+    from esl_app.config.settings import sqlite_url
     from esl_app.sim.testing import make_db
 
     tmp = tempfile.TemporaryDirectory(prefix="ivr-load-")
     tenants_path = str(Path(tmp.name) / "tenants.yaml")
     yaml_text = synthetic_tenants(cfg.tenants)
     Path(tenants_path).write_text(yaml_text)
-    db = cfg.db_url or f"sqlite:///{Path(tmp.name) / 'ivr-test.db'}"
+    db = cfg.db_url or sqlite_url(Path(tmp.name) / "ivr-test.db")
     make_db(tmp.name, yaml_text, days=21, url=db)
     with contextlib.suppress(Exception):
         from esl_app.db import database
@@ -1393,12 +1394,14 @@ def _f(v: Any) -> str:
 
 
 def _hostport(value: str | None) -> tuple[str, int] | None:
+    from esl_app.config.settings import parse_hostport
+
     if not value:
         return None
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise click.BadParameter(f"expected HOST:PORT, got '{value}'")
-    return host or "127.0.0.1", int(port)
+    try:
+        return parse_hostport(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command()
