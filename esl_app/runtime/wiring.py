@@ -12,7 +12,7 @@ is the one door from here into :mod:`esl_app.sim`, and it is opened only then.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from esl_app.config.tenants import Tenant, TenantSet
@@ -206,6 +206,12 @@ def _take_message(call: CallContext, disposition: str) -> AgentReply:
     return start_message(call, disposition)
 
 
+def _outbound_for(channel: Mapping[str, str]) -> Any:
+    from esl_app.reminders.call import reminder_call_for
+
+    return reminder_call_for(channel)
+
+
 def _record_start(transcript: Transcript) -> None:
     from esl_app.telephony.records import start_call
 
@@ -233,6 +239,7 @@ def build_services(
         record_start=_record_start if record else None,
         release_holds=_release_holds,
         take_message=_take_message,
+        outbound_for=_outbound_for,
         on_event=on_event,
         listen_mode=listen_mode,
         **kw,

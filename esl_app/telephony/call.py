@@ -16,10 +16,10 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
 from gevent.queue import Empty, Queue
@@ -61,6 +61,28 @@ _CLOSED_GRACE_S = 1.0
 REJECT_VOICE = "slt"
 
 
+class OutboundCall(Protocol):
+    """A call the bot placed (a reminder): what differs from an inbound call.
+
+    ``agent_for`` gives its own agent (None: nothing left to say, ``opening`` then ends
+    the call); ``opening`` runs after the answer, before the agent speaks (who answered:
+    a person, or a machine that gets a message) and says whether the conversation goes
+    on; ``finish`` is told how the call ended.
+    """
+
+    def agent_for(self, tenant: Tenant) -> Agent | None:
+        """The call's own agent, or None when there is nothing left to call about."""
+        ...
+
+    def opening(self, call: CallController, agent: Agent | None) -> bool:
+        """Run the opening; False when the call is over."""
+        ...
+
+    def finish(self, transcript: Transcript) -> None:
+        """The call ended (``transcript.outcome`` says how)."""
+        ...
+
+
 class CallEnded(Exception):
     """The call is over (caller hang-up, connection lost, or time limit)."""
 
@@ -95,6 +117,8 @@ class CallServices:
     release_holds: Callable[[str], Any] | None = None
     # a transfer nobody answered: the agent side's "may I take a message?" (None: goodbye)
     take_message: Callable[[CallContext, str], AgentReply] | None = None
+    # a call the bot placed itself (the channel says which): its agent, opening and end
+    outbound_for: Callable[[Mapping[str, str]], OutboundCall | None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -115,7 +139,7 @@ class CallController:
         self.gone = False
         self.left = False  # the call was moved away from the bot (it must not hang up)
         self.probe = False  # the peer closed before any channel data: not a call
-        self.reminder_id: int | None = None  # an outbound reminder call (esl_app/reminders)
+        self.outbound: OutboundCall | None = None  # a call the bot placed (a reminder)
         self.accepted_at = 0.0  # time.monotonic() of the ESL accept (the server sets it)
         self.ended_reason = ""
         self._helpers: set[gevent.Greenlet] = set()
@@ -256,19 +280,19 @@ class CallController:
                 if self.session.channel_hungup:
                     self.gone = True  # the hang-up event may still sit in our queue
                 self.ended_reason = "caller_hangup" if self.gone else "hangup"
-                log.info("call %s: closed after the caller hung up (%s)", self._cid(), exc)
+                log.info("call %s: closed after the caller hung up (%s)", self.label(), exc)
             else:
                 self.ended_reason = "esl_error"
-                log.warning("call %s: ESL failure: %s", self._cid(), exc)
+                log.warning("call %s: ESL failure: %s", self.label(), exc)
                 self.transcript.outcome = self.transcript.outcome or "error"
         except gevent.GreenletExit:
             self.ended_reason = "shutdown"
             raise
         except Exception:
             self.ended_reason = "error"
-            log.exception("call %s failed", self._cid())
+            log.exception("call %s failed", self.label())
             self.transcript.outcome = self.transcript.outcome or "error"
-            self._safe_hangup()
+            self.hang_up()
         finally:
             self._cleanup()
         return self.transcript
@@ -297,14 +321,13 @@ class CallController:
             setup = time.monotonic() - self.accepted_at
             metrics.CALL_SETUP.observe(setup)
             metrics.CALL_SETUP_OWN.observe(max(0.0, setup - self.session.handshake_wait_s))
-        log.info("call %s: did=%s caller=%s tenant=%s", self._cid(), did, mask_number(caller),
+        log.info("call %s: did=%s caller=%s tenant=%s", self.label(), did, mask_number(caller),
                  self.tenant.id if self.tenant else "-")
         if self.tenant is not None:
-            from esl_app.reminders.call import reminder_id_of
-
-            self.reminder_id = reminder_id_of(ch)
+            if self.services.outbound_for is not None:
+                self.outbound = self.services.outbound_for(ch)
             self.transcript.tenant = self.tenant.id
-            self._publish()
+            self.publish()
             metrics.CALLS_ACTIVE.labels(self.tenant.id).inc()
             self._counted_active = True
             self._timers.append(gevent.spawn_later(
@@ -320,7 +343,7 @@ class CallController:
         try:
             self.services.record_start(self.transcript)  # type: ignore[misc]
         except Exception as exc:  # noqa: BLE001 - the end of the call stores it anyway
-            log.warning("call %s: could not store the call's start (%s)", self._cid(),
+            log.warning("call %s: could not store the call's start (%s)", self.label(),
                         type(exc).__name__)
 
     def _answer(self, app: str) -> None:
@@ -337,14 +360,14 @@ class CallController:
 
     def _reject(self) -> None:
         self.transcript.outcome = "rejected"
-        self._say(self.services.reject_text, tts=FreeswitchTts(), voice=REJECT_VOICE,
+        self.say(self.services.reject_text, tts=FreeswitchTts(), voice=REJECT_VOICE,
                   barge_in=False)
         if self.services.reject_transfer:
             self.transcript.transfer_to = self.services.reject_transfer
             if Bridge(self, self.services.reject_transfer).run().connected:
-                self._safe_hangup()
+                self.hang_up()
                 return
-        self._safe_hangup()
+        self.hang_up()
 
     def _converse(self) -> None:
         tenant = self.tenant
@@ -352,12 +375,8 @@ class CallController:
         self.ctx = CallContext(call_id=self.transcript.call_id, tenant=tenant,
                                caller=self.transcript.caller, did=self.transcript.did,
                                now=self.services.now())
-        reminder = None
-        if self.reminder_id is not None:
-            from esl_app.reminders.call import start_reminder
-
-            reminder = start_reminder(self.reminder_id, tenant)
-        self.agent = reminder or self.services.agent_for(tenant)
+        own = self.outbound.agent_for(tenant) if self.outbound is not None else None
+        self.agent = own or self.services.agent_for(tenant)
         tts_name = self.channel.get("variable_ivr_tts") or tenant.tts
         self.tts = self.services.tts_for(tenant, tts_name)
         self.listener = self._make_listener(tenant)
@@ -369,147 +388,20 @@ class CallController:
         # the acknowledgements and the filler, ready before the caller's first turn
         WARMER.warm(self.tts, (*tenant.ack_phrases, FILLER_TEXT), voice=tenant.voice,
                     sample_rate=tenant.sample_rate, language=tenant.language)
-        if self.reminder_id is not None and not self._reminder_opening(reminder):
+        if self.outbound is not None and not self.outbound.opening(self, own):
             return
-        # the clinic's greeting plays while the agent writes its opening line (a reminder
-        # call has its own introduction)
+        # the clinic's greeting plays while the agent writes its opening line (a call the
+        # bot placed has its own introduction)
         reply = self._stream_reply(lambda: greet_stream(self.agent, self.ctx), said="",
-                                   lead="" if reminder is not None else tenant.greeting)
+                                   lead="" if own is not None else tenant.greeting)
         if reply is None:
             return
         self._loop(reply, heard=self._reply_heard)
 
-    def _reminder_opening(self, reminder: Any) -> bool:
-        """A reminder call: hear who answered before speaking; False when it is over.
-
-        A person says "Hello?" and waits (or says nothing): the conversation starts. A
-        recorded greeting gets the voicemail, which names the clinic and a call-back
-        number and nothing personal. A reminder whose appointment is gone ends at once.
-        """
-        from esl_app.reminders.agent import voicemail_text
-        from esl_app.reminders.call import HELLO_WAIT_S, looks_like_machine
-
-        tenant = self.tenant
-        assert tenant is not None
-        policy = tenant.reminders
-        callback = (policy.caller_id if policy and policy.caller_id else
-                    (tenant.dids[0] if tenant.dids else ""))
-        if reminder is None:
-            self.transcript.note_outcome("reminder_incomplete")
-            self._say(lines.NOT_NEEDED.format(clinic=tenant.name), barge_in=False)
-            self._publish()
-            self._safe_hangup()
-            return False
-        if hasattr(self.listener, "frame_tap"):  # audio: decide from the sound itself
-            return self._reminder_amd(tenant, callback)
-        listen = Listen(self, self.listener, timeout=HELLO_WAIT_S)
-        utterance = listen.run(self._pending)
-        if utterance is not None and utterance.text:
-            self.transcript.add("caller", utterance.text)
-            if looks_like_machine(utterance.text):
-                self.transcript.note_outcome("reminder_voicemail")
-                self._say(voicemail_text(tenant, callback), barge_in=False)
-                self._publish()
-                self._safe_hangup()
-                return False
-        return True
-
-    def _reminder_amd(self, tenant: Tenant, callback: str) -> bool:
-        """Audio mode: person or machine from the speech's shape, and the beep.
-
-        :mod:`esl_app.media.amd` watches the fork's frames from the answer (a person
-        says a short "Hello?" and stops; a machine talks on, then beeps). A machine
-        gets the voicemail only once its beep has ended; one that never beeps gets
-        nothing. The decision and its timing go in the call record (no words).
-        """
-        from esl_app.media.amd import AmdSettings, AnsweringMachineDetector
-        from esl_app.reminders.agent import voicemail_text
-
-        policy = tenant.reminders
-        try:
-            settings = AmdSettings.from_dict(policy.amd if policy else None)
-        except ValueError as exc:
-            log.warning("call %s: bad amd settings (%s): defaults used", self._cid(), exc)
-            settings = AmdSettings()
-        amd = AnsweringMachineDetector(sample_rate=tenant.sample_rate, settings=settings)
-        listener: Any = self.listener
-        answered = time.monotonic()
-        frame = tenant.sample_rate // 50 * 2
-        state = {"phase": "amd", "buf": bytearray(), "t": -1.0}
-
-        def tap(pcm: bytes) -> None:
-            buf = state["buf"]
-            buf.extend(pcm)
-            if state["t"] < 0:  # the fork starts a little after the answer
-                state["t"] = max(0.0, time.monotonic() - answered - len(pcm) / (frame * 50))
-            while len(buf) >= frame and state["phase"] != "done":
-                chunk = bytes(buf[:frame])
-                del buf[:frame]
-                state["t"] += 0.02
-                if state["phase"] == "amd":
-                    res = amd.feed(chunk, state["t"])
-                    if res is not None:
-                        beeped = res.decision == "machine" and res.beep_end is not None
-                        state["phase"] = ("beep" if res.decision == "machine" and not beeped
-                                          else "done")
-                        self.post(Msg(Kind.AMD, key=res.decision, value=res))
-                        if beeped:
-                            self.post(Msg(Kind.AMD, key="beep", value=res.beep_end))
-                elif amd.beep.feed(chunk):
-                    state["phase"] = "done"
-                    ended = state["t"] - amd.beep.since_end_ms / 1000.0
-                    self.post(Msg(Kind.AMD, key="beep", value=ended))
-
-        listener.frame_tap = tap
-        listener.arm()
-        limit = settings.total_analysis_ms / 1000.0 + 2.0
-        decision = None
-        try:
-            decision = self._await_amd(limit, "human", "machine", "silence", "unknown")
-            result = decision.value if decision is not None else None
-            self.transcript.usage["amd"] = (result.as_dict() if result is not None
-                                            else {"decision": "timeout"})
-            if decision is None or decision.key != "machine":
-                # a person (or someone silent): the conversation starts, once the
-                # recogniser's final for their "Hello?" is in (it must not answer the
-                # question the bot is about to ask)
-                if decision is not None and decision.key == "human":
-                    self._await_amd(0.8, "-")  # only keeps the words for the record
-                return True
-            beep = self._await_amd(30.0, "beep")
-            if beep is not None and isinstance(beep.value, float):  # since the answer
-                self.transcript.usage["amd"]["beep_at"] = round(beep.value, 2)
-            if beep is None:
-                self.transcript.note_outcome("reminder_no_answer")  # no beep: no message
-                self._publish()
-                self._safe_hangup()
-                return False
-            self.transcript.note_outcome("reminder_voicemail")
-            self._say(voicemail_text(tenant, callback), barge_in=False)
-            self._publish()
-            self._safe_hangup()
-            return False
-        finally:
-            if decision is None or decision.key != "machine":
-                listener.frame_tap = None
-                state["phase"] = "done"
-
-    def _await_amd(self, timeout: float, *keys: str) -> Msg | None:
-        """The detector's next message among ``keys``.
-
-        The caller's words meanwhile are kept in the record only (a "Hello?" is not an
-        answer to anything).
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = self.next(timeout=max(0.0, deadline - time.monotonic()))
-            if msg is None:
-                return None
-            if msg.kind is Kind.AMD and msg.key in keys:
-                return msg
-            if msg.kind is Kind.TRANSCRIPT and msg.text:
-                self.transcript.add("caller", msg.text)
-                self.listener.heard()  # type: ignore[union-attr]
+    def listen_once(self, timeout: float) -> Utterance | None:
+        """One caller turn heard within ``timeout`` (for an outbound call's opening)."""
+        assert self.listener is not None
+        return Listen(self, self.listener, timeout=timeout).run(self._pending)
 
     def _in_message_mode(self) -> bool:
         return self.ctx is not None and self.ctx.state.get("mode") == "message"
@@ -539,11 +431,11 @@ class CallController:
                 return
             if reply.action == "hangup":
                 if reply.text and not heard:
-                    self._say(reply.text, barge_in=False)
+                    self.say(reply.text, barge_in=False)
                 # the conversation ended normally (the caller was helped, or only asked)
                 self.transcript.note_outcome(None if self.transcript.outcome else "completed")
-                self._publish()  # before the hang-up: a remote simulator reads it
-                self._safe_hangup()
+                self.publish()  # before the hang-up: a remote simulator reads it
+                self.hang_up()
                 return
             self._emit("listening", {})
             listen = Listen(self, self.listener, timeout=tenant.no_input_seconds)
@@ -552,8 +444,8 @@ class CallController:
                 # a hang-up closes (or drops) the fork too: make sure it is not one
                 self._await_hangup(_CLOSED_GRACE_S)  # raises CallEnded if it comes
                 self._confirm_channel_up()
-                log.warning("call %s: audio stream lost (%s)", self._cid(), listen.media_lost)
-                self._say(lines.CANT_HEAR, barge_in=False)
+                log.warning("call %s: audio stream lost (%s)", self.label(), listen.media_lost)
+                self.say(lines.CANT_HEAR, barge_in=False)
                 if tenant.handoff:
                     self._transfer(tenant.handoff, self.transcript.outcome or "handoff")
                 else:
@@ -564,7 +456,7 @@ class CallController:
                 if misses <= 2:
                     text = (f"{lines.NOTHING_HEARD} {_last_sentence(last_prompt)}"
                             if misses == 1 else lines.STILL_THERE)
-                    self._say(text)
+                    self.say(text)
                     continue
                 self._no_input()
                 return
@@ -678,10 +570,10 @@ class CallController:
         if isinstance(value, AgentReply):
             self._reply_heard = turn.answer_heard or not value.text.strip()
             return value
-        log.warning("call %s: agent failed: %s", self._cid(), value)
+        log.warning("call %s: agent failed: %s", self.label(), value)
         metrics.PROVIDER_ERRORS.labels("agent", getattr(self.agent, "name", "?")).inc()
         self.transcript.outcome = self.transcript.outcome or "error"
-        self._say(TROUBLE_TEXT)
+        self.say(TROUBLE_TEXT)
         if tenant.handoff:
             self._transfer(tenant.handoff, self.transcript.outcome or "error")
         else:
@@ -784,9 +676,9 @@ class CallController:
             metrics.BOOKINGS.labels(self.tenant.id, reply.outcome, "phone").inc()
         self.transcript.note_outcome(reply.outcome, confirmation=reply.confirmation,
                                      appointment=reply.appointment)
-        self._publish()
+        self.publish()
 
-    def _publish(self) -> None:
+    def publish(self) -> None:
         """Mirror the call's result into ``ivr_*`` channel variables.
 
         FreeSWITCH then writes them into its CDRs, and a simulator attached to a remote
@@ -816,12 +708,12 @@ class CallController:
             if reply.data.startswith("-ERR"):
                 if self._published.get(name) == value:
                     del self._published[name]
-                log.info("call %s: %s not set: %s", self._cid(), name, reply.data.strip())
+                log.info("call %s: %s not set: %s", self.label(), name, reply.data.strip())
         return check
 
     # -- speaking, transfer, endings ----------------------------------------------
 
-    def _say(self, text: str, *, tts: TtsProvider | None = None, voice: str | None = None,
+    def say(self, text: str, *, tts: TtsProvider | None = None, voice: str | None = None,
              barge_in: bool = True) -> None:
         """Speak ``text``; with ``barge_in`` the caller is heard over it (and may cut it)."""
         tenant = self.tenant
@@ -874,21 +766,21 @@ class CallController:
         target = _one_line(target, "transfer target") or ""  # it goes into ESL commands
         self.transcript.note_outcome(outcome)
         self.transcript.transfer_to = target or None
-        self._publish()
+        self.publish()
         if not target:
-            self._say(lines.NOBODY_AVAILABLE)
-            self._safe_hangup()
+            self.say(lines.NOBODY_AVAILABLE)
+            self.hang_up()
             return
         if announce:
-            self._say(lines.HOLD, barge_in=False)
+            self.say(lines.HOLD, barge_in=False)
         self._emit("transfer", {"to": target})
         tenant = self.tenant
         result = Bridge(self, target,
                         ring_seconds=tenant.transfer_timeout_seconds if tenant else None).run()
         if result.connected:
-            self._safe_hangup()
+            self.hang_up()
             return
-        log.info("call %s: transfer failed (%s)", self._cid(), result.disposition)
+        log.info("call %s: transfer failed (%s)", self.label(), result.disposition)
         self.transcript.transfer_to = None
         self._emit("transfer_failed", {"to": target, "disposition": result.disposition})
         take_message = self.services.take_message
@@ -897,11 +789,11 @@ class CallController:
             reply = take_message(self.ctx, result.disposition)
             self._note(reply)
             if reply.text:
-                self._say(reply.text)
+                self.say(reply.text)
             self._loop(reply)
             return
-        self._say(lines.NOBODY_ANSWERED, barge_in=False)
-        self._safe_hangup()
+        self.say(lines.NOBODY_ANSWERED, barge_in=False)
+        self.hang_up()
 
     def _no_input(self) -> None:
         tenant = self.tenant
@@ -915,8 +807,8 @@ class CallController:
             self._goodbye()
 
     def _goodbye(self) -> None:
-        self._say(lines.GOODBYE, barge_in=False)
-        self._safe_hangup()
+        self.say(lines.GOODBYE, barge_in=False)
+        self.hang_up()
 
     def _time_limit(self) -> None:
         """The call ran past ``max_call_seconds``: hand over or say goodbye, never cut dead."""
@@ -952,7 +844,7 @@ class CallController:
             self.transcript.usage["usage"] = self.usage.to_dict()
             self.transcript.usage["cost"] = estimate_cost(self.usage, prices_from_env())
 
-    def _safe_hangup(self) -> None:
+    def hang_up(self) -> None:
         if not self.gone and not self.left and self.session.channel_up:
             self.session.hangup()
 
@@ -1001,20 +893,19 @@ class CallController:
             "ended": self.ended_reason or "normal",
             "appointment": self.transcript.appointment,
         })
-        if self.reminder_id is not None:
-            from esl_app.reminders.call import finish_reminder
-
-            finish_reminder(self.reminder_id, self.transcript.outcome, self.transcript.call_id)
+        if self.outbound is not None:
+            with contextlib.suppress(Exception):
+                self.outbound.finish(self.transcript)
         if self.services.recorder is not None:
             try:
                 self.services.recorder(self.transcript)
             except Exception:
-                log.exception("call %s: could not store the call record", self._cid())
+                log.exception("call %s: could not store the call record", self.label())
         tenant_label = self.transcript.tenant or "-"
         if self._counted_active:
             metrics.CALLS_ACTIVE.labels(tenant_label).dec()
         metrics.CALLS_TOTAL.labels(tenant_label, self.transcript.outcome or "error").inc()
-        log.info("call %s: ended outcome=%s", self._cid(), self.transcript.outcome)
+        log.info("call %s: ended outcome=%s", self.label(), self.transcript.outcome)
         self._emit("call_ended", self.transcript.to_dict())
 
     def _drain_agent_reply(self) -> None:
@@ -1040,7 +931,7 @@ class CallController:
             with contextlib.suppress(Exception):
                 self.services.on_event(name, data)
 
-    def _cid(self) -> str:
+    def label(self) -> str:
         return (self.transcript.call_id or "?")[:8]
 
 
