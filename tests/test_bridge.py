@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from memory_helpers import freed_without_the_collector
+from fakes.memory import freed_without_the_collector
 
 from esl_app.support.bridge import run_in_thread
 

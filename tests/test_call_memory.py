@@ -15,7 +15,7 @@ import gc
 from collections import Counter
 
 import pytest
-from test_telephony_helpers import local_bot, wait_until
+from fakes.telephony import local_bot, wait_until
 
 from esl_app.sim.simulate import SimCall, run_lines, transcript_for
 
@@ -73,7 +73,7 @@ def test_a_call_hung_up_mid_answer_leaves_no_cycles(bot):
 def test_a_hang_up_while_the_agent_thinks_leaves_no_cycles(tmp_path, monkeypatch):
     """The agent job killed at clean-up keeps its GreenletExit, whose traceback holds
     the job's frame and the controller: the controller must let go of the job."""
-    from test_telephony_helpers import TENANTS_YAML
+    from fakes.telephony import TENANTS_YAML
 
     from esl_app.sim.latency import make_provider_cache
     from esl_app.sim.simulate import start_local_bot
@@ -103,7 +103,7 @@ def test_an_audio_call_leaves_no_cycles(tmp_path):
     import shutil
 
     import gevent
-    from test_telephony_helpers import TENANTS_YAML
+    from fakes.telephony import TENANTS_YAML
 
     from esl_app.sim.simulate import SimpleAudioFork, start_local_bot
     from esl_app.sim.testing import make_db

@@ -48,7 +48,7 @@ def _transcript(call_id: str, **kw) -> Transcript:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request, tmp_path):
-    from scheduling_fixtures import on_both_databases
+    from fakes.scheduling import on_both_databases
 
     from esl_app.sim.testing import REPO_TENANTS
 

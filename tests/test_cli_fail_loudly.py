@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from http_fixtures import LiveApi, live_api
+from fakes.api import LiveApi, live_api
 
 from esl_app.cli import cli
 from esl_app.db import close_db

@@ -2,7 +2,7 @@ import json
 
 import gevent
 import pytest
-from emulator_fixtures import FakeBot
+from fakes.emulator import FakeBot
 from gevent import socket
 from greenswitch.esl import InboundESL
 

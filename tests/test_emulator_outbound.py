@@ -3,7 +3,7 @@ import wave
 
 import gevent
 import pytest
-from emulator_fixtures import FakeBot
+from fakes.emulator import FakeBot
 
 from esl_app.sim.emulator.channel import BridgeOutcome
 from esl_app.sim.emulator.outbound import EmulatedCall

@@ -63,7 +63,7 @@ import gevent.event
 import pytest
 from aws_fixtures.eventstream import bedrock_events, error_response, stream_response
 from botocore.exceptions import ReadTimeoutError
-from test_telephony_helpers import wait_until
+from fakes.telephony import wait_until
 from urllib3.exceptions import ProtocolError
 
 from esl_app.providers.agent.bedrock import BedrockAgent, new_client

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from test_telephony_helpers import (
+from fakes.telephony import (
     TENANTS_YAML,
     ScriptedAgent,
     WirePeer,

@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 from click.testing import CliRunner
-from http_fixtures import live_api
-from scheduling_fixtures import fresh_postgres_db, on_both_databases, postgres_url
+from fakes.api import live_api
+from fakes.scheduling import fresh_postgres_db, on_both_databases, postgres_url
 from test_http_api import call, jcall
 
 from esl_app.cli import cli

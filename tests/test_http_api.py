@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from http_fixtures import LiveApi, live_api
+from fakes.api import LiveApi, live_api
 
 from esl_app.scheduling import service
 from esl_app.scheduling.tokens import issue_token, revoke_tokens

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from http_fixtures import LiveApi, live_api
+from fakes.api import LiveApi, live_api
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (

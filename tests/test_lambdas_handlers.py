@@ -13,7 +13,7 @@ import socket
 from datetime import date, datetime, timedelta
 
 import pytest
-from http_fixtures import LiveApi, lambda_modules, live_api
+from fakes.api import LiveApi, lambda_modules, live_api
 
 from esl_app.db.models import Slot
 from esl_app.scheduling import service

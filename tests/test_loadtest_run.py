@@ -174,7 +174,7 @@ def test_host_cpu_split_is_taken_over_the_window_with_every_call_up():
 
 def test_a_call_that_does_not_book_is_kept_with_its_last_words(tmp_path):
     """What went wrong in a run is read from the call's own conversation, not guessed."""
-    from test_telephony_helpers import local_bot
+    from fakes.telephony import local_bot
 
     from esl_app.sim.loadtest import UNUSUAL_LINES, _unusual, run_one_call, summarize
 

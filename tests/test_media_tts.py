@@ -3,7 +3,7 @@ import time
 import wave
 
 import pytest
-from memory_helpers import freed_without_the_collector
+from fakes.memory import freed_without_the_collector
 
 from esl_app.media.pcm import wav_text
 from esl_app.providers.markup import say_characters

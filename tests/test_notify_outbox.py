@@ -12,8 +12,8 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
-from http_fixtures import LiveApi, live_api
-from scheduling_fixtures import on_both_databases
+from fakes.api import LiveApi, live_api
+from fakes.scheduling import on_both_databases
 
 from esl_app.db import database
 from esl_app.db.models import Appointment, NotifyConsent, OutboxMessage, Slot

@@ -17,7 +17,7 @@ from pathlib import Path
 import gevent
 import pytest
 from click.testing import CliRunner
-from scheduling_fixtures import on_both_databases
+from fakes.scheduling import on_both_databases
 
 from esl_app.cli import cli
 from esl_app.db import close_db, database, write_txn

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from scheduling_fixtures import TWO_TENANTS, on_both_databases
+from fakes.scheduling import TWO_TENANTS, on_both_databases
 
 from esl_app.scheduling import service
 from esl_app.scheduling.errors import SlotTaken

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 import peewee as pw
 import pytest
 from click.testing import CliRunner
-from scheduling_fixtures import on_both_databases
+from fakes.scheduling import on_both_databases
 
 from esl_app.db import close_db, database
 from esl_app.db.models import AuditLog, CallbackTicket, CallRecord, Slot

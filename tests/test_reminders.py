@@ -261,7 +261,7 @@ def _serve(db: str, tenants_file, fs_port: int, tmp_path, name: str):
 def test_two_serve_processes_call_each_reminder_once(tmp_path, kind):
     import signal
 
-    from scheduling_fixtures import fresh_postgres_db, postgres_url
+    from fakes.scheduling import fresh_postgres_db, postgres_url
 
     base = postgres_url()
     if kind == "postgres" and not base:

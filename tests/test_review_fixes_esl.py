@@ -17,9 +17,9 @@ import socket
 
 import gevent
 import pytest
-from memory_helpers import freed_without_the_collector
+from fakes.memory import freed_without_the_collector
+from fakes.telephony import WirePeer, make_services, start_server, wait_until
 from test_setup_pipelining import _read_commands
-from test_telephony_helpers import WirePeer, make_services, start_server, wait_until
 
 from esl_app.sim.emulator.wire import api_response, command_reply, serialize_event
 from esl_app.telephony.esl import NOT_FULL, CommandTimeout, EslSession, SessionGone

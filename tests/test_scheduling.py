@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import gevent
 import pytest
-from scheduling_fixtures import TWO_TENANTS, on_both_databases
+from fakes.scheduling import TWO_TENANTS, on_both_databases
 
 from esl_app.config.tenants import parse_tenants
 from esl_app.db import SQLITE_BUSY_MS, close_db, init_db

@@ -8,7 +8,7 @@ import socket
 
 import gevent
 import pytest
-from test_telephony_helpers import (
+from fakes.telephony import (
     WirePeer,
     make_services,
     speech,
@@ -250,7 +250,7 @@ def test_parse_headers_fast_path_matches_the_standard_decoding():
 
 
 def test_tenant_source_reloads_only_when_the_stored_set_changed(tmp_path):
-    from test_telephony_helpers import TENANTS_YAML
+    from fakes.telephony import TENANTS_YAML
 
     from esl_app.config.tenants import parse_tenants
     from esl_app.scheduling.provisioning import (

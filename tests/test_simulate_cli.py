@@ -6,7 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from test_telephony_helpers import TENANTS_YAML
+from fakes.telephony import TENANTS_YAML
 
 from esl_app.cli import cli
 from esl_app.cli.calls import calls, simulate

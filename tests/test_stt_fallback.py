@@ -17,7 +17,7 @@ from pathlib import Path
 
 import gevent
 import pytest
-from test_telephony_helpers import wait_until
+from fakes.telephony import wait_until
 
 from esl_app.providers.stt.base import SttCapabilities, SttError, TranscriptEvent
 from esl_app.providers.stt.resilience import ResilientSttStream
@@ -427,7 +427,7 @@ class _Call:
 
 
 def _source(cloud: FakeStt, local: FakeStt):
-    from test_telephony_helpers import tenant_set
+    from fakes.telephony import tenant_set
 
     from esl_app.telephony.audio import AudioListenSource
 

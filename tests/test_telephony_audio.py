@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from test_telephony_helpers import TENANTS_YAML, wait_until
+from fakes.telephony import TENANTS_YAML, wait_until
 
 from esl_app.sim.simulate import SimCall, SimpleAudioFork, start_local_bot, transcript_for
 from esl_app.sim.testing import make_db

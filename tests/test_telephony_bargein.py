@@ -8,7 +8,7 @@ import struct
 
 import gevent
 import pytest
-from test_telephony_helpers import local_bot, wait_until
+from fakes.telephony import local_bot, wait_until
 
 from esl_app.sim.emulator.audio import AudioFork
 from esl_app.sim.simulate import SimCall, transcript_for

@@ -6,7 +6,7 @@ import json
 
 import gevent
 import pytest
-from test_telephony_helpers import local_bot, wait_until
+from fakes.telephony import local_bot, wait_until
 
 from esl_app.scheduling import service
 from esl_app.sim.emulator.channel import BridgeOutcome

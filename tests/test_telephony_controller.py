@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_telephony_helpers import WirePeer, make_services, speech, start_server, wait_until
+from fakes.telephony import WirePeer, make_services, speech, start_server, wait_until
 
 
 def test_booking_dialogue_commands_and_transcript():

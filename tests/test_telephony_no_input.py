@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import gevent
 import gevent.queue
 import pytest
-from test_telephony_helpers import TENANTS_YAML, local_bot, tenant_set, wait_until
+from fakes.telephony import TENANTS_YAML, local_bot, tenant_set, wait_until
 
 from esl_app.media.endpoint import TurnDetector
 from esl_app.media.pcm import silence

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 
-from test_telephony_helpers import make_services, start_server, wait_until
+from fakes.telephony import make_services, start_server, wait_until
 
 from esl_app.http import metrics
 

@@ -6,7 +6,7 @@ import dataclasses
 import os
 
 import gevent
-from test_telephony_helpers import (
+from fakes.telephony import (
     TENANTS_YAML,
     ScriptedAgent,
     WirePeer,

@@ -10,7 +10,7 @@ had the call now (tests/freeswitch/test_ivrctl.py holds the real switch to this)
 from __future__ import annotations
 
 import pytest
-from test_telephony_helpers import local_bot, wait_until
+from fakes.telephony import local_bot, wait_until
 
 from esl_app.sim.simulate import SimCall, transcript_for
 

@@ -6,7 +6,7 @@ import socket
 import struct
 
 import pytest
-from test_telephony_helpers import (
+from fakes.telephony import (
     WirePeer,
     make_services,
     speech,

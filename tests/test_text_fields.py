@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from http_fixtures import lambda_modules
+from fakes.api import lambda_modules
 
 from esl_app.scheduling import text
 from esl_app.scheduling.text import BadText, field_text, is_email

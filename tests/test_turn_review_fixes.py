@@ -14,7 +14,7 @@ import gevent
 import gevent.event
 import pytest
 import websocket
-from test_telephony_helpers import WirePeer, make_services, speech, start_server, wait_until
+from fakes.telephony import WirePeer, make_services, speech, start_server, wait_until
 from test_turn_streaming import StreamingAgent, _call, _serve, _text
 
 from esl_app.config.tenants import DEFAULT_ACK_PHRASES

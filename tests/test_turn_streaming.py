@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import gevent
 import pytest
 from aws_fixtures.eventstream import Responder, bedrock_events, stream_response
-from test_telephony_helpers import (
+from fakes.telephony import (
     TENANTS_YAML,
     WirePeer,
     make_services,

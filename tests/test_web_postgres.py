@@ -8,7 +8,7 @@ IVR_TEST_POSTGRES_URL (``./dev test`` sets it when PostgreSQL answers on 127.0.0
 from __future__ import annotations
 
 import pytest
-from scheduling_fixtures import fresh_postgres_db, postgres_url
+from fakes.scheduling import fresh_postgres_db, postgres_url
 from test_web_helpers import PASSWORD, Client, build_env, cheap_hashes_fixture  # noqa: F401
 
 from esl_app.db.models import Appointment, Attendance, CallbackTicket, Slot

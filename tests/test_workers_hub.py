@@ -51,7 +51,7 @@ def test_watch_hub_lag_reports_each_tick_to_its_callback():
 def test_a_worker_makes_every_tenants_recogniser_before_its_first_call(tmp_path):
     """The first audio call must not import its recogniser on the hub (~160 ms for the
     local one on a slow machine, with every other call of the worker standing still)."""
-    from test_telephony_helpers import TENANTS_YAML
+    from fakes.telephony import TENANTS_YAML
 
     from esl_app.config.tenants import parse_tenants
     from esl_app.runtime.wiring import start_media_for_calls
