@@ -2,8 +2,8 @@
 
 Run: .venv/bin/python bench/bench_freeswitch_bargein.py [--calls 24] [--concurrency 2] [--json]
 
-Needs the FreeSWITCH test kit (/opt/freeswitch, /opt/fs-test; `./dev test` installs it
-where ../shared/freeswitch/install.sh exists). Starts the switch if it is not running
+Needs the FreeSWITCH test kit in /opt/freeswitch and /opt/fs-test (`./dev test` installs
+it; see docs/freeswitch.md). Starts the switch if it is not running
 (and stops it again), a real `ivr serve` on free ports with the repo's tenants.yaml,
 and renders the dialplan into a context of its own.
 
