@@ -129,8 +129,15 @@ def test_parsing_a_large_file_does_not_stall_the_hub():
 
     ticker = gevent.spawn(tick)
     gevent.sleep(0.05)
+    t0 = time.perf_counter()
     try:
         assert len(parse_tenants(text, source="big.yaml")) == 1800
     finally:
+        took = time.perf_counter() - t0
         ticker.kill()
-    assert max(gaps) < 0.3, f"the hub stalled {max(gaps) * 1000:.0f} ms"
+    # Parsed on the hub, the ticker would stand still for the whole parse. Parsed in a
+    # thread, it only waits its turn for the GIL and a core: on a busy machine (CI runs
+    # two test processes at once) a turn can take a while, but never most of the parse.
+    assert len(gaps) > 10, "the ticker never ran while the file was parsed"
+    assert max(gaps) < max(0.3, took / 3), \
+        f"the hub stalled {max(gaps) * 1000:.0f} ms of a {took * 1000:.0f} ms parse"
