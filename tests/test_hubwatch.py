@@ -58,7 +58,7 @@ def test_code_running_long_on_the_hub_is_reported_on_cpu_with_its_function():
     # alone on its core the loop is on a CPU throughout; with every core contended
     # (other tests' servers) part of it waits in the run queue, never asleep
     assert found["kind"] == "on_cpu" or (
-        found["kind"] == "no_core" and found["cpu_ms"] >= 0.3 * found["ms"]), found
+        found["kind"] == "no_core" and found["cpu_ms"] >= 0.2 * found["ms"]), found
     assert "R" in found["states"]
     assert any("_busy" in frame for frame in found["stack"])
 
