@@ -152,7 +152,15 @@ def open_tenant(ctx: click.Context, tenant_id: str) -> None:
     require_tenant(tenant_id)
 
 
-def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+def print_rows(rows: list[dict[str, Any]], columns: list[str], *, as_json: bool) -> None:
+    """A list command's output: the rows as JSON (every field), or a table of ``columns``."""
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        print_table(rows, columns)
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     """Columns padded to fit; stored text is escaped, never sent raw to the terminal."""
     from esl_app.scheduling.text import printable
 
@@ -236,7 +244,7 @@ def tenants_list(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
-        _print_table([{**r, "dids": ",".join(r["dids"])} for r in rows],
+        print_table([{**r, "dids": ",".join(r["dids"])} for r in rows],
                      ["id", "name", "dids", "timezone", "agent", "doctors"])
 
 
@@ -364,10 +372,7 @@ def appointments_list(ctx: click.Context, tenant_id: str, day: str | None,
     except _scheduling_errors() as exc:
         fail(str(exc))
     rows = [v.to_dict() for v in views]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    else:
-        _print_table(rows, ["confirmation", "start", "doctor", "patient_name", "status"])
+    print_rows(rows, ["confirmation", "start", "doctor", "patient_name", "status"], as_json=as_json)
 
 
 @appointments.command("cancel")
@@ -404,10 +409,7 @@ def callbacks_list(ctx: click.Context, tenant_id: str, show_all: bool, as_json: 
     open_tenant(ctx, tenant_id)
     rows = [t.to_dict() for t in list_tickets(tenant_id, status=None if show_all else "open",
                                               actor="cli")]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    else:
-        _print_table(rows, ["id", "created_at", "name", "phone", "reason", "status"])
+    print_rows(rows, ["id", "created_at", "name", "phone", "reason", "status"], as_json=as_json)
 
 
 @callbacks.command("done")
@@ -450,10 +452,7 @@ def audit_list(ctx: click.Context, tenant_id: str, code: str | None, limit: int,
         require_tenant(tenant_id)
     rows = list_audit(tenant_id, limit=limit,
                       entity_id=(normalize_code(code) or code) if code else None)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    else:
-        _print_table(rows, ["id", "at", "actor", "action", "entity", "entity_id"])
+    print_rows(rows, ["id", "at", "actor", "action", "entity", "entity_id"], as_json=as_json)
 
 
 # ------------------------------------------------------------------ maintenance

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from esl_app.cli import _print_table, open_db, require_tenant
+from esl_app.cli import open_db, print_table, require_tenant
 from esl_app.notify.outbox import STATUSES
 
 __all__ = ["outbox"]
@@ -55,7 +55,7 @@ def outbox_list(ctx: click.Context, tenant_id: str | None, status: str | None, l
         return
     for r in rows:
         r["when"] = r["sent_at"] or r["next_attempt_at"] or ""
-    _print_table(rows, ["id", "created_at", "tenant", "code", "event", "channel", "to",
+    print_table(rows, ["id", "created_at", "tenant", "code", "event", "channel", "to",
                         "provider", "status", "attempts", "when", "last_error"])
 
 

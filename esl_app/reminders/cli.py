@@ -32,7 +32,7 @@ def reminders() -> None:
 @click.pass_context
 def reminders_list(ctx: click.Context, tenant_id: str, limit: int, as_json: bool) -> None:
     """Planned, in-progress and finished reminders, newest first (clinic time)."""
-    from esl_app.cli import _print_table, open_tenant
+    from esl_app.cli import open_tenant, print_table
     from esl_app.reminders.store import list_reminders, paused
 
     open_tenant(ctx, tenant_id)
@@ -42,7 +42,7 @@ def reminders_list(ctx: click.Context, tenant_id: str, limit: int, as_json: bool
         return
     if tenant_id in paused():
         click.echo(f"reminder calls of {tenant_id} are paused")
-    _print_table(rows, ["id", "code", "appointment", "hours_before", "next", "state",
+    print_table(rows, ["id", "code", "appointment", "hours_before", "next", "state",
                         "attempts", "outcome"])
 
 
@@ -56,7 +56,7 @@ def reminders_list(ctx: click.Context, tenant_id: str, limit: int, as_json: bool
 def reminders_run_once(ctx: click.Context, tenant_id: str | None, dry_run: bool, bot: str,
                        as_json: bool) -> None:
     """Plan and place the reminder calls due now (FreeSWITCH: FS_ESL_HOST/PORT/PASSWORD)."""
-    from esl_app.cli import _print_table, fail, open_db, open_tenant
+    from esl_app.cli import fail, open_db, open_tenant, print_table
     from esl_app.config.settings import parse_hostport
     from esl_app.reminders.dialer import Dialer
     from esl_app.reminders.scheduler import ReminderScheduler
@@ -78,10 +78,10 @@ def reminders_run_once(ctx: click.Context, tenant_id: str | None, dry_run: bool,
         click.echo(json.dumps(rows, indent=2))
         return
     if dry_run:
-        _print_table(rows, ["tenant", "code", "appointment", "hours_before", "phone",
+        print_table(rows, ["tenant", "code", "appointment", "hours_before", "phone",
                             "would_call", "why_not"])
         return
-    _print_table(rows, ["id", "tenant", "code", "attempt", "result", "outcome"])
+    print_table(rows, ["id", "tenant", "code", "attempt", "result", "outcome"])
     click.echo(f"{len(rows)} reminder call(s) placed")
 
 
@@ -154,12 +154,9 @@ def dnc_remove(ctx: click.Context, number: str, tenant_id: str) -> None:
 @click.pass_context
 def dnc_list(ctx: click.Context, tenant_id: str, as_json: bool) -> None:
     """The tenant's do-not-call numbers (this is the clinic's own tool)."""
-    from esl_app.cli import _print_table, open_tenant
+    from esl_app.cli import open_tenant, print_rows
     from esl_app.reminders.store import list_do_not_call
 
     open_tenant(ctx, tenant_id)
     rows = list_do_not_call(tenant_id)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    else:
-        _print_table(rows, ["phone", "source", "added"])
+    print_rows(rows, ["phone", "source", "added"], as_json=as_json)

@@ -7,7 +7,6 @@ them): they are typed at a prompt, twice, or read as one line from stdin with
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -93,12 +92,9 @@ def users_remove(ctx: click.Context, username: str, tenant_id: str) -> None:
 @click.pass_context
 def users_list(ctx: click.Context, tenant_id: str, as_json: bool) -> None:
     """The clinic's users and their roles."""
-    from esl_app.cli import _print_table, open_tenant
+    from esl_app.cli import open_tenant, print_rows
     from esl_app.web import auth
 
     open_tenant(ctx, tenant_id)
     rows = auth.list_users(tenant_id)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    _print_table(rows, ["username", "role", "created"])
+    print_rows(rows, ["username", "role", "created"], as_json=as_json)
