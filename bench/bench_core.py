@@ -54,7 +54,12 @@ def loadtest(n: int, args: argparse.Namespace, profile: str = "cloud",
     lines = out.strip().splitlines()
     if not lines:
         return {"calls": n, "error": err.strip().splitlines()[-3:]}
-    return json.loads(lines[-1])
+    r = json.loads(lines[-1])
+    if args.save:  # every step's whole report, for the figures the row leaves out
+        Path(args.save).mkdir(parents=True, exist_ok=True)
+        tag = f"{n}-{profile}{'-pyspy' if pyspy else ''}-{int(time.time())}"
+        (Path(args.save) / f"{tag}.json").write_text(json.dumps(r))
+    return r
 
 
 def _spy_later(parent: int, n: int, args: argparse.Namespace, out: str) -> subprocess.Popen:
@@ -113,7 +118,10 @@ def row(r: dict) -> str:
             f"({r['server_cpu_ms_per_call_second']} ms per call-second, core idle "
             f"{r['server_cpus_idle_percent']}%, hub lag p99 "
             f"{(r.get('server_hub_lag_ms') or {}).get('p99')} ms), generator "
-            f"{r['emulator_cpu_steady_percent']}% (its CPU idle {r['generator_idle_percent']}%)")
+            f"{r['emulator_cpu_steady_percent']}% (its CPU idle {r['generator_idle_percent']}%, "
+            f"hub lag p99 {(r.get('emulator_hub_lag_ms') or {}).get('p99')} ms); server side: "
+            f"set-up p99 {(r.get('server_setup_ms') or {}).get('p99')} ms, barge-in p99 "
+            f"{(r.get('server_barge_in_ms') or {}).get('p99')} ms")
 
 
 def main() -> int:
@@ -129,6 +137,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--retries", type=int, default=2,
                     help="re-runs of a step that was not valid (generator short of CPU)")
+    ap.add_argument("--save", default=None, help="directory for every step's JSON report")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     print(f"# {os.cpu_count()} CPUs; server CPU {args.server_cpus}, generator CPU "

@@ -1,7 +1,7 @@
 """Load benchmark: `ivr loadtest` at increasing concurrency, one table.
 
     .venv/bin/python bench/bench_load.py [--calls 50,200,500,1000] [--audio 50,100]
-        [--profile cloud] [--workers 2] [--procs 2]
+        [--profile cloud] [--workers 2] [--procs 2] [--server-cpus 0 --generator-cpus 1]
 
 Each step starts a fresh server (2 workers by default) on free ports with a fresh
 SQLite database, runs N concurrent booking calls in emulator processes separate
@@ -12,6 +12,9 @@ the emulated Transcribe, which matches the caller lines the load generator regis
 The default provider profile is `cloud` (emulated AWS latency and no local speech
 synthesis or recognition CPU, as in production). "turn" is end of speech -> first bot
 audio (often a cached acknowledgement), "answer" -> first audio of the agent's answer.
+Unpinned, the server and the emulators share every core (the shared-box regression
+check); with --server-cpus/--generator-cpus each has its own, and "valid" says whether
+the generator kept 10 % idle. "ms/call-s" is the server's CPU per second of one call.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ COLS = [("mode", "mode", "{}"), ("N", "calls", "{}"), ("peak", "peak_concurrent"
         ("rtt p99", ("esl_rtt_ms", "p99"), "{:.1f}"),
         ("barge p50", "barge_in_p50_ms", "{:.1f}"), ("barge p99", "barge_in_p99_ms", "{:.1f}"),
         ("turn p50", "turn_p50_ms", "{:.0f}"), ("answer p50", "answer_p50_ms", "{:.0f}"),
-        ("ovh p99", "turn_overhead_p99_ms", "{:.1f}")]
+        ("ovh p99", "turn_overhead_p99_ms", "{:.1f}"),
+        ("ms/call-s", "server_cpu_ms_per_call_second", "{:.3f}"),
+        ("gen idle%", "generator_idle_percent", "{:.1f}"), ("valid", "valid", "{}")]
 
 
 def _get(r: dict, key) -> object:
@@ -54,6 +59,10 @@ def run(n: int, audio: bool, args: argparse.Namespace) -> dict:
         cmd += ["--tts", args.tts]
     if args.db:
         cmd += ["--server-db", args.db]
+    if args.server_cpus:
+        cmd += ["--server-cpus", args.server_cpus]
+    if args.generator_cpus:
+        cmd += ["--generator-cpus", args.generator_cpus]
     t0 = time.monotonic()
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                          timeout=args.timeout)
@@ -76,6 +85,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--procs", type=int, default=2)
     p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--server-cpus", default=None,
+                   help="pin the server here, the emulators elsewhere (see ivr loadtest)")
+    p.add_argument("--generator-cpus", default=None)
     args = p.parse_args()
     steps = [(int(n), False) for n in args.calls.split(",") if n]
     steps += [(int(n), True) for n in args.audio.split(",") if n]
