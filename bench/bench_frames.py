@@ -86,7 +86,7 @@ def serve(args: argparse.Namespace) -> None:
     from esl_app.media.server import MediaRegistry, MediaServer
     from esl_app.sim.emulated_stt import EmulatedTranscribe
     from esl_app.sim.latency import CLOUD, Delays
-    from esl_app.sim.loadtest import synthetic_tenants
+    from esl_app.sim.loadcallers import synthetic_tenants
     from esl_app.telephony.audio import AudioListenSource
 
     tenant = next(iter(parse_tenants(synthetic_tenants(1)).tenants))

@@ -59,15 +59,8 @@ sys.path.insert(0, str(ROOT))
 
 from freeswitch import harness  # noqa: E402
 
-from esl_app.sim.loadtest import (  # noqa: E402
-    _HOST_FIELDS,
-    _children,
-    _did,
-    caller_lines,
-    percentile,
-    reply_for,
-    synthetic_tenants,
-)
+from esl_app.sim.loadcallers import _did, caller_lines, reply_for, synthetic_tenants  # noqa: E402
+from esl_app.sim.loadmeasure import _HOST_FIELDS, _children, percentile  # noqa: E402
 
 LIMIT_BARGE_P99_MS = 150.0
 # the caller's audio reaches the bot sample for sample (no lossy codec between): the

@@ -113,7 +113,7 @@ def test_deep_nesting_is_a_config_error_not_a_traceback():
 
 
 def test_parsing_a_large_file_does_not_stall_the_hub():
-    from esl_app.sim.loadtest import synthetic_tenants
+    from esl_app.sim.loadcallers import synthetic_tenants
 
     text = synthetic_tenants(1800)  # ~770 KB: under the size limit
     assert 600_000 < len(text) < 1_000_000

@@ -12,6 +12,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from esl_app.sim import loadmeasure as lm
 from esl_app.sim import loadtest as lt
 
 BOOT = ("import esl_app.__main__, sys\nfrom esl_app.sim.loadtest import main\n"
@@ -26,34 +27,34 @@ two_cpus = pytest.mark.skipif(not hasattr(os, "sched_getaffinity")
 @linux
 def test_parse_cpus_forms_and_errors():
     first = min(os.sched_getaffinity(0))
-    assert lt.parse_cpus(str(first)) == {first}
-    assert lt.parse_cpus(f"{first}-{first}") == {first}
+    assert lm.parse_cpus(str(first)) == {first}
+    assert lm.parse_cpus(f"{first}-{first}") == {first}
     for bad in ("", "a", "0-", "-1", "1-0"):
         with pytest.raises(click.BadParameter):
-            lt.parse_cpus(bad)
+            lm.parse_cpus(bad)
     with pytest.raises(click.BadParameter, match="does not exist here"):
-        lt.parse_cpus("4095")
+        lm.parse_cpus("4095")
 
 
 def test_parse_cpus_says_linux_only(monkeypatch):
     monkeypatch.delattr(os, "sched_setaffinity", raising=False)
     with pytest.raises(click.UsageError, match="needs Linux"):
-        lt.parse_cpus("0")
+        lm.parse_cpus("0")
 
 
 @two_cpus
 def test_resolve_pinning_splits_and_refuses_overlap():
     usable = sorted(os.sched_getaffinity(0))
     a, b = usable[0], usable[1]
-    assert lt.resolve_pinning(None, None) == (None, None)
-    srv, gen = lt.resolve_pinning(str(a), None)
+    assert lm.resolve_pinning(None, None) == (None, None)
+    srv, gen = lm.resolve_pinning(str(a), None)
     assert srv == {a} and gen == set(usable) - {a}
-    srv, gen = lt.resolve_pinning(None, str(b))
+    srv, gen = lm.resolve_pinning(None, str(b))
     assert gen == {b} and srv == set(usable) - {b}
     with pytest.raises(click.UsageError, match="share CPU"):
-        lt.resolve_pinning(f"{a},{b}", str(b))
+        lm.resolve_pinning(f"{a},{b}", str(b))
     with pytest.raises(click.UsageError, match="at least one CPU"):
-        lt.resolve_pinning(",".join(map(str, usable)), None)
+        lm.resolve_pinning(",".join(map(str, usable)), None)
 
 
 def test_cli_rejects_a_cpu_that_does_not_exist():
@@ -77,7 +78,7 @@ def test_pinner_and_pin_tree_move_a_child_and_its_threads():
                          stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "up"
-        assert lt.pin_tree(p.pid, {cpu}) >= 2
+        assert lm.pin_tree(p.pid, {cpu}) >= 2
         tasks = os.listdir(f"/proc/{p.pid}/task")
         assert all(os.sched_getaffinity(int(t)) == {cpu} for t in tasks)
     finally:
@@ -98,16 +99,16 @@ def test_validity_flag():
 def test_cpu_per_call_second_and_idle_of_some_cpus():
     # (t, cpu s, mem, active): 100 calls for 2 s using 0.2 s of CPU → 1 ms per call-second
     samples = [(0.0, 0.0, 0, 10), (1.0, 0.1, 0, 100), (2.0, 0.2, 0, 100), (3.0, 0.3, 0, 100)]
-    assert lt._cpu_ms_per_call_second(samples, 100) == 1.0
-    assert lt._cpu_ms_per_call_second(samples[:1], 100) is None
-    z = [0] * len(lt._HOST_FIELDS)
+    assert lm._cpu_ms_per_call_second(samples, 100) == 1.0
+    assert lm._cpu_ms_per_call_second(samples[:1], 100) is None
+    z = [0] * len(lm._HOST_FIELDS)
     t0 = {0: list(z), 1: list(z)}
     busy_idle = [60, 0, 0, 40, 0, 0, 0, 0]  # user 60, idle 40
     t1 = {0: [90, 0, 0, 10, 0, 0, 0, 0], 1: busy_idle}
     per = [(t0, 100), (t1, 100)]
-    assert lt._cpus_idle(per, 100, {1}) == 40.0
-    assert lt._cpus_idle(per, 100, {0, 1}) == 25.0
-    assert lt._cpus_idle(per[:1], 100, {1}) is None
+    assert lm._cpus_idle(per, 100, {1}) == 40.0
+    assert lm._cpus_idle(per, 100, {0, 1}) == 25.0
+    assert lm._cpus_idle(per[:1], 100, {1}) is None
 
 
 @two_cpus

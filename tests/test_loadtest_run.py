@@ -8,7 +8,8 @@ import random
 import subprocess
 import sys
 
-from esl_app.sim.loadtest import _PICKS, _doctors_of, caller_lines, percentile, reply_for
+from esl_app.sim.loadcallers import _PICKS, _doctors_of, caller_lines, reply_for
+from esl_app.sim.loadmeasure import percentile
 
 BOOT = ("import esl_app.__main__, sys\nfrom esl_app.sim.loadtest import main\n"
         "sys.exit(main(sys.argv[1:]))")
@@ -117,7 +118,7 @@ def test_every_line_a_caller_says_is_prepared_before_the_run():
 
 
 def test_steady_cpu_is_the_median_while_every_call_is_up():
-    from esl_app.sim.loadtest import _steady_cpu
+    from esl_app.sim.loadmeasure import _steady_cpu
 
     # (time, cumulative CPU s, memory, active): ramp, three full seconds, tail
     samples = [(0.0, 0.0, 0, 0), (1.0, 0.2, 0, 50), (2.0, 1.2, 0, 100), (3.0, 2.1, 0, 100),
@@ -139,7 +140,7 @@ for v in [float(x) for x in sys.argv[1:]]:
     values = ["0.0015"] * 90 + ["0.012"] * 9 + ["0.04"]
     for part in (values[:50], values[50:]):
         subprocess.run([sys.executable, "-c", script, *part], check=True, env=env)
-    from esl_app.sim.loadtest import _server_figures
+    from esl_app.sim.loadmeasure import _server_figures
 
     q = _server_figures(str(tmp_path))["setup_ms"]
     assert q["count"] == 100
@@ -147,7 +148,7 @@ for v in [float(x) for x in sys.argv[1:]]:
     assert 10.0 < q["p95"] <= 15.0  # inside (10, 15]
     assert 10.0 < q["p99"] <= 15.0  # rank 99 is the last of the 12 ms values
     # less a baseline (the warm-up): only the 12 and 40 ms values are left
-    from esl_app.sim.loadtest import _hist_buckets
+    from esl_app.sim.loadmeasure import _hist_buckets
 
     base = _hist_buckets(str(tmp_path))
     base["ivr_call_setup_seconds"] = {
@@ -159,7 +160,7 @@ for v in [float(x) for x in sys.argv[1:]]:
 
 
 def test_host_cpu_split_is_taken_over_the_window_with_every_call_up():
-    from esl_app.sim.loadtest import _host_split
+    from esl_app.sim.loadmeasure import _host_split
 
     # cumulative ticks: user nice system idle iowait irq softirq steal
     t0 = [0, 0, 0, 0, 0, 0, 0, 0]
@@ -176,7 +177,8 @@ def test_a_call_that_does_not_book_is_kept_with_its_last_words(tmp_path):
     """What went wrong in a run is read from the call's own conversation, not guessed."""
     from fakes.telephony import local_bot
 
-    from esl_app.sim.loadtest import UNUSUAL_LINES, _unusual, run_one_call, summarize
+    from esl_app.sim.loadcallers import UNUSUAL_LINES, _unusual, run_one_call
+    from esl_app.sim.loadtest import summarize
 
     bot_gen = local_bot(tmp_path)
     bot = next(bot_gen)
@@ -206,7 +208,7 @@ def _minimal_report() -> dict:
 
 
 def test_a_long_conversation_keeps_how_it_began_and_how_it_ended():
-    from esl_app.sim.loadtest import UNUSUAL_LINES, CallStats, _unusual
+    from esl_app.sim.loadcallers import UNUSUAL_LINES, CallStats, _unusual
 
     st = CallStats(outcome="caller_hangup", turns=14,
                    said=[f"line {i}" for i in range(40)])

@@ -16,7 +16,7 @@ from gevent import subprocess
 from esl_app.media.server import SUBPROTOCOL
 from esl_app.runtime.workers import READY_PREFIX, SOCKETS_PER_CALL, WorkerConfig, media_port_for
 from esl_app.sim.emulator.outbound import EmulatedCall
-from esl_app.sim.loadtest import _children
+from esl_app.sim.loadmeasure import _children
 from esl_app.sim.testing import REPO_TENANTS, make_db
 
 BOOT = ("import esl_app.__main__, sys\nfrom esl_app.runtime.workers import main\n"
