@@ -20,7 +20,7 @@ import importlib
 import json
 import sys
 from datetime import date
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -62,7 +62,7 @@ LAZY_COMMANDS: dict[str, str] = {
 }
 
 
-def fail(message: str, code: int = EXIT_INPUT) -> None:
+def fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
     """Print one clear line on stderr and exit non-zero (codes: see the module docstring)."""
     first = " ".join(str(message).split("\n")[0].split()) if message else "failed"
     click.echo(f"error: {first}", err=True)

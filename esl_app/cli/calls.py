@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -25,7 +25,7 @@ def _root(ctx: click.Context) -> dict[str, Any]:
     return (ctx.find_root().obj or {}) if ctx else {}
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     from esl_app.cli import fail
 
     fail(message, code)
@@ -38,7 +38,6 @@ def _hostport(value: str, option: str) -> tuple[str, int]:
         return parse_hostport(value)
     except ValueError:
         _fail(f"{option} must look like HOST:PORT, got '{value}'")
-        raise  # not reached: _fail exits
 
 
 def _tenants(ctx: click.Context):
