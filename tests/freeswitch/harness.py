@@ -141,15 +141,7 @@ class InboundEsl:
         self.reconnects = 0
 
     def connect(self) -> InboundEsl:
-        self._sock = socket.create_connection(self.addr, timeout=10)
-        self._sock.settimeout(None)
-        self._replies = gevent.queue.Queue()
-        self._reader = gevent.spawn(self._read)
-        first = self._replies.get(timeout=10)
-        assert first.content_type == "auth/request", first.headers
-        reply = self._command(f"auth {self.password}")
-        assert (reply.header("Reply-Text") or "").startswith("+OK"), reply.headers
-        self._command(f"event plain {self.EVENTS}")
+        self._open()
         return self
 
     def _read(self) -> None:
@@ -184,11 +176,12 @@ class InboundEsl:
                 why = self.notices[-1] if self.notices else "no disconnect notice"
                 sys.stderr.write(f"harness: FreeSWITCH closed the inbound ESL connection "
                                  f"({why}); reconnecting\n")
-                if self.reconnects >= 3 or not Switch().running():
+                running = Switch().running()
+                if self.reconnects >= 3 or not running:
                     raise ConnectionError(f"FreeSWITCH closed the inbound ESL connection "
-                                          f"({why}); switch running: {Switch().running()}")
+                                          f"({why}); switch running: {running}")
                 self.reconnects += 1
-                self._reconnect()
+                self._open()
                 frame = self._send(line, timeout)
         if frame is None:
             raise ConnectionError("FreeSWITCH closed the inbound ESL connection again")
@@ -202,7 +195,8 @@ class InboundEsl:
             return None
         return self._replies.get(timeout=timeout)
 
-    def _reconnect(self) -> None:
+    def _open(self) -> None:
+        """Connect (again), authenticate and subscribe to :data:`EVENTS`."""
         if self._sock is not None:
             self._sock.close()
         self._sock = socket.create_connection(self.addr, timeout=10)
@@ -210,10 +204,11 @@ class InboundEsl:
         self._replies = gevent.queue.Queue()
         self._reader = gevent.spawn(self._read)
         first = self._replies.get(timeout=10)
-        assert first is not None and first.content_type == "auth/request"
+        assert first is not None and first.content_type == "auth/request", first
         for line in (f"auth {self.password}", f"event plain {self.EVENTS}"):
             reply = self._send(line, 15)
-            assert reply is not None and (reply.header("Reply-Text") or "").startswith("+OK")
+            assert reply is not None and (reply.header("Reply-Text") or "").startswith("+OK"), \
+                (line.split()[0], reply and reply.headers)
 
     def api(self, command: str, timeout: float = 15.0) -> str:
         """``api <command>``: the body FreeSWITCH answered with."""
