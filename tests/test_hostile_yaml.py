@@ -117,15 +117,12 @@ def test_parsing_a_large_file_does_not_stall_the_hub():
 
     text = synthetic_tenants(1800)  # ~770 KB: under the size limit
     assert 600_000 < len(text) < 1_000_000
-    gaps: list[float] = []
+    ticks: list[float] = []
 
     def tick() -> None:
-        last = time.perf_counter()
         while True:
             gevent.sleep(0.005)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
+            ticks.append(time.perf_counter())
 
     ticker = gevent.spawn(tick)
     gevent.sleep(0.05)
@@ -133,11 +130,13 @@ def test_parsing_a_large_file_does_not_stall_the_hub():
     try:
         assert len(parse_tenants(text, source="big.yaml")) == 1800
     finally:
-        took = time.perf_counter() - t0
+        t1 = time.perf_counter()
         ticker.kill()
-    # Parsed on the hub, the ticker would stand still for the whole parse. Parsed in a
-    # thread, it only waits its turn for the GIL and a core: on a busy machine (CI runs
-    # two test processes at once) a turn can take a while, but never most of the parse.
-    assert len(gaps) > 10, "the ticker never ran while the file was parsed"
-    assert max(gaps) < max(0.3, took / 3), \
-        f"the hub stalled {max(gaps) * 1000:.0f} ms of a {took * 1000:.0f} ms parse"
+    # Parsed on the hub, the ticker stands still for the whole parse: not one tick falls
+    # inside it. Parsed in a thread, the ticker keeps running, though on a busy machine
+    # (CI runs two test processes beside a live FreeSWITCH) each tick may wait a while for
+    # the GIL and a core. So the test counts ticks during the parse instead of timing
+    # them: how long a tick waits is the OS scheduler's figure, not ours.
+    during = [t for t in ticks if t0 < t < t1]
+    assert len(during) >= 5, (
+        f"the hub ticked {len(during)} time(s) during a {(t1 - t0) * 1000:.0f} ms parse")
