@@ -387,3 +387,33 @@ def test_bad_reminder_settings_are_one_line_errors(setting, message):
     with pytest.raises(ConfigError, match="tenant 'sunrise': (key 'reminders|reminders)") as e:
         parse_tenants(text)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("answer,told", [
+    ("no, this is her sister", False),
+    ("I'm not him", False),
+    ("nope, I am the neighbour", False),
+    ("I'm not her mother", False),
+    ("no", False),
+    ("yes, speaking", True),
+    ("that's me", True),
+    ("this is his mother", True),
+    ("no, this is her mother", True),
+])
+def test_the_appointment_is_told_only_to_the_patient_or_a_parent(answer, told):
+    """Whoever answers hears the clinic and a first name; the doctor and the time only
+    once they say they are the patient or a parent ("this is" after a "no" is not)."""
+    from esl_app.providers.agent.base import CallContext, Utterance
+    from esl_app.reminders.agent import ReminderAgent, ReminderInfo
+
+    tenant = parse_tenants(TENANTS).get("sunrise")
+    start = datetime(2026, 12, 8, 9, 0, tzinfo=tenant.tz)
+    agent = ReminderAgent(ReminderInfo(
+        reminder_id=1, tenant_id="sunrise", code="K7M-4Q2", first_name="Ann",
+        doctor="smith", doctor_name="Dr. Sarah Smith", start=start, callback="+15550101001"))
+    call = CallContext(call_id="c1", tenant=tenant)
+    assert "Dr. Sarah Smith" not in agent.greet(call).text
+    reply = agent.respond(call, Utterance(text=answer))
+    assert ("Dr. Sarah Smith" in reply.text and "December 8" in reply.text) is told, reply
+    if not told:
+        assert (reply.action, reply.outcome) == ("hangup", "reminder_incomplete")

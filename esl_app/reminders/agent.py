@@ -13,6 +13,7 @@ any other; the state it keeps is this call's only.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -32,6 +33,8 @@ _WRONG = ("wrong number", "no one by that name", "nobody by that name", "don't k
           "do not know any", "no such person")
 _WHO = ("who is this", "who's this", "who is calling", "who's calling", "what is this about",
         "what's this about", "who are you", "sorry who")
+_SELF = ("speaking", "this is", "that's me", "that is me", "it's me", "yes it is", "i am")
+_NEGATION = re.compile(r"\bnot\b|n't\b|\bnope\b")
 _PARENT = ("parent", "mother", "father", "mom", "dad", "mum", "guardian", "her husband",
            "his wife", "my son", "my daughter", "my child", "his mother", "her mother",
            "caregiver", "carer")
@@ -150,14 +153,18 @@ class ReminderAgent:
                 f"No problem. Please ask {self.info.first_name} to call us back at "
                 f"{_spoken_number(self.info.callback)}. Goodbye.", "reminder_incomplete")
         yes = nlu.yes_no(text)
-        if yes or any(p in t for p in _PARENT) or any(
-                p in t for p in ("speaking", "this is", "that's me", "that is me", "it's me",
-                                 "yes it is", "i am")):
+        # "No, this is her sister" and "I'm not him" hold "this is" / "i am": a denial
+        # outweighs those phrases, so the appointment is told only to the patient or a
+        # parent ("No, this is her mother" is a parent, "I'm not her mother" is not).
+        denied = _NEGATION.search(t) is not None
+        parent = any(p in t for p in _PARENT) and not denied
+        itself = yes is not False and not denied and (yes or any(p in t for p in _SELF))
+        if parent or itself:
             st.step, st.misses = "confirm", 0
             return AgentReply(self._details() + " Can you make it? You can say yes, cancel "
                               "it, or change the time.",
                               hints=("yes", "cancel", "change", "reschedule"))
-        if yes is False:
+        if yes is False or denied:
             return self._bye(f"Sorry to have bothered you. Please ask "
                              f"{self.info.first_name} to call us back at "
                              f"{_spoken_number(self.info.callback)}. Goodbye.",
