@@ -13,7 +13,6 @@ import shutil
 import struct
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -337,10 +336,32 @@ def test_settings_must_be_a_mapping():
         AmdSettings.from_dict([("greeting_max_ms", 2000)])
 
 
-def test_for_tenant_reads_rate_and_amd_mapping():
-    det = AnsweringMachineDetector.for_tenant(
-        SimpleNamespace(sample_rate=16000, amd={"greeting_max_ms": 1800}))
-    assert det.sample_rate == 16000 and det.settings.greeting_max_ms == 1800
-    assert det.beep.size == 640
-    assert AnsweringMachineDetector.for_tenant(SimpleNamespace(sample_rate=8000)).settings \
-        == AmdSettings()
+def test_for_tenant_reads_rate_and_the_reminders_amd_tuning():
+    """The tuning a clinic writes under ``reminders.amd`` in tenants.yaml is the one the
+    reminder call's detector uses (the detector once looked for ``tenant.amd``, which a
+    tenant does not have, and silently kept the defaults)."""
+    from esl_app.config.tenants import parse_tenants
+
+    tenants = parse_tenants("""
+tenants:
+  - id: tuned
+    name: Tuned Clinic
+    dids: ["1001"]
+    timezone: UTC
+    hours: {mon-sun: "08:00-18:00"}
+    sample_rate: 16000
+    doctors: [{id: lee, name: Dr. Lee}]
+    reminders: {dial: "sofia/gateway/x/{number}",
+                amd: {greeting_max_ms: 1800, after_greeting_silence_ms: 600}}
+  - id: plain
+    name: Plain Clinic
+    dids: ["1002"]
+    timezone: UTC
+    hours: {mon-sun: "08:00-18:00"}
+    doctors: [{id: lee, name: Dr. Lee}]
+""")
+    det = AnsweringMachineDetector.for_tenant(tenants.get("tuned"))
+    assert det.sample_rate == 16000 and det.beep.size == 640
+    assert (det.settings.greeting_max_ms, det.settings.after_greeting_silence_ms) == (1800, 600)
+    plain = AnsweringMachineDetector.for_tenant(tenants.get("plain"))
+    assert plain.settings == AmdSettings() and plain.sample_rate == 8000

@@ -429,8 +429,12 @@ class AnsweringMachineDetector:
 
     @classmethod
     def for_tenant(cls, tenant: object) -> AnsweringMachineDetector:
-        """Build from a tenant: its ``sample_rate`` and ``amd`` (settings, mapping or absent)."""
-        amd = getattr(tenant, "amd", None)
+        """Build from a tenant: its ``sample_rate`` and ``reminders.amd`` (tenants.yaml).
+
+        The tuning lives under the tenant's ``reminders`` key (the only calls that need
+        AMD); no reminders, or no ``amd`` there, means the defaults.
+        """
+        amd = getattr(getattr(tenant, "reminders", None), "amd", None)
         settings = amd if isinstance(amd, AmdSettings) else AmdSettings.from_dict(amd)
         return cls(getattr(tenant, "sample_rate", 8000), settings)
 

@@ -144,17 +144,16 @@ class _Amd:
         self.call, self.tenant, self.callback = call, tenant, callback
 
     def run(self) -> bool:
-        from esl_app.media.amd import AmdSettings, AnsweringMachineDetector
+        from esl_app.media.amd import AnsweringMachineDetector
         from esl_app.reminders.agent import voicemail_text
 
         call, tenant = self.call, self.tenant
-        policy = tenant.reminders
         try:
-            settings = AmdSettings.from_dict(policy.amd if policy else None)
+            amd = AnsweringMachineDetector.for_tenant(tenant)  # reminders.amd tuning
         except ValueError as exc:
             log.warning("call %s: bad amd settings (%s): defaults used", call.label(), exc)
-            settings = AmdSettings()
-        amd = AnsweringMachineDetector(sample_rate=tenant.sample_rate, settings=settings)
+            amd = AnsweringMachineDetector(sample_rate=tenant.sample_rate)
+        settings = amd.settings
         listener: Any = call.listener
         answered = time.monotonic()
         frame = tenant.sample_rate // 50 * 2
