@@ -12,7 +12,7 @@ import pytest
 
 from esl_app.config.tenants import parse_tenants
 from esl_app.db import close_db
-from esl_app.db.models import Appointment, CallRecord, ReminderCall
+from esl_app.db.models import Appointment, CallRecord, ReminderCall, Slot
 from esl_app.reminders import store
 from esl_app.reminders.dialer import Dialer, originate_command
 from esl_app.reminders.scheduler import ReminderScheduler
@@ -63,9 +63,17 @@ def world(tmp_path):
     close_db()
 
 
-def _book(name: str, phone: str, *, n: int = 0) -> service.AppointmentView:
+def _book(name: str, phone: str, *, n: int = 0, **kw: str) -> service.AppointmentView:
     slot = service.search_slots("sunrise", limit=30)[10 + n]
-    return service.book("sunrise", slot.slot_id, patient_name=name, phone=phone)
+    return service.book("sunrise", slot.slot_id, patient_name=name, phone=phone, **kw)
+
+
+def _slot_at(appt: service.AppointmentView) -> Slot:
+    """The slot an appointment view starts in (views carry times, not slot ids)."""
+    from esl_app.db.models import Doctor, naive_utc
+
+    return (Slot.select().join(Doctor)
+            .where(Slot.start == naive_utc(appt.start), Doctor.slug == appt.doctor).get())
 
 
 def _when(appt: service.AppointmentView) -> datetime:
@@ -123,7 +131,7 @@ def test_cancel_move_machine_busy_no_answer_and_do_not_call(world):
     appts = {}
     for i, (number, (callee, _)) in enumerate(cases.items()):
         switch.callees[number] = callee
-        appts[number] = _book(f"Pat{i} Doe", "+1" + number, n=i)
+        appts[number] = _book(f"Pat{i} Doe", "+1" + number, n=i, notify="sms")
     skipped = _book("Listed Person", "+15550102017", n=7)
     store.add_do_not_call("sunrise", "555-010-2017")
     now = max(_when(a) for a in (*appts.values(), skipped))
@@ -137,6 +145,9 @@ def test_cancel_move_machine_busy_no_answer_and_do_not_call(world):
         lines = [t["speaker"][0] + ": " + t["text"]
                  for t in __import__("json").loads(rec.turns)] if rec else None
         assert row.outcome == outcome, (number, row.outcome, lines)
+        # every attempt has a call record with the outcome, answered or not
+        assert rec is not None and rec.outcome == outcome, (number, rec)
+        assert rec.tenant_id == "sunrise" and number not in (rec.caller or "")
     # busy and no answer are retried (max_attempts 2); the rest are done
     assert by_code[appts["5550102014"].confirmation].state == store.DUE
     assert by_code[appts["5550102013"].confirmation].state == store.DONE
@@ -144,6 +155,22 @@ def test_cancel_move_machine_busy_no_answer_and_do_not_call(world):
     assert cancelled.status == "cancelled"
     moved = service.get_appointment("sunrise", appts["5550102012"].confirmation)
     assert moved.start != appts["5550102012"].start and moved.status == "booked"
+    # the old slot is open again, the new one booked
+    assert _slot_at(appts["5550102012"]).state == "open"
+    assert _slot_at(moved).state == "booked"
+    # the changes made in the call are confirmed by text (the outbox keeps them here)
+    from esl_app.notify.outbox import list_messages
+    from esl_app.notify.templates import format_time
+
+    sent = {(m.code, m.event): m for m in list_messages("sunrise")}
+    cancel_code, move_code = (appts[n].confirmation for n in ("5550102011", "5550102012"))
+    assert sent[(cancel_code, "cancelled")].recipient == "+15550102011"
+    assert sent[(move_code, "rescheduled")].body == (
+        f"Sunrise Family Clinic: your appointment with {moved.doctor_name} has moved to "
+        f"{format_time(moved.start)}. Confirmation code: {move_code}.")
+    assert all(m.status == "kept" and m.channel == "sms" for m in sent.values())
+    assert not [k for k in sent if k[1] in ("cancelled", "rescheduled")
+                and k[0] not in (cancel_code, move_code)]
     assert store.is_do_not_call("sunrise", "+15550102016")
     listed = (ReminderCall.select().join(Appointment)
               .where(Appointment.code == skipped.confirmation).get())
@@ -233,7 +260,9 @@ ALL_DAY = TENANTS.replace('hours: {mon-sun: "08:00-18:00"}', 'hours: {mon-sun: "
                           ).replace("    agent: local\n", "    agent: local\n    stt: freeswitch\n")
 
 
-def _serve(db: str, tenants_file, fs_port: int, tmp_path, name: str):
+def _serve(db: str, tenants_file, fs_port: int, tmp_path, name: str
+           ) -> tuple[object, dict]:
+    """An ``ivr serve`` with two workers; its process and its ready report (pids)."""
     import json
     import os
     import subprocess
@@ -245,20 +274,23 @@ def _serve(db: str, tenants_file, fs_port: int, tmp_path, name: str):
                IVR_REMINDER_INTERVAL="0.3")
     proc = subprocess.Popen(
         [sys.executable, "-m", "esl_app", "--db", db, "--tenants", str(tenants_file), "serve",
-         "--workers", "1", "--esl", "127.0.0.1:0", "--media", "127.0.0.1:0", "--http",
+         "--workers", "2", "--esl", "127.0.0.1:0", "--media", "127.0.0.1:0", "--http",
          "127.0.0.1:0", "--drain-timeout", "5"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, cwd=tmp_path, text=True)
+    ready: dict = {}
     with gevent.Timeout(60):
         for line in proc.stderr:
             if line.startswith(READY_PREFIX):
-                json.loads(line[len(READY_PREFIX):])
+                ready = json.loads(line[len(READY_PREFIX):])
                 break
     gevent.spawn(lambda: [None for _ in proc.stderr])  # keep the pipe drained
-    return proc
+    return proc, ready
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_two_serve_processes_call_each_reminder_once(tmp_path, kind):
+    """Two ``ivr serve`` hosts of two workers each on one database: every reminder is
+    called once, and only each host's worker 0 (its leader) places calls."""
     import signal
 
     from fakes.scheduling import fresh_postgres_db, postgres_url
@@ -283,7 +315,10 @@ def test_two_serve_processes_call_each_reminder_once(tmp_path, kind):
             service.book("sunrise", soon[i].slot_id, patient_name=f"Host{i} Doe",
                          phone="+1" + number)
         close_db()
-        procs = [_serve(db, tenants_file, server.address[1], tmp_path, n) for n in "ab"]
+        served = [_serve(db, tenants_file, server.address[1], tmp_path, n) for n in "ab"]
+        procs = [p for p, _ in served]
+        leaders = {str(ready["workers"][0]) for _, ready in served}
+        others = {str(pid) for _, ready in served for pid in ready["workers"][1:]}
         try:
             with gevent.Timeout(60):
                 while sum(c.calls for c in switch.callees.values()) < len(numbers):
@@ -305,7 +340,9 @@ def test_two_serve_processes_call_each_reminder_once(tmp_path, kind):
         finally:
             close_db()
         assert outcomes == ["reminder_confirmed"] * len(numbers)
-        assert len(claimed_by) >= 1
+        # one leader per host places the calls: worker 0, never worker 1
+        assert claimed_by and claimed_by <= leaders and not claimed_by & others, (
+            claimed_by, leaders, others)
 
 
 # ------------------------------------------------------------------ audio: AMD and beep

@@ -84,8 +84,12 @@ class ReminderScheduler:
             entry["result"] = "answered"
             entry["call_id"] = result.uuid
             return  # the bot's call records the outcome (store.finish)
-        entry["result"] = store.record_attempt(due.id, tenant, result.outcome, now=now)
+        # the attempt's own call record (no channel reached the bot to write one)
+        call_id = f"reminder-{due.id}-{due.attempts + 1}"
+        entry["result"] = store.record_attempt(due.id, tenant, result.outcome, now=now,
+                                               call_id=call_id, cause=result.cause)
         entry["outcome"] = result.outcome
+        entry["call_id"] = call_id
         # busy / no answer are a patient's doing; anything else the operator should see
         level = logging.WARNING if result.outcome == "reminder_failed" else logging.INFO
         log.log(level, "reminder %d (%s): %s (%s), attempt %d", due.id, due.tenant_id,

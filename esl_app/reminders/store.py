@@ -20,6 +20,7 @@ from esl_app.config.tenants import Tenant, TenantSet
 from esl_app.db import database, write_txn
 from esl_app.db.models import (
     Appointment,
+    CallRecord,
     DoNotCall,
     ReminderCall,
     ReminderPause,
@@ -291,11 +292,16 @@ def claim(reminder_id: int, who: str, now: datetime | None = None) -> bool:
 
 
 def record_attempt(reminder_id: int, tenant: Tenant, outcome: str, *,
-                   now: datetime | None = None, call_id: str | None = None) -> str:
+                   now: datetime | None = None, call_id: str | None = None,
+                   cause: str = "") -> str:
     """A dial that did not reach the bot (busy, no answer, failure): retry or finish.
 
-    Returns the new state. Only the claimant calls this (the row is ``calling``).
+    With ``call_id`` the attempt also gets a call record (outcome, FreeSWITCH's cause,
+    no number), so ``ivr calls list`` shows every reminder call placed, answered or
+    not. Returns the new state. Only the claimant calls this (the row is ``calling``).
     """
+    import json
+
     assert outcome in OUTCOMES, outcome
     now_n = naive_utc(now)
     policy = tenant.reminders
@@ -308,6 +314,11 @@ def record_attempt(reminder_id: int, tenant: Tenant, outcome: str, *,
         values: dict[str, Any] = {"outcome": outcome, "updated_at": now_n}
         if call_id:
             values["call_id"] = call_id[:64]
+            usage = {"reminder": reminder_id, "attempt": row.attempts, "cause": cause[:40]}
+            CallRecord.insert(
+                call_id=call_id[:64], tenant_id=tenant.id, started_at=now_n, ended_at=now_n,
+                caller=(policy.caller_id or None) if policy is not None else None,
+                outcome=outcome, usage=json.dumps(usage)).on_conflict_ignore().execute()
         if retry:
             values.update(state=DUE, next_at=now_n + timedelta(minutes=policy.retry_minutes))
         else:
