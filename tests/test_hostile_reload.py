@@ -168,3 +168,34 @@ def test_a_bad_configuration_is_not_retried_until_it_changes():
     version[0] = 3
     source.current()
     assert len(loads) == 3
+
+
+def test_an_import_taking_every_did_of_a_clinic_with_bookings_is_refused(tmp_path):
+    """Item 3's other half: a clinic with upcoming bookings keeps a number its patients
+    can call (an import replacing all of its DIDs would make them "not in service")."""
+    from esl_app.config.tenants import parse_tenants
+    from esl_app.db.models import Did
+    from esl_app.scheduling import service
+    from esl_app.scheduling.errors import NotAllowed
+    from esl_app.scheduling.provisioning import import_tenants
+
+    text = REPO_TENANTS.read_text()
+    make_db(tmp_path, text, days=3)
+    try:
+        before = {d.number for d in Did.select().where(Did.tenant == "sunrise")}
+        moved = parse_tenants(text.replace('dids: ["1001"', 'dids: ["1991"', 1)
+                              .replace('"+15550101001"', '"+15550101991"'))
+        assert not set(moved.get("sunrise").dids) & before  # every number replaced
+        import_tenants(moved)  # no bookings yet: allowed
+        import_tenants(parse_tenants(text))  # and back
+        slot = service.search_slots("sunrise", limit=1)[0]
+        service.book("sunrise", slot.slot_id, patient_name="Ann Roe")
+        with pytest.raises(NotAllowed, match="remove all of its DIDs .* 1 upcoming"):
+            import_tenants(moved)
+        assert {d.number for d in Did.select().where(Did.tenant == "sunrise")} == before
+        keep_one = parse_tenants(text.replace('"+15550101001"', '"+15550101991"'))
+        import_tenants(keep_one)  # one number kept: allowed
+        import_tenants(moved, force=True)  # the operator insists
+        assert not {d.number for d in Did.select().where(Did.tenant == "sunrise")} & before
+    finally:
+        close_db()

@@ -202,8 +202,11 @@ def tenants() -> None:
 
 @tenants.command("import")
 @click.argument("file", required=False)
+@click.option("--force", is_flag=True,
+              help="Import even when it takes every DID from a clinic with upcoming "
+                   "appointments.")
 @click.pass_context
-def tenants_import(ctx: click.Context, file: str | None) -> None:
+def tenants_import(ctx: click.Context, file: str | None, force: bool) -> None:
     """Upsert the tenants of FILE (default: --tenants) into the database."""
     from esl_app.scheduling.provisioning import import_tenants
 
@@ -214,8 +217,8 @@ def tenants_import(ctx: click.Context, file: str | None) -> None:
         fail(str(exc))
     open_db(ctx)
     try:
-        report = import_tenants(tset)
-    except ConfigError as exc:
+        report = import_tenants(tset, force=force)
+    except (ConfigError, _scheduling_errors()) as exc:
         fail(str(exc))
     for line in report.lines():
         click.echo(line)

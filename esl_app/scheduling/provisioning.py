@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import peewee as pw
 
-from esl_app.config.tenants import ConfigError, Tenant, TenantSet, did_forms, tenants_from_data
+from esl_app.config.tenants import ConfigError, Tenant, TenantSet, did_forms, tenants_from_json
 from esl_app.db import database, write_txn
 from esl_app.db.models import Appointment, Did, Doctor, Slot, TenantRow, utcnow
 from esl_app.scheduling.errors import NotAllowed, NotFound
@@ -50,12 +50,20 @@ class ImportReport:
         return out
 
 
-def import_tenants(tenants: TenantSet) -> ImportReport:
-    """Upsert every tenant of the set in one transaction; reports what changed."""
+def import_tenants(tenants: TenantSet, *, force: bool = False) -> ImportReport:
+    """Upsert every tenant of the set in one transaction; reports what changed.
+
+    Refused (:class:`NotAllowed`, nothing written) when it would take away every number
+    of a clinic with upcoming appointments, unless ``force``: its patients could no
+    longer call to cancel or move them (issue #31; removing the clinic is
+    :func:`remove_tenant`, refused the same way).
+    """
     report = ImportReport()
     with write_txn():
         for tenant in tenants:
             _check_dids(tenant)
+            if not force:
+                _check_reachable(tenant)
         for tenant in tenants:
             _upsert(tenant, report)
     forget_tenants()
@@ -68,6 +76,28 @@ def _check_dids(tenant: Tenant) -> None:
         if forms & set(did_forms(row.number)):
             raise ConfigError(f"tenant '{tenant.id}': key 'dids': DID {row.number} already "
                               f"belongs to tenant '{row.tenant_id}'")
+
+
+def _upcoming(tenant_id: str) -> int:
+    """How many booked appointments of the tenant are still ahead."""
+    return (Appointment.select().join(Slot)
+            .where((Appointment.tenant == tenant_id) & (Appointment.status == "booked")
+                   & (Slot.start > utcnow())).count())
+
+
+def _check_reachable(tenant: Tenant) -> None:
+    """Refuse replacing all of a stored tenant's DIDs while it has upcoming bookings."""
+    stored = {d.number for d in Did.select().where(Did.tenant == tenant.id)}
+    if not stored:
+        return
+    kept = {f for did in tenant.dids for f in did_forms(did)}
+    if any(kept & set(did_forms(n)) for n in stored):
+        return
+    upcoming = _upcoming(tenant.id)
+    if upcoming:
+        raise NotAllowed(f"tenant '{tenant.id}': the import would remove all of its DIDs "
+                         f"({', '.join(sorted(stored))}) while it has {upcoming} upcoming "
+                         "appointment(s); keep one, or use --force")
 
 
 def _upsert(tenant: Tenant, report: ImportReport) -> None:
@@ -113,8 +143,7 @@ def load_tenant_set() -> TenantSet:
     """Every tenant stored in the database, as a TenantSet (for routing without a file)."""
     with database().connection_context():
         rows = list(TenantRow.select().order_by(TenantRow.id))
-    items = [json.loads(r.config) for r in rows]
-    return tenants_from_data({"tenants": items}, source="database")
+    return tenants_from_json([r.config for r in rows], source="database")
 
 
 def tenant_set_version() -> tuple[object, ...]:
@@ -137,9 +166,7 @@ def remove_tenant(tenant_id: str, *, force: bool = False) -> None:
     with write_txn():
         if TenantRow.get_or_none(TenantRow.id == tenant_id) is None:
             raise NotFound(f"unknown tenant '{tenant_id}'")
-        upcoming = (Appointment.select().join(Slot)
-                    .where((Appointment.tenant == tenant_id) & (Appointment.status == "booked")
-                           & (Slot.start > utcnow())).count())
+        upcoming = _upcoming(tenant_id)
         if upcoming and not force:
             raise NotAllowed(f"tenant '{tenant_id}' has {upcoming} upcoming appointment(s); "
                              "use --force to remove it anyway")
