@@ -207,3 +207,37 @@ def make_tenant_local(tenant):
     from esl_app.config.notifications import NotificationConfig
 
     return dataclasses.replace(tenant, notifications=NotificationConfig())
+
+
+def test_the_call_record_shows_the_confirmations_delivery(db, tmp_path):
+    """A booking call's record lists what it queued and how delivery went (SNS through
+    moto here): event, channel, status, attempts; never the number or the text."""
+    from click.testing import CliRunner
+
+    from esl_app.cli import cli
+    from esl_app.db import write_txn
+    from esl_app.db.models import CallRecord
+    from esl_app.telephony.records import get_call
+
+    start = datetime(2026, 11, 24, 14, 59)  # naive UTC, as stored; NOW is the booking
+    with mock_aws():
+        view = book(phone="+15550104444", email="pat@example.org", notify="sms")
+        with write_txn():
+            CallRecord.create(call_id="call-with-a-text", tenant_id="alpha", started_at=start,
+                              ended_at=datetime(2026, 11, 24, 15, 1), outcome="booked",
+                              confirmation=view.confirmation)
+            CallRecord.create(call_id="earlier-call", tenant_id="alpha",
+                              started_at=datetime(2026, 11, 24, 14), ended_at=start,
+                              outcome="booked", confirmation=view.confirmation)
+        before = get_call("call-with-a-text")["confirmations"]
+        assert Sender().deliver_due(now=NOW).sent == 1
+    rec = get_call("call-with-a-text")
+    assert before == [{"event": "booked", "channel": "sms", "provider": "sns",
+                       "status": "queued", "attempts": 0, "sent_at": None}]
+    (told,) = rec["confirmations"]
+    assert (told["status"], told["attempts"]) == ("sent", 1) and told["sent_at"]
+    assert "+15550104444" not in str(rec["confirmations"])
+    assert get_call("earlier-call")["confirmations"] == []  # not this call's message
+    shown = CliRunner().invoke(cli, ["--db", f"sqlite:///{tmp_path / 'ivr-test.db'}",
+                                     "calls", "show", "call-with-a-text"])
+    assert "confirmations: booked by sms sent" in shown.output, shown.output

@@ -169,6 +169,15 @@ def test_cancel_move_machine_busy_no_answer_and_do_not_call(world):
         f"Sunrise Family Clinic: your appointment with {moved.doctor_name} has moved to "
         f"{format_time(moved.start)}. Confirmation code: {move_code}.")
     assert all(m.status == "kept" and m.channel == "sms" for m in sent.values())
+    # and the call records say so: what was queued and how its delivery stands
+    from esl_app.telephony.records import get_call
+
+    for number, event in (("5550102011", "cancelled"), ("5550102012", "rescheduled")):
+        rec = get_call(by_code[appts[number].confirmation].call_id)
+        assert rec["confirmation"] == appts[number].confirmation
+        assert rec["confirmations"] == [{"event": event, "channel": "sms",
+                                         "provider": "outbox", "status": "kept",
+                                         "attempts": 0, "sent_at": None}], rec
     assert not [k for k in sent if k[1] in ("cancelled", "rescheduled")
                 and k[0] not in (cancel_code, move_code)]
     assert store.is_do_not_call("sunrise", "+15550102016")

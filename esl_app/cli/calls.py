@@ -296,6 +296,10 @@ def calls_show(ctx: click.Context, call_id: str, as_json: bool, reveal: bool) ->
         if isinstance(value, dict):
             value = json.dumps(value)
         click.echo(f"{key + ':':14} {printable(value) if value is not None else '-'}")
+    told = ", ".join(f"{c['event']} by {c['channel']} {c['status']}"
+                     for c in rec.get("confirmations") or [])
+    if told:  # the texts / e-mails this call's change queued, and their delivery
+        click.echo(f"{'confirmations:':14} {told}")
     usage = (rec.get("usage") or {}).get("usage") or {}
     cost = (rec.get("usage") or {}).get("cost") or {}
     if usage:

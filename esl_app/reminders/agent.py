@@ -355,7 +355,11 @@ class ReminderAgent:
         }.get(st.step, "Could you say that again?")
 
     def _bye(self, text: str, outcome: str) -> AgentReply:
-        return AgentReply(text, action="hangup", outcome=outcome)
+        # the appointment a confirmed or cancelled reminder was about, in the call record
+        # (as an inbound cancel has it): its confirmations are shown with the call
+        code = self.info.code if outcome in ("reminder_confirmed", "reminder_cancelled") \
+            else None
+        return AgentReply(text, action="hangup", outcome=outcome, confirmation=code)
 
     def _handoff(self, call: CallContext, why: str) -> AgentReply:
         if not call.tenant.handoff:

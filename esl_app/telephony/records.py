@@ -304,4 +304,31 @@ def get_call(call_id: str) -> dict[str, Any] | None:
             found = list(CallRecord.select().where(CallRecord.call_id.startswith(call_id))
                          .limit(2))
             rec = found[0] if len(found) == 1 else None
-        return _to_dict(rec, turns=True) if rec is not None else None
+        if rec is None:
+            return None
+        out = _to_dict(rec, turns=True)
+        out["confirmations"] = call_confirmations(rec)
+        return out
+
+
+def call_confirmations(rec: Any) -> list[dict[str, Any]]:
+    """The texts and e-mails this call's booking, cancellation or move queued.
+
+    Their delivery as the outbox knows it (``kept`` when they stay local, ``queued``,
+    ``sending``, ``sent``, ``failed``): the call record shows whether the patient was
+    told. Event, channel and status only, never the address or the text.
+    """
+    from esl_app.db.models import OutboxMessage
+
+    if not rec.confirmation or not rec.tenant_id:
+        return []
+    q = (OutboxMessage.select().where(
+        (OutboxMessage.tenant == rec.tenant_id) & (OutboxMessage.code == rec.confirmation)
+        & (OutboxMessage.created_at >= rec.started_at))
+        .order_by(OutboxMessage.id))
+    if rec.ended_at is not None:
+        q = q.where(OutboxMessage.created_at <= rec.ended_at)
+    return [{"event": m.event, "channel": m.channel, "provider": m.provider,
+             "status": m.status, "attempts": m.attempts,
+             "sent_at": m.sent_at.replace(tzinfo=UTC).isoformat() if m.sent_at else None}
+            for m in q]
