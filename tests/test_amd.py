@@ -317,6 +317,7 @@ def test_settings_defaults_and_from_dict():
     ({"min_rms": True}, "amd.min_rms: expected float, got True"),
     ({"after_greeting_silence_ms": -5}, "must not be negative"),
     ({"min_word_ms": 0}, "amd.min_word_ms: must be positive"),
+    ({"beep_wait_ms": 0}, "amd.beep_wait_ms: must be positive"),
     ({"vad_mode": 4}, "amd.vad_mode: must be 0, 1, 2 or 3"),
     ({"initial_silence_ms": 4000}, "must not exceed total_analysis_ms"),
     ({"greeting_max_ms": 3000}, "must be below total_analysis_ms"),

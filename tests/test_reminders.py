@@ -359,7 +359,7 @@ def test_two_serve_processes_call_each_reminder_once(tmp_path, kind):
 AUDIO = TENANTS.replace("    no_input_seconds: 2\n", "    no_input_seconds: 3\n    stt: local\n")
 
 
-def _machine_wav(path, rate: int = 8000) -> str:
+def _machine_wav(path, rate: int = 8000, *, beep: bool = True) -> str:
     """A recorded greeting, a pause and a 1 kHz beep, as an answering machine plays."""
     import math
     import struct
@@ -371,13 +371,13 @@ def _machine_wav(path, rate: int = 8000) -> str:
                                "the phone right now. Please leave a message after the tone.",
                                "en-us", rate, 160)
     pause = b"\0\0" * (rate // 2)
-    beep = b"".join(struct.pack("<h", int(9000 * math.sin(2 * math.pi * 1000 * i / rate)))
-                    for i in range(int(rate * 0.45)))
+    tone = b"".join(struct.pack("<h", int(9000 * math.sin(2 * math.pi * 1000 * i / rate)))
+                    for i in range(int(rate * 0.45))) if beep else b""
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
-        w.writeframes(speech + pause + beep + b"\0\0" * rate * 3)
+        w.writeframes(speech + pause + tone + b"\0\0" * rate * 3)
     return str(path)
 
 
@@ -411,6 +411,36 @@ def test_audio_machine_gets_voicemail_after_the_beep_and_a_person_the_conversati
         assert bot_turns[0]["at_ms"] / 1000 > m_usage["amd"]["beep_at"] > 5.0, m_usage
         assert p_usage["amd"]["decision"] == "human", p_usage
         assert p.outcome == "reminder_confirmed", json.loads(p_rec.turns)
+    finally:
+        server.stop()
+        bot.stop()
+        close_db()
+
+
+def test_a_machine_that_never_beeps_gets_no_message(tmp_path):
+    """Voicemail only after a beep: a greeting with no tone after it is left alone
+    (beep_wait_ms, tunable per tenant, is how long the bot waits for one)."""
+    import json
+
+    tenants = make_db(tmp_path, AUDIO + "      amd: {beep_wait_ms: 3000}\n", days=4)
+    assert tenants.get("sunrise").reminders.amd == {"beep_wait_ms": 3000}
+    bot = start_local_bot(TenantSource(tenants), audio=True)
+    switch = Switch(password=PASSWORD, time_scale=0.1)
+    server = InboundServer(switch, "127.0.0.1", 0).start()
+    try:
+        dialer = Dialer(bot.address, host="127.0.0.1", port=server.address[1],
+                        password=PASSWORD)
+        sched = ReminderScheduler(lambda: tenants, dialer, "test:nobeep")
+        machine = _book("Mac Hine", "+15550106003")
+        switch.callees["5550106003"] = Callee(
+            "machine", greeting="#wav " + _machine_wav(tmp_path / "m.wav", beep=False))
+        report = sched.run_once(_when(machine))
+        row = _wait_done([r["id"] for r in report], timeout=60)[report[0]["id"]]
+        rec = CallRecord.get(CallRecord.call_id == row.call_id)
+        usage = json.loads(rec.usage)
+        assert usage["amd"]["decision"] == "machine" and "beep_at" not in usage["amd"]
+        assert (row.outcome, rec.outcome) == ("reminder_no_answer", "reminder_no_answer")
+        assert not [t for t in json.loads(rec.turns) if t["speaker"] == "bot"]  # said nothing
     finally:
         server.stop()
         bot.stop()

@@ -78,6 +78,7 @@ class AmdSettings:
     beep_min_rms: float = 150.0        # quieter tones are ignored
     beep_max_impurity: float = 0.1     # 0 = pure sine; white noise = 2 (see BeepDetector)
     beep_min_share: float = 0.6        # least share of a frame's energy at the tone's pitch
+    beep_wait_ms: int = 30000          # after a machine verdict: no beep by then, no message
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -89,7 +90,8 @@ class AmdSettings:
             if v < 0:
                 raise ValueError(f"amd.{f.name}: must not be negative, got {v!r}")
         positive = ("greeting_max_ms", "after_greeting_silence_ms", "total_analysis_ms",
-                    "min_word_ms", "beep_min_hz", "beep_min_ms", "beep_settle_ms")
+                    "min_word_ms", "beep_min_hz", "beep_min_ms", "beep_settle_ms",
+                    "beep_wait_ms")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"amd.{name}: must be positive, got {getattr(self, name)!r}")

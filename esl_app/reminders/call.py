@@ -198,7 +198,7 @@ class _Amd:
                 if decision is not None and decision.key == "human":
                     self._await(0.8)  # no verdict comes now: only keeps the words heard
                 return True
-            beep = self._await(30.0, "beep")
+            beep = self._await(settings.beep_wait_ms / 1000.0, "beep")
             if beep is not None and isinstance(beep.value, float):  # since the answer
                 call.transcript.usage["amd"]["beep_at"] = round(beep.value, 2)
             if beep is None:
