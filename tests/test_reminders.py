@@ -455,6 +455,13 @@ def test_a_machine_that_never_beeps_gets_no_message(tmp_path):
     ('{dial: "sofia/gateway/x/{number} &park()"}', "one FreeSWITCH endpoint"),
     ('{dial: "sofia/gateway/x/{number}", amd: {bogus: 1}}', "amd: unknown setting"),
     ('{dial: "sofia/gateway/x/{number}", colour: red}', "key 'reminders.colour' is unknown"),
+    ('{dial: "sofia/gateway/x/{number}", enabled: "yes"}', "key 'enabled' must be true or"),
+    ('{dial: "sofia/gateway/x/{number}", caller_id: clinic}', "key 'caller_id' must be a phone"),
+    ('{dial: "sofia/gateway/x/{number}", max_attempts: 0}', "key 'max_attempts' must be a whole"),
+    ('{dial: "sofia/gateway/x/{number}", retry_minutes: 1}', "key 'retry_minutes' must be"),
+    ('{dial: "sofia/gateway/x/{number}", ring_seconds: 500}', "key 'ring_seconds' must be"),
+    ('{dial: "sofia/gateway/x/{number}", window: "9-17"}', "is not HH:MM-HH:MM"),
+    ("[1]", "key 'reminders' must be a mapping"),
 ])
 def test_bad_reminder_settings_are_one_line_errors(setting, message):
     from esl_app.config.tenants import ConfigError
@@ -493,3 +500,19 @@ def test_the_appointment_is_told_only_to_the_patient_or_a_parent(answer, told):
     assert ("Dr. Sarah Smith" in reply.text and "December 8" in reply.text) is told, reply
     if not told:
         assert (reply.action, reply.outcome) == ("hangup", "reminder_incomplete")
+
+
+def test_reminder_settings_survive_export_and_import():
+    """``ivr tenants export`` writes back what was read (every key the issue names)."""
+    import yaml
+
+    tenant = parse_tenants(TENANTS.replace("      ring_seconds: 10\n",
+                                           "      ring_seconds: 10\n      days: mon-fri\n"
+                                           "      amd: {greeting_max_ms: 1800}\n")
+                           ).get("sunrise")
+    exported = tenant.to_dict()["reminders"]
+    assert set(exported) == {"enabled", "hours_before", "window", "days", "max_attempts",
+                             "retry_minutes", "caller_id", "dial", "ring_seconds", "amd"}
+    again = parse_tenants(yaml.safe_dump({"tenants": [tenant.to_dict()]})).get("sunrise")
+    assert again.reminders == tenant.reminders
+    assert tenant.reminders.days == ("mon", "tue", "wed", "thu", "fri")
