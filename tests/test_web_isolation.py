@@ -152,3 +152,29 @@ def test_a_session_cookie_of_another_user_is_theirs_only(web):
     c.cookies["ivr_session"] = bob.cookies["ivr_session"]
     assert c.get("/ui/t/sunrise/today").status_code == 404
     assert c.get("/ui/t/lakeside/today").status_code == 200
+
+
+def _template(path: str) -> str:
+    """A tried path as its route template: the clinic and the ids become the route's fields."""
+    import re
+
+    path = re.sub(r"^/ui/t/[a-z]+", "/ui/t/{tenant}", path.split("?", 1)[0])
+    path = re.sub(r"/appointments/[^/]+", "/appointments/{code}", path)
+    path = re.sub(r"/calls/[^/]+", "/calls/{call_id}", path)
+    return re.sub(r"/callbacks/[^/]+/done", "/callbacks/{ticket}/done", path)
+
+
+def test_every_clinic_route_is_tried_here():
+    """A new page or form under /ui/t/{tenant} must join the lists above, or this fails."""
+    from esl_app.web.routes import web_routes
+
+    clinic_routes = {path for path, resource in web_routes() if "{tenant}" in path}
+    tried_gets = {_template(p) for p in LAKESIDE_GETS + CROSS_GETS}
+    tried_posts = {_template(p) for p, _ in POSTS}
+    for path, resource in web_routes():
+        if path not in clinic_routes:
+            continue
+        if hasattr(resource, "on_get"):
+            assert path in tried_gets, f"GET {path} is not tried with another clinic"
+        if hasattr(resource, "on_post"):
+            assert path in tried_posts, f"POST {path} is not tried with another clinic"

@@ -169,6 +169,143 @@ def test_live_page_shows_the_drain_switch(web, switch, monkeypatch):
     assert "not reachable" not in r.text
 
 
+def _use_switch(monkeypatch, address) -> None:
+    host, port = address
+    monkeypatch.setenv("FS_ESL_HOST", host)
+    monkeypatch.setenv("FS_ESL_PORT", str(port))
+    monkeypatch.setenv("FS_ESL_PASSWORD", "S3cret")
+
+
+def test_operator_turns_drain_on_and_off(web, switch, monkeypatch):
+    from esl_app.db.models import AuditLog
+
+    sw, address = switch
+    _use_switch(monkeypatch, address)
+    c = web.client("olga")
+    r = c.get("/ui/live")
+    assert 'action="/ui/live/drain"' in r.text and 'data-drain="off"' in r.text
+    r = c.post("/ui/live/drain", {"state": "on"})
+    assert r.status_code == 303 and r.headers["location"] == "/ui/live"
+    assert sw.global_vars["ivr_drain"] == "true"
+    r = c.get("/ui/live")
+    assert 'class="flash" role="status">Drain on: new calls go to the clinics' in r.text
+    assert 'data-drain="on"' in r.text  # the probe's cache was dropped
+    c.post("/ui/live/drain", {"state": "off"})
+    assert sw.global_vars["ivr_drain"] == "false"
+    assert 'data-drain="off"' in c.get("/ui/live").text
+    actions = [(a.actor, a.action, a.entity) for a in AuditLog.select()
+               .where(AuditLog.entity == "switch").order_by(AuditLog.id)]
+    assert actions == [("web:olga", "drain_on", "switch"), ("web:olga", "drain_off", "switch")]
+
+
+@pytest.mark.parametrize("who, fields, csrf, status", [
+    ("alice", {"state": "on"}, True, 403),  # staff: operators only
+    ("olga", {"state": "on"}, False, 403),  # no CSRF token
+    ("olga", {"state": "on", "csrf": "forged"}, False, 403),
+    ("olga", {"state": "maybe"}, True, 400),
+    ("olga", {}, True, 400),
+])
+def test_drain_form_refusals(web, switch, monkeypatch, who, fields, csrf, status):
+    sw, address = switch
+    _use_switch(monkeypatch, address)
+    c = web.client(who)
+    c.get("/ui/t/sunrise/today")
+    r = c.post("/ui/live/drain", fields, csrf=csrf)
+    assert r.status_code == status, r.text[-300:]
+    assert "ivr_drain" not in sw.global_vars
+
+
+def test_drain_form_from_another_origin_is_refused(web, switch, monkeypatch):
+    sw, address = switch
+    _use_switch(monkeypatch, address)
+    c = web.client("olga")
+    c.get("/ui/live")
+    r = c.post("/ui/live/drain", {"state": "on"},
+               headers={"Origin": "https://evil.example", "Host": "clinic.example"})
+    assert r.status_code == 403 and "ivr_drain" not in sw.global_vars
+
+
+def test_drain_without_a_switch_says_so(web):
+    c = web.client("olga")
+    c.get("/ui/live")
+    r = c.post("/ui/live/drain", {"state": "on"})
+    assert r.status_code == 503 and "was not changed" in r.text and "127.0.0.1:1" in r.text
+
+
+def test_set_drain_reads_the_switch_back(switch):
+    sw, (host, port) = switch
+    assert live.set_drain(True, host=host, port=port, password="S3cret") == "on"
+    assert sw.global_vars["ivr_drain"] == "true"
+    with pytest.raises(live.DrainFailed, match="password"):
+        live.set_drain(False, host=host, port=port, password="wrong")
+    assert sw.global_vars["ivr_drain"] == "true"
+
+
+def test_calls_in_progress_per_worker(web):
+    import json as _json
+
+    from esl_app.db.models import CallRecord
+
+    started = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=5)
+    for i, worker in enumerate(("host:101", "host:101", "host:202")):
+        call_id = f"work{i:04d}-0000-0000-0000-000000000000"
+        add_call(call_id, "sunrise", outcome="in_progress", started=started)
+        CallRecord.update(usage=_json.dumps({"worker": worker})).where(
+            CallRecord.call_id == call_id).execute()
+    r = web.client("olga").get("/ui/live")
+    per_worker = r.text.split('id="per-worker"', 1)[1].split("</p>", 1)[0]
+    assert '<span class="mono">host:101</span> 2' in per_worker
+    assert '<span class="mono">host:202</span> 1' in per_worker
+
+
+# ---------------------------------------------------------------- providers
+
+
+def test_providers_in_use_and_their_errors(web, registry):
+    from esl_app.db.models import OutboxMessage, utcnow
+
+    live.forget_providers()
+    errors = Counter("ivr_provider_errors", "x", ["kind", "provider"], registry=registry)
+    Counter("ivr_stt_fallbacks", "x", ["tenant", "from"], registry=registry).labels(
+        "sunrise", "aws").inc(2)
+    errors.labels("stt", "aws").inc(3)
+    now = utcnow()
+    for status, due in (("failed", now - timedelta(hours=2)), ("failed", now - timedelta(days=3)),
+                        ("queued", now - timedelta(minutes=30)), ("queued", now)):
+        OutboxMessage.create(tenant="sunrise", code="X", event="booked", channel="sms",
+                             provider="sns", recipient="+15550001111", body="b", status=status,
+                             next_attempt_at=due)
+    r = web.client("olga").get("/ui/live")
+    rows = {p.split('"', 1)[0]: p.split("</tr>", 1)[0]
+            for p in r.text.split('data-provider="')[1:]}
+    # both clinics: recogniser and voice on FreeSWITCH, the local agent
+    assert set(rows) == {"stt:freeswitch", "tts:freeswitch", "agent:local", "stt:aws",
+                         "sms:sns"}
+    assert "<td class=\"num\">2</td>" in rows["agent:local"] and "ok" in rows["agent:local"]
+    # no clinic uses aws now, but it failed within the window (the process is young)
+    assert "failing" in rows["stt:aws"] and "3 in the last 5 min" in rows["stt:aws"]
+    assert "2 calls moved to the local recogniser" in rows["stt:aws"]
+    assert "1 waiting over 5 min, 1 failed in 24 h" in rows["sms:sns"]
+    live.forget_providers()
+
+
+def test_provider_errors_age_out_of_the_window(monkeypatch):
+    live.forget_providers()
+    monkeypatch.setattr(live, "_started", 0.0)
+    metrics = {"provider_errors": {("tts", "polly"): 4}, "stt_fallbacks": {}}
+    monkeypatch.setattr(live, "providers_in_use", lambda: {("tts", "polly"): 1})
+    monkeypatch.setattr(live, "_outbox_health", lambda: {})
+    first = live.provider_health(metrics, now=1000.0)[0]
+    assert (first.recent, first.errors, first.state) == (0, 4, "warn")  # seen since 1000 s
+    assert first.since  # watched for less than the window: says since when
+    metrics["provider_errors"][("tts", "polly")] = 6
+    p = live.provider_health(metrics, now=1100.0)[0]
+    assert (p.recent, p.state) == (2, "fail")
+    p = live.provider_health(metrics, now=1400.0)[0]  # 1100 s is now the baseline
+    assert (p.recent, p.since, p.state) == (0, "", "warn")
+    live.forget_providers()
+
+
 # ---------------------------------------------------------------- over a real server
 
 

@@ -15,9 +15,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from esl_app.config.dialplan import DRAIN_VARIABLE
 from esl_app.config.settings import freeswitch_esl
 
-__all__ = ["SwitchStatus", "bar_chart", "database_health", "metrics_summary", "switch_status"]
+__all__ = ["DrainFailed", "ProviderHealth", "SwitchStatus", "bar_chart", "database_health",
+           "metrics_summary", "provider_health", "set_drain", "switch_status"]
 
 PROBE_TIMEOUT = 0.5
 PROBE_TTL = 5.0
@@ -57,12 +59,15 @@ def _read_message(reader: Any) -> tuple[dict[str, str], bytes]:
     return headers, body
 
 
-def _probe(host: str, port: int, password: str, timeout: float) -> SwitchStatus:
+def _exchange(host: str, port: int, password: str, timeout: float,
+              commands: list[str]) -> list[str]:
+    """Sign in to the inbound event socket and run ``api`` commands, under one deadline.
+
+    Raises ``gevent.Timeout``, PermissionError (password refused) or OSError/ConnectionError.
+    """
     import gevent
     from gevent import socket
 
-    where = f"{host}:{port}"
-    started = time.perf_counter()
     sock = None
     try:
         with gevent.Timeout(timeout):
@@ -76,32 +81,80 @@ def _probe(host: str, port: int, password: str, timeout: float) -> SwitchStatus:
             if not headers.get("reply-text", "").startswith("+OK"):
                 raise PermissionError("the ESL password was refused")
             answers = []
-            for command in ("global_getvar ivr_drain", "status"):
+            for command in commands:
                 sock.sendall(f"api {command}\n\n".encode())
                 _, body = _read_message(reader)
                 answers.append(body.decode("utf-8", "replace").strip())
             sock.sendall(b"exit\n\n")
-    except gevent.Timeout:
-        return SwitchStatus(where, False, error=f"no answer within {timeout:g} s",
-                            ms=(time.perf_counter() - started) * 1000)
-    except PermissionError as exc:
-        return SwitchStatus(where, False, error=str(exc),
-                            ms=(time.perf_counter() - started) * 1000)
-    except (OSError, ConnectionError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        return SwitchStatus(where, False, error=str(reason).lower(),
-                            ms=(time.perf_counter() - started) * 1000)
+            return answers
     finally:
         if sock is not None:
             try:
                 sock.close()
             except OSError:
                 pass
-    drain_value, status = answers
-    drain = "on" if drain_value.lower() in ("true", "1", "yes", "on") else "off"
+
+
+def _failure(exc: BaseException, timeout: float) -> str:
+    """One line for an operator: why the switch could not be asked (never the password)."""
+    import gevent
+
+    if isinstance(exc, gevent.Timeout):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, PermissionError):
+        return str(exc)
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(reason).lower()
+
+
+def _is_on(value: str) -> bool:
+    return value.strip().lower() in ("true", "1", "yes", "on")
+
+
+def _probe(host: str, port: int, password: str, timeout: float) -> SwitchStatus:
+    import gevent
+
+    where = f"{host}:{port}"
+    started = time.perf_counter()
+    try:
+        drain_value, status = _exchange(host, port, password, timeout,
+                                        [f"global_getvar {DRAIN_VARIABLE}", "status"])
+    except (gevent.Timeout, PermissionError, OSError, ConnectionError) as exc:
+        return SwitchStatus(where, False, error=_failure(exc, timeout),
+                            ms=(time.perf_counter() - started) * 1000)
     first = status.splitlines()[0] if status else ""
-    return SwitchStatus(where, True, status=first[:200], drain=drain,
+    return SwitchStatus(where, True, status=first[:200],
+                        drain="on" if _is_on(drain_value) else "off",
                         ms=(time.perf_counter() - started) * 1000)
+
+
+class DrainFailed(Exception):
+    """The drain switch could not be set (the message says why, for the operator)."""
+
+
+def set_drain(on: bool, *, host: str | None = None, port: int | None = None,
+              password: str | None = None, timeout: float = 2.0) -> str:
+    """Turn the dialplan's drain switch on or off (as ``ivrctl drain``) and read it back.
+
+    Drain on sends new calls straight to each clinic's human line; calls in progress go
+    on. Returns "on" or "off" as FreeSWITCH then reports it; DrainFailed if it cannot be
+    reached or reports something else. The cached probe is dropped either way.
+    """
+    import gevent
+
+    host, port, password = freeswitch_esl(host, port, password)
+    value = "true" if on else "false"
+    try:
+        _, now = _exchange(host, port, password, timeout,
+                           [f"global_setvar {DRAIN_VARIABLE}={value}",
+                            f"global_getvar {DRAIN_VARIABLE}"])
+    except (gevent.Timeout, PermissionError, OSError, ConnectionError) as exc:
+        raise DrainFailed(f"FreeSWITCH {host}:{port}: {_failure(exc, timeout)}") from None
+    finally:
+        forget_probes()
+    if _is_on(now) != on:
+        raise DrainFailed(f"FreeSWITCH still reports {DRAIN_VARIABLE}={now[:40] or 'unset'}")
+    return "on" if on else "off"
 
 
 def switch_status(*, host: str | None = None, port: int | None = None,
@@ -136,6 +189,167 @@ def database_health() -> tuple[bool, float, str]:
     except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy", shown by kind
         return False, (time.perf_counter() - started) * 1000, type(exc).__name__
     return True, (time.perf_counter() - started) * 1000, ""
+
+
+# ---------------------------------------------------------------- providers
+
+RECENT_WINDOW = 300.0  # "failing" means errors within this many seconds
+IN_USE_TTL = 60.0  # which providers the clinics use: read again after this long
+OUTBOX_LATE = 300  # seconds a queued message may wait past its time before it counts
+_KINDS = {"stt": "speech to text", "tts": "text to speech", "agent": "agent",
+          "sms": "SMS", "email": "e-mail"}
+_started = time.monotonic()
+_history: dict[tuple[str, str], list[tuple[float, int]]] = {}
+_in_use: tuple[float, int, dict[tuple[str, str], int]] | None = None
+
+
+@dataclass(frozen=True)
+class ProviderHealth:
+    """One provider the clinics use (or that failed), as the live page shows it."""
+
+    kind: str  # stt | tts | agent | sms | email
+    provider: str
+    clinics: int  # clinics configured to use it
+    errors: int = 0  # since the workers started (stt/tts/agent), or failed in 24 h (sms/email)
+    recent: int = 0  # errors within RECENT_WINDOW; for sms/email, messages overdue
+    since: str = ""  # "" when the whole window was seen, else the clock time watching began
+    fallbacks: int = 0  # calls moved to the local recogniser after this one failed
+
+    @property
+    def label(self) -> str:
+        return _KINDS.get(self.kind, self.kind)
+
+    @property
+    def state(self) -> str:
+        """The health list's class: fail (errors just now, or late messages), warn, ok."""
+        if self.recent:
+            return "fail"
+        return "warn" if self.errors or self.fallbacks else "ok"
+
+
+def _recent(key: tuple[str, str], total: int, now: float) -> tuple[int, str]:
+    """Errors of ``key`` within the window, from the totals this process has seen.
+
+    Counters only grow, so the newest total at least a window old is the baseline. Before
+    one exists: 0 if the process started within the window (every error is recent), else
+    the oldest total seen, and the time watching began.
+    """
+    seen = _history.setdefault(key, [])
+    if not seen or now - seen[-1][0] >= 10.0 or seen[-1][1] != total:
+        seen.append((now, total))
+    while len(seen) > 2 and seen[1][0] <= now - RECENT_WINDOW:
+        del seen[0]  # seen[1] is old enough to be the baseline: seen[0] never will be
+    if seen[0][0] <= now - RECENT_WINDOW:
+        return total - seen[0][1], ""
+    if now - _started <= RECENT_WINDOW:
+        return total, ""
+    began = time.strftime("%H:%M:%S", time.localtime(time.time() - (now - seen[0][0])))
+    return total - seen[0][1], began
+
+
+def providers_in_use() -> dict[tuple[str, str], int]:
+    """(kind, provider) → clinics configured for it; read from the tenants' stored config.
+
+    Cached for IN_USE_TTL seconds: the live panel is drawn every couple of seconds.
+    """
+    import json
+
+    from esl_app.db import database
+    from esl_app.db.models import TenantRow
+
+    global _in_use
+    mono = time.monotonic()
+    db = database()
+    if _in_use is not None and _in_use[1] == id(db) and mono - _in_use[0] < IN_USE_TTL:
+        return _in_use[2]
+    counts: dict[tuple[str, str], int] = {}
+    with db.connection_context():
+        configs = [c for (c,) in TenantRow.select(TenantRow.config).tuples()]
+    for raw in configs:
+        try:
+            cfg = json.loads(raw or "{}")
+        except ValueError:
+            continue
+        notify = cfg.get("notifications") or {}
+        for kind, name in (("stt", cfg.get("stt", "local")), ("tts", cfg.get("tts", "local")),
+                           ("agent", cfg.get("agent", "local")),
+                           ("sms", notify.get("sms", "outbox")),
+                           ("email", notify.get("email", "outbox"))):
+            if kind in ("sms", "email") and name == "outbox":
+                continue  # kept in the table, nothing sent: no provider to be healthy
+            key = (kind, str(name))
+            counts[key] = counts.get(key, 0) + 1
+    _in_use = (mono, id(db), counts)
+    return counts
+
+
+def _outbox_health() -> dict[tuple[str, str], tuple[int, int]]:
+    """(channel, provider) → (failed in the last 24 h, queued past their time by 5 min).
+
+    Both counts start from the sender's (status, next_attempt_at) index.
+    """
+    from datetime import timedelta
+
+    import peewee as pw
+
+    from esl_app.db import database
+    from esl_app.db.models import OutboxMessage, utcnow
+
+    now = utcnow()
+    out: dict[tuple[str, str], list[int]] = {}
+    with database().connection_context():
+        failed = (OutboxMessage.select(OutboxMessage.channel, OutboxMessage.provider,
+                                       pw.fn.COUNT(OutboxMessage.id))
+                  .where((OutboxMessage.status == "failed")
+                         & (OutboxMessage.next_attempt_at > now - timedelta(days=1)))
+                  .group_by(OutboxMessage.channel, OutboxMessage.provider).tuples())
+        for channel, provider, n in failed:
+            out.setdefault((channel, provider), [0, 0])[0] = n
+        late = (OutboxMessage.select(OutboxMessage.channel, OutboxMessage.provider,
+                                     pw.fn.COUNT(OutboxMessage.id))
+                .where((OutboxMessage.status == "queued")
+                       & (OutboxMessage.next_attempt_at < now - timedelta(seconds=OUTBOX_LATE)))
+                .group_by(OutboxMessage.channel, OutboxMessage.provider).tuples())
+        for channel, provider, n in late:
+            out.setdefault((channel, provider), [0, 0])[1] = n
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def provider_health(metrics: dict[str, Any], *, now: float | None = None
+                    ) -> list[ProviderHealth]:
+    """Every provider in use or seen failing: speech, agent and message delivery.
+
+    Speech and agent health come from ``ivr_provider_errors_total`` (and the recogniser
+    fallbacks) of every worker; SMS and e-mail from the outbox table: ``kept`` messages
+    (provider ``outbox``) never leave it and are not listed.
+    """
+    mono = time.monotonic() if now is None else now
+    in_use = providers_in_use()
+    errors: dict[tuple[str, str], int] = metrics.get("provider_errors", {})
+    fallbacks: dict[str, int] = metrics.get("stt_fallbacks", {})
+    outbox = _outbox_health()
+    keys = set(in_use) | set(errors) | {k for k in outbox if k[1] != "outbox"}
+    out = []
+    for kind, name in sorted(keys, key=lambda k: (list(_KINDS).index(k[0])
+                                                   if k[0] in _KINDS else 9, k[1])):
+        if kind in ("sms", "email"):
+            failed, late = outbox.get((kind, name), (0, 0))
+            out.append(ProviderHealth(kind, name, in_use.get((kind, name), 0), errors=failed,
+                                      recent=late))
+            continue
+        total = errors.get((kind, name), 0)
+        recent, since = _recent((kind, name), total, mono)
+        out.append(ProviderHealth(kind, name, in_use.get((kind, name), 0), errors=total,
+                                  recent=recent, since=since,
+                                  fallbacks=fallbacks.get(name, 0) if kind == "stt" else 0))
+    return out
+
+
+def forget_providers() -> None:
+    """Drop the providers-in-use cache and error history (tests; a reloaded config)."""
+    global _in_use
+    _in_use = None
+    _history.clear()
 
 
 # ---------------------------------------------------------------- metrics
@@ -203,8 +417,15 @@ def metrics_summary(registry: Any = None) -> dict[str, Any]:
     active = sum(int(s.value) for s in samples("ivr_calls_active") if s.name == "ivr_calls_active")
     barge = sum(int(s.value) for s in samples("ivr_barge_ins")
                 if s.name == "ivr_barge_ins_total")
+    provider_errors: dict[tuple[str, str], int] = {}
+    for smp in samples("ivr_provider_errors"):
+        if smp.name == "ivr_provider_errors_total":
+            key = (smp.labels.get("kind", ""), smp.labels.get("provider", ""))
+            provider_errors[key] = provider_errors.get(key, 0) + int(smp.value)
     return {
         "active": active,
+        "provider_errors": provider_errors,
+        "stt_fallbacks": counter("ivr_stt_fallbacks", "from"),
         "calls": counter("ivr_calls", "outcome"),
         "bookings": counter("ivr_bookings", "action"),
         "barge_ins": barge,

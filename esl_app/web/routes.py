@@ -39,7 +39,7 @@ from esl_app.scheduling.text import BadText, field_text
 from esl_app.web import auth, data, live
 from esl_app.web.render import render, static_file
 
-__all__ = ["PREFIX", "WebConfig", "create_web_app", "web_config"]
+__all__ = ["PREFIX", "WebConfig", "create_web_app", "web_config", "web_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ _FLASH = {
     "no_show": "{code}: marked no-show.",
     "clear": "{code}: attendance cleared.",
     "done": "Callback {code} marked done.",
+    "drain_on": "Drain on: new calls go to the clinics' own lines.",
+    "drain_off": "Drain off: the bot takes new calls again.",
 }
 _STATUS = {NotFound: falcon.HTTP_404, SlotTaken: falcon.HTTP_409, NotAllowed: falcon.HTTP_409,
            InvalidRequest: falcon.HTTP_422}
@@ -705,10 +707,14 @@ def live_context(cfg: WebConfig) -> dict[str, Any]:
     """Everything the live panel shows (calls in progress, health, metrics)."""
     db_ok, db_ms, db_error = live.database_health()
     calls = data.calls_in_progress() if db_ok else []
+    per_worker: dict[str, int] = {}
+    for c in calls:
+        per_worker[c["worker"] or "?"] = per_worker.get(c["worker"] or "?", 0) + 1
     metrics = live.metrics_summary(cfg.registry)
     return {
-        "calls": calls, "db_ok": db_ok, "db_ms": db_ms, "db_error": db_error,
-        "switch": live.switch_status(), "metrics": metrics,
+        "calls": calls, "per_worker": sorted(per_worker.items()), "db_ok": db_ok,
+        "db_ms": db_ms, "db_error": db_error, "switch": live.switch_status(),
+        "providers": live.provider_health(metrics) if db_ok else [], "metrics": metrics,
         "outcome_chart": live.bar_chart(list(metrics["calls"].items())[:8]),
         "booking_chart": live.bar_chart(list(metrics["bookings"].items())),
         "turn_chart": live.histogram_chart(metrics["turn_latency"]),
@@ -722,6 +728,28 @@ class _Live:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         _page(req, resp, "live.html", section="live", **live_context(req.context.cfg))
+
+
+class _Drain:
+    """Drain on or off (as ``ivrctl drain``), for operators; audited like every change."""
+
+    access = "operator"
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        state = req.context.form.get("state", "")
+        if state not in ("on", "off"):
+            raise falcon.HTTPBadRequest(description="The drain switch is either on or off.")
+        user = req.context.session.user
+        try:
+            live.set_drain(state == "on")
+        except live.DrainFailed as exc:
+            raise falcon.HTTPServiceUnavailable(
+                description=f"The drain switch was not changed: {exc}.") from None
+        with write_txn():
+            audit.record(user.tenant_id, user.actor, f"drain_{state}", "switch", "")
+        log.info("drain %s from the dashboard", state)  # who: the audit log
+        _set_flash(resp, req.context.secure, f"drain_{state}")
+        raise _redirect(f"{PREFIX}/live")
 
 
 def _sse(event: str, text: str) -> bytes:
@@ -788,18 +816,10 @@ class _Static:
 # ---------------------------------------------------------------- the app
 
 
-def create_web_app(cfg: WebConfig | None = None) -> falcon.App:
-    """The dashboard as its own falcon app (HTML errors; the API keeps its JSON ones)."""
-    cfg = cfg or web_config()
-    app = falcon.App(middleware=[_Guard(cfg)])
-    app.req_options.auto_parse_qs_csv = False
-    app.req_options.strip_url_path_trailing_slash = True
-    app.req_options.keep_blank_qs_values = False
-    app.set_error_serializer(_html_error)
-    app.add_error_handler(Exception, _unexpected_error)
-    app.add_error_handler(SchedulingError, _scheduling_error)
+def web_routes() -> list[tuple[str, Any]]:
+    """Every URL template of the dashboard and its resource (the isolation tests walk it)."""
     t = PREFIX + "/t/{tenant}"
-    routes: list[tuple[str, Any]] = [
+    return [
         (PREFIX, _Root()),
         (PREFIX + "/login", _Login()),
         (PREFIX + "/logout", _Logout()),
@@ -807,6 +827,7 @@ def create_web_app(cfg: WebConfig | None = None) -> falcon.App:
         (PREFIX + "/switch", _Switch()),
         (PREFIX + "/live", _Live()),
         (PREFIX + "/live/events", _LiveEvents()),
+        (PREFIX + "/live/drain", _Drain()),
         (PREFIX + "/static/{name}", _Static()),
         (t, _TenantRoot()),
         (t + "/today", _Today()),
@@ -822,6 +843,18 @@ def create_web_app(cfg: WebConfig | None = None) -> falcon.App:
         (t + "/callbacks/{ticket}/done", _CallbackDone()),
         (t + "/reminders", _Reminders()),
     ]
-    for path, resource in routes:
+
+
+def create_web_app(cfg: WebConfig | None = None) -> falcon.App:
+    """The dashboard as its own falcon app (HTML errors; the API keeps its JSON ones)."""
+    cfg = cfg or web_config()
+    app = falcon.App(middleware=[_Guard(cfg)])
+    app.req_options.auto_parse_qs_csv = False
+    app.req_options.strip_url_path_trailing_slash = True
+    app.req_options.keep_blank_qs_values = False
+    app.set_error_serializer(_html_error)
+    app.add_error_handler(Exception, _unexpected_error)
+    app.add_error_handler(SchedulingError, _scheduling_error)
+    for path, resource in web_routes():
         app.add_route(path, resource)
     return app
