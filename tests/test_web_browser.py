@@ -1,8 +1,10 @@
 """The dashboard in a real browser: headless Chromium driven by Selenium.
 
-Signs in, books and cancels through the pages, marks a callback done, watches a live
-call appear on the operators' page (server-sent events) while an emulated call runs and
-leave when it hangs up, then reads every page again with JavaScript off. Each page is
+Signs in, books and cancels through the pages, moves a booking and marks a patient
+arrived, reads a call, marks a callback done, reads the reminders, turns drain on and off
+on the operators' live page and watches a live call appear there (server-sent events)
+while an emulated call runs and leave when it hangs up, then reads every page again with
+JavaScript off. Each page is
 saved as a screenshot under the test's tmp dir and copied to a stable folder
 (``var/screenshots/dashboard`` in the checkout, or ``$IVR_SCREENSHOT_DIR``) that the test
 prints. Needs Debian's ``chromium`` and ``chromium-driver`` (``./dev test`` installs them).
@@ -22,9 +24,11 @@ from test_web_helpers import PASSWORD, TENANTS, build_env, cheap_hashes_fixture 
 
 from esl_app.config.tenants import parse_tenants
 from esl_app.db import close_db
-from esl_app.db.models import Appointment, CallbackTicket, CallRecord
+from esl_app.db.models import Appointment, Attendance, AuditLog, CallbackTicket, CallRecord
 from esl_app.http.app import serve_http
-from esl_app.web import routes
+from esl_app.sim.emulator.core import Switch
+from esl_app.sim.emulator.inbound import InboundServer
+from esl_app.web import live, routes
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -88,14 +92,39 @@ class Shots:
 
 
 @pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, str]]:
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+         ) -> Iterator[tuple[Any, str, Switch]]:
+    """The dashboard on ``serve_http``, and an emulated switch answering its event socket."""
     monkeypatch.setattr(routes, "LIVE_TICK", 0.3)
-    monkeypatch.setenv("FS_ESL_PORT", "1")
+    switch = Switch(password="S3cret")
+    esl = InboundServer(switch, "127.0.0.1", 0).start()
+    monkeypatch.setenv("FS_ESL_HOST", esl.address[0])
+    monkeypatch.setenv("FS_ESL_PORT", str(esl.address[1]))
+    monkeypatch.setenv("FS_ESL_PASSWORD", "S3cret")
+    live.forget_probes()
+    live.forget_providers()
     env = build_env(tmp_path)
     server = serve_http("127.0.0.1", 0)
-    yield env, f"http://127.0.0.1:{server.server_port}"
+    yield env, f"http://127.0.0.1:{server.server_port}", switch
     server.stop(timeout=1)
+    esl.stop()
+    live.forget_probes()
+    live.forget_providers()
     close_db()
+
+
+def _reminder_data(env: Any) -> None:
+    """A reminder that was called and one still due, and a do-not-call entry, for sunrise."""
+    from esl_app.db.models import ReminderCall
+    from esl_app.reminders import store
+
+    for key, state, outcome in (("sunrise-later", "done", "reminder_confirmed"),
+                                ("sunrise-today", "due", None)):
+        appt = Appointment.get(Appointment.code == env.codes[key])
+        ReminderCall.create(tenant="sunrise", appointment=appt.id, hours_before=24,
+                            due_at=appt.slot.start, next_at=appt.slot.start, state=state,
+                            attempts=1 if outcome else 0, outcome=outcome)
+    store.add_do_not_call("sunrise", "+1 555 000 4321", source="call")
 
 
 def _sign_in(driver: Any, base: str, username: str) -> None:
@@ -108,19 +137,24 @@ def _sign_in(driver: Any, base: str, username: str) -> None:
 
 
 def test_dashboard_in_a_real_browser(site, tmp_path, capsys):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     from esl_app.sim.simulate import SimCall, start_local_bot
 
-    env, base = site
+    env, base, switch = site
+    _reminder_data(env)
     shots = Shots(tmp_path)
     driver = _driver()
     bot = None
     sim = None
     try:
-        wait = WebDriverWait(driver, 10, poll_frequency=0.1)
+        # the live panel is replaced by each server-sent update: an element found a moment
+        # ago may be gone, so live checks are waits that look again
+        wait = WebDriverWait(driver, 10, poll_frequency=0.1,
+                             ignored_exceptions=(StaleElementReferenceException,))
         # -- sign in: the wrong password first
         driver.get(base + "/ui/")
         assert "/ui/login" in driver.current_url
@@ -169,6 +203,27 @@ def test_dashboard_in_a_real_browser(site, tmp_path, capsys):
         assert Appointment.get(Appointment.code == code).status == "cancelled"
         shots.take(driver, "cancelled")
 
+        # -- move another booking to a free time, then mark today's patient arrived
+        later = env.codes["sunrise-later"]
+        before = Appointment.get(Appointment.code == later).slot_id
+        driver.get(f"{base}/ui/t/sunrise/appointments/{later}")
+        driver.find_element(By.CSS_SELECTOR, "#move-h ~ form button").click()
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "input[name=slot]")))
+        driver.find_elements(By.CSS_SELECTOR, "input[name=slot]")[-1].click()
+        shots.take(driver, "appointment-move")
+        driver.find_element(By.CSS_SELECTOR, "form[action$='/move'] button.primary").click()
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash"),
+                                                    f"Appointment {later} moved."))
+        moved = Appointment.get(Appointment.code == later)
+        assert moved.slot_id != before and moved.status == "booked"
+        driver.get(base + "/ui/t/sunrise/today")
+        driver.find_element(By.CSS_SELECTOR, "button[name=state][value=arrived]").click()
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash"),
+                                                    "marked arrived"))
+        assert Attendance.select().count() == 1
+        assert AuditLog.select().where(AuditLog.actor == "web:alice").count() > 0
+        shots.take(driver, "today-arrived")
+
         # -- calls, a transcript, callbacks, reminders
         driver.get(base + "/ui/t/sunrise/calls")
         shots.take(driver, "calls")
@@ -180,7 +235,13 @@ def test_dashboard_in_a_real_browser(site, tmp_path, capsys):
         driver.find_element(By.CSS_SELECTOR, "form[action$='/done'] button").click()
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".flash")))
         assert CallbackTicket.get_by_id(env.tickets["sunrise"]).status == "done"
+        # another clinic's page is a plain "no such clinic" page
+        driver.get(base + "/ui/t/lakeside/today")
+        assert "Lakeside" not in driver.page_source
+        shots.take(driver, "not-found")
         driver.get(base + "/ui/t/sunrise/reminders")
+        assert "reminder confirmed" in driver.page_source.lower()
+        assert "********21" in driver.page_source  # the do-not-call number, masked
         shots.take(driver, "reminders")
         driver.find_element(By.CSS_SELECTOR, "form[action='/ui/logout'] button").click()
         wait.until(ec.url_contains("/ui/login"))
@@ -192,16 +253,30 @@ def test_dashboard_in_a_real_browser(site, tmp_path, capsys):
         driver.get(base + "/ui/live")
         wait.until(lambda d: d.find_element(By.ID, "live").get_attribute("data-live")
                    == "connected")
-        assert driver.find_element(By.ID, "live-count").text == "0"
+        wait.until(lambda d: d.find_element(By.ID, "live-count").text == "0")
+        wait.until(lambda d: d.find_element(By.ID, "drain-state").get_attribute("data-drain")
+                   == "off")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#providers tr[data-provider]"))
         shots.take(driver, "live-idle")
+        driver.find_element(By.ID, "drain-on").click()
+        wait.until(ec.alert_is_present()).accept()
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash"), "Drain on"))
+        assert switch.global_vars["ivr_drain"] == "true"
+        wait.until(lambda d: d.find_element(By.ID, "drain-state").get_attribute("data-drain")
+                   == "on")
+        shots.take(driver, "live-drain-on")
+        driver.find_element(By.ID, "drain-off").click()
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash"), "Drain off"))
+        assert switch.global_vars["ivr_drain"] == "false"
+        wait.until(lambda d: d.find_element(By.ID, "live").get_attribute("data-live")
+                   == "connected")
         bot = start_local_bot(parse_tenants(TENANTS))
         sim = SimCall(bot.address, "1001", "+15550104242", time_scale=0.05).start()
         assert sim.act("I would like to book an appointment")
         call_id = sim.call.uuid
-        row = wait.until(ec.presence_of_element_located(
-            (By.CSS_SELECTOR, f"tr[data-call='{call_id}']")))
-        assert "sunrise" in row.text and "**********42" in row.text
-        assert driver.find_element(By.ID, "live-count").text == "1"
+        wait.until(lambda d: "sunrise" in (row := d.find_element(
+            By.CSS_SELECTOR, f"tr[data-call='{call_id}']")).text and "**********42" in row.text)
+        wait.until(lambda d: d.find_element(By.ID, "live-count").text == "1")
         shots.take(driver, "live-call")
         sim.call.hang_up()
         assert sim.call.wait_ended(10)
