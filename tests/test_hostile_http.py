@@ -198,3 +198,41 @@ def test_limits_come_from_arguments_then_environment(monkeypatch):
                 http_limits()
     with pytest.raises(ValueError, match="max_connections"):
         http_limits(max_connections=0)
+
+
+def test_a_trickled_body_is_cut_at_the_deadline(monkeypatch):
+    """A head at once, then its body one byte at a time: the body has a deadline too."""
+    with server(monkeypatch, header_timeout="1") as port:
+        for path in (b"/v1/tenants/sunrise/appointments", b"/healthz"):  # read, unread
+            s = connect(port)
+            s.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      b"application/json\r\nContent-Length: 16000\r\n\r\n{")
+            started = time.monotonic()
+            s.settimeout(0.25)
+            got = b""
+            while time.monotonic() - started < 4:
+                try:
+                    chunk = s.recv(65536)
+                except TimeoutError:
+                    s.sendall(b" ")
+                    continue
+                if not chunk:
+                    break
+                got += chunk
+            s.close()
+            assert time.monotonic() - started < 3, (path, got[:60])
+            assert got.startswith((b"HTTP/1.1 401 ", b"HTTP/1.1 405 ")), got[:60]
+
+
+def test_a_broken_or_slow_body_read_by_the_api_is_4xx_not_500(monkeypatch):
+    from esl_app.scheduling.tokens import issue_token
+
+    auth = b"Authorization: Bearer " + issue_token("sunrise").encode() + b"\r\n"
+    head = (b"POST /v1/tenants/sunrise/appointments HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n" + auth)
+    with server(monkeypatch, header_timeout="1") as port:
+        took, status, body = request(port, head + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
+        assert status == 400 and body == {"error": "the body could not be read"}
+        took, status, body = request(port, head + b"Content-Length: 100\r\n\r\n{", timeout=4)
+        assert status == 408 and body == {"error": "the request body did not arrive in time"}
+        assert took < 3

@@ -28,7 +28,7 @@ import falcon
 import gevent
 import peewee
 from gevent.pool import Pool
-from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, WSGIServer
+from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, WSGIServer, _InvalidClientInput
 from prometheus_client import CollectorRegistry
 
 from esl_app.config.tenants import Tenant
@@ -151,7 +151,14 @@ def _json_body(req: falcon.Request) -> dict[str, Any]:
     ctype = (req.content_type or "").split(";", 1)[0].strip().lower()
     if ctype and ctype != "application/json" and not ctype.endswith("+json"):
         raise falcon.HTTPUnsupportedMediaType(description="the body must be application/json")
-    raw = req.stream.read(MAX_BODY + 1)
+    try:
+        raw = req.stream.read(MAX_BODY + 1)
+    except SlowBody:
+        raise falcon.HTTPError(falcon.HTTP_408, description="the request body did not "
+                               "arrive in time", headers={"Connection": "close"}) from None
+    except (OSError, ValueError):  # a broken chunked body, a client gone mid-body
+        raise falcon.HTTPBadRequest(description="the body could not be read",
+                                    headers={"Connection": "close"}) from None
     if len(raw) > MAX_BODY:
         raise falcon.HTTPContentTooLarge(description=f"the body exceeds {MAX_BODY} bytes")
     try:
@@ -504,6 +511,39 @@ _MESSAGES = {
 _BUSY = _error_response(503, _MESSAGES[503])
 
 
+class SlowBody(_InvalidClientInput):
+    """The request body did not arrive within ``header_timeout`` of the head's end."""
+
+
+class _BodyReader:
+    """The socket's reader as the request body's ``Input`` sees it: one deadline.
+
+    Without it a client could send a head at once and then its body one byte a
+    minute, holding its slot for good (pywsgi also reads an unread body to its end
+    before the next request, with no bound on time).
+    """
+
+    def __init__(self, fp: Any, seconds: float) -> None:
+        self.fp = fp
+        self.end = time.monotonic() + seconds
+
+    def _within(self, fn: Callable[..., bytes], *args: Any) -> bytes:
+        left = self.end - time.monotonic()
+        if left > 0:
+            with gevent.Timeout(left, False):
+                return fn(*args)
+        raise SlowBody("the request body did not arrive in time")
+
+    def read(self, *args: Any) -> bytes:
+        return self._within(self.fp.read, *args)
+
+    def readline(self, *args: Any) -> bytes:
+        return self._within(self.fp.readline, *args)
+
+    def peek(self, *args: Any) -> bytes:
+        return self._within(self.fp.peek, *args)
+
+
 class _Reject(Exception):
     """Answer with ``status`` (a server-level error) and close."""
 
@@ -599,6 +639,14 @@ class _ApiHandler(WSGIHandler):
             self.close_connection = True
         return ok  # type: ignore[no-any-return]
 
+    def get_environ(self) -> dict[str, Any]:
+        """The environ of pywsgi, with the body read under its own deadline (_BodyReader)."""
+        env = super().get_environ()
+        body = getattr(self, "wsgi_input", None)
+        if body is not None and env.get("wsgi.input") is body:
+            body.rfile = _BodyReader(body.rfile, self._limits.header_timeout)
+        return env
+
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: Any = None) -> Any:
         if self.overflow:  # say so: the client must not reuse this connection
@@ -609,6 +657,8 @@ class _ApiHandler(WSGIHandler):
         """A malformed or over-limit head: its status (no traceback, no ERROR log)."""
         if isinstance(ex, _Reject):
             return (str(ex.status), b"")
+        if isinstance(ex, SlowBody):
+            return ("408", b"")
         if isinstance(ex, HTTPException):  # http.client: more than 100 header lines
             return ("431", b"")
         log.debug("malformed HTTP request refused: %s", type(ex).__name__)
