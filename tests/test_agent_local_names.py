@@ -53,6 +53,11 @@ def test_a_guess_only_where_a_name_stands(text, expected):
     ("monday good", "Monday Good", None, True),
     ("april johnson", "April Johnson", None, True),
     ("it's for my mother, helen park", "Helen Park", None, False),
+    # the words leading into a spelling are not part of the name
+    ("it is joan nguyen that is n g u y e n", "Joan Nguyen", "NGUYEN", False),
+    ("my name is joan nguyen that is spelled n g u y e n", "Joan Nguyen", "NGUYEN", False),
+    ("maria nott and that is spelled n o t t", "Maria Nott", "NOTT", False),
+    ("ann which is a n n", "Ann", "ANN", False),
 ])
 def test_names_said_spelled_or_both(text, name, spelled, doubtful):
     got = nlu.parse_name_answer(text)

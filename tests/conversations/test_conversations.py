@@ -94,6 +94,10 @@ def _check(res: Result, tenants) -> list[str]:
         surname = p.name.split()[-1].lower()
         if surname not in appt.patient_name.lower():
             problems.append(f"name stored as {appt.patient_name!r}")
+        elif p.say_name and appt.patient_name != p.name:
+            # said and spelled at once: understood the first time, not after the
+            # driver fell back to spelling the surname alone
+            problems.append(f"name stored as {appt.patient_name!r}, said as {p.say_name!r}")
     if p.existing:
         appt = Appointment.get(Appointment.code == p.existing["code"])
         if p.expect == "cancelled" and appt.status != "cancelled":
@@ -118,6 +122,16 @@ def _check(res: Result, tenants) -> list[str]:
         held = Slot.select().where(Slot.state == "held").count()
         problems.append(f"{held} slot(s) still held after the call")
     return problems
+
+
+def _exchange(res: Result) -> list[str]:
+    """The call as the bot and the caller said it, for a failure message."""
+    turns = res.transcript.get("turns") or []
+    if turns:
+        return [f"      {'bot' if t['speaker'] == 'bot' else 'caller'}: {t['text']}"
+                for t in turns]
+    return [f"      [{asked}] -> {said}"
+            for asked, said in zip(res.asked, res.said, strict=False)]
 
 
 def test_conversation_corpus(served):
@@ -146,8 +160,10 @@ def test_conversation_corpus(served):
     for pid, problems in failed.items():
         res = next(r for r in results if r.persona.id == pid)
         lines.append(f"  {pid}: {'; '.join(problems)}")
-        for asked, said in zip(res.asked, res.said, strict=False):
-            lines.append(f"      [{asked}] -> {said}")
+        lines += _exchange(res)
+    if longest.caller_turns > 20 and longest.persona.id not in failed:
+        lines.append(f"  {longest.persona.id}: {longest.caller_turns} caller turns")
+        lines += _exchange(longest)
     print("\n".join(lines), file=sys.stderr)
     assert not failed, "\n".join(lines)
     assert statistics.median(booked) <= 6, lines[0]

@@ -179,6 +179,10 @@ def parse_name_answer(t: str, *, strict: bool = False) -> NameAnswer | None:
     t = re.sub(r"\b(?:with|without) (?:a|an|no|one|two|double) [a-z](?: [a-z])?s?\b", " ", t)
     t = re.sub(r"\b(?:no|not) [a-z]\b$", " ", t)  # "ann, no e"
     t = " ".join(w for w in t.split() if w not in _FILLERS)
+    # "joan nguyen, that's n g u y e n": the words that lead into a spelling are not
+    # part of the name ("that" would otherwise refuse the whole answer)
+    t = re.sub(r"\b(?:and )?(?:that|which|this|it) is(?= (?:spelled |spelt )?[a-z] [a-z]\b)",
+               " ", t)
     t = re.sub(r"^(?:the |my |his |her )?name (?:would be|will be|should be|is) ", "", t)
     t = _strip(t)
     t = re.sub(r"^(?:mister|mr|mrs|ms|miss|missus|misses|mx) ", "", t)
