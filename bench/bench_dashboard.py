@@ -4,8 +4,9 @@
         [--calls-per-day 15] [--samples 60] [--db PATH]
 
 Builds the database in a temp dir with bulk inserts (raw ``executemany`` into the schema
-``init_db`` made: a year of slots, appointments, attendance, audit entries, calls with
-their transcripts, callback tickets), then times each page through the WSGI app as
+``init_db`` made: a year of slots, appointments, attendance, audit entries, reminder
+calls, SMS confirmations in the outbox, do-not-call lists, calls with their transcripts,
+callback tickets), then times each page through the WSGI app as
 ``ivr serve`` mounts it: from the request to the last byte of the body, over clinics
 picked at random, and prints p50/p95 per page. Target: every page under 100 ms.
 ``--db`` of an earlier run measures again without regenerating.
@@ -47,6 +48,10 @@ ZONES = ["America/New_York", "America/Chicago", "America/Denver", "America/Los_A
 OUTCOMES = (["booked"] * 45 + ["handoff"] * 15 + ["completed"] * 15 + ["caller_hangup"] * 12
             + ["cancelled"] * 4 + ["rescheduled"] * 3 + ["message_taken"] * 3
             + ["no_input"] * 2 + ["error"])
+REMINDER_OUTCOMES = (["reminder_confirmed"] * 60 + ["reminder_no_answer"] * 15
+                     + ["reminder_voicemail"] * 15 + ["reminder_cancelled"] * 5
+                     + ["reminder_rescheduled"] * 3 + ["reminder_declined"] * 2)
+DO_NOT_CALL_PER_TENANT = 40
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 PASSWORD = "bench password 1"
 FMT = "%Y-%m-%d %H:%M:%S"
@@ -117,6 +122,8 @@ def build(path: str, args: argparse.Namespace, rnd: random.Random) -> dict[str, 
     appt_rows: list[tuple[Any, ...]] = []
     att_rows: list[tuple[Any, ...]] = []
     audit_rows: list[tuple[Any, ...]] = []
+    reminder_rows: list[tuple[Any, ...]] = []
+    outbox_rows: list[tuple[Any, ...]] = []
     slot_id = appt_id = 0
     info: dict[str, Any] = {"codes": {}, "future_codes": {}, "free": {}, "busy_day": {}}
     for t in tset:
@@ -147,6 +154,22 @@ def build(path: str, args: argparse.Namespace, rnd: random.Random) -> dict[str, 
                                               "booked", None, str(slot_id), created, created))
                             audit_rows.append((created, t.id, "lambda", "create", "appointment",
                                                code, json.dumps({"slot": slot_id})))
+                            # a reminder call the day before, and the SMS confirmation
+                            due = (start - timedelta(hours=24)).strftime(FMT)
+                            if start - timedelta(hours=24) < now:
+                                outcome_r = rnd.choice(REMINDER_OUTCOMES)
+                                reminder_rows.append((t.id, appt_id, 24, due, due, "done", 1,
+                                                      outcome_r, due))
+                            else:
+                                reminder_rows.append((t.id, appt_id, 24, due, due, "due", 0,
+                                                      None, created))
+                            failed = rnd.random() < 0.01
+                            outbox_rows.append((t.id, code, "booked", "sms", "sns",
+                                                f"+1555{appt_id % 10_000_000:07d}",
+                                                f"Booked {code}.",
+                                                "failed" if failed else "sent", 1, created,
+                                                "InvalidParameter" if failed else "", created,
+                                                created, None if failed else created))
                             if past:
                                 state_a = "arrived" if rnd.random() < 0.92 else "no_show"
                                 att_rows.append((appt_id, t.id, state_a, "web:bench",
@@ -171,9 +194,23 @@ def build(path: str, args: argparse.Namespace, rnd: random.Random) -> dict[str, 
                     "marked_by, marked_at) VALUES (?, ?, ?, ?, ?)", att_rows)
     con.executemany("INSERT INTO audit_log (at, tenant_id, actor, action, entity, entity_id, "
                     "detail) VALUES (?, ?, ?, ?, ?, ?, ?)", audit_rows)
+    con.executemany("INSERT INTO reminder_call (tenant_id, appointment_id, hours_before, "
+                    "due_at, next_at, state, attempts, outcome, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", reminder_rows)
+    con.executemany("INSERT INTO outbox (tenant_id, code, event, channel, provider, "
+                    "recipient, subject, body, status, attempts, next_attempt_at, last_error, "
+                    "provider_id, created_at, updated_at, sent_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, '', ?, ?, ?)", outbox_rows)
+    dnc_rows = [(t.id, f"1555{rnd.randrange(10**7):07d}", rnd.choice(("call", "cli", "web")),
+                 (now - timedelta(days=rnd.randint(0, args.days))).strftime(FMT))
+                for t in tset for _ in range(DO_NOT_CALL_PER_TENANT)]
+    con.executemany("INSERT OR IGNORE INTO do_not_call (tenant_id, phone, source, created_at) "
+                    "VALUES (?, ?, ?, ?)", dnc_rows)
     counts = {"slots": len(slot_rows), "appointments": len(appt_rows),
-              "attendance": len(att_rows), "audit": len(audit_rows)}
-    del slot_rows, appt_rows, att_rows, audit_rows
+              "attendance": len(att_rows), "audit": len(audit_rows),
+              "reminder calls": len(reminder_rows), "outbox": len(outbox_rows),
+              "do-not-call": len(dnc_rows)}
+    del slot_rows, appt_rows, att_rows, audit_rows, reminder_rows, outbox_rows
     # calls, in the order they started (as a live system records them), and tickets
     call_rows: list[tuple[Any, ...]] = []
     ticket_rows: list[tuple[Any, ...]] = []

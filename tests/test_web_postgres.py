@@ -62,4 +62,5 @@ def test_dashboard_on_postgres(pg_web):
     assert c.post(f"/ui/t/sunrise/callbacks/{web.tickets['lakeside']}/done").status_code == 404
     op = web.client("olga", address="10.7.7.7")
     assert "Lakeside Dental" in op.get("/ui/tenants").text
-    assert op.get("/ui/live").status_code == 200
+    r = op.get("/ui/live")
+    assert r.status_code == 200 and 'data-provider="agent:local"' in r.text

@@ -265,7 +265,11 @@ class ReminderCall(BaseModel):
     updated_at = pw.DateTimeField(default=utcnow)
 
     class Meta:
-        indexes = ((("appointment", "hours_before"), True),)
+        indexes = (
+            (("appointment", "hours_before"), True),
+            # the dashboard's reminders page: a tenant's newest first, without a sort
+            (("tenant", "next_at"), False),
+        )
 
 
 class DoNotCall(BaseModel):
