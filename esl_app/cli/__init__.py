@@ -42,6 +42,9 @@ __all__ = [
 QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "awscrt",
                    "amazon_transcribe", "websockets", "hpack")
 
+# loggers whose INFO lines an operator needs without -v: a tenant reload (its counts)
+ALWAYS_INFO = ("esl_app.telephony.server.reload",)
+
 EXIT_INPUT = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
@@ -110,6 +113,8 @@ def cli(ctx: click.Context, db_url: str, tenants_path: str, verbose: int) -> Non
     # to Transcribe): never below INFO, whatever -v says.
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(level, logging.INFO))
+    for name in ALWAYS_INFO:
+        logging.getLogger(name).setLevel(min(level, logging.INFO))
     ctx.ensure_object(dict)
     ctx.obj["db_url"] = db_url
     ctx.obj["tenants_path"] = tenants_path

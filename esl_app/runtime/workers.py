@@ -241,7 +241,8 @@ def bind_listener(host: str, port: int, backlog: int = 1024, what: str = "") -> 
 
 def listen_error(host: str, port: int, what: str, exc: OSError) -> OSError:
     """One line naming the address (and the option it came from) instead of ``[Errno 98]``."""
-    reason = (exc.strerror or str(exc)).lower()
+    # os.strerror: gevent's own bind appends the address to strerror ("…: ('h', p)")
+    reason = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
     label = f" ({what})" if what else ""
     err = OSError(f"cannot listen on {host}:{port}{label}: {reason}")
     err.errno = exc.errno
@@ -817,8 +818,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile-seed", type=int, default=None)
     p.add_argument("-v", "--verbose", action="count", default=0)
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING - 10 * min(a.verbose, 2),
+    level = logging.WARNING - 10 * min(a.verbose, 2)
+    logging.basicConfig(level=level,
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    from esl_app.cli import ALWAYS_INFO, QUIET_LIBRARIES
+    from esl_app.support.logmask import install
+
+    install()  # as `ivr serve`: no personal data at any level (-vv included)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
+    for name in ALWAYS_INFO:
+        logging.getLogger(name).setLevel(min(level, logging.INFO))
     cfg = WorkerConfig(esl=a.esl, media=a.media, http=None if a.no_http else a.http,
                        workers=max(1, a.workers), db_url=a.db, tenants_path=a.tenants,
                        max_calls=a.max_calls, drain_timeout=a.drain_timeout,

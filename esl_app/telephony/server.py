@@ -28,6 +28,9 @@ from esl_app.telephony.esl import EslSession
 __all__ = ["RELOAD_RETRY_S", "EslServer", "TenantSource"]
 
 log = logging.getLogger(__name__)
+# A tenant reload is news for the operator: the CLI shows this logger's INFO lines at
+# the default level (esl_app.cli.ALWAYS_INFO), without -v.
+reload_log = logging.getLogger(__name__ + ".reload")
 
 #: After a reload failed for a passing reason (the database, not the configuration),
 #: how long new calls keep the set in force before the same version is tried again.
@@ -130,7 +133,8 @@ class TenantSource:
     def reload(self, *, version: object = None, reason: str = "requested") -> bool:
         """Re-read the configuration now (SIGHUP forces it); True on success.
 
-        Logged at INFO with what changed (tenant counts only, no configuration).
+        Logged at INFO on :data:`reload_log`, shown at the default level, with what
+        changed (tenant counts only, no configuration).
         """
         with self._lock:
             mtime = self._stat()
@@ -161,7 +165,7 @@ class TenantSource:
             from esl_app.scheduling.service import forget_tenants
 
             forget_tenants()
-        log.info("tenants reloaded (%s): %d added, %d changed, %d removed, %d in force",
+        reload_log.info("tenants reloaded (%s): %d added, %d changed, %d removed, %d in force",
                  reason, added, changed, removed, len(tenants))
         return True
 

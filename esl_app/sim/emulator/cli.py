@@ -30,13 +30,19 @@ def emulator() -> None:
 @click.option("--time-scale", default=1.0, show_default=True, type=float)
 def inbound(listen: str, password: str, bot: str, time_scale: float) -> None:
     """Serve the inbound event socket until interrupted."""
+    from esl_app.cli import EXIT_UNAVAILABLE, fail
+    from esl_app.runtime.workers import listen_error
     from esl_app.sim.emulator.core import Switch
     from esl_app.sim.emulator.inbound import InboundServer
 
     host, port = _hostport(listen, 8021)
     switch = Switch(password=password, bot_address=_hostport(bot, 8084), time_scale=time_scale)
     server = InboundServer(switch, host, port)
-    click.echo(f"emulated FreeSWITCH inbound ESL on {host}:{port}", err=True)
+    try:
+        server.start()  # bind before saying so: a taken port is one line, exit 3
+    except OSError as exc:
+        fail(str(listen_error(host, port, "--listen", exc)), EXIT_UNAVAILABLE)
+    click.echo(f"emulated FreeSWITCH inbound ESL on {host}:{server.address[1]}", err=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
