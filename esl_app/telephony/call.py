@@ -360,6 +360,9 @@ class CallController:
 
     def _reject(self) -> None:
         self.transcript.outcome = "rejected"
+        # pipelined ahead of the apology: the CDR, a remote simulator and a load test read
+        # "rejected" (not in service) instead of guessing from who hung up
+        self.publish()
         self.say(self.services.reject_text, tts=FreeswitchTts(), voice=REJECT_VOICE,
                   barge_in=False)
         if self.services.reject_transfer:
