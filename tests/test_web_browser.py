@@ -71,12 +71,12 @@ class Shots:
         self.dir.mkdir()
         self.n = 0
 
-    def take(self, driver: Any, name: str) -> None:
+    def take(self, driver: Any, name: str, width: int = 1180) -> None:
         self.n += 1
         height = driver.execute_script("return document.body.scrollHeight") \
             if driver.capabilities.get("javascriptEnabled", True) else None
         if height:
-            driver.set_window_size(1180, min(max(int(height) + 120, 900), 4000))
+            driver.set_window_size(width, min(max(int(height) + 120, 900), 4000))
         assert driver.save_screenshot(str(self.dir / f"{self.n:02d}-{name}.png"))
         driver.set_window_size(1180, 900)
 
@@ -168,6 +168,11 @@ def test_dashboard_in_a_real_browser(site, tmp_path, capsys):
         wait.until(ec.url_contains("/ui/t/sunrise/today"))
         assert "Today Patient sunrise" in driver.page_source
         shots.take(driver, "today")
+        # a tablet held upright at the front desk: nothing runs off the side
+        driver.set_window_size(820, 1180)
+        assert driver.execute_script(
+            "return document.documentElement.scrollWidth <= window.innerWidth")
+        shots.take(driver, "today-tablet", width=820)
 
         # -- keyboard: the skip link is the first stop and moves to the content
         from selenium.webdriver.common.keys import Keys
