@@ -48,9 +48,11 @@ def registry():
 def web(tmp_path, registry, monkeypatch):
     monkeypatch.setenv("FS_ESL_PORT", "1")  # nothing listens there: "not reachable"
     live.forget_probes()
+    live.forget_providers()  # cached per database object, whose id() a new one may reuse
     env = build_env(tmp_path, registry=registry)
     yield env
     live.forget_probes()
+    live.forget_providers()
     close_db()
 
 
