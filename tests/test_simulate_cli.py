@@ -57,3 +57,41 @@ def test_simulate_jsonl_over_stdin(env):
 def test_simulate_unreachable_server_fails_cleanly(env):
     res = CliRunner().invoke(simulate, ["--did", "1001", "--server", "127.0.0.1:1"])
     assert res.exit_code == 3 and "cannot reach the bot" in res.output  # 3: unavailable
+
+
+def test_simulate_does_not_reprovision_a_database_that_has_clinics(env):
+    """The database is the source once it holds clinics (as for `ivr serve`): a simulated
+    call uses them and writes neither the file's clinics nor new slots into it."""
+    from esl_app.db import init_db
+    from esl_app.db.models import Slot, TenantRow
+
+    first = CliRunner().invoke(simulate, ["--did", "2002", "--say", "#hangup",
+                                          "--time-scale", "0.02"])
+    assert first.exit_code == 0, first.output
+    init_db(f"sqlite:///{env / 'sim.db'}", must_exist=True)
+    before = ({r.id: r.config for r in TenantRow.select()}, Slot.select().count())
+    assert set(before[0]) == {"sunrise", "lakeside"} and before[1] > 0
+
+    (env / "tenants.yaml").write_text(
+        TENANTS_YAML.replace("Welcome to Lakeside Dental.", "Lakeside, new greeting.")
+        + """  - id: harbor
+    name: Harbor Clinic
+    dids: ["3003"]
+    timezone: America/New_York
+    greeting: Harbor Clinic.
+    hours: {mon-fri: "08:00-17:00"}
+    handoff: user/3000
+    stt: freeswitch
+    tts: freeswitch
+    doctors: [{id: lee, name: Dr. Lee}]
+""")
+    res = CliRunner().invoke(simulate, ["--did", "2002", "--say", "#hangup", "--json",
+                                        "--time-scale", "0.02"])
+    assert res.exit_code == 0, res.output
+    said = [t["text"] for t in json.loads(res.output)["turns"] if t["speaker"] == "bot"]
+    assert said[0].startswith("Welcome to Lakeside Dental.")  # the stored greeting
+    res = CliRunner().invoke(simulate, ["--did", "3003", "--say", "#hangup",
+                                        "--time-scale", "0.02"])
+    assert "no clinic stored in the database answers 3003" in res.output
+    after = ({r.id: r.config for r in TenantRow.select()}, Slot.select().count())
+    assert after == before

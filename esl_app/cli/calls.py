@@ -142,11 +142,16 @@ def simulate(ctx: click.Context, did: str, caller: str, says: tuple[str, ...], a
         tenants = _tenants(ctx)
         url = database_url(_root(ctx).get("db_url"))
         try:
-            prepare_database(url, tenants, must_exist=True)
+            served = prepare_database(url, tenants, must_exist=True, keep_stored=True)
         except DatabaseUnavailable as exc:
             _fail(str(exc), EXIT_UNAVAILABLE)
         except DatabaseError as exc:
             _fail(str(exc))
+        if served is not tenants and served.by_did(did) is None:
+            click.echo(f"note: no clinic stored in the database answers {did}; the tenants "
+                       "file reaches a database with clinics only through "
+                       "'ivr tenants import'", err=True)
+        tenants = served
         bot = start_local_bot(tenants, audio=audio)
         address = bot.address
     try:

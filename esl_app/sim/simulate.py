@@ -39,20 +39,30 @@ log = logging.getLogger(__name__)
 
 
 def prepare_database(db_url: str, tenants: TenantSet, days: int = 14, *,
-                     must_exist: bool = False) -> None:
-    """Open the database and make sure the tenants and their next ``days`` of slots exist.
+                     must_exist: bool = False, keep_stored: bool = False) -> TenantSet:
+    """Open the database and make sure it has clinics with the next ``days`` of slots.
 
     ``must_exist``: refuse a SQLite file that is not there (``ivr simulate``: only
-    ``ivr db init`` creates an operator's database).
+    ``ivr db init`` creates an operator's database). ``keep_stored``: a database that
+    already holds clinics is the source, as for ``ivr serve``: they are returned as
+    they are, and neither the file's clinics nor new slots are written into it (a
+    simulated call must not re-provision a live database). Otherwise ``tenants`` are
+    imported and their slots topped up. Returns the clinics the bot should serve.
     """
     from esl_app.db import init_db
-    from esl_app.scheduling.provisioning import import_tenants
-    from esl_app.scheduling.slots import generate_slots
+    from esl_app.scheduling.provisioning import import_tenants, load_tenant_set
 
     init_db(db_url, must_exist=must_exist, make_dirs=not must_exist)
+    if keep_stored:
+        stored = load_tenant_set()
+        if len(stored):
+            return stored
+    from esl_app.scheduling.slots import generate_slots
+
     import_tenants(tenants)
     for tenant in tenants:
         generate_slots(tenant.id, days)
+    return tenants
 
 
 @dataclass
