@@ -107,10 +107,14 @@ def test_slowloris_from_one_address_leaves_healthz_answering(monkeypatch):
                 took, status, body = healthz(port)
                 assert status == 200 and body["status"] == "ok"
                 assert took < 1.0
-            # the attacker's own extra connections were answered 503, not queued
-            took, status, body = healthz(port, "127.0.0.2")
+            # the attacker's own extra connections were answered 503, not queued; from
+            # its address too, /healthz displaces a reserve connection without a head
+            took, status, body = request(port, b"GET /openapi.yaml HTTP/1.1\r\nHost: x\r\n\r\n",
+                                         "127.0.0.2")
             assert took < 1.0 and status == 503 and body == {"error": "the server is busy; "
                                                                        "retry later"}
+            took, status, _ = healthz(port, "127.0.0.2")
+            assert took < 1.0 and status == 200
         finally:
             close_all(slow)
 
@@ -130,14 +134,54 @@ def test_full_pool_still_answers_healthz_and_refuses_the_rest_fast(monkeypatch):
             close_all(slow)
 
 
-def test_every_slot_taken_is_an_immediate_503(monkeypatch):
+def test_a_full_reserve_gives_way_to_a_new_connection(monkeypatch):
+    """The oldest reserve connection still without its head is answered 503 and closed."""
     with server(monkeypatch, max_connections=2, reserve="2") as port:
-        slow = slow_clients(port, 4, ("127.0.0.2", "127.0.0.3"))
+        slow = slow_clients(port, 4, ("127.0.0.2", "127.0.0.3"))  # 2 general, 2 reserve
+        try:
+            took, status, _ = healthz(port)
+            assert status == 200 and took < 0.5
+            got = [read_all(s, 0.1) for s in slow]
+            assert got[:2] == [b"", b""]  # general slots: not displaced
+            assert got[2].startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in got[2]
+            # the newer reserve connection keeps its slot (to its 1 s head deadline)
+            assert not got[3].startswith(b"HTTP/1.1 503 ")
+        finally:
+            close_all(slow)
+
+
+def test_no_reserve_is_an_immediate_503(monkeypatch):
+    with server(monkeypatch, max_connections=2, reserve="0") as port:
+        slow = slow_clients(port, 2, ("127.0.0.2", "127.0.0.3"))
         try:
             took, status, body = healthz(port)
             assert status == 503 and took < 0.5 and body["error"]
         finally:
             close_all(slow)
+
+
+def test_a_reserve_connection_whose_head_is_in_is_not_displaced(monkeypatch):
+    """Admission runs before the connections' greenlets: a whole head waiting is kept."""
+    monkeypatch.setenv("IVR_HTTP_RESERVE", "1")
+    srv = serve_http("127.0.0.1", 0, max_connections=1)
+    pairs = [socket.socketpair() for _ in range(4)]
+    try:
+        ours = [p[0] for p in pairs]
+        peers = [p[1] for p in pairs]
+        for s in peers:
+            s.settimeout(3)
+        srv.do_handle(ours[0], ("127.0.0.2", 1))  # the general slot
+        peers[1].sendall(HEAD + b"Connection: close\r\n\r\n")
+        srv.do_handle(ours[1], ("127.0.0.2", 2))  # the reserve, its head waiting
+        srv.do_handle(ours[2], ("127.0.0.2", 3))  # nothing to displace: 503
+        assert peers[2].recv(65536).startswith(b"HTTP/1.1 503 ")
+        assert peers[1].recv(65536).startswith(b"HTTP/1.1 200 ")  # served
+        assert srv.evicted == 0
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+        srv.stop(timeout=1)
 
 
 def test_a_silent_connection_is_closed_at_the_head_deadline(monkeypatch):
@@ -236,3 +280,63 @@ def test_a_broken_or_slow_body_read_by_the_api_is_4xx_not_500(monkeypatch):
         took, status, body = request(port, head + b"Content-Length: 100\r\n\r\n{", timeout=4)
         assert status == 408 and body == {"error": "the request body did not arrive in time"}
         assert took < 3
+
+
+class Reconnecting:
+    """``count`` slowloris connections, each redialled the moment the server drops it."""
+
+    def __init__(self, port: int, count: int, sources: tuple[str, ...]) -> None:
+        self.port = port
+        self.running = True
+        self.dials = 0
+        self.glets = [gevent.spawn(self._one, sources[i % len(sources)])
+                      for i in range(count)]
+
+    def _one(self, source: str) -> None:
+        while self.running:
+            try:
+                s = connect(self.port, source)
+            except OSError:
+                gevent.sleep(0.01)
+                continue
+            self.dials += 1
+            try:
+                s.sendall(HEAD)
+                while self.running and s.recv(65536):
+                    pass
+            except OSError:
+                pass
+            finally:
+                s.close()
+
+    def stop(self) -> None:
+        self.running = False
+        gevent.killall(self.glets, timeout=2)
+
+
+@pytest.mark.parametrize(("sources", "probe_from"), [
+    (("127.0.0.1",), "127.0.0.1"),  # the probe's own address, over its per-address cap
+    (("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"), "127.0.0.1"),  # pool full
+])
+def test_reconnecting_slowloris_cannot_hold_the_reserve(monkeypatch, sources, probe_from):
+    """Attackers redial as soon as they are dropped; every /healthz probe still gets 200.
+
+    Before eviction the redials kept the reserve full and about half the probes got a
+    fast 503; now a new connection displaces the oldest reserve connection that has not
+    sent its request head, and a probe, which sends its head at once, is served.
+    """
+    with server(monkeypatch, max_connections=60, max_per_address="40", reserve="8",
+                header_timeout="2") as port:
+        attack = Reconnecting(port, 200, sources)
+        try:
+            gevent.sleep(1.5)  # every slot taken, the reserve churning
+            dials = attack.dials
+            results = []
+            for _ in range(20):
+                results.append(healthz(port, probe_from))
+                gevent.sleep(0.05)
+            assert attack.dials - dials > 100, "the attackers were not redialling"
+        finally:
+            attack.stop()
+        assert [status for _, status, _ in results] == [200] * 20, results
+        assert max(took for took, _, _ in results) < 1.0, results

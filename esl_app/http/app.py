@@ -430,7 +430,11 @@ def create_app(tenants_provider: TenantLookup | None = None,
 # ``idle_timeout``, one address holds at most ``max_per_address`` of the
 # ``max_connections`` slots, and the accept loop never stops: a connection beyond
 # the limits gets one of ``reserve`` short-lived slots, where /healthz is still
-# answered and anything else gets 503; beyond those, an immediate 503.
+# answered and anything else gets 503. With the reserve full, a new connection
+# displaces the oldest reserve connection whose request head has not arrived (it gets
+# 503): attackers that redial the moment they are dropped would otherwise keep the
+# reserve full for good, while a probe sends its head at once and is served before
+# it is the oldest. Only with every reserve connection's head in: an immediate 503.
 
 MAX_HEAD = 16 * 1024  # request line + headers; more is 431
 _OVERFLOW_HEAD_S = 1.0  # a connection beyond the limits must send its head this fast
@@ -572,10 +576,34 @@ class _HeadReader:
         return line
 
 
+class _Slot:
+    """One admitted connection's place in the server's counts."""
+
+    __slots__ = ("host", "kind", "sock", "evicted", "released")
+
+    def __init__(self, host: str, kind: int, sock: Any) -> None:
+        self.host = host
+        self.kind = kind
+        self.sock = sock
+        self.evicted = False  # displaced from the reserve: end quietly, the 503 is sent
+        self.released = False
+
+
+def _head_waiting(sock: Any) -> bool:
+    """Whether a whole request head sits unread in the socket (its greenlet will serve it)."""
+    raw = getattr(sock, "_sock", sock)  # gevent's socket would wait on EAGAIN
+    try:
+        data = raw.recv(MAX_HEAD, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # nothing yet (EAGAIN), or a broken socket
+        return False
+    return b"\r\n\r\n" in data
+
+
 class _ApiHandler(WSGIHandler):
     """pywsgi's handler with a deadline per request head and JSON server-level errors."""
 
     overflow = False  # admitted beyond the limits: /healthz only, then close
+    slot: _Slot | None = None
     _requests = 0
     _deadline: gevent.Timeout | None = None
 
@@ -597,6 +625,9 @@ class _ApiHandler(WSGIHandler):
             if self._deadline is not None:
                 self._deadline.close()
                 self._deadline = None
+        if self.slot is not None and self.slot.evicted:  # answered 503 by the evicter
+            self.close_connection = True
+            return None
         if isinstance(result, tuple):  # pywsgi's own rejections (414, 400) land here too
             status = int(result[0])
             self._answer_and_close(_error_response(status, _MESSAGES.get(status, "error")),
@@ -632,6 +663,10 @@ class _ApiHandler(WSGIHandler):
         finally:  # the head is in: the application's time is its own
             if self._deadline is not None:
                 self._deadline.close()
+            if self.slot is not None:
+                self.server.head_in(self.slot)  # type: ignore[attr-defined]
+        if self.slot is not None and self.slot.evicted:  # EOF from the evicter's shutdown
+            raise _Reject(503)
         if self.overflow:
             path = (self.path or "").split("?", 1)[0].rstrip("/")
             if self.command not in ("GET", "HEAD") or path != "/healthz":
@@ -707,7 +742,8 @@ class _ApiServer(WSGIServer):
 
     gevent stops accepting while its pool is full, so queued health probes time
     out; here the pool is unbounded (it is only for ``stop``) and ``do_handle``
-    decides: a general slot, a reserve slot, or an immediate 503.
+    decides: a general slot, a reserve slot (displacing the oldest reserve
+    connection still without its head, if need be), or an immediate 503.
     """
 
     def __init__(self, listener: Any, application: Any, limits: HttpLimits) -> None:
@@ -715,7 +751,10 @@ class _ApiServer(WSGIServer):
         self._general = 0
         self._overflow = 0
         self._per_address: dict[str, int] = {}
+        # reserve connections whose request head has not arrived, oldest first
+        self._headless: dict[_Slot, None] = {}
         self._refused = 0
+        self.evicted = 0
         self._busy_logged = 0.0
         super().__init__(listener, application, spawn=Pool(), handler_class=_ApiHandler,
                          log=None, error_log=logging.getLogger("esl_app.http.server"))
@@ -729,42 +768,82 @@ class _ApiServer(WSGIServer):
         host = self._host(address)
         held = self._per_address.get(host, 0)
         if self._general < lim.max_connections and held < lim.max_per_address:
-            kind = _GENERAL
+            slot = _Slot(host, _GENERAL, sock)
             self._general += 1
             self._per_address[host] = held + 1
-        elif self._overflow < lim.reserve:
-            kind = _OVERFLOW
+        elif self._overflow < lim.reserve or self._evict():
+            slot = _Slot(host, _OVERFLOW, sock)
             self._overflow += 1
+            self._headless[slot] = None
         else:
             self._refuse(sock)
             return
-        if kind == _OVERFLOW or held + 1 >= lim.max_per_address:
+        if slot.kind == _OVERFLOW or held + 1 >= lim.max_per_address:
             self._note_busy()
         try:
-            super().do_handle(sock, address, kind)
+            super().do_handle(sock, address, slot)
         except BaseException:
-            self._release(host, kind)
+            self._release(slot)
             raise
 
-    def handle(self, sock: Any, address: Any, kind: int = _GENERAL) -> None:  # type: ignore[override]
-        """Serve one connection in its slot (runs in the connection's greenlet)."""
+    def _evict(self) -> bool:
+        """Free the reserve slot of the oldest connection still without its request head.
+
+        Its client gets 503 at once and its socket is shut down, so its greenlet (or,
+        not started yet, its first read) sees the end and leaves quietly. A connection
+        whose whole head is already waiting in the socket is passed over: it is about
+        to be served.
+        """
+        victim = next((slot for slot in self._headless if not _head_waiting(slot.sock)),
+                      None)
+        if victim is None:
+            return False
+        victim.evicted = True
+        self._release(victim)
+        self.evicted += 1
+        raw = getattr(victim.sock, "_sock", victim.sock)
         try:
+            raw.send(_BUSY, socket.MSG_DONTWAIT)  # a fresh socket's buffer takes it
+        except OSError:
+            pass
+        try:
+            victim.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
+
+    def head_in(self, slot: _Slot) -> None:
+        """The connection's request head has arrived (or failed): it is not displaced."""
+        self._headless.pop(slot, None)
+
+    def handle(self, sock: Any, address: Any, slot: _Slot | None = None) -> None:  # type: ignore[override]
+        """Serve one connection in its slot (runs in the connection's greenlet)."""
+        if slot is None:
+            slot = _Slot(self._host(address), _GENERAL, sock)  # counted by the caller
+        try:
+            if slot.evicted:  # displaced before it ever ran
+                return
             handler = _ApiHandler(sock, address, self)
-            handler.overflow = kind == _OVERFLOW
+            handler.overflow = slot.kind == _OVERFLOW
+            handler.slot = slot
             handler.handle()
         finally:
-            self._release(self._host(address), kind)
+            self._release(slot)
 
-    def _release(self, host: str, kind: int) -> None:
-        if kind == _OVERFLOW:
+    def _release(self, slot: _Slot) -> None:
+        if slot.released:
+            return
+        slot.released = True
+        if slot.kind == _OVERFLOW:
             self._overflow -= 1
+            self._headless.pop(slot, None)
             return
         self._general -= 1
-        left = self._per_address.get(host, 1) - 1
+        left = self._per_address.get(slot.host, 1) - 1
         if left > 0:
-            self._per_address[host] = left
+            self._per_address[slot.host] = left
         else:
-            self._per_address.pop(host, None)
+            self._per_address.pop(slot.host, None)
 
     def _refuse(self, sock: Any) -> None:
         """503 without a greenlet or a wait: a fresh socket's send buffer takes it."""
@@ -779,11 +858,12 @@ class _ApiServer(WSGIServer):
             return
         self._busy_logged = now
         log.warning("HTTP API at its connection limits: %d general, %d reserve in use, "
-                    "%d address(es) at the per-address cap, %d refused so far",
+                    "%d address(es) at the per-address cap, %d refused and %d displaced "
+                    "from the reserve so far",
                     self._general, self._overflow,
                     sum(1 for n in self._per_address.values()
                         if n >= self.limits.max_per_address),
-                    self._refused)
+                    self._refused, self.evicted)
 
 
 def serve_http(host: str = "127.0.0.1", port: int = 8086, *, app: Any = None,
