@@ -122,7 +122,9 @@ def test_cancel_move_machine_busy_no_answer_and_do_not_call(world):
                                         "how about the day after tomorrow", "the first one",
                                         "yes"]),
                        "reminder_rescheduled"),
-        "5550102013": (Callee("machine"), "reminder_voicemail"),
+        # this bot has no media server, so no audio fork: a machine is known by its
+        # words only and, with no beep to hear, gets no message
+        "5550102013": (Callee("machine"), "reminder_no_answer"),
         "5550102014": (Callee("busy"), "reminder_busy"),
         "5550102015": (Callee("no_answer"), "reminder_no_answer"),
         "5550102016": (Callee("human", ["Hello", "yes", "please don't call me again"]),
@@ -152,7 +154,7 @@ def test_cancel_move_machine_busy_no_answer_and_do_not_call(world):
         expected = "handoff" if outcome == "reminder_handoff" else outcome
         assert rec is not None and rec.outcome == expected, (number, rec.outcome if rec else rec)
         assert rec.tenant_id == "sunrise" and number not in (rec.caller or "")
-    # busy and no answer are retried (max_attempts 2); the rest are done
+    # busy and no answer are retried (max_attempts 2); the rest (answered) are done
     assert by_code[appts["5550102014"].confirmation].state == store.DUE
     assert by_code[appts["5550102013"].confirmation].state == store.DONE
     cancelled = Appointment.get(Appointment.code == appts["5550102011"].confirmation)
@@ -189,11 +191,12 @@ def test_cancel_move_machine_busy_no_answer_and_do_not_call(world):
               .where(Appointment.code == skipped.confirmation).get())
     assert (listed.state, listed.outcome, listed.attempts) == (
         store.SKIPPED, "reminder_declined", 0)  # on the do-not-call list: never dialled
-    # the voicemail names the clinic and a call-back number only
+    # the machine heard no word from the bot (its message needs a beep, heard on a fork)
     machine = by_code[appts["5550102013"].confirmation]
-    turns = __import__("json").loads(CallRecord.get(CallRecord.call_id == machine.call_id).turns)
-    message = " ".join(t["text"] for t in turns if t["speaker"] == "bot")
-    assert "Sunrise Family Clinic" in message and "Pat2" not in message
+    rec = CallRecord.get(CallRecord.call_id == machine.call_id)
+    assert not [t for t in __import__("json").loads(rec.turns) if t["speaker"] == "bot"]
+    assert __import__("json").loads(rec.usage)["amd"] == {
+        "decision": "fork_failed", "reason": "no media server", "words": "machine"}
     # the retry round: busy and no-answer get their second and last attempt
     report2 = sched.run_once(now + timedelta(minutes=31))
     assert sorted(r["code"] for r in report2) == sorted(
@@ -449,6 +452,107 @@ def test_a_machine_that_never_beeps_gets_no_message(tmp_path):
         server.stop()
         bot.stop()
         close_db()
+
+
+# ---------------------------------------- FreeSWITCH's recogniser: AMD from a fork anyway
+
+# the clinic's words are recognised by FreeSWITCH (no audio fork for the conversation),
+# and `ivr serve` has its media server: the reminder's AMD forks the audio there anyway
+TEXT_AMD = TENANTS.replace("    no_input_seconds: 2\n",
+                           "    no_input_seconds: 3\n    stt: freeswitch\n")
+
+
+def _remind(tmp_path, tenants_yaml: str, callees: dict[str, Callee], *,
+            break_media: bool = False, timeout: float = 90) -> dict[str, tuple]:
+    """Call each number's reminder through a bot with a media server, as `ivr serve` runs.
+
+    ``break_media``: the media server is gone (its port closed) before the calls, so
+    every audio fork FreeSWITCH opens fails to connect. Returns, per number, the
+    reminder row, its call record, the record's usage and its turns.
+    """
+    import json
+
+    tenants = make_db(tmp_path, tenants_yaml, days=4)
+    bot = start_local_bot(TenantSource(tenants), audio=True)
+    switch = Switch(password=PASSWORD, time_scale=0.1)
+    server = InboundServer(switch, "127.0.0.1", 0).start()
+    try:
+        if break_media:
+            bot.media.stop()
+        dialer = Dialer(bot.address, host="127.0.0.1", port=server.address[1],
+                        password=PASSWORD)
+        sched = ReminderScheduler(lambda: tenants, dialer, "test:text-amd")
+        appts = {}
+        for i, (number, callee) in enumerate(callees.items()):
+            switch.callees[number] = callee
+            appts[number] = _book(f"Pat{i} Doe", "+1" + number, n=i)
+        report = sched.run_once(max(_when(a) for a in appts.values()))
+        assert len(report) == len(callees)
+        rows = _wait_done([r["id"] for r in report], timeout=timeout)
+        by_code = {r.appointment.code: r for r in rows.values()}
+        out = {}
+        for number, appt in appts.items():
+            row = by_code[appt.confirmation]
+            rec = CallRecord.get(CallRecord.call_id == row.call_id)
+            out[number] = (row, rec, json.loads(rec.usage), json.loads(rec.turns))
+        # every fork the reminders opened is closed again (none left registered)
+        assert len(bot.server.services.audio_source_for.registry) == 0
+        return out
+    finally:
+        server.stop()
+        bot.stop()
+        close_db()
+
+
+def test_freeswitch_asr_tenant_machine_gets_voicemail_after_the_beep_from_a_fork(tmp_path):
+    """``stt: freeswitch``: the conversation's words come from FreeSWITCH's recogniser,
+    yet who answered and the beep are decided from an audio fork the reminder opens for
+    the detector alone; the message starts after the beep. A person's fork is closed once
+    they are known to be a person: the conversation then goes on by FreeSWITCH's words
+    (the emulator sends a line to the fork only while one is open)."""
+    got = _remind(tmp_path, TEXT_AMD, {
+        "5550106101": Callee("machine", greeting="#wav " + _machine_wav(tmp_path / "m.wav")),
+        "5550106102": Callee("human", ["Hello?", "Yes.", "Yes."]),
+    })
+    row, rec, usage, turns = got["5550106101"]
+    assert usage["amd"]["decision"] == "machine", usage
+    assert (row.outcome, rec.outcome) == ("reminder_voicemail", "reminder_voicemail")
+    said = [t for t in turns if t["speaker"] == "bot"]
+    assert said and said[0]["at_ms"] / 1000 > usage["amd"]["beep_at"] > 5.0, (usage, said)
+    # the voicemail names the clinic and a call-back number only
+    message = " ".join(t["text"] for t in said)
+    assert "Sunrise Family Clinic" in message and "5 5 5, 0 1 0, 1 0 0 1" in message
+    assert "Pat0" not in message and "Dr." not in message
+    row, rec, usage, turns = got["5550106102"]
+    assert usage["amd"]["decision"] == "human", usage
+    assert row.outcome == "reminder_confirmed", turns
+    assert usage["usage"]["stt_provider"] == "freeswitch"
+
+
+def test_freeswitch_asr_tenant_machine_without_a_beep_gets_no_message(tmp_path):
+    got = _remind(tmp_path, TEXT_AMD + "      amd: {beep_wait_ms: 3000}\n", {
+        "5550106103": Callee("machine", greeting="#wav " + _machine_wav(tmp_path / "m.wav",
+                                                                       beep=False)),
+    })
+    row, rec, usage, turns = got["5550106103"]
+    assert usage["amd"]["decision"] == "machine" and "beep_at" not in usage["amd"], usage
+    assert (row.outcome, rec.outcome) == ("reminder_no_answer", "reminder_no_answer")
+    assert not [t for t in turns if t["speaker"] == "bot"]  # said nothing
+
+
+@pytest.mark.parametrize("stt", ["freeswitch", "local"])
+def test_a_fork_that_cannot_connect_leaves_no_voicemail(tmp_path, stt):
+    """The media server cannot be reached: FreeSWITCH accepts the fork but no audio ever
+    comes. Nobody can tell who answered or hear a beep, so the machine (which beeps) gets
+    no message and no word at all; the call record says why (``fork_failed``)."""
+    yaml_text = TEXT_AMD if stt == "freeswitch" else AUDIO
+    got = _remind(tmp_path, yaml_text, {
+        "5550106104": Callee("machine", greeting="#wav " + _machine_wav(tmp_path / "m.wav")),
+    }, break_media=True, timeout=60)
+    row, rec, usage, turns = got["5550106104"]
+    assert usage["amd"] == {"decision": "fork_failed", "reason": "no audio"}, usage
+    assert (row.outcome, rec.outcome) == ("reminder_failed", "reminder_failed")
+    assert not [t for t in turns if t["speaker"] == "bot"]
 
 
 @pytest.mark.parametrize("setting,message", [

@@ -13,16 +13,22 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import gevent
+
 from esl_app.telephony import lines
 from esl_app.telephony.events import Kind, Msg
 
-__all__ = ["HELLO_WAIT_S", "ReminderCall", "finish_reminder", "looks_like_machine",
+__all__ = ["FORK_START_S", "HELLO_WAIT_S", "ReminderCall", "finish_reminder", "looks_like_machine",
            "reminder_call_for", "reminder_id_of", "reminder_outcome", "start_reminder"]
 
 log = logging.getLogger(__name__)
 
-#: how long the bot listens for the callee's "Hello?" before it speaks first
+#: how long the bot listens for the callee's "Hello?" before it speaks first (text mode,
+#: when no audio fork can be had)
 HELLO_WAIT_S = 4.0
+#: an accepted audio fork whose first audio has not come by then has failed (it did not
+#: connect to the media server): no verdict, no voicemail
+FORK_START_S = 2.0
 
 _MACHINE_WORDS = ("leave a message", "leave your message", "after the tone", "after the beep",
                   "not available", "can't come to the phone", "cannot come to the phone",
@@ -102,11 +108,11 @@ class ReminderCall:
         """Hear who answered before speaking; False when the call is over.
 
         A person says "Hello?" and waits (or says nothing): the conversation starts. A
-        recorded greeting gets the voicemail, which names the clinic and a call-back
-        number and nothing personal. A reminder whose appointment is gone ends at once.
+        machine gets the voicemail once its beep has ended, and only then; it names the
+        clinic and a call-back number and nothing personal. Who answered is decided from
+        the audio fork whatever the tenant's recogniser (:class:`_Amd`); without a fork
+        no message is ever left. A reminder whose appointment is gone ends at once.
         """
-        from esl_app.reminders.agent import voicemail_text
-
         tenant = call.tenant
         policy = tenant.reminders
         callback = (policy.caller_id if policy and policy.caller_id else
@@ -117,44 +123,81 @@ class ReminderCall:
             call.publish()
             call.hang_up()
             return False
-        if hasattr(call.listener, "frame_tap"):  # audio: decide from the sound itself
-            return _Amd(call, tenant, callback).run()
+        listener = call.listener
+        if hasattr(listener, "frame_tap"):  # audio mode: the call's own fork
+            return _Amd(call, tenant, callback, listener).run()
+        # text mode (FreeSWITCH's recogniser): a fork of its own, for the detector only
+        make = getattr(call.services.audio_source_for, "tap_fork", None)
+        if make is None:  # no media server in this process: no fork can be had
+            return _no_fork(call, "no media server", audio=False)
+        return _Amd(call, tenant, callback, make(call, tenant, call.session)).run()
+
+
+def _no_fork(call: Any, why: str, *, audio: bool) -> bool:
+    """No audio to decide from (the fork failed, or none can be had): never a message.
+
+    Nobody can tell a person from a machine, or hear a beep, so no voicemail is left.
+    In text mode FreeSWITCH's recogniser still hears the callee: words of a person (a
+    "Hello?") start the conversation; a recorded greeting's words end the call without a
+    word (``reminder_no_answer``: a machine answered and got no message, as one with no
+    beep); nothing heard ends it too (``reminder_failed``). In audio mode the fork is
+    the only ear: the call ends without a word (``reminder_failed``). Both are retried
+    after ``retry_minutes``, like an unanswered call.
+    """
+    log.warning("call %s: reminder without an audio fork (%s): no voicemail possible",
+                call.label(), why)
+    amd: dict[str, Any] = {"decision": "fork_failed", "reason": why[:80]}
+    call.transcript.usage["amd"] = amd
+    outcome = "reminder_failed"
+    if not audio:
         utterance = call.listen_once(HELLO_WAIT_S)
         if utterance is not None and utterance.text:
             call.transcript.add("caller", utterance.text)
-            if looks_like_machine(utterance.text):
-                call.transcript.note_outcome("reminder_voicemail")
-                call.say(voicemail_text(tenant, callback), barge_in=False)
-                call.publish()
-                call.hang_up()
-                return False
-        return True
+            if not looks_like_machine(utterance.text):
+                amd["words"] = "person"
+                return True
+            amd["words"] = "machine"
+            outcome = "reminder_no_answer"
+        elif utterance is not None and utterance.dtmf:
+            amd["words"] = "person"  # a key pressed: someone is there
+            return True
+    call.transcript.note_outcome(outcome)
+    call.publish()
+    call.hang_up()
+    return False
 
 
 class _Amd:
-    """Audio mode: person or machine from the speech's shape, and the beep.
+    """Person or machine from the speech's shape, and the beep, from the audio fork.
 
     :mod:`esl_app.media.amd` watches the fork's frames from the answer (a person says a
     short "Hello?" and stops; a machine talks on, then beeps). A machine gets the
     voicemail only once its beep has ended; one that never beeps gets nothing. The
     decision and its timing go in the call record (no words).
+
+    ``ear`` is the call's own listener in audio mode (its fork stays on for the
+    conversation), or a :class:`~esl_app.telephony.audio.TapFork` in text mode, closed
+    as soon as the detector is done (before the conversation or the voicemail). A fork
+    that FreeSWITCH refuses, that sends no audio within :data:`FORK_START_S`, or that
+    drops before the verdict means no verdict (:func:`_no_fork`); one lost while the
+    bot waits for the beep means no beep, hence no message (``reminder_no_answer``).
     """
 
-    def __init__(self, call: Any, tenant: Any, callback: str) -> None:
-        self.call, self.tenant, self.callback = call, tenant, callback
+    def __init__(self, call: Any, tenant: Any, callback: str, ear: Any) -> None:
+        self.call, self.tenant, self.callback, self.ear = call, tenant, callback, ear
+        self.own = ear is call.listener  # audio mode: the call's listener is the fork
 
     def run(self) -> bool:
         from esl_app.media.amd import AnsweringMachineDetector
         from esl_app.reminders.agent import voicemail_text
 
-        call, tenant = self.call, self.tenant
+        call, tenant, ear = self.call, self.tenant, self.ear
         try:
             amd = AnsweringMachineDetector.for_tenant(tenant)  # reminders.amd tuning
         except ValueError as exc:
             log.warning("call %s: bad amd settings (%s): defaults used", call.label(), exc)
             amd = AnsweringMachineDetector(sample_rate=tenant.sample_rate)
         settings = amd.settings
-        listener: Any = call.listener
         answered = time.monotonic()
         frame = tenant.sample_rate // 50 * 2
         state: dict[str, Any] = {"phase": "amd", "buf": bytearray(), "t": -1.0}
@@ -182,12 +225,24 @@ class _Amd:
                     ended = state["t"] - amd.beep.since_end_ms / 1000.0
                     call.post(Msg(Kind.AMD, key="beep", value=ended))
 
-        listener.frame_tap = tap
-        listener.arm()
-        limit = settings.total_analysis_ms / 1000.0 + 2.0
-        decision = None
+        def no_audio() -> None:  # the fork was accepted but nothing came
+            if state["t"] < 0 and state["phase"] != "done":
+                call.post(Msg(Kind.AMD, key="fork_lost", value="no audio"))
+
+        ear.frame_tap = tap
+        if self.own:
+            ear.arm()
+            refused = getattr(ear, "fork_error", "")
+        else:
+            refused = "" if ear.start() else (ear.error or "refused")
+        watchdog = gevent.spawn_later(FORK_START_S, no_audio)
         try:
+            if refused:
+                return self._without_fork(state, f"refused: {refused}")
+            limit = settings.total_analysis_ms / 1000.0 + 2.0
             decision = self._await(limit, "human", "machine", "silence", "unknown")
+            if decision is not None and decision.key == "fork_lost":
+                return self._without_fork(state, str(decision.value))
             result = decision.value if decision is not None else None
             call.transcript.usage["amd"] = (result.as_dict() if result is not None
                                             else {"decision": "timeout"})
@@ -195,10 +250,15 @@ class _Amd:
                 # a person (or someone silent): the conversation starts, once the
                 # recogniser's final for their "Hello?" is in (it must not answer the
                 # question the bot is about to ask)
-                if decision is not None and decision.key == "human":
+                self._done(state)
+                if decision is not None and decision.key == "human" and self.own:
                     self._await(0.8)  # no verdict comes now: only keeps the words heard
                 return True
             beep = self._await(settings.beep_wait_ms / 1000.0, "beep")
+            self._done(state)
+            if beep is not None and beep.key == "fork_lost":
+                call.transcript.usage["amd"]["fork_lost"] = str(beep.value)
+                beep = None
             if beep is not None and isinstance(beep.value, float):  # since the answer
                 call.transcript.usage["amd"]["beep_at"] = round(beep.value, 2)
             if beep is None:
@@ -212,15 +272,26 @@ class _Amd:
             call.hang_up()
             return False
         finally:
-            if decision is None or decision.key != "machine":
-                listener.frame_tap = None
-                state["phase"] = "done"
+            watchdog.kill(block=False)
+            self._done(state)
+
+    def _done(self, state: dict[str, Any]) -> None:
+        """The detector is finished: untap the frames; a fork of its own is stopped."""
+        state["phase"] = "done"
+        self.ear.frame_tap = None
+        if not self.own:
+            self.ear.close()
+
+    def _without_fork(self, state: dict[str, Any], why: str) -> bool:
+        self._done(state)
+        return _no_fork(self.call, why, audio=self.own)
 
     def _await(self, timeout: float, *keys: str) -> Msg | None:
         """The detector's next message among ``keys`` (none: wait out ``timeout``).
 
-        The caller's words meanwhile are kept in the record only (a "Hello?" is not an
-        answer to anything).
+        A lost fork ends the wait as ``Kind.AMD`` ``fork_lost`` (``value``: why) whatever
+        the keys. The caller's words meanwhile are kept in the record only (a "Hello?"
+        is not an answer to anything).
         """
         call = self.call
         deadline = time.monotonic() + timeout
@@ -228,8 +299,13 @@ class _Amd:
             msg = call.next(timeout=max(0.0, deadline - time.monotonic()))
             if msg is None:
                 return None
-            if msg.kind is Kind.AMD and msg.key in keys:
+            if msg.kind is Kind.AMD and (msg.key in keys or msg.key == "fork_lost"):
                 return msg
+            if msg.kind is Kind.MEDIA_LOST:
+                if msg.key == "stt_failed":  # the recogniser, not the fork: the listen's
+                    call.stash(msg)
+                    continue
+                return Msg(Kind.AMD, key="fork_lost", value=msg.key or "lost")
             if msg.kind is Kind.TRANSCRIPT and msg.text:
                 call.transcript.add("caller", msg.text)
                 call.listener.heard()

@@ -29,7 +29,7 @@ from esl_app.providers.stt.resilience import ResilientSttStream
 from esl_app.telephony.esl import EslError, EslSession
 from esl_app.telephony.events import Kind, Msg
 
-__all__ = ["AudioListenSource", "AudioSources"]
+__all__ = ["AudioListenSource", "AudioSources", "TapFork"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class AudioListenSource:
         self.frame_tap: Callable[[bytes], None] | None = None
         self.started = False
         self.closed = False
+        self.fork_error = ""  # FreeSWITCH refused ``uuid_audio_fork … start`` (its reply)
         self.uuid = session.uuid
         self.token = registry.register(self.uuid, self)
 
@@ -74,15 +75,10 @@ class AudioListenSource:
         """Start the fork once (after answer, as mod_audio_fork requires); it then stays on."""
         if self.started or self.closed:
             return
-        from esl_app.media.server import fork_metadata
-
         self.started = True
-        rate = "16k" if self.tenant.sample_rate == 16000 else "8k"
-        meta = fork_metadata(self.token, tenant=self.tenant.id)
-        reply = self.session.api(
-            f"uuid_audio_fork {self.uuid} start {self.media_url}/fork/{self.uuid} mono {rate} "
-            f"{meta}")
+        reply = _start_fork(self.session, self.uuid, self.media_url, self.token, self.tenant)
         if not reply.startswith("+OK"):
+            self.fork_error = reply.strip() or "refused"
             log.warning("call %s: audio fork failed: %s", self.uuid[:8], reply.strip())
 
     def heard(self) -> None:
@@ -249,6 +245,93 @@ class AudioListenSource:
             log.warning("call %s: recogniser error: %s", self.uuid[:8], ev.text)
 
 
+def _start_fork(session: EslSession, uuid: str, media_url: str, token: str,
+                tenant: Tenant) -> str:
+    """``uuid_audio_fork … start`` to our media server; FreeSWITCH's reply (``+OK`` or why not)."""
+    from esl_app.media.server import fork_metadata
+
+    rate = "16k" if tenant.sample_rate == 16000 else "8k"
+    meta = fork_metadata(token, tenant=tenant.id)
+    return session.api(f"uuid_audio_fork {uuid} start {media_url}/fork/{uuid} mono {rate} {meta}")
+
+
+class TapFork:
+    """An audio fork that only feeds a frame tap: no VAD, no recogniser.
+
+    A reminder call whose words FreeSWITCH recognises (the tenant's ``stt`` is
+    ``freeswitch``) has no audio fork of its own, yet its answering-machine detection
+    and beep detection need the sound (issue #28). The call opens this one for as long
+    as the detector needs it and closes it before the conversation (or the voicemail)
+    starts. What happens to the stream reaches the call as ``Kind.AMD`` messages, never
+    ``MEDIA_LOST`` (that one means "the caller cannot be heard" to a listen):
+    ``fork_lost`` (``value``: why) when the stream ends before :meth:`close`.
+    """
+
+    def __init__(self, call: Any, tenant: Tenant, session: EslSession, *, registry: Any,
+                 media_url: str) -> None:
+        self.call = call
+        self.tenant = tenant
+        self.session = session
+        self.registry = registry
+        self.media_url = media_url.rstrip("/")
+        # sees every frame, on the media greenlet: it must be cheap and never block
+        self.frame_tap: Callable[[bytes], None] | None = None
+        self.started = False
+        self.connected = False  # the fork reached the media server
+        self.closed = False
+        self.error = ""  # why the fork could not start (FreeSWITCH's reply)
+        self.uuid = session.uuid
+        self.token = registry.register(self.uuid, self)
+
+    def start(self) -> bool:
+        """Ask FreeSWITCH for the fork; False (and :attr:`error`) when it refuses.
+
+        ``+OK`` only means the fork was set up: whether it connects shows in the audio
+        that arrives (or not).
+        """
+        if self.started or self.closed:
+            return not self.error
+        self.started = True
+        try:
+            reply = _start_fork(self.session, self.uuid, self.media_url, self.token,
+                                self.tenant)
+        except EslError as exc:
+            reply = f"-ERR {exc}"
+        if not reply.startswith("+OK"):
+            self.error = reply.strip() or "refused"
+            log.warning("call %s: audio fork for AMD failed: %s", self.uuid[:8], self.error)
+            return False
+        return True
+
+    def close(self) -> None:
+        """Stop the fork and forget the call; idempotent, never raises."""
+        if self.closed:
+            return
+        self.closed = True
+        self.frame_tap = None
+        if self.started and not self.error and self.session.channel_up:
+            with contextlib.suppress(EslError):
+                self.session.api(f"uuid_audio_fork {self.uuid} stop", timeout=1.0)
+        with contextlib.suppress(Exception):
+            self.registry.unregister(self.uuid)
+        self.call = None
+
+    # -- StreamSink (media server greenlet) ----------------------------------------------
+
+    def on_stream_start(self, metadata: Mapping[str, Any]) -> None:
+        self.connected = True
+
+    def on_audio(self, pcm: bytes) -> bool:
+        tap = self.frame_tap
+        if tap is not None and not self.closed:
+            tap(pcm)
+        return False
+
+    def on_stream_end(self, reason: str) -> None:
+        if not self.closed and reason not in ("shutdown", "replaced"):
+            self.call.post(Msg(Kind.AMD, key="fork_lost", value=reason))
+
+
 class AudioSources:
     """The ``audio_source_for`` factory: one :class:`AudioListenSource` per call."""
 
@@ -265,6 +348,10 @@ class AudioSources:
         return AudioListenSource(call, tenant, session, registry=self.registry,
                                  media_url=self.media_url, stt=self.stt_for(tenant),
                                  fallback_stt=self.fallback_stt)
+
+    def tap_fork(self, call: Any, tenant: Tenant, session: EslSession) -> TapFork:
+        """A fork to this worker's media server that only feeds a frame tap (see TapFork)."""
+        return TapFork(call, tenant, session, registry=self.registry, media_url=self.media_url)
 
     def warm(self, tenant: Tenant) -> None:
         """Make ``tenant``'s recogniser (and the fallback it may need) now, before calls come.
