@@ -75,11 +75,24 @@ def patients(fs_esl: InboundEsl, fs_workdir: Path):
 
 def test_reminders_reach_a_person_and_leave_a_machine_a_message_after_the_beep(
         fs_esl: InboundEsl, fs_workdir: Path, patients: str, tmp_path: Path):
+    _reminders_to_a_person_and_a_machine(fs_esl, patients, tmp_path, stt="local")
+
+
+def test_reminders_with_freeswitch_asr_hear_the_machine_and_its_beep_on_a_fork(
+        fs_esl: InboundEsl, fs_workdir: Path, patients: str, tmp_path: Path):
+    """``stt: freeswitch``: the conversation has no audio fork, yet the reminder opens one
+    for the answering-machine detector (and stops it after): the same verdicts, and the
+    message only after the beep."""
+    _reminders_to_a_person_and_a_machine(fs_esl, patients, tmp_path, stt="freeswitch")
+
+
+def _reminders_to_a_person_and_a_machine(fs_esl: InboundEsl, patients: str, tmp_path: Path,
+                                         *, stt: str) -> None:
     tenants = {"tenants": [{
         "id": "remind", "name": "Reminder Clinic", "dids": ["2009"],
         "timezone": "America/New_York", "hours": {"mon-sun": "00:00-24:00"},
         "slot_minutes": 30, "handoff": "loopback/1005/public", "agent": "local",
-        "stt": "local", "doctors": [{"id": "lee", "name": "Dr. Ann Lee"}],
+        "stt": stt, "doctors": [{"id": "lee", "name": "Dr. Ann Lee"}],
         "reminders": {"hours_before": [24], "window": "00:00-23:59", "caller_id": "+15550102009",
                       "dial": f"loopback/{{number}}/{patients}", "ring_seconds": 15}}]}
     path = tmp_path / "tenants.yaml"
@@ -119,6 +132,7 @@ def test_reminders_reach_a_person_and_leave_a_machine_a_message_after_the_beep(
         usage = json.loads(rec.usage)
         assert machine.outcome == "reminder_voicemail", (usage, rec.turns)
         assert usage["amd"]["decision"] == "machine"
+        assert usage["usage"]["stt_provider"] == stt  # text mode: FreeSWITCH's recogniser
         said = [t for t in json.loads(rec.turns) if t["speaker"] == "bot"]
         assert said and said[0]["at_ms"] / 1000 > usage["amd"]["beep_at"]
         assert "Reminder Clinic" in said[0]["text"] and "Pat" not in said[0]["text"]
