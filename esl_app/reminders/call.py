@@ -45,8 +45,9 @@ def reminder_id_of(channel: Mapping[str, str]) -> int | None:
 def looks_like_machine(text: str) -> bool:
     """A first utterance that is a recorded greeting, not a person saying hello.
 
-    Text mode only (the words are all there is); with the audio fork the answering-
-    machine detector decides from the speech's shape and the beep instead.
+    Only when no audio fork can be had (text mode: the words are all there is), and
+    then only to end the call without a word: a message needs a beep, heard on a fork.
+    With the fork the answering-machine detector decides from the speech's shape.
     """
     t = re.sub(r"\s+", " ", text.lower().replace("’", "'"))
     return any(w in t for w in _MACHINE_WORDS) or len(t.split()) >= 14
