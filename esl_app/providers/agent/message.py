@@ -166,6 +166,8 @@ _OPENINGS = {
     "no_answer": "I'm sorry, nobody could answer right now.",
     "failed": "I'm sorry, I couldn't connect you, and nobody could answer right now.",
     "unavailable": "I'm sorry, nobody is available to take your call right now.",
+    # the caller turned the front desk down twice and the bot could not help either
+    "declined": "All right. I'm sorry I couldn't help you this time.",
 }
 _DECLINE = ("never mind", "nevermind", "forget it", "forget about it", "do not bother",
             "no message", "do not want to leave", "not leave a message", "cancel the message",
@@ -175,7 +177,7 @@ _DECLINE = ("never mind", "nevermind", "forget it", "forget about it", "do not b
 def failure_kind(reason: str | None) -> str:
     """Map a bridge disposition / hang-up cause ("USER_BUSY", "NO_ANSWER", …) to an opening."""
     r = (reason or "").upper()
-    if r in ("REQUESTED", "UNAVAILABLE"):
+    if r in ("REQUESTED", "UNAVAILABLE", "DECLINED"):
         return r.lower()
     if "BUSY" in r:
         return "busy"
@@ -186,14 +188,15 @@ def failure_kind(reason: str | None) -> str:
 
 
 def start_message(call: CallContext, reason_of_failure: str = "", *, text: str | None = None,
-                  urgent: bool = False) -> AgentReply:
+                  urgent: bool = False, lead: str | None = None) -> AgentReply:
     """Begin the message sub-dialogue (``call.state["mode"] = "message"``) and say why.
 
     ``reason_of_failure`` is the bridge disposition or hang-up cause (or
     "requested" when the caller asked); ``text`` is the caller's request, from
     which a callback number ("call me back at …") is taken. After an emergency
     the urgent line failing must not end in a message: the caller is sent to
-    the emergency number instead.
+    the emergency number instead. ``lead``: what to say before the offer, instead of
+    the opening for ``reason_of_failure``.
     """
     st = call.state
     if st.get("emergency"):
@@ -213,7 +216,7 @@ def start_message(call: CallContext, reason_of_failure: str = "", *, text: str |
         msg["phone"] = number
     if kind == "requested":
         return _next(call, "Sure, I can take a message for the clinic.")
-    lead = _OPENINGS[kind]
+    lead = lead or _OPENINGS[kind]
     if msg["urgent"]:
         lead += " I can take an urgent message for the clinic."
     return _ask(call, "offer", lead)
@@ -241,7 +244,15 @@ def take_message(call: CallContext, utterance: Utterance) -> AgentReply:
             and not (msg["step"] == "offer" and wants_message(t)):
         return _declined(call)
     if short and nlu.has_any(t, "repeat", "say that again", "say again", "come again", "pardon"):
-        return _ask(call, msg["step"])
+        # heard again, twice; after that a request to repeat is no answer either (asked
+        # for ever, it would keep the caller at one question for ever)
+        msg["repeats"] = msg.get("repeats", 0) + 1
+        if msg["repeats"] > 2:
+            return _miss(call, "")
+        misses = msg["misses"]
+        reply = _ask(call, msg["step"])
+        msg["misses"] = misses
+        return reply
     handler = _STEPS.get(msg["step"], _on_offer)
     return handler(call, msg, t)
 
@@ -450,6 +461,11 @@ def _miss(call: CallContext, rephrase: str) -> AgentReply:
             return _next(call, "Let's keep it short then.")
         if msg["step"] == "confirm":
             return _store(call, msg)
+        if msg["step"] == "phone_confirm":  # not a yes to this number: ask for one
+            msg["phone"], msg["caller_id_refused"] = None, True
+            return _ask(call, "phone", rephrase)
+        if msg["misses"] >= 2 * MAX_MISSES:  # no step may ask for ever
+            return _failed(call, "I'm sorry, I couldn't take your message.")
     misses = msg["misses"]
     reply = _ask(call, msg["step"], rephrase)
     msg["misses"] = misses

@@ -756,8 +756,24 @@ class BookingStages:
                 st.pop(key, None)
             return self._ask(call, "phone")
         if nlu.yes_no(t) is not None or nlu.has_any(t, "nothing"):
+            # "no" to the booking, then nothing to change: once may be a slip, so the
+            # booking is read back; the second time they do not want it (else "no",
+            # "nothing", "no" … would go round for ever)
+            unchanged = st.get("confirm_unchanged", 0) + 1
+            st["confirm_unchanged"] = unchanged
+            if unchanged >= 2:
+                return self._not_booked(call)
             return self._ask(call, "confirm")
         return self._miss(call, "Sorry.")
+
+    def _not_booked(self, call: CallContext) -> AgentReply:
+        """The caller turned the booking down and wants nothing changed: let the time go."""
+        if hasattr(self.tools, "release_holds"):
+            self.tools.release_holds(call.call_id)
+        log.info("call %s: booking declined at the confirmation", call.call_id)
+        self._finish_task(call)
+        call.state.pop("confirm_unchanged", None)
+        return self._ask(call, "anything_else", "Okay, I won't book it.")
 
     def _book(self, call: CallContext) -> AgentReply:
         """Book the chosen slot; only an ``ok`` from the tool makes it "booked"."""

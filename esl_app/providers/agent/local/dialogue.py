@@ -29,6 +29,7 @@ from esl_app.providers.agent.local.wording import (
     _NAME_STAGES,
     _YES_NO_HINTS,
     HANDOFF_UNCLEAR,
+    MAX_DECLINED_OFFERS,
     MAX_MISSES,
     _article,
     _digits_spoken,
@@ -576,6 +577,10 @@ class LocalAgent(BookingStages, ChangeStages):
             return self._handoff(call, "caller could not be understood")
         if yn is False:
             st["misses"] = 0
+            declined = st.get("handoff_declined", 0) + 1
+            st["handoff_declined"] = declined
+            if declined >= MAX_DECLINED_OFFERS:
+                return self._way_out(call)
             return self._ask(call, st.pop("resume_stage", "start") or "start",
                              "Okay, let's try again.")
         if unclear + 1 >= HANDOFF_UNCLEAR:
@@ -584,6 +589,25 @@ class LocalAgent(BookingStages, ChangeStages):
             return self._handoff(call, "caller could not be understood")
         st["handoff_unclear"] = unclear + 1
         return self._miss(call, "Please say yes or no.")
+
+    def _way_out(self, call: CallContext) -> AgentReply:
+        """The front desk declined again: no third round of "let's try again".
+
+        Each round (not understood, rephrased, offered the front desk, declined) costs
+        the caller three turns and nothing bounds it: a caller who keeps saying "no"
+        would go round until they hang up. The second refusal means the bot cannot
+        help over the phone and a person now is not wanted: the caller hears when the
+        clinic is open and is offered a message for a call back; declined too, the
+        call ends with a goodbye (``message_declined``).
+        """
+        st = call.state
+        log.info("call %s: front desk declined %d times: message offered",
+                 call.call_id, st.get("handoff_declined", 0))
+        for key in ("resume_stage", "ask", "handoff_unclear"):
+            st.pop(key, None)
+        st["stage"] = "done"
+        lead = f"All right. I'm sorry I couldn't help you this time. {format_hours(call.tenant)}"
+        return message.start_message(call, "declined", lead=lead)
 
     def _answers_the_question(self, call: CallContext, t: str, goal: str | None
                               ) -> AgentReply | None:

@@ -15,6 +15,7 @@ from esl_app.providers.agent.local import nlu
 MAX_MISSES = 3
 # stages whose answer is a name: the text keeps spelled letters ("a m" is not "am")
 _NAME_STAGES = ("name", "verify_name", "lookup_name", "name_spell")
+MAX_DECLINED_OFFERS = 2  # "no" to the front desk this often: hours, a message, goodbye
 HANDOFF_UNCLEAR = 2  # answers that are neither yes nor no to "connect you with the front desk?"
 _YES_NO_HINTS = ("yes", "no")
 _DIGIT_HINTS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
