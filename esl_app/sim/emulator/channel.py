@@ -295,6 +295,10 @@ class Channel:
         self._bot_spoke = False
         self._asr_resumed = False
         self._listen_timer: gevent.Greenlet | None = None
+        # dead air: a playback ended with nothing queued behind it, and the next one came
+        # later with no caller input and no other application between (seconds, real time)
+        self.playback_gaps: list[float] = []
+        self._quiet_since: float | None = None
         self._runner = gevent.spawn(self._run_apps)
         self._bg: list[gevent.Greenlet] = []
         switch.register(self)
@@ -478,6 +482,8 @@ class Channel:
             finally:
                 self._app_running = None
                 self._app_idle.set()
+            if app.name in self._MEDIA and self._apps.qsize() == 0:
+                self._quiet_since = time.monotonic()  # the channel plays nothing now
             self._maybe_listening()
 
     _APPS = frozenset({"answer", "pre_answer", "ring_ready", "playback", "speak",
@@ -485,7 +491,12 @@ class Channel:
                        "unset", "multiset", "log", "park", "transfer", "info",
                        "playback_terminators"})
 
+    _MEDIA = frozenset({"playback", "speak"})
+
     def _exec(self, app: _App) -> None:
+        quiet, self._quiet_since = self._quiet_since, None
+        if quiet is not None and app.name in self._MEDIA:
+            self.playback_gaps.append(time.monotonic() - quiet)
         if app.name not in self._APPS:
             # switch_core_session_execute_application: "Invalid Application" → hang up
             self.hangup("DESTINATION_OUT_OF_ORDER", by="invalid_application")
@@ -800,6 +811,7 @@ class Channel:
             self._emit({"event": "listening"})
 
     def _caller_input(self) -> None:
+        self._quiet_since = None  # what the bot says next answers the caller: not dead air
         self._cancel_listen()
         self._bot_spoke = False
         self._asr_resumed = False
