@@ -19,8 +19,12 @@ import pytest
 from test_workers_serve import Server
 
 from esl_app.db import close_db, init_db
+from esl_app.db.calls import start_row
 from esl_app.db.models import Appointment, CallRecord
+from esl_app.providers.agent import tools
+from esl_app.scheduling import service
 from esl_app.sim.simulate import SimCall
+from esl_app.telephony import records
 from esl_app.telephony.records import (
     IN_PROGRESS,
     INTERRUPTED,
@@ -142,5 +146,102 @@ def test_kill_9_mid_call_leaves_interrupted_records_that_bookings_point_to(tmp_p
     try:
         rows = {r.call_id: r.outcome for r in CallRecord.select()}
         assert {rows[i] for i in ids} == {INTERRUPTED}
+    finally:
+        close_db()
+
+
+def test_a_booking_writes_its_calls_missing_record_in_the_same_transaction(db, monkeypatch):
+    """The start write failed (a database blip): the booking stores the record itself."""
+    def blip(row):
+        raise peewee.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(records, "insert_start", blip)
+    with pytest.raises(peewee.OperationalError):
+        start_call(_transcript("c1"))
+    monkeypatch.undo()
+    assert get_call("c1") is None
+    tenant = service.get_tenant("sunrise")
+    slot = tools.search_slots(tenant, limit=1)["slots"][0]
+    booked = tools.confirm_appointment(tenant, slot_id=slot["slot_id"], patient_name="Ann",
+                                       call_id="c1", caller="+15550100100", did="1001")
+    assert booked["ok"]
+    rec = get_call("c1")
+    assert rec is not None and rec["outcome"] == IN_PROGRESS
+    assert (rec["tenant"], rec["caller"], rec["did"]) == ("sunrise", "+15550100100", "1001")
+    assert rec["usage"]["worker"] == worker_tag()
+    assert Appointment.get(Appointment.call_id == "c1").status == "booked"
+    # process gone: the sweep finds it like any start record; the end of a call that
+    # lived on completes it, and a second booking of the call leaves it alone
+    assert sweep_interrupted(alive=lambda pid: False) == 1
+    assert get_call("c1")["outcome"] == INTERRUPTED
+    save_call(_transcript("c1", outcome="booked"))
+    slot = tools.search_slots(tenant, limit=1)["slots"][0]
+    assert tools.confirm_appointment(tenant, slot_id=slot["slot_id"], patient_name="Bo",
+                                     call_id="c1")["ok"]
+    assert get_call("c1")["outcome"] == "booked" and CallRecord.select().count() == 1
+
+
+def test_a_booking_that_fails_writes_no_record_and_the_api_writes_none(db):
+    """The record comes with the booking or not at all; API bookings (Lambdas, whose
+    call_id is not a call of ours) and bookings without a call get none."""
+    tenant = service.get_tenant("sunrise")
+    slot = tools.search_slots(tenant, limit=1)["slots"][0]
+    assert tools.confirm_appointment(tenant, slot_id=slot["slot_id"], patient_name="Ann",
+                                     call_id="first")["ok"]
+    lost = tools.confirm_appointment(tenant, slot_id=slot["slot_id"], patient_name="Bo",
+                                     call_id="second")
+    assert not lost["ok"] and get_call("second") is None
+    slot = tools.search_slots(tenant, limit=1)["slots"][0]
+    service.book("sunrise", slot["slot_id"], patient_name="Cy", call_id="connect-1")
+    assert get_call("connect-1") is None
+    with pytest.raises(ValueError, match="call_id"):
+        service.book("sunrise", slot["slot_id"], patient_name="Di", call_id="a",
+                     call_record=start_row("b", tenant_id="sunrise"))
+
+
+def test_kill_9_after_a_booking_whose_call_start_was_never_stored(tmp_path):
+    """The start record is missing (removed before the booking, as a failed start write
+    would leave it), the call books, the worker is killed: the booking's call has a
+    record, ``interrupted`` after the restart."""
+    import sqlite3
+
+    srv = Server(tmp_path, "--workers", "1")
+    path = tmp_path / "ivr-test.db"
+    try:
+        booker = SimCall(srv.esl, "1001", "+15550100100", time_scale=SCALE).start()
+        assert booker.act(BOOKING[0])
+        uuid = booker.call.uuid
+        table = CallRecord._meta.table_name
+        conn = sqlite3.connect(path, timeout=10)
+        try:
+            with gevent.Timeout(10):
+                while not conn.execute(f"SELECT 1 FROM {table} WHERE call_id = ?",
+                                       (uuid,)).fetchone():
+                    gevent.sleep(0.05)
+            with conn:
+                conn.execute(f"DELETE FROM {table} WHERE call_id = ?", (uuid,))
+        finally:
+            conn.close()
+        for line in BOOKING[1:]:
+            assert booker.act(line)
+        assert booker.call.wait_until_listening(30)  # "You're booked …": it committed
+        os.kill(srv.ready["workers"][0], signal.SIGKILL)
+        srv.proc.kill()
+        srv.proc.wait(timeout=10)
+    finally:
+        srv.stop()
+    init_db(f"sqlite:///{path}")
+    try:
+        assert Appointment.get(Appointment.call_id == uuid).status == "booked"
+        rec = CallRecord.get(CallRecord.call_id == uuid)
+        assert (rec.outcome, rec.tenant_id, rec.caller, rec.did) == (
+            IN_PROGRESS, "sunrise", "+15550100100", "1001")
+    finally:
+        close_db()
+    srv = Server(tmp_path, "--workers", "1")
+    srv.stop()
+    init_db(f"sqlite:///{path}")
+    try:
+        assert CallRecord.get(CallRecord.call_id == uuid).outcome == INTERRUPTED
     finally:
         close_db()

@@ -24,6 +24,7 @@ import peewee as pw
 
 from esl_app.config.tenants import WEEKDAYS, ConfigError, Tenant, tenants_from_data
 from esl_app.db import database, write_txn
+from esl_app.db.calls import insert_start
 from esl_app.db.models import Appointment, Doctor, Slot, TenantRow, naive_utc, utcnow
 from esl_app.notify import outbox
 from esl_app.scheduling import audit
@@ -460,6 +461,7 @@ def book(
     actor: str = "system",
     now: datetime | None = None,
     notify: str | None = None,
+    call_record: dict[str, Any] | None = None,
 ) -> AppointmentView:
     """Book one slot (or the consecutive slots a visit needs) atomically.
 
@@ -467,7 +469,12 @@ def book(
     (``call_id``) is consumed, anyone else's live hold makes the slot taken.
     ``notify`` (none | sms | email | both) is the patient's consent to confirmations of
     this appointment's changes; they go to the phone / e-mail given, when there is one.
+    ``call_record`` (:func:`esl_app.db.calls.start_row` of ``call_id``: a call this
+    process runs) is inserted, unless the call has a record already, in the booking's
+    transaction: the booking never points at a call with no record (issue #31).
     """
+    if call_record is not None and call_record.get("call_id") != call_id:
+        raise ValueError("call_record is not the record of call_id")
     tenant = get_tenant(tenant_id)
     name, phone, email = _clean_patient(patient_name, phone, email)
     consent = outbox.normalize_consent(notify)
@@ -478,6 +485,8 @@ def book(
         slots = _claim_slots(tenant, slot_pk, now_utc, need=need, owner=call_id or None)
         slot = slots[0]
         doctor = _doctor(db, slot.doctor_id)
+        if call_record is not None:
+            insert_start(call_record)
         for _ in range(20):
             try:
                 with db.atomic():  # savepoint: a code collision must not abort the booking

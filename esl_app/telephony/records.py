@@ -4,8 +4,10 @@ The call engine writes through here only, so the engine does not depend on
 the model's column layout and a storage hiccup never fails a call.
 
 A record is written when the call starts (outcome ``in_progress``, with the worker
-that runs it) and completed when it ends, so a booking's ``call_id`` always finds its
-call, even when the process dies mid-call: such a record is marked ``interrupted`` by
+that runs it) and completed when it ends; a booking the call makes writes the start
+row too if it is missing, in the booking's own transaction (:mod:`esl_app.db.calls`),
+so a booking's ``call_id`` always finds its call, even when the start write failed and
+the process then died: such a record is marked ``interrupted`` by
 :func:`sweep_interrupted` once its worker is known to be gone. A completion the
 database refused (Postgres down) is kept in memory and retried (:class:`PendingRecords`)
 rather than dropped.
@@ -21,6 +23,7 @@ import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from esl_app.db.calls import IN_PROGRESS, insert_start, start_row, worker_tag
 from esl_app.telephony.transcript import Transcript
 
 __all__ = [
@@ -36,7 +39,6 @@ __all__ = [
     "worker_tag",
 ]
 
-IN_PROGRESS = "in_progress"
 INTERRUPTED = "interrupted"
 # no call lasts this long (a tenant's max_call_seconds is far less): an older
 # in-progress record, on any host, belongs to a process that died
@@ -62,29 +64,16 @@ def _turns_to_store(transcript: Transcript) -> list[dict[str, Any]]:
     return turns
 
 
-def worker_tag(pid: int | None = None) -> str:
-    """``host:pid`` of the process running a call (how a sweep knows whose it was)."""
-    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
-
-
 def start_call(transcript: Transcript) -> None:
     """Store the call as ``in_progress`` (a no-op when its record already exists)."""
     from esl_app.db import write_txn
-    from esl_app.db.models import CallRecord, naive_utc
 
     if not transcript.call_id:
         return
-    row = {
-        "call_id": transcript.call_id,
-        "tenant_id": transcript.tenant,
-        "did": (transcript.did or "")[:32] or None,
-        "caller": (transcript.caller or "")[:32] or None,
-        "started_at": naive_utc(transcript.started_at),
-        "outcome": IN_PROGRESS,
-        "usage": json.dumps({"worker": worker_tag()}),
-    }
+    row = start_row(transcript.call_id, tenant_id=transcript.tenant, did=transcript.did,
+                    caller=transcript.caller, started_at=transcript.started_at)
     with write_txn():
-        CallRecord.insert(**row).on_conflict_ignore().execute()
+        insert_start(row)
 
 
 def save_call(transcript: Transcript) -> None:

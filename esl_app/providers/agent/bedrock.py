@@ -461,6 +461,7 @@ class BedrockAgent:
             kwargs["now"] = call.now
         if func_name == "confirm_appointment":
             kwargs["call_id"] = call.call_id
+            kwargs["caller"], kwargs["did"] = call.caller, call.did
             if "phone" not in kwargs and call.caller:
                 kwargs["phone"] = call.caller
         if action in SIDE_EFFECTS:

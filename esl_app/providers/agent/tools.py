@@ -13,6 +13,7 @@ from datetime import date, datetime
 from typing import Any
 
 from esl_app.config.tenants import Tenant
+from esl_app.db.calls import start_row
 from esl_app.scheduling import service
 from esl_app.scheduling.errors import SchedulingError
 
@@ -103,16 +104,24 @@ def confirm_appointment(tenant: Tenant, *, slot_id: str, patient_name: str,
                         email: str | None = None, phone: str | None = None,
                         call_id: str | None = None, visit_type: str | None = None,
                         actor: str | None = None, now: datetime | None = None,
-                        notify: str | None = None) -> dict[str, Any]:
+                        notify: str | None = None, caller: str | None = None,
+                        did: str | None = None) -> dict[str, Any]:
     """Book the slot; ``ok`` is True only once the booking has committed.
 
     A hold taken by the same ``call_id`` is consumed atomically; ``notify`` is the
-    patient's consent to confirmations (sms | email | both).
+    patient's consent to confirmations (sms | email | both). ``call_id`` is the call
+    this process runs (the agent's): its record is made sure of with the booking, from
+    the call's ``caller`` and ``did``, should its start write have failed.
     """
+    record = None
+    if call_id:
+        record = start_row(call_id, tenant_id=tenant.id, did=did, caller=caller,
+                           started_at=now)
     try:
         view = service.book(tenant.id, slot_id, patient_name=patient_name, phone=phone,
                             email=email, call_id=call_id, visit_type=visit_type,
-                            actor=actor or _actor(call_id), now=now, notify=notify)
+                            actor=actor or _actor(call_id), now=now, notify=notify,
+                            call_record=record)
     except SchedulingError as exc:
         return _fail(exc)
     return _appt(view)

@@ -783,7 +783,8 @@ class BookingStages:
         result = self.tools.confirm_appointment(
             call.tenant, slot_id=chosen["slot_id"], patient_name=st["name"],
             email=st.get("email"), phone=st.get("phone"), call_id=call.call_id,
-            now=self._now(call), **self._visit_kw(call), **consent)
+            caller=call.caller, did=call.did, now=self._now(call), **self._visit_kw(call),
+            **consent)
         if result.get("ok"):
             code = result["confirmation"]
             st["confirmation"] = code
