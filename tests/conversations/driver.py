@@ -36,6 +36,9 @@ GOALS = {
     "address": ["where are you located", "what's your address", "where is the clinic"],
     "emergency": ["my husband has chest pain and can't breathe",
                   "I think I'm having a heart attack"],
+    # a caller the bot cannot help: nothing they say is a request it knows
+    "lost": ["the thing with the stuff", "purple elephants", "it's about my cousin's cat",
+             "you know, the usual"],
 }
 ORDINALS = {"first": 0, "second": 1, "third": 2, "last": -1}
 
@@ -69,6 +72,7 @@ class Persona:
     existing: dict[str, str] | None = None  # an appointment made before the call
     knows_code: bool = False       # the caller knows that appointment's code
     heard: str | None = None       # words the bot must have said (facts)
+    declines: bool = False         # "no" to every yes/no question, for ever
     seed: int = 0
 
 
@@ -160,6 +164,9 @@ class Caller:
         self.asked[kind] = n + 1
         if p.hang_up_at == kind:
             return "#hangup now"
+        if p.declines:  # says no to whatever it is offered, and nothing useful otherwise
+            offered = kind in ("connect", "yes_no") or "leave a message" in text.lower()
+            return "no" if offered else self._goal()
         quirk = p.quirks.get(kind)
         if quirk and kind not in self.quirks_done:
             self.quirks_done.add(kind)
