@@ -114,8 +114,9 @@ def serve(args: argparse.Namespace) -> None:
     tokens = {}
     for i in range(args.streams):
         uuid = f"bench-{i:05d}"
+        fallback = {"fallback_stt": lambda: None} if args.stt == "resilient" else {}
         src = AudioListenSource(_Call(stats, list(LINES)), tenant, _Session(uuid),
-                                registry=registry, media_url="ws://unused", stt=stt)
+                                registry=registry, media_url="ws://unused", stt=stt, **fallback)
         sources.append(src)
         tokens[uuid] = src.token
     host, port = media.address
@@ -230,7 +231,9 @@ def main() -> int:
     ap.add_argument("--batch-ms", type=float, default=5.0, help="media reader's least pause")
     ap.add_argument("--max-batch-ms", type=float, default=None,
                     help="media reader's longest pause (default 30; = --batch-ms: fixed)")
-    ap.add_argument("--stt", choices=("emulated", "none"), default="emulated")
+    ap.add_argument("--stt", choices=("emulated", "resilient", "none"), default="emulated",
+                    help="resilient: inside the fallback wrapper, as a cloud recogniser "
+                         "runs in ivr serve")
     ap.add_argument("--every", type=float, default=3.0, help="seconds between caller lines")
     ap.add_argument("--py-spy", dest="py_spy", default=None,
                     help="record the server with py-spy during the window (svg path)")
