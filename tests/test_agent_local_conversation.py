@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -457,6 +457,43 @@ def test_the_caller_corrects_a_spelling_and_the_booking_has_it(sunrise):
     assert booked.patient_name == "Jon Smith"
 
 
+@pytest.mark.parametrize("fix,name", [
+    # the surname spelled: the first name is kept (it used to be dropped: "Nott")
+    ("no, N O T T", "Joan Nott"),
+    ("it's N-O-T-T", "Joan Nott"),  # "it is …" once read as a yes, and booked
+    ("the last name is spelled N O T T", "Joan Nott"),
+    ("no, the surname is n o t t", "Joan Nott"),
+    # the first name, both parts, or the whole name said again
+    ("the first name is J O N", "Jon Knight"),
+    ("no, J O N, N O T T", "Jon Nott"),
+    ("no, it's Jon Nott", "Jon Nott"),
+])
+def test_a_correction_after_the_read_back_changes_only_that_part(sunrise, fix, name):
+    c = Call(sunrise)
+    c.say("book with dr smith tomorrow morning")
+    c.say("the first one")
+    r = c.say("joan knight")
+    assert "for Joan Knight" in r.text and c.state["stage"] == "confirm"
+    r = c.say(fix)
+    assert r.outcome is None and c.state["stage"] == "confirm", r.text
+    assert c.state["name"] == name and f"for {name}" in r.text
+    r = c.say("yes")
+    assert r.outcome == "booked"
+    assert service.get_appointment(sunrise.id, r.confirmation).patient_name == name
+
+
+@pytest.mark.parametrize("fix", ["no, the last name is spelled G U D E", "no, G U D E"])
+def test_a_spelling_at_the_name_check_keeps_the_part_not_spelled(sunrise, fix):
+    c = Call(sunrise)
+    c.say("book with dr smith tomorrow morning")
+    c.say("the first one")
+    r = c.say("monday good")
+    assert "I heard Monday Good" in r.text
+    r = c.say(fix)
+    assert c.state["name"] == "Monday Gude" and "G, U, D, E" in r.text
+    assert c.state["stage"] == "confirm"
+
+
 # ---------------------------------------------------------------- 6b: the number, confirmed
 
 
@@ -551,6 +588,23 @@ def test_a_wrong_guess_asks_for_the_doctor_again(sunrise):
     assert "Which doctor" in r.text and "doctor" not in c.state
     r = c.say("doctor okafor")
     assert c.state["doctor"] == "okafor" and "What day" in r.text
+
+
+@pytest.mark.parametrize("day,spoken", [("monday", "Monday"), ("tomorrow afternoon",
+                                                                 "tomorrow afternoon")])
+def test_a_day_said_to_the_doctor_check_is_kept_without_an_apology(sunrise, day, spoken):
+    c = Call(sunrise)
+    c.say("i'd like to book with doctor october")
+    r = c.say(day)  # to "Did you mean Dr. Okafor?": not wrong, just ahead
+    assert "Did you mean Dr. Okafor?" in r.text and "Sorry" not in r.text, r.text
+    assert f"Got it, {spoken}." in r.text
+    assert c.state["date_first"] and c.state.get("misses", 0) == 0
+    c.say("yes")
+    assert c.state["doctor"] == "okafor"
+    Wishes().until(c, "offer")
+    days = {local(s["start"]).date() for s in c.offered}
+    assert days == {date.fromisoformat(c.state["date_first"])}
+    assert all(s["doctor"] == "okafor" for s in c.offered)
 
 
 @pytest.mark.parametrize("text", ["i need to see a doctor about my knee",

@@ -6,6 +6,7 @@ import pytest
 
 from esl_app.config.tenants import Doctor
 from esl_app.providers.agent.local import nlu
+from esl_app.providers.agent.local.names import corrected_name
 from esl_app.providers.agent.local.phonetic import best_match, phonetic_key, similarity
 
 DOCTORS = (Doctor("smith", "Dr. Sarah Smith", "family medicine"),
@@ -58,6 +59,11 @@ def test_a_guess_only_where_a_name_stands(text, expected):
     ("my name is joan nguyen that is spelled n g u y e n", "Joan Nguyen", "NGUYEN", False),
     ("maria nott and that is spelled n o t t", "Maria Nott", "NOTT", False),
     ("ann which is a n n", "Ann", "ANN", False),
+    # a part named ("the last name is …") is that part, wherever the caller puts it
+    ("the surname is spelled n o t t", "Nott", "NOTT", False),
+    ("my family name is n o t t", "Nott", "NOTT", False),
+    ("the first name is J O A N and the last name is N O T T", "Joan Nott", "JOAN NOTT", False),
+    ("the last name is n o t t and the first name is j o a n", "Joan Nott", "JOAN NOTT", False),
 ])
 def test_names_said_spelled_or_both(text, name, spelled, doubtful):
     got = nlu.parse_name_answer(text)
@@ -69,3 +75,41 @@ def test_names_said_spelled_or_both(text, name, spelled, doubtful):
                                   "why do you need my name"])
 def test_strict_names_refuse_what_is_likely_something_else(text):
     assert nlu.parse_name(text) is None
+
+
+@pytest.mark.parametrize("text,parts", [
+    ("the last name is spelled N O T T", ("last",)),
+    ("my first name is joan", ("first",)),
+    ("N O T T", ("",)),
+    ("joan, and the last name is n o t t", ("", "last")),
+    ("nott n o t t, first name joan", ("first", "")),
+])
+def test_the_part_a_caller_names_is_kept_with_the_word(text, parts):
+    assert nlu.parse_name_answer(text).parts == parts
+
+
+@pytest.mark.parametrize("old,said,new", [
+    # the surname spelled, with or without saying so: the first name stays
+    ("Joan Knight", "N O T T", "Joan Nott"),
+    ("Joan Knight", "it's N-O-T-T", "Joan Nott"),
+    ("Joan Knight", "the last name is spelled N O T T", "Joan Nott"),
+    ("Joan Knight", "my surname is n o t t", "Joan Nott"),
+    ("Mary Ann Knight", "N O T T", "Mary Ann Nott"),
+    # the first name spelled: named, or clearly resembling the old one
+    ("Joan Knight", "the first name is J O N", "Jon Knight"),
+    ("John Smith", "it's spelled j o n", "Jon Smith"),
+    # resembling neither part: the surname (callers spell the hard part)
+    ("Joan Knot", "K A T Z", "Joan Katz"),
+    ("Joan Knot", "M A R Y", "Joan Mary"),
+    # both parts: spelled, said again, or spelled in one breath
+    ("Joan Knight", "J O N, N O T T", "Jon Nott"),
+    ("Joan Knight", "the first name is J O N and the last name is N O T T", "Jon Nott"),
+    ("Joan Knight", "Jon Nott", "Jon Nott"),
+    ("Joan Knot", "j o n n o t t", "Jon Nott"),
+    # a one-word name gains the part the caller adds, or is replaced
+    ("Joan", "the last name is N O T T", "Joan Nott"),
+    ("Nott", "my first name is J O A N", "Joan Nott"),
+    ("Jon", "J O H N", "John"),
+])
+def test_a_correction_changes_only_the_part_corrected(old, said, new):
+    assert corrected_name(old, nlu.parse_name_answer(said)) == new

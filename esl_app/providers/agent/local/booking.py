@@ -10,12 +10,13 @@ from typing import Any
 
 from esl_app.config.tenants import WEEKDAYS, Doctor
 from esl_app.providers.agent.base import AgentReply, CallContext
-from esl_app.providers.agent.local import nlu
-from esl_app.providers.agent.local.names import spell
+from esl_app.providers.agent.local import nlu, turns
+from esl_app.providers.agent.local.names import NameAnswer, corrected_name, spell
 from esl_app.providers.agent.local.wording import (
     _PART_ENDS,
     _YES_NO_HINTS,
     _article,
+    _noted,
     _notice_words,
     _plural,
     _same_number,
@@ -434,6 +435,8 @@ class BookingStages:
         st = call.state
         yn = nlu.yes_no(t)
         guess = st.get("doctor_guess")
+        before = turns.progress_signature(st)
+        when_before = {k: st.get(k) for k in WHEN_KEYS}
         if self._absorb(call, t) and st.get("doctor") and not st.get("doctor_guess"):
             self._understood(call)
             return self._book_next(call)  # named a doctor outright
@@ -447,6 +450,11 @@ class BookingStages:
             st.pop("doctor", None)
             self._understood(call)
             return self._ask(call, "doctor", "Sorry about that.")
+        if before != turns.progress_signature(st):
+            # answered with a day or a time instead: kept, and nothing to apologise for
+            self._understood(call)
+            return self._ask(call, "doctor_check",
+                             _noted(st, when_before, self._now(call).date()))
         return self._miss(call, "Sorry.")
 
     def _on_date(self, call: CallContext, t: str, goal: str | None) -> AgentReply:
@@ -587,11 +595,13 @@ class BookingStages:
         """
         st = call.state
         pending = st.get("name_pending") or {}
-        heard = nlu.parse_name_answer(nlu.normalize(t, clock=False))
+        heard = nlu.parse_name_answer(_after_no(t))
         yn = nlu.yes_no(t)
         if heard and (heard.spelled or (yn is None and not heard.doubtful)):
+            # "no, the last name is G U D E": the part spelled changes, the rest is kept
             self._understood(call)
-            return self._take_name(call, heard.name, heard.spelled)
+            name = corrected_name(pending.get("name") or "", heard)
+            return self._take_name(call, name, heard.spelled)
         if yn is True and pending.get("name"):
             self._understood(call)
             return self._take_name(call, pending["name"], pending.get("spelled"))
@@ -601,17 +611,30 @@ class BookingStages:
             return self._ask(call, "name_spell", "Sorry about that.")
         return self._miss(call, "Sorry.")
 
-    def _name_fix(self, call: CallContext, t: str) -> str | None:
-        """A correction of the name said at a later question ("no, it's J O N"), or None."""
+    def _name_fix(self, call: CallContext, t: str) -> NameAnswer | None:
+        """A correction of the name said at a later question ("no, it's J O N"), or None.
+
+        Without a word about the name, only a spelling counts, or a whole name said
+        again that resembles the one kept ("no, it's Jon Nott" for Joan Knot): "no,
+        friday" must stay a change of day.
+        """
         if not nlu.has_any(nlu.normalize(t), "name", "spelled", "spelt", "spell", "my name",
                         "not my name"):
-            heard = nlu.parse_name_answer(re.sub(r"^(?:no|nope|actually|sorry|wait)\s+", "", t))
-            return heard.name if heard and heard.spelled else None
-        cleaned = re.sub(r"^(?:(?:no|nope|actually|sorry|wait|that is|it is)\s+)+", "", t)
+            heard = nlu.parse_name_answer(_after_no(t), strict=True)
+            if heard and not heard.spelled and not (
+                    len(heard.name.split()) > 1 and self._changes_name(call, heard)
+                    and _resembles(heard.name, call.state.get("name") or "")):
+                return None
+            return heard
         cleaned = re.sub(r"\b(?:that is not my name|not my name|the name is wrong|wrong name)\b",
-                         " ", cleaned)
+                         " ", _after_no(t))
         heard = nlu.parse_name_answer(cleaned)
-        return heard.name if heard and (heard.spelled or not heard.doubtful) else None
+        return heard if heard and (heard.spelled or not heard.doubtful) else None
+
+    def _changes_name(self, call: CallContext, heard: NameAnswer | None) -> bool:
+        """Whether ``heard`` makes the name kept another one ("N O T T" for Joan Knot)."""
+        return bool(heard) and corrected_name(call.state.get("name") or "", heard).lower() \
+            != (call.state.get("name") or "").lower()
 
     def _criteria_in(self, call: CallContext, t: str) -> bool:
         today = self._now(call).date()
@@ -658,22 +681,15 @@ class BookingStages:
         st["notify"] = "sms" if yn else "none"
         return self._ask(call, "confirm", "Okay." if not yn else "I'll send it.")
 
-    def _renamed(self, call: CallContext, name: str) -> AgentReply:
+    def _renamed(self, call: CallContext, heard: NameAnswer) -> AgentReply:
         """The caller corrected their name at a later question: keep it, ask that again.
 
-        A single word corrects the word of the name it resembles ("no, it's spelled
-        j o n" makes John Smith Jon Smith), so the rest of the name is kept.
+        Only the part corrected changes (:func:`names.corrected_name`): "no, it's
+        spelled j o n" makes John Smith Jon Smith, "the last name is N O T T" makes
+        Joan Knot Joan Nott.
         """
         self._understood(call)
-        old = (call.state.get("name") or "").split()
-        if len(name.split()) == 1 and len(old) > 1:
-            from difflib import SequenceMatcher
-
-            likeness = [SequenceMatcher(None, w.lower(), name.lower()).ratio() for w in old]
-            best = max(range(len(old)), key=lambda i: likeness[i])
-            if likeness[best] >= 0.5:
-                old[best] = name
-                name = " ".join(old)
+        name = corrected_name(call.state.get("name") or "", heard)
         call.state["name"] = name
         prompt, hints = self._prompt(call)
         return self._say(call, f"Thanks, I've changed the name to {name}. {prompt}", hints=hints)
@@ -712,16 +728,19 @@ class BookingStages:
             self._understood(call)
             return self._ask(call, "phone", "Okay.")
         yn = nlu.yes_no(t)
-        if yn is True and not nlu.is_correction(t):
+        fix = self._name_fix(call, t)
+        # "it's N-O-T-T" reads as "it is …", a yes: a spelling that changes the name is
+        # a correction, whatever else it sounds like ("yes, N O T T" for Joan Nott is a yes)
+        spelled_fix = bool(fix and fix.spelled and self._changes_name(call, fix))
+        if yn is True and not nlu.is_correction(t) and not spelled_fix:
             self._understood(call)
             return self._book(call)
         if nlu.has_any(t, "name", "my name", "name is", "spelled", "spelt", "spell") or \
-                (yn is not True and self._name_fix(call, t)):
+                (yn is not True or spelled_fix) and fix:
             # checked before times and doctors: "john smith" must not pick Dr. Smith
             self._understood(call)
-            name = self._name_fix(call, t)
-            if name:  # "no, it's spelled j o n": John Smith becomes Jon Smith
-                return self._renamed(call, name)
+            if fix:  # "no, it's spelled j o n": John Smith becomes Jon Smith
+                return self._renamed(call, fix)
             return self._ask(call, "name")
         if self._criteria_in(call, t) and (yn is False or nlu.is_correction(t)
                                            or yn is None):
@@ -847,3 +866,15 @@ class BookingStages:
             st.pop(key, None)
         st["stage"] = "anything_else"
 
+
+def _after_no(t: str) -> str:
+    """``t`` without the "no, it's" in front of a correction ("no, it's N O T T")."""
+    return re.sub(r"^(?:(?:no|nope|actually|sorry|wait|that is|it is)\s+)+", "", t)
+
+
+def _resembles(said: str, kept: str) -> bool:
+    """Whether a name said again is the kept one, corrected: a word of each alike."""
+    from difflib import SequenceMatcher
+
+    return any(SequenceMatcher(None, a.lower(), b.lower()).ratio() >= 0.6
+               for a in said.split() for b in kept.split())

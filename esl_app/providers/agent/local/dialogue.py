@@ -22,6 +22,7 @@ from esl_app.providers.agent.base import AgentError, AgentReply, CallContext, Ut
 from esl_app.providers.agent.local import nlu, turns
 from esl_app.providers.agent.local.booking import BookingStages
 from esl_app.providers.agent.local.changes import ChangeStages
+from esl_app.providers.agent.local.names import mark_spelling_breaks
 from esl_app.providers.agent.local.wording import (
     _DAY_NAMES,
     _DIGIT_HINTS,
@@ -123,7 +124,14 @@ class LocalAgent(BookingStages, ChangeStages):
             return self._goodbye(call)
         if goal in ("message", "urgent", "repeat"):
             goal = None  # the guard's business (or nothing said before to repeat)
-        said = nlu.normalize(text, clock=False) if stage in _NAME_STAGES else t
+        # "I heard Monday Good. Is that your name?" is answered with letters too ("A M Y");
+        # where a name may be spelled, "J O N, N O T T" keeps its two words
+        marked = mark_spelling_breaks(text) if stage in (
+            *_NAME_STAGES, "name_check", "confirm", "phone") else text
+        if stage in (*_NAME_STAGES, "name_check"):
+            said = nlu.normalize(marked, clock=False)
+        else:
+            said = nlu.normalize(marked) if marked != text else t
         said = nlu.strip_opener(said)[0] or said
         handler = _STAGE_HANDLERS.get(stage, LocalAgent._on_start)
         return self._track(call, handler(self, call, said, goal))

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["LETTER_NAMES", "NameAnswer", "parse_name_answer", "spell"]
+__all__ = ["LETTER_NAMES", "NameAnswer", "corrected_name", "mark_spelling_breaks",
+           "parse_name_answer", "spell"]
 
 #: Letters as they are said or transcribed ("bee", "kay", NATO words).
 LETTER_NAMES = {
@@ -96,6 +97,21 @@ class NameAnswer:
     name: str
     spelled: str | None = None
     doubtful: bool = False
+    #: for each word of ``name``, the part the caller said it was ("first", "last") or ""
+    parts: tuple[str, ...] = ()
+
+
+# "J O N, N O T T": a comma between two runs of letters ends a word ("M, A, R, Y" does not)
+_SPELLING_BREAK = re.compile(r"(\b[a-z] [a-z]) ?[,;] ?(?=[a-z] [a-z]\b)", re.I)
+
+
+def mark_spelling_breaks(text: str) -> str:
+    """``text`` with "and" where a comma separates two spelled words ("J O N and N O T T").
+
+    Normalising drops punctuation, and with it the only sign that "J O N, N O T T"
+    is two words; run before it, for text that may spell a name.
+    """
+    return _SPELLING_BREAK.sub(r"\1 and ", text)
 
 
 def spell(letters: str) -> str:
@@ -160,6 +176,15 @@ def _letters(toks: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+# "the first name is", "my last name", "surname": which part of the name comes next
+_PART_LABEL = re.compile(r"\b(?:(?:the|my|his|her|their) )?(first|given|christian|middle|last"
+                         r"|sur|family) ?name(?:s)?(?: is| would be| will be| should be)?\b")
+_PART_TOKENS = {"<first>": "first", "<last>": "last", "<middle>": ""}
+_PART_OF_LABEL = {"first": "<first>", "given": "<first>", "christian": "<first>",
+                  "middle": "<middle>", "last": "<last>", "sur": "<last>", "family": "<last>"}
+_PART_ORDER = {"first": 0, "": 1, "last": 2}
+
+
 def _alike(word: str, letters: str) -> bool:
     """The spelling is of this word (or corrects it: "john, j o n")."""
     if word == letters:
@@ -184,34 +209,47 @@ def parse_name_answer(t: str, *, strict: bool = False) -> NameAnswer | None:
     t = re.sub(r"\b(?:and )?(?:that|which|this|it) is(?= (?:spelled |spelt )?[a-z] [a-z]\b)",
                " ", t)
     t = re.sub(r"^(?:the |my |his |her )?name (?:would be|will be|should be|is) ", "", t)
+    # "the last name is n o t t": the word that follows is that part of the name
+    t = _PART_LABEL.sub(lambda m: f" {_PART_OF_LABEL[m.group(1)]} ", t).strip()
     t = _strip(t)
     t = re.sub(r"^(?:mister|mr|mrs|ms|miss|missus|misses|mx) ", "", t)
-    t = re.sub(r"\b(?:first|last|sur) ?name(?: is)?\b", " ", t)
     toks = [w for w in t.split() if w not in ("spelled", "spelt", "spelling", "is")]
     if not toks:
         return None
     items = _letters(toks)
-    parts: list[tuple[str, str]] = []  # ("word", w) or ("spelled", letters)
+    parts: list[tuple[str, str]] = []  # ("word", w), ("spelled", letters) or ("part", label)
+    open_run = False  # letters go on the spelling before them; a label or "and" ends it
     for kind, w in items:
-        if kind == "letter" and parts and parts[-1][0] == "spelled":
+        if kind == "letter" and open_run:
             parts[-1] = ("spelled", parts[-1][1] + w)
         elif kind == "letter":
             parts.append(("spelled", w))
+            open_run = True
+        elif w in _PART_TOKENS:
+            parts.append(("part", _PART_TOKENS[w]))
+            open_run = False
         elif w in _MARKERS and parts:
-            continue
+            open_run = open_run and w not in ("and", "then")
         else:
             parts.append(("word", w))
+            open_run = False
     words: list[str] = []
+    labels: list[str] = []  # beside words: the part each was said to be ("first", "last", "")
+    label = ""
     spelled: list[str] = []
     skip_next = False
     for j, (kind, w) in enumerate(parts):
         if skip_next:
             skip_next = False
             continue
+        if kind == "part":
+            label = w
+            continue
         if kind == "word":
             nxt = parts[j + 1] if j + 1 < len(parts) else None
             if nxt and nxt[0] == "spelled" and len(nxt[1]) > 1 and _alike(w, nxt[1]):
                 words.append(nxt[1])  # "smith, s m i t h": the spelling wins
+                labels.append(label)
                 spelled.append(nxt[1])
                 skip_next = True
                 continue
@@ -219,11 +257,13 @@ def parse_name_answer(t: str, *, strict: bool = False) -> NameAnswer | None:
                 continue  # "ahmed, ahmed khan"
             if len(words) == 1 and w != words[0] and any(
                     k == "word" and x == words[0] for k, x in parts[j + 1:]):
-                words = []  # "thompson, greg thompson": the full name follows
+                words, labels = [], []  # "thompson, greg thompson": the full name follows
             words.append(w)
+            labels.append(label)
             continue
         if len(w) == 1:
             words.append(w)  # an initial
+            labels.append(label)
             continue
         spelled.append(w)
         nxt = parts[j + 1] if j + 1 < len(parts) else None
@@ -231,8 +271,10 @@ def parse_name_answer(t: str, *, strict: bool = False) -> NameAnswer | None:
             skip_next = True  # "t o m, tom hanks"
         if words and _alike(words[-1], w):
             words[-1] = w
+            labels[-1] = label or labels[-1]
             continue
         words.append(w)
+        labels.append(label)
     if not words or len(words) > 4:
         return None
     if any(not re.fullmatch(r"[a-z][a-z'-]*", w) for w in words):
@@ -244,8 +286,71 @@ def parse_name_answer(t: str, *, strict: bool = False) -> NameAnswer | None:
     doubtful = any(w in _DOUBTFUL for w in words if w not in spelled)
     if strict and doubtful:
         return None
-    return NameAnswer(" ".join(_cap(w) for w in words),
-                      " ".join(s.upper() for s in spelled) or None, doubtful)
+    # "the last name is nott and the first name is joan": first names first
+    order = sorted(range(len(words)), key=lambda i: _PART_ORDER[labels[i]])
+    spelled_in_order = [words[i] for i in order if words[i] in spelled]
+    return NameAnswer(" ".join(_cap(words[i]) for i in order),
+                      " ".join(s.upper() for s in spelled_in_order) or None, doubtful,
+                      tuple(labels[i] for i in order))
+
+
+def corrected_name(old: str, heard: NameAnswer) -> str:
+    """``old`` as the caller corrected it: only the part they spelled or said changes.
+
+    Why: read back "Joan Nott", callers fix the part that is wrong, not the whole
+    name. What they say, and what it changes:
+
+    - two words or more ("no, it's Jon Nott", "J O N, N O T T", "the first name
+      is J O N and the last name N O T T"): the whole name, said again;
+    - one word named as a part ("the last name is spelled N O T T", "my first
+      name is J O A N"): that part;
+    - one word run together from both parts ("J O N N O T T", said without a
+      pause the recogniser would mark): split where both halves resemble the old
+      first and last names;
+    - one word alone: the part it clearly resembles ("spelled J O N" fixes John
+      Smith's first name, "N O T T" Joan Knot's surname);
+    - one word resembling neither (Joan Knot, "no, K A T Z"): the surname. A
+      recogniser mangles an unfamiliar surname far more often than a first name,
+      and the spelling the bot invites is of the hard part, so that is where a
+      caller starts; replacing the whole name would lose a first name the caller
+      has no reason to repeat, and one they wanted changed is one "the first name
+      is …" away.
+
+    A one-word old name grows a second word when the caller names the other part
+    ("Joan", then "the last name is N O T T": Joan Nott).
+    """
+    from difflib import SequenceMatcher
+
+    def like(a: str, b: str) -> float:
+        return SequenceMatcher(None, a.lower(), b.lower()).ratio()
+
+    new = heard.name.split()
+    was = old.split()
+    if not was or len(new) != 1:
+        return heard.name
+    word = new[0]
+    part = heard.parts[0] if heard.parts else ""
+    if len(was) == 1:
+        if not part or like(was[0], word) >= 0.5:
+            return word
+        return f"{word} {was[0]}" if part == "first" else f"{was[0]} {word}"
+    if part == "first":
+        return " ".join([word, *was[1:]])
+    if part == "last":
+        return " ".join([*was[:-1], word])
+    likeness = [like(w, word) for w in was]
+    if heard.spelled and len(word) >= 4:
+        # "J O N N O T T": both parts spelled in one breath
+        best = max(range(2, len(word) - 1),
+                   key=lambda i: like(was[0], word[:i]) + like(was[-1], word[i:]))
+        first, last = word[:best], word[best:]
+        split_fit = min(like(was[0], first), like(was[-1], last))
+        if split_fit >= 0.6 and split_fit > max(likeness):
+            return " ".join([_cap(first.lower()), *was[1:-1], _cap(last.lower())])
+    best = max(range(len(was)), key=lambda i: likeness[i])
+    clear = likeness[best] >= 0.5 and likeness.count(likeness[best]) == 1
+    at = best if clear else len(was) - 1
+    return " ".join([*was[:at], word, *was[at + 1:]])
 
 
 def _cap(word: str) -> str:

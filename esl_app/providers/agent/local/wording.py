@@ -7,7 +7,9 @@ Also the limits its stages share (misses before the front desk is offered, ...).
 from __future__ import annotations
 
 import re
-from datetime import date, time
+from collections.abc import Mapping
+from datetime import date, time, timedelta
+from typing import Any
 
 from esl_app.config.tenants import WEEKDAYS, Tenant, VisitType
 from esl_app.providers.agent.local import nlu
@@ -127,3 +129,36 @@ def _visit_question(types: tuple[VisitType, ...]) -> str:
     return f"Is this {listed}?"
 
 
+def _noted(state: Mapping[str, Any], before: Mapping[str, Any], today: date) -> str:
+    """A short acknowledgement of the day or time just said ("Got it, Monday morning.").
+
+    For an answer that was not to the question but is kept all the same (a day
+    said to "Did you mean Dr. Okafor?"): the caller did nothing wrong, so no
+    "Sorry", and hearing the day back tells them it was not lost.
+    """
+    words: list[str] = []
+    first, last = state.get("date_first"), state.get("date_last")
+    if first and first == last and (first, last) != (before.get("date_first"),
+                                                     before.get("date_last")):
+        day = date.fromisoformat(first)
+        if day == today:
+            words.append("today")
+        elif day == today + timedelta(days=1):
+            words.append("tomorrow")
+        elif today < day < today + timedelta(days=7):
+            words.append(_DAY_NAMES[WEEKDAYS[day.weekday()]])
+        else:
+            words.append(_spoken_day(day))
+    part, at = state.get("part"), state.get("at")
+    if at and at != before.get("at"):
+        words.append(f"at {_clock(time.fromisoformat(at))}")
+    elif part and part != before.get("part"):
+        if words == ["today"]:
+            words = [f"this {part}"]
+        elif words and words[0] in _DAY_NAMES.values() or words == ["tomorrow"]:
+            words.append(part)  # "Monday morning"
+        else:
+            words.append(f"in the {part}" if words else f"the {part}")
+    elif state.get("earliest") and not before.get("earliest"):
+        words.append("the earliest time")
+    return f"Got it, {' '.join(words)}." if words else "Got it."

@@ -20,9 +20,10 @@ def parse_name(text: str | None) -> str | None:
     return got.name if got else None
 
 
-def parse_name_answer(text: str | None) -> names.NameAnswer | None:
+def parse_name_answer(text: str | None, *, strict: bool = False) -> names.NameAnswer | None:
     """The name in an answer to the name question: said, spelled or both (see :mod:`.names`)."""
-    return names.parse_name_answer(normalize(text, clock=False))
+    return names.parse_name_answer(normalize(names.mark_spelling_breaks(text or ""),
+                                             clock=False), strict=strict)
 
 
 # ---------------------------------------------------------------- phone numbers
