@@ -13,7 +13,6 @@ import logging
 import re
 import time
 import uuid as uuidlib
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -87,15 +86,6 @@ class SpeakResult:
 class Speak:
     """Say some sentences: synthesis runs ahead while the previous sentence plays.
 
-    Each sentence's ``playback`` goes to FreeSWITCH as soon as its audio is ready, queued
-    behind the one playing (``event-lock``: the channel runs a socket's applications one
-    after another, in order), so no round trip through the bot separates two sentences
-    of one reply: a gap there is dead air to the caller, and under load it grew long
-    enough for the caller (and the emulator's adaptive callers) to take their turn
-    mid-reply. A barge-in's ``uuid_break … all`` stops the playing one and drops the
-    queued ones, which never start: only sentences that reached the front of the
-    channel's queue count as heard.
-
     Open-ended (``open_ended=True``): more sentences may be :meth:`add`-ed while it
     runs (an agent reply still being generated) and it ends only after
     :meth:`finish`, once everything added has played. Messages it does not handle
@@ -128,9 +118,7 @@ class Speak:
         self.interruptible = interruptible
         self.id = uuidlib.uuid4().hex
         self._synth: gevent.Greenlet | None = None
-        # sent to FreeSWITCH and not yet complete, in play order (index, Application-UUID,
-        # audio): the first is playing (or about to), the rest wait in the channel's queue
-        self._sent: deque[tuple[int, str, PlayInstruction]] = deque()
+        self._playing: str | None = None
         self._more = gevent.event.Event()
         self.closed = not open_ended
         self.started = False  # the first audio went out
@@ -156,18 +144,13 @@ class Speak:
 
     @property
     def pending(self) -> int:
-        """Sentences not yet sent to FreeSWITCH (being synthesised or not yet added)."""
+        """Sentences queued but not yet started."""
         return len(self.sentences) - self._next
-
-    @property
-    def _playing(self) -> str | None:
-        """The Application-UUID of the playback at the front of the channel's queue."""
-        return self._sent[0][1] if self._sent else None
 
     @property
     def busy(self) -> bool:
         """Something is playing or queued to play."""
-        return bool(self._sent) or self.pending > 0
+        return self._playing is not None or self.pending > 0
 
     def _synthesize_all(self) -> None:
         index = 0
@@ -216,46 +199,42 @@ class Speak:
         self._synth = self.call.spawn(self._synthesize_all)
         ready: dict[int, PlayInstruction | Exception] = {}
         while True:
-            while self._next in ready:  # everything ready goes out now, queued in order
-                index = self._next
-                item = ready.pop(index)
-                self._next += 1
-                if isinstance(item, Exception):
-                    log.warning("tts failed for a sentence: %s", item)
-                    _count_tts_error(getattr(self.tts, "name", "?"))
-                    continue
-                if self.before_play is not None:
-                    hook, self.before_play = self.before_play, None
-                    hook()  # arm the recogniser just before the first audio (barge-in)
-                if not self.started and (mark := getattr(self.call, "reply_playing",
-                                                         None)) is not None:
-                    mark()  # the turn's response time ends as its first command goes out
-                app_uuid = self.call.session.execute(item.app, item.arg)
-                self.started = True
-                note = getattr(self.call, "note_tts", None)
-                if note is not None:
-                    note(item)
-                if self.on_first_audio is not None:
-                    first, self.on_first_audio = self.on_first_audio, None
-                    first()
-                self._sent.append((index, app_uuid, item))
-                if len(self._sent) == 1:
-                    self._front(index, item)
-            if not self._sent and self._next >= len(self.sentences) and self.closed:
-                return result
+            if self._playing is None:
+                while self._next in ready:
+                    index = self._next
+                    item = ready.pop(index)
+                    self._next += 1
+                    if isinstance(item, Exception):
+                        log.warning("tts failed for a sentence: %s", item)
+                        _count_tts_error(getattr(self.tts, "name", "?"))
+                        continue
+                    if self.before_play is not None:
+                        hook, self.before_play = self.before_play, None
+                        hook()  # arm the recogniser just before the first audio (barge-in)
+                    if not self.started and (mark := getattr(self.call, "reply_playing",
+                                                             None)) is not None:
+                        mark()  # the turn's response time ends as its first command goes out
+                    self._playing = self.call.session.execute(item.app, item.arg)
+                    self.started = True
+                    note = getattr(self.call, "note_tts", None)
+                    if note is not None:
+                        note(item)
+                    if self.on_first_audio is not None:
+                        first, self.on_first_audio = self.on_first_audio, None
+                        first()
+                    if self.on_play is not None:
+                        self.on_play(index, item)
+                    result.heard.append(to_plain(item.text or self.sentences[index]))
+                    break
+                if self._playing is None and self._next >= len(self.sentences) and self.closed:
+                    return result
             msg = self.call.next(timeout=PLAY_STALL_SECONDS)
             if msg is None:
                 raise EslError("playback never completed")
             if msg.kind is Kind.TTS and msg.key.startswith(self.id + ":"):
                 ready[int(msg.key.rsplit(":", 1)[1])] = msg.value
-            elif msg.kind is Kind.COMPLETE and any(s[1] == msg.key for s in self._sent):
-                # completions come in queue order; one further back means those before it
-                # were done too (their completions cannot follow it)
-                while self._sent.popleft()[1] != msg.key:
-                    pass
-                if self._sent:
-                    index, _, item = self._sent[0]
-                    self._front(index, item)  # the next one, queued, plays at once
+            elif msg.kind is Kind.COMPLETE and msg.key == self._playing:
+                self._playing = None
             elif msg.kind in _HANDED_OVER:
                 self._hand_over(msg)
             elif msg.kind is Kind.MEDIA_LOST:
@@ -278,12 +257,6 @@ class Speak:
                     return result
             # anything else (completions of older verbs, unrelated events) is dropped
 
-    def _front(self, index: int, item: PlayInstruction) -> None:
-        """A sentence reached the front of the channel's queue: the caller hears it now."""
-        if self.on_play is not None:
-            self.on_play(index, item)
-        self.result.heard.append(to_plain(item.text or self.sentences[index]))
-
     def _hand_over(self, msg: Msg) -> None:
         """A message for the owner: the reply still being written, a filler, a timer."""
         if self.on_other is not None:
@@ -292,7 +265,7 @@ class Speak:
             self.call.stash(msg)  # an agent answer arriving while a filler plays
 
     def cancel(self, heard_at: float = 0.0) -> None:
-        """Stop playing now, the queued sentences too (``uuid_break all``); drop synthesis.
+        """Stop playing now (``uuid_break all``) and drop the pending synthesis.
 
         A cancelled Speak takes no more sentences (``closed``); what arrives while
         the broken playback reports its end still reaches its owner. ``heard_at``:
@@ -304,12 +277,8 @@ class Speak:
         self.closed = True
         if self._synth is not None and not self._synth.dead:
             self._synth.kill(block=False)
-        if self._sent:
-            # the one playing is broken; those queued behind it are dropped by FreeSWITCH
-            # with it (never started, never completed): only the first is awaited
-            playing = self._playing
-            assert playing is not None
-            self._sent.clear()
+        if self._playing is not None:
+            playing, self._playing = self._playing, None
             if heard_at:
                 _observe_barge_in(time.monotonic() - heard_at)
             try:
