@@ -301,8 +301,16 @@ class AudioFork:
 
     def __init__(self, voice: str = "en-us", speed: int = 160, lead_ms: int = 300,
                  trail_ms: int = 0,
-                 on_speech: Callable[[UtteranceRecord], None] | None = None) -> None:
+                 on_speech: Callable[[UtteranceRecord], None] | None = None,
+                 drop_after_ms: int | None = None) -> None:
+        """A fork to stream one call's caller lines.
+
+        ``drop_after_ms``: the connection breaks once that much audio was streamed (no
+        close frame, as when the network or the far end drops it): the fork then ends
+        with ``mod_audio_fork::disconnect``, as mod_audio_fork's CONNECTION_DROPPED.
+        """
         self.voice = espeak_voice(voice)
+        self._drop_at = None if drop_after_ms is None else max(1, drop_after_ms // FRAME_MS)
         self.speed = speed
         self.lead_ms = lead_ms
         self.trail_ms = trail_ms
@@ -378,7 +386,8 @@ class AudioFork:
             if sock is not None:
                 sock.close()
             log.warning("audio fork connect to %s failed: %s", url, exc)
-            self._fire(call, "mod_audio_fork::connect_failed", f'{{"reason":"{exc}"}}')
+            # mod_audio_fork's body names no cause, whatever went wrong
+            self._fire(call, "mod_audio_fork::connect_failed", '{"reason":"Unable to connect"}')
             self.ended.set()
             return
         self._ws = ws
@@ -461,6 +470,10 @@ class AudioFork:
         if self._out:
             self._flush(now)
         if self._closing:
+            return
+        if self._drop_at is not None and self._n >= self._drop_at:
+            log.info("audio fork: connection dropped after %d ms (scripted)", self._n * FRAME_MS)
+            self._abort()
             return
         if self._stopping or getattr(self._call, "hung_up", False):
             self._closing = True

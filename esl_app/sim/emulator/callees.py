@@ -9,6 +9,12 @@ FreeSWITCH dials a patient through a gateway (``originate {vars}sofia/gateway/gw
   in text mode), then stays silent;
 - ``busy``: ``-ERR USER_BUSY`` at once; ``no_answer``: rings out, ``-ERR NO_ANSWER``.
 
+Faults of the bot's audio fork, as the real switch shows them: ``fork_refused`` (a fork
+of mod_audio_fork's default name is already on the channel: ``-ERR Operation Failed``)
+and ``fork_drop_after_ms`` (the fork's connection breaks mid-stream: the media server
+sees the socket close without a WebSocket close, FreeSWITCH raises
+``mod_audio_fork::disconnect``).
+
 A number with no script rings out. The results match what FreeSWITCH's ``api
 originate`` answers, so the bot's dialer cannot tell the emulator from the switch.
 """
@@ -40,6 +46,12 @@ class Callee:
     greeting: str = MACHINE_GREETING
     calls: int = 0
     heard: list[list[str]] = field(default_factory=list)  # per call: what it said
+    # the channel already carries a fork of mod_audio_fork's default name (a recorder
+    # the carrier or the dialplan attached): the bot's ``uuid_audio_fork … start`` gets
+    # ``-ERR Operation Failed``, as from the real switch
+    fork_refused: bool = False
+    # the bot's fork loses its connection after this much audio (ms; None: never)
+    fork_drop_after_ms: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("human", "machine", "busy", "no_answer"):
@@ -65,13 +77,19 @@ def originate_to_callee(switch: Any, number: str, variables: dict[str, str],
         return "-ERR DESTINATION_OUT_OF_ORDER\n"
     assert callee is not None
     caller = variables.pop("origination_caller_id_number", "0000000000")
+    from functools import partial
+
     from esl_app.sim.emulator.audio import AudioFork
+    from esl_app.sim.emulator.channel import FORK_BUG
 
     # the fork only streams if the bot asks for one (audio mode); lines are spoken with
     # espeak-ng, or played from a recording (``#wav PATH``)
     call = EmulatedCall(address, number, caller, switch=switch, variables=variables,
-                        time_scale=switch.time_scale, audio_fork=AudioFork,
+                        time_scale=switch.time_scale,
+                        audio_fork=partial(AudioFork, drop_after_ms=callee.fork_drop_after_ms),
                         socket_data=socket_data or None)
+    if callee.fork_refused:
+        call.channel.held_fork_bugs.add(FORK_BUG)
     try:
         call.start()
     except OSError:

@@ -79,6 +79,10 @@ VARIABLE_EVENTS = frozenset(
     PLAYBACK_START PLAYBACK_STOP CALL_UPDATE MEDIA_BUG_START MEDIA_BUG_STOP CUSTOM""".split())
 
 
+#: mod_audio_fork's media-bug name when ``uuid_audio_fork … start`` names none
+FORK_BUG = "audio_fork"
+
+
 class AudioForkHook(Protocol):
     """What ``sim/emulator/audio.py`` plugs in to stream caller audio like mod_audio_fork."""
 
@@ -282,6 +286,10 @@ class Channel:
         self.caller_speech: Queue[str] = Queue()
         self.fork_hook: AudioForkHook | None = None
         self.fork_url: str | None = None
+        self.fork_bug = FORK_BUG  # the media-bug name of our fork (fork_url)
+        # media-bug names of forks attached by someone else (a recorder, the dialplan):
+        # mod_audio_fork refuses a second fork of a name already on the channel
+        self.held_fork_bugs: set[str] = set()
         # ASR ("text mode")
         self.asr_active = False
         self.asr_paused = False
@@ -749,6 +757,12 @@ class Channel:
             url, mix, rate = args[0], args[1], args[2]
             rest = args[3:]
             metadata = None
+            bug = FORK_BUG
+            if rest and not rest[0].startswith(("{", "'")):
+                bug = rest[0]
+            if bug in self.held_fork_bugs or (self.fork_url is not None and bug == self.fork_bug):
+                # start_capture: "bug %s already attached!" (the fork of that name goes on)
+                return "-ERR Operation Failed\n"
             if rest:
                 joined = " ".join(rest)
                 if rest[0].startswith(("{", "'")):
@@ -758,6 +772,7 @@ class Channel:
             if metadata and metadata.startswith("'") and metadata.endswith("'"):
                 metadata = metadata[1:-1]
             self.fork_url = url
+            self.fork_bug = bug
             if self.audio_fork_factory is not None:
                 hook = self.audio_fork_factory()
                 self.fork_hook = hook
@@ -825,6 +840,8 @@ class Channel:
         if self.fork_url is not None:
             self.caller_speech.put(text)
             return
+        if text.startswith("#wav "):
+            return  # a recording: the emulated recogniser has no words for it
         if self.asr_active and not self.asr_paused:
             self._bg.append(gevent.spawn(self._recognise, text))
 
