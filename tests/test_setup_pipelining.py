@@ -313,3 +313,49 @@ def test_lazy_header_lookup_equals_full_decoding(block, key):
     full = EslEvent.from_block("text/event-plain", block)
     assert value == full.headers.get(key, "dflt")
     assert lazy.body == full.body
+
+
+class _Outbound:
+    """A call the bot placed that wants mod_audio_fork's events (as a reminder call)."""
+
+    events = "CUSTOM mod_audio_fork::connect_failed"
+
+    def agent_for(self, tenant):
+        return None
+
+    def opening(self, call, agent) -> bool:
+        call.hang_up()
+        return False
+
+    def finish(self, transcript) -> None:
+        pass
+
+
+def test_an_outbound_calls_event_subscription_rides_along_with_the_answer():
+    """A reminder call subscribes to ``mod_audio_fork::connect_failed`` without an extra
+    round trip: the ``event`` command follows the answer before FreeSWITCH replied to it,
+    and an inbound call sends none (test_setup_costs_one_round_trip)."""
+    srv = start_server(make_services(outbound_for=lambda channel: _Outbound()))
+    peer = WirePeer(srv.address)
+    try:
+        assert [c.name for c in _unanswered(peer, 3)] == ["connect", "myevents", "linger"]
+        peer.send(peer.channel_data())
+        peer.send(command_reply("+OK Events Enabled"))
+        peer.send(command_reply("+OK will linger"))
+        answer, event, setvar = _unanswered(peer, 3)
+        assert answer.header("execute-app-name") == "answer"
+        assert event.line == "event plain CUSTOM mod_audio_fork::connect_failed"
+        assert setvar.line.startswith(f"api uuid_setvar {peer.uuid} ivr_tenant")
+        peer.ok()
+        peer.send(command_reply("+OK event listener enabled plain"))
+        peer.api_ok()
+        peer.event("CHANNEL_ANSWER")
+        peer.complete(answer, "_none_")
+        hangup = _unanswered(peer, 1)[0]
+        assert hangup.header("call-command") == "hangup"
+        peer.ok()
+        peer.hangup()
+        wait_until(lambda: srv.active_calls == 0)
+    finally:
+        peer.close()
+        srv.stop(timeout=2)

@@ -120,7 +120,8 @@ class AudioListenSource:
         if self.closed:
             return
         self.closed = True
-        if self.started and self.session.channel_up:
+        # a refused start left no fork of ours: a stop would end whoever's holds the name
+        if self.started and not self.fork_error and self.session.channel_up:
             with contextlib.suppress(EslError):
                 self.session.api(f"uuid_audio_fork {self.uuid} stop", timeout=1.0)
         with contextlib.suppress(Exception):

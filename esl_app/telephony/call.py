@@ -82,6 +82,10 @@ class OutboundCall(Protocol):
         """The call ended (``transcript.outcome`` says how)."""
         ...
 
+    #: more events for the call's socket (``event plain <these>``, pipelined behind the
+    #: answer: no extra wait), e.g. ``CUSTOM mod_audio_fork::connect_failed``; "" for none
+    events: str
+
 
 class CallEnded(Exception):
     """The call is over (caller hang-up, connection lost, or time limit)."""
@@ -326,6 +330,11 @@ class CallController:
         if self.tenant is not None:
             if self.services.outbound_for is not None:
                 self.outbound = self.services.outbound_for(ch)
+            if self.outbound is not None and self.outbound.events:
+                # behind the answer, in the same round trip; still filtered to this
+                # channel by myevents. Its refusal costs the events, not the call.
+                self.session.post(f"event plain {self.outbound.events}",
+                                  check=self._events_refused, label="event")
             self.transcript.tenant = self.tenant.id
             self.publish()
             metrics.CALLS_ACTIVE.labels(self.tenant.id).inc()
@@ -338,6 +347,11 @@ class CallController:
             # not a helper: a cleanup must never kill it inside its transaction
             gevent.spawn(self._record_start)
         self._answer(app)
+
+    def _events_refused(self, event: Any) -> None:
+        if event.data.startswith("-ERR"):
+            log.warning("call %s: 'event plain %s' refused: %s", self.label(),
+                        self.outbound.events if self.outbound else "", event.data.strip())
 
     def _record_start(self) -> None:
         try:

@@ -7,6 +7,7 @@ by the call's controller greenlet, so call state has exactly one writer.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -37,6 +38,10 @@ class Kind(StrEnum):
     OTHER = "other"  # any other ESL event (``event``)
     AMD = "amd"  # answering-machine detection's verdict (``key`` = which, ``value``)
     MEDIA_LOST = "media_lost"  # the audio fork or recogniser is gone (``key`` = why)
+    # mod_audio_fork's own event for the call's fork (``key`` = connect_failed, connect,
+    # disconnect, error; ``text`` = the body's reason); only a call that subscribed to
+    # them gets any (``event plain CUSTOM mod_audio_fork::…``: a reminder call)
+    FORK = "fork"
     SIGNAL = "signal"  # an agent asks the call engine for something (``key`` = "filler")
 
 
@@ -104,4 +109,19 @@ def from_esl(event: EslEvent | str) -> Msg:
         return Msg(Kind.DTMF, text=(event.get("DTMF-Digit", "") or "").strip(), event=event)
     if name == "CHANNEL_ANSWER":
         return Msg(Kind.ANSWER, event=event)
+    if name == "CUSTOM":
+        sub = event.get("Event-Subclass", "") or ""
+        if sub.startswith("mod_audio_fork::"):
+            return Msg(Kind.FORK, key=sub[16:], text=_fork_reason(event.body), event=event)
     return Msg(Kind.OTHER, event=event)
+
+
+def _fork_reason(body: str) -> str:
+    """``reason`` from a mod_audio_fork event's JSON body (``connect_failed``), or ""."""
+    if not body:
+        return ""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()[:80]
+    return str(data.get("reason", ""))[:80] if isinstance(data, dict) else ""
