@@ -205,6 +205,42 @@ def test_cancel_move_machine_busy_no_answer_and_do_not_call(world):
     assert switch.callees["5550102014"].calls == 2 and switch.callees["5550102015"].calls == 2
 
 
+def test_a_failure_before_a_word_is_retried_a_told_patient_is_not(world, tmp_path):
+    """An answered call that failed before the bot said anything (here: no media server,
+    so no fork, and FreeSWITCH's recogniser heard no words: ``reminder_failed``) told
+    the patient nothing: it is called again after ``retry_minutes``, up to
+    ``max_attempts`` (2). A patient who heard the appointment and hung up is never
+    called again."""
+    tenants, bot, switch, sched = world
+    failed = _book("Fay Led", "+15550102101")
+    told = _book("Tol D", "+15550102102", n=1)
+    # a recording means nothing to the emulated recogniser: no words, no verdict
+    switch.callees["5550102101"] = Callee(
+        "machine", greeting="#wav " + _machine_wav(tmp_path / "m.wav"))
+    switch.callees["5550102102"] = Callee("human", ["Hello?", "yes, speaking"])
+    now = max(_when(failed), _when(told))
+    report = sched.run_once(now)
+    rows = _wait_done([r["id"] for r in report])
+    by_code = {r.appointment.code: r for r in rows.values()}
+    f, t = by_code[failed.confirmation], by_code[told.confirmation]
+    assert (f.outcome, f.state, f.attempts) == ("reminder_failed", store.DUE, 1)
+    assert f.next_at > datetime.now(UTC).replace(tzinfo=None) + timedelta(minutes=25)
+    assert (t.outcome, t.state) == ("reminder_incomplete", store.DONE)
+    heard = __import__("json").loads(CallRecord.get(CallRecord.call_id == t.call_id).turns)
+    assert any("Dr. " in x["text"] for x in heard if x["speaker"] == "bot")  # was told
+    first_call = f.call_id
+    # the next round after retry_minutes calls the failed one again, and only it
+    report2 = sched.run_once(max(now, f.next_at.replace(tzinfo=UTC)) + timedelta(minutes=1))
+    assert [r["code"] for r in report2] == [failed.confirmation]
+    f = _wait_done([f.id])[f.id]
+    assert (f.outcome, f.state, f.attempts) == ("reminder_failed", store.DONE, 2)
+    assert f.call_id != first_call  # each attempt has its own call record
+    assert CallRecord.get(CallRecord.call_id == first_call).outcome == "reminder_failed"
+    later = max(now, f.next_at.replace(tzinfo=UTC)) + timedelta(hours=2)
+    assert sched.run_once(later) == []  # max_attempts reached; the told one is done
+    assert (switch.callees["5550102101"].calls, switch.callees["5550102102"].calls) == (2, 1)
+
+
 def test_two_schedulers_never_call_a_reminder_twice(world):
     tenants, bot, switch, sched = world
     numbers = [f"55501030{i:02d}" for i in range(6)]
@@ -541,17 +577,86 @@ def test_freeswitch_asr_tenant_machine_without_a_beep_gets_no_message(tmp_path):
 
 
 @pytest.mark.parametrize("stt", ["freeswitch", "local"])
-def test_a_fork_that_cannot_connect_leaves_no_voicemail(tmp_path, stt):
-    """The media server cannot be reached: FreeSWITCH accepts the fork but no audio ever
-    comes. Nobody can tell who answered or hear a beep, so the machine (which beeps) gets
-    no message and no word at all; the call record says why (``fork_failed``)."""
+def test_a_fork_that_cannot_connect_leaves_no_voicemail(tmp_path, stt, monkeypatch):
+    """The media server cannot be reached: FreeSWITCH accepts the fork, then raises
+    ``mod_audio_fork::connect_failed`` (the reminder call subscribes to it). The bot
+    reacts to it at once, not to the silence after it (the no-audio check is pushed
+    out of reach here). Nobody can tell who answered or hear a beep, so the machine
+    (which beeps) gets no message and no word at all; the call record says why
+    (``fork_failed``), and, nothing having been said, the reminder is tried again."""
+    from esl_app.reminders import call as reminder_call
+
+    monkeypatch.setattr(reminder_call, "FORK_START_S", 60.0)
     yaml_text = TEXT_AMD if stt == "freeswitch" else AUDIO
     got = _remind(tmp_path, yaml_text, {
         "5550106104": Callee("machine", greeting="#wav " + _machine_wav(tmp_path / "m.wav")),
     }, break_media=True, timeout=60)
     row, rec, usage, turns = got["5550106104"]
-    assert usage["amd"] == {"decision": "fork_failed", "reason": "no audio"}, usage
+    assert usage["amd"]["reason"] == "connect failed: Unable to connect", usage
+    assert usage["amd"]["decision"] == "fork_failed", usage
     assert (row.outcome, rec.outcome) == ("reminder_failed", "reminder_failed")
+    assert not [t for t in turns if t["speaker"] == "bot"]
+    # ended on FreeSWITCH's word: within a second (text mode also listens for words,
+    # HELLO_WAIT_S), far from the 60 s the no-audio check would take
+    assert usage["duration_ms"] < (reminder_call.HELLO_WAIT_S + 2.0) * 1000, usage
+    if stt == "local":
+        assert usage["duration_ms"] < 1500, usage
+    assert (row.state, row.attempts) == (store.DUE, 1)  # retried: max_attempts is 2
+
+
+@pytest.mark.parametrize("stt", ["freeswitch", "local"])
+def test_a_fork_freeswitch_refuses_leaves_no_voicemail(tmp_path, stt):
+    """FreeSWITCH answers ``uuid_audio_fork … start`` with ``-ERR Operation Failed`` (a
+    fork of that name is already on the channel). No sound, no verdict, no message. With
+    FreeSWITCH's recogniser the words still tell: a person ("Hello?") gets the
+    conversation, a machine's greeting ends the call without a word
+    (``reminder_no_answer``, final); with the fork as the only ear the call ends without
+    a word (``reminder_failed``: nothing was said, so it is tried again)."""
+    wav = "#wav " + _machine_wav(tmp_path / "m.wav")
+    if stt == "local":
+        got = _remind(tmp_path, AUDIO, {
+            "5550106105": Callee("machine", greeting=wav, fork_refused=True),
+        }, timeout=60)
+        row, rec, usage, turns = got["5550106105"]
+        assert usage["amd"] == {"decision": "fork_failed",
+                                "reason": "refused: -ERR Operation Failed"}, usage
+        assert (row.outcome, rec.outcome) == ("reminder_failed", "reminder_failed")
+        assert not [t for t in turns if t["speaker"] == "bot"]
+        assert (row.state, row.attempts) == (store.DUE, 1)
+        return
+    got = _remind(tmp_path, TEXT_AMD, {
+        "5550106105": Callee("machine", fork_refused=True),  # its greeting as words
+        "5550106106": Callee("human", ["Hello?", "Yes.", "Yes."], fork_refused=True),
+    }, timeout=60)
+    row, rec, usage, turns = got["5550106105"]
+    assert usage["amd"] == {"decision": "fork_failed", "words": "machine",
+                            "reason": "refused: -ERR Operation Failed"}, usage
+    assert (row.outcome, rec.outcome, row.state) == (
+        "reminder_no_answer", "reminder_no_answer", store.DONE)
+    assert not [t for t in turns if t["speaker"] == "bot"]
+    row, rec, usage, turns = got["5550106106"]
+    assert usage["amd"] == {"decision": "fork_failed", "words": "person",
+                            "reason": "refused: -ERR Operation Failed"}, usage
+    assert (row.outcome, row.state) == ("reminder_confirmed", store.DONE), turns
+
+
+@pytest.mark.parametrize("stt", ["freeswitch", "local"])
+def test_a_fork_lost_while_waiting_for_the_beep_leaves_no_voicemail(tmp_path, stt):
+    """The machine was recognised, then the fork's connection breaks (the far end drops
+    it, FreeSWITCH raises ``mod_audio_fork::disconnect``) before the greeting's beep
+    (at about 8 s): a beep never heard. No message, not a word; ``reminder_no_answer``
+    and ``usage.amd.fork_lost`` says why. Final, as any answered machine's."""
+    yaml_text = TEXT_AMD if stt == "freeswitch" else AUDIO
+    got = _remind(tmp_path, yaml_text, {
+        "5550106107": Callee("machine", greeting="#wav " + _machine_wav(tmp_path / "m.wav"),
+                             fork_drop_after_ms=4500),
+    }, timeout=60)
+    row, rec, usage, turns = got["5550106107"]
+    assert usage["amd"]["decision"] == "machine", usage
+    # the media server saw the socket close without a WebSocket close
+    assert usage["amd"]["fork_lost"] == "disconnected" and "beep_at" not in usage["amd"], usage
+    assert (row.outcome, rec.outcome, row.state) == (
+        "reminder_no_answer", "reminder_no_answer", store.DONE)
     assert not [t for t in turns if t["speaker"] == "bot"]
 
 

@@ -75,12 +75,17 @@ def reminder_outcome(outcome: str | None) -> str:
     return "reminder_incomplete"
 
 
-def finish_reminder(reminder_id: int, outcome: str | None, call_id: str) -> None:
-    """Record the call's ending on the reminder row; never raises."""
+def finish_reminder(reminder_id: int, outcome: str | None, call_id: str, *,
+                    retry: Any = None) -> None:
+    """Record the call's ending on the reminder row; never raises.
+
+    ``retry``: the tenant's reminder policy when the patient was told nothing (see
+    :func:`esl_app.reminders.store.finish`).
+    """
     from esl_app.reminders.store import finish
 
     try:
-        finish(reminder_id, reminder_outcome(outcome), call_id)
+        finish(reminder_id, reminder_outcome(outcome), call_id, retry=retry)
     except Exception as exc:  # noqa: BLE001 - the call is over; the sweep catches a miss
         log.warning("reminder %d: outcome not stored (%s)", reminder_id, type(exc).__name__)
 
@@ -94,16 +99,32 @@ def reminder_call_for(channel: Mapping[str, str]) -> ReminderCall | None:
 class ReminderCall:
     """One reminder call: its agent, its opening, and the reminder row's ending."""
 
+    #: a fork that cannot reach the media server is known at once from FreeSWITCH
+    #: (``{"reason":"Unable to connect"}``), not after :data:`FORK_START_S` of silence.
+    #: Not ``::connect``/``::disconnect``: the media server sees those first-hand (and
+    #: our own ``stop`` raises a ``::disconnect`` too)
+    events = "CUSTOM mod_audio_fork::connect_failed"
+
     def __init__(self, reminder_id: int) -> None:
         self.reminder_id = reminder_id
+        self.tenant: Any = None
 
     def agent_for(self, tenant: Any) -> Any:
         """The reminder's agent; None when the reminder or its appointment is gone."""
+        self.tenant = tenant
         return start_reminder(self.reminder_id, tenant)
 
     def finish(self, transcript: Any) -> None:
-        """Record how the call ended on the reminder row."""
-        finish_reminder(self.reminder_id, transcript.outcome, transcript.call_id)
+        """Record how the call ended on the reminder row.
+
+        A failure before the bot said a word (the fork failed: the patient was told
+        nothing) is retried like an unanswered call, within ``max_attempts``; once the
+        bot has spoken (the conversation, a voicemail) the call is final.
+        """
+        said = any(t.speaker == "bot" for t in transcript.turns)
+        policy = getattr(self.tenant, "reminders", None)
+        finish_reminder(self.reminder_id, transcript.outcome, transcript.call_id,
+                        retry=policy if not said else None)
 
     def opening(self, call: Any, agent: Any) -> bool:
         """Hear who answered before speaking; False when the call is over.
@@ -141,9 +162,10 @@ def _no_fork(call: Any, why: str, *, audio: bool) -> bool:
     In text mode FreeSWITCH's recogniser still hears the callee: words of a person (a
     "Hello?") start the conversation; a recorded greeting's words end the call without a
     word (``reminder_no_answer``: a machine answered and got no message, as one with no
-    beep); nothing heard ends it too (``reminder_failed``). In audio mode the fork is
-    the only ear: the call ends without a word (``reminder_failed``). Both are retried
-    after ``retry_minutes``, like an unanswered call.
+    beep; final); nothing heard ends it too (``reminder_failed``). In audio mode the fork
+    is the only ear: the call ends without a word (``reminder_failed``). A
+    ``reminder_failed`` is retried after ``retry_minutes`` within ``max_attempts``
+    (:meth:`ReminderCall.finish`: nothing was said).
     """
     log.warning("call %s: reminder without an audio fork (%s): no voicemail possible",
                 call.label(), why)
@@ -302,6 +324,11 @@ class _Amd:
                 return None
             if msg.kind is Kind.AMD and (msg.key in keys or msg.key == "fork_lost"):
                 return msg
+            if msg.kind is Kind.FORK:
+                if msg.key == "connect_failed":  # FreeSWITCH says so at once
+                    return Msg(Kind.AMD, key="fork_lost",
+                               value=f"connect failed: {msg.text or 'no reason'}")
+                continue
             if msg.kind is Kind.MEDIA_LOST:
                 if msg.key == "stt_failed":  # the recogniser, not the fork: the listen's
                     call.stash(msg)

@@ -70,6 +70,8 @@ OUTCOMES = ("reminder_confirmed", "reminder_cancelled", "reminder_rescheduled",
             "reminder_interrupted")
 # outcomes after which another attempt may be made (the patient was not reached)
 _RETRY = {"reminder_busy", "reminder_no_answer", "reminder_failed"}
+# outcomes of an answered call, with not a word said by the bot, that are retried
+_RETRY_UNSAID = {"reminder_failed"}
 
 
 # ------------------------------------------------------------------ do-not-call, pauses
@@ -328,13 +330,28 @@ def record_attempt(reminder_id: int, tenant: Tenant, outcome: str, *,
         return values["state"]
 
 
-def finish(reminder_id: int, outcome: str, call_id: str | None = None) -> bool:
-    """The reminder call reached the bot and ended with ``outcome`` (never retried)."""
+def finish(reminder_id: int, outcome: str, call_id: str | None = None, *,
+           retry: Any = None, now: datetime | None = None) -> bool:
+    """The reminder call reached the bot and ended with ``outcome``.
+
+    Final, as a rule: the patient may have heard the appointment. ``retry`` is the
+    tenant's reminder policy when the bot said nothing at all (the caller knows: no bot
+    turn); a ``reminder_failed`` (the audio fork failed, nobody can have been told
+    anything) is then retried after ``retry_minutes`` like an unanswered call, while
+    fewer than ``max_attempts`` calls were made. Other outcomes stay final even then:
+    a machine that gave no beep would most likely give none again.
+    """
     assert outcome in OUTCOMES, outcome
-    values: dict[str, Any] = {"state": DONE, "outcome": outcome, "updated_at": utcnow()}
+    now_n = naive_utc(now)
+    values: dict[str, Any] = {"state": DONE, "outcome": outcome, "updated_at": now_n}
     if call_id:
         values["call_id"] = call_id[:64]
     with write_txn():
+        if retry is not None and outcome in _RETRY_UNSAID:
+            row = ReminderCall.get_or_none(ReminderCall.id == reminder_id)
+            if row is not None and row.attempts < retry.max_attempts:
+                values.update(state=DUE,
+                              next_at=now_n + timedelta(minutes=retry.retry_minutes))
         return bool(ReminderCall.update(**values).where(
             ReminderCall.id == reminder_id, ReminderCall.state == CALLING).execute())
 
