@@ -34,3 +34,21 @@ def test_transfer_mid_prompt_releases_the_call_without_a_word_more(bot):
     wait_until(lambda: ch.hung_up, timeout=10)  # the emulated talk after the transfer ends
     assert ch.hangup_by == "caller"  # not the bot: the caller was no longer its to hang up
     assert [x for x in ch.turns[played:] if x.speaker == "bot"] == []
+
+
+def test_an_application_queued_before_a_transfer_still_runs_after_it(bot, tmp_path):
+    """The emulator follows FreeSWITCH 1.10.12: ``uuid_transfer`` breaks only the running
+    application; an ``execute`` the bot had queued behind it runs afterwards, for whoever
+    has the call now. Why the bot never queues a sentence behind the one playing."""
+    from esl_app.media.pcm import append_wav_text, silence, write_wav
+
+    queued = tmp_path / "queued.wav"
+    write_wav(queued, silence(8000, 300), 8000)
+    assert append_wav_text(queued, "a sentence queued behind the prompt")
+    sim = SimCall(bot.address, "1001", time_scale=SCALE).start()
+    ch = sim.call.channel
+    wait_until(lambda: any(t.speaker == "bot" for t in ch.turns), timeout=10)
+    ch.execute("playback", str(queued))  # as if the bot had queued its next sentence
+    ch.transfer("1005", "XML", "public")
+    assert transcript_for(sim, bot)["outcome"] == "handoff"
+    wait_until(lambda: any("queued behind" in t.text for t in ch.turns), timeout=10)
