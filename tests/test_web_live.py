@@ -263,10 +263,13 @@ def test_calls_in_progress_per_worker(web):
 # ---------------------------------------------------------------- providers
 
 
-def test_providers_in_use_and_their_errors(web, registry):
+def test_providers_in_use_and_their_errors(web, registry, monkeypatch):
     from esl_app.db.models import OutboxMessage, utcnow
 
     live.forget_providers()
+    # the process is young (errors since its start are all recent), whatever ran before
+    # this test in the same pytest process
+    monkeypatch.setattr(live, "_started", time.monotonic())
     errors = Counter("ivr_provider_errors", "x", ["kind", "provider"], registry=registry)
     Counter("ivr_stt_fallbacks", "x", ["tenant", "from"], registry=registry).labels(
         "sunrise", "aws").inc(2)

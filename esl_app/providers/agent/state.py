@@ -24,6 +24,8 @@ class CallState(TypedDict, total=False):
     ask: dict[str, Any]  # the last question: {"stage", "sig", "count"} (repeats escalate)
     misses: int  # answers in a row not understood
     handoff_unclear: int  # answers to "connect you with the front desk?" neither yes nor no
+    handoff_declined: int  # "no" to that offer so far: at MAX_DECLINED_OFFERS, a way out
+    confirm_unchanged: int  # "no" to the booking, then nothing to change: twice lets it go
     start_no: bool  # a bare "no" as the first answer was asked about once
     last_text: str  # the last thing said, for "could you repeat that?"
     last_hints: list[str]  # and its recogniser hints
