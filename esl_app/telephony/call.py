@@ -43,7 +43,7 @@ from esl_app.providers.tts.cache import WARMER
 from esl_app.providers.tts.freeswitch import FreeswitchTts
 from esl_app.providers.usage import CallUsage
 from esl_app.telephony import lines
-from esl_app.telephony.esl import PEER_CLOSED, EslError, EslEvent, EslSession
+from esl_app.telephony.esl import EslError, EslEvent, EslSession
 from esl_app.telephony.events import Kind, Msg, from_esl
 from esl_app.telephony.lines import FILLER_TEXT, REJECT_TEXT, TROUBLE_TEXT
 from esl_app.telephony.transcript import Transcript, mask_number
@@ -273,9 +273,10 @@ class CallController:
             if exc.reason == "max_call" and not self.gone:
                 self._time_limit()
         except EslError as exc:
-            if not self.channel and self.session.close_reason == PEER_CLOSED:
-                # closed before FreeSWITCH's connect reply: a port probe (ivrctl health,
-                # a load balancer's check), not a call: nothing to record or count
+            if not self.channel and self.session.peer_gone:
+                # closed (or reset: our 'connect' arrived unread) before FreeSWITCH's
+                # connect reply: a port probe (ivrctl health, a load balancer's check),
+                # not a call: nothing to record or count
                 self.probe = True
                 log.debug("connection closed before 'connect' was answered: a probe")
             elif self.gone or self.session.hungup:

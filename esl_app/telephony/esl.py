@@ -328,6 +328,9 @@ class EslSession(OutboundSession):
         self._closed_sent = False
         self._not_full_logged = False
         self.close_reason = ""
+        # the other side went away on its own: a clean close, or a reset / broken pipe (a
+        # peer that closes with our data unread makes its kernel answer with a reset)
+        self.peer_gone = False
         self.protocol_errors = 0
         self.hungup = False
         self.channel_hungup = False
@@ -502,6 +505,8 @@ class EslSession(OutboundSession):
                     self._shutdown("send stalled")
                     raise
         except OSError as exc:
+            if isinstance(exc, ConnectionResetError | BrokenPipeError):
+                self.peer_gone = True
             self._shutdown(f"send failed: {exc}")
             raise SessionGone(str(exc)) from None
 
@@ -567,6 +572,7 @@ class EslSession(OutboundSession):
             while self._run:
                 frame = self._read_frame()
                 if frame is None:
+                    self.peer_gone = True
                     break
                 self._dispatch(frame)
         except ProtocolViolation as exc:
@@ -574,6 +580,8 @@ class EslSession(OutboundSession):
             log.warning("esl %s: %s; ending this call", self._label(), exc)
         except (OSError, ValueError) as exc:
             reason = f"connection error: {exc}"
+            if isinstance(exc, ConnectionResetError | BrokenPipeError):
+                self.peer_gone = True
         except gevent.GreenletExit:
             reason = "closed by us"
         finally:
