@@ -482,6 +482,34 @@ def test_a_correction_after_the_read_back_changes_only_that_part(sunrise, fix, n
     assert service.get_appointment(sunrise.id, r.confirmation).patient_name == name
 
 
+@pytest.mark.parametrize("said,fix,name", [
+    # "A M Y" once reached the confirmation as "am y" (the clock's a.m.): not a name,
+    # and "it's am y" even read as a yes and booked the misheard name
+    ("aimee knott", "no, it's A M Y", "Amy Knott"),
+    ("aimee knott", "it's A M Y", "Amy Knott"),
+    ("emma knott", "no, the first name is A M Y", "Amy Knott"),
+    ("emma knott", "no, it's A M Y, P A M", "Amy Pam"),
+    ("emma knott", "no, the first name is A.M.Y.", "Amy Knott"),
+    ("emma knott", "the last name is P A M", "Emma Pam"),
+    # a spelling denied, then the right one: the last one is the correction
+    ("emma knott", "no, it's not N O T, it's N O T T", "Emma Nott"),
+])
+def test_letters_like_a_clock_time_correct_the_name_at_the_read_back(sunrise, said, fix, name):
+    c = Call(sunrise)
+    c.say("book with dr smith tomorrow morning")
+    chosen = c.offered[0]
+    c.say("the first one")
+    c.say(said)
+    assert c.state["stage"] == "confirm"
+    r = c.say(fix)
+    assert r.outcome is None and c.state["stage"] == "confirm", r.text
+    assert c.state["name"] == name and f"for {name}" in r.text
+    assert c.state["chosen"]["slot_id"] == chosen["slot_id"]  # no new search for "a.m."
+    r = c.say("yes")
+    assert r.outcome == "booked"
+    assert service.get_appointment(sunrise.id, r.confirmation).patient_name == name
+
+
 @pytest.mark.parametrize("fix", ["no, the last name is spelled G U D E", "no, G U D E"])
 def test_a_spelling_at_the_name_check_keeps_the_part_not_spelled(sunrise, fix):
     c = Call(sunrise)

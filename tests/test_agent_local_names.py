@@ -6,7 +6,7 @@ import pytest
 
 from esl_app.config.tenants import Doctor
 from esl_app.providers.agent.local import nlu
-from esl_app.providers.agent.local.names import corrected_name
+from esl_app.providers.agent.local.names import corrected_name, mark_spelling_breaks
 from esl_app.providers.agent.local.phonetic import best_match, phonetic_key, similarity
 
 DOCTORS = (Doctor("smith", "Dr. Sarah Smith", "family medicine"),
@@ -112,4 +112,65 @@ def test_the_part_a_caller_names_is_kept_with_the_word(text, parts):
     ("Jon", "J O H N", "John"),
 ])
 def test_a_correction_changes_only_the_part_corrected(old, said, new):
+    assert corrected_name(old, nlu.parse_name_answer(said)) == new
+
+
+# ---------------------------------------------------------------- letters that look like a clock
+# At the confirmation (and the phone question) the turn is read with clock forms joined
+# ("10 a m" -> "10 am"), and "no, it's A M Y" came out as "am y": no name at all.
+
+
+@pytest.mark.parametrize("said,name,spelled", [
+    ("A M Y", "Amy", "AMY"),
+    ("it's A M Y", "Amy", "AMY"),
+    ("no, it's A M Y", None, None),  # the "no" is the dialogue's to take off
+    ("P A M", "Pam", "PAM"),
+    ("the last name is P A M", "Pam", "PAM"),
+    ("it's A M Y P A M", "Amypam", "AMYPAM"),  # one breath: one word (corrected_name splits)
+    ("A M Y, P A M", "Amy Pam", "AMY PAM"),
+    ("A, M, Y", "Amy", "AMY"),
+    ("A-M-Y", "Amy", "AMY"),
+    ("A.M.Y.", "Amy", "AMY"),
+    ("a. m. y.", "Amy", "AMY"),
+    ("K I A M", "Kiam", "KIAM"),
+])
+def test_spelled_a_m_and_p_m_are_letters_even_where_clock_forms_are_read(said, name, spelled):
+    marked = nlu.normalize(mark_spelling_breaks(said))  # as the dialogue reads the confirmation
+    for text in (said, marked):
+        got = nlu.parse_name_answer(text)
+        assert ((got.name, got.spelled) if got else (None, None)) == (name, spelled), text
+
+
+@pytest.mark.parametrize("said,clock", [
+    ("at 10 a m", "at 10 am"), ("10 AM", "10 am"), ("ten a.m.", "ten am"),
+    ("nine thirty p m", "nine thirty pm"), ("3pm", "3 pm"),
+    ("eleven o'clock a m", "eleven o'clock am"), ("10 a m i think", "10 am i think"),
+    ("a m i guess", "am i guess"), ("i a m free", "i am free"),
+    ("the a m", "the am"), ("p m please", "pm please"),
+])
+def test_a_m_and_p_m_beside_a_number_or_a_word_are_the_clock(said, clock):
+    assert nlu.normalize(said) == clock
+
+
+@pytest.mark.parametrize("said,letters", [
+    ("no, it's A M Y", "no it is a m y"), ("it's P A M", "it is p a m"),
+    ("A.M.Y.", "a m y"), ("K I A M", "k i a m"),
+])
+def test_a_m_and_p_m_beside_another_letter_are_a_spelling(said, letters):
+    assert nlu.normalize(said) == letters
+
+
+@pytest.mark.parametrize("old,said,new", [
+    ("Aimee Knott", "A M Y", "Amy Knott"),  # misheard, spelled: the part it resembles
+    ("Emma Knott", "the first name is A M Y", "Amy Knott"),
+    ("Emma Knott", "the last name is P A M", "Emma Pam"),
+    ("Emma Knott", "A M Y, P A M", "Amy Pam"),
+    ("Amy Pam", "A M Y P A M", "Amy Pam"),
+    # a spelling denied, then the right one: the last one wins
+    ("Emma Knott", "it's not N O T, it's N O T T", "Emma Nott"),
+    ("Emma Knott", "not K N O T T but N O T T", "Emma Nott"),
+    ("Emma Knott", "not N O T, N O T T", "Emma Nott"),
+    ("Emma Knott", "the first name is not E M M A, it's A M Y", "Amy Knott"),
+])
+def test_corrections_spelled_with_clock_letters_or_a_denied_spelling(old, said, new):
     assert corrected_name(old, nlu.parse_name_answer(said)) == new

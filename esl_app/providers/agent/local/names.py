@@ -194,6 +194,12 @@ def _alike(word: str, letters: str) -> bool:
     return word[:1] == letters[:1] and SequenceMatcher(None, word, letters).ratio() >= 0.75
 
 
+# "it's not N O T, it's N O T T": a spelling denied, then the right one; the denied one
+# goes (only where a word or a comma marks where it ends, else the runs are one word)
+_NOT_THAT_SPELLING = re.compile(r"\bnot (?:[a-z] )+(?:(?:and|but|it is|that is|rather) )+"
+                                r"(?=[a-z] [a-z]\b)")
+
+
 def parse_name_answer(t: str, *, strict: bool = False) -> NameAnswer | None:
     """The name in normalised text ``t`` (an answer to "may I have your name?"), or None.
 
@@ -203,6 +209,7 @@ def parse_name_answer(t: str, *, strict: bool = False) -> NameAnswer | None:
     t = re.sub(r"\b([a-z])-(?=[a-z]\b)", r"\1 ", t)  # j-o-h-n
     t = re.sub(r"\b(?:with|without) (?:a|an|no|one|two|double) [a-z](?: [a-z])?s?\b", " ", t)
     t = re.sub(r"\b(?:no|not) [a-z]\b$", " ", t)  # "ann, no e"
+    t = _NOT_THAT_SPELLING.sub(" ", t)  # "not N O T, it's N O T T": the last spelling wins
     t = " ".join(w for w in t.split() if w not in _FILLERS)
     # "joan nguyen, that's n g u y e n": the words that lead into a spelling are not
     # part of the name ("that" would otherwise refuse the whole answer)

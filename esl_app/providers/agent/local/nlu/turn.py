@@ -160,7 +160,8 @@ def understand(text: str | None, *, today: date, doctors: Sequence[Doctor] = (),
             goal = "yes" if yn else "no"
     correction = is_correction(core)
     if expecting == "name":
-        spoken, _ = strip_opener(normalize(text, clock=False))
+        # "J O N, N O T T": the comma between two spelled words is kept as their break
+        spoken, _ = strip_opener(normalize(names.mark_spelling_breaks(text or ""), clock=False))
         got = _answer_as_name(spoken, goal, correction, today, doctors)
         if got is not None:
             return got

@@ -18,6 +18,7 @@ def normalize(text: str | None, *, clock: bool = True) -> str:
 
     With ``clock`` (the default) clock forms are unified ("3pm", "p m", "9:30");
     spelled input (codes, names, e-mails) turns it off so "a m" stays two letters.
+    With it on, "a m" beside another single letter is a spelling too ("A M Y").
     """
     t = (text or "").lower().replace("\u2019", "'")
     t = re.sub(r"[,;!?\"()\[\]]", " ", t)
@@ -27,6 +28,9 @@ def normalize(text: str | None, *, clock: bool = True) -> str:
     for w in t.split():
         w = w.strip("'-")
         if not w:
+            continue
+        if re.fullmatch(r"(?:[a-z]\.){2,}[a-z]\.?", w):
+            words.extend(w.replace(".", " ").split())  # "A.M.Y.": spelled, not "a.m."
             continue
         words.append(expand(w))
     t = " ".join(words)
@@ -41,9 +45,47 @@ def normalize(text: str | None, *, clock: bool = True) -> str:
     t = re.sub(r"\bp\.?m\.?(?=\s|$)", "pm", t)
     t = re.sub(r"\b(\d{1,2}):(\d{2})\b", r"\1 \2", t)  # 9:30 -> 9 30
     t = re.sub(r"\b(\d{1,2})(am|pm)\b", r"\1 \2", t)  # 3pm -> 3 pm
-    t = re.sub(r"\ba m\b", "am", t)
-    t = re.sub(r"\bp m\b", "pm", t)
-    return t
+    return _clock_letters(t)
+
+
+def _clock_letters(t: str) -> str:
+    """``t`` with "a m" and "p m" said as the clock's "am" and "pm" joined up.
+
+    Not where they are letters of a spelled word: "no, it's A M Y" and the surname
+    "P A M" keep their letters, or the name heard would be "am y". Two letters are
+    spelling when a single letter stands beside them ("A M Y", "P A M"), unless a
+    number comes just before ("10 a m i think") or the letter beside them is the
+    pronoun "i" ("i a m free", "a m i guess").
+    """
+    toks = t.split()
+    out: list[str] = []
+    i = 0
+    while i < len(toks):
+        if toks[i] in ("a", "p") and toks[i + 1:i + 2] == ["m"] and \
+                not _spelled_pair(toks, i):
+            out.append(toks[i] + "m")
+            i += 2
+            continue
+        out.append(toks[i])
+        i += 1
+    return " ".join(out)
+
+
+def _letter(w: str | None) -> bool:
+    return w is not None and len(w) == 1 and w.isalpha()
+
+
+def _spelled_pair(toks: Sequence[str], i: int) -> bool:
+    """Whether ``toks[i:i + 2]`` ("a m", "p m") are letters of a spelled word."""
+    before = toks[i - 1] if i else None
+    if before is not None and (before.isdigit() or before in _CLOCK_NUMBERS):
+        return False  # "10 a m", "ten a m": a time, whatever follows
+    if before == "i" and not _letter(toks[i - 2] if i >= 2 else None):
+        before = None  # "i a m": a pronoun, unless it is itself spelled ("k i a m")
+    after = toks[i + 2] if i + 2 < len(toks) else None
+    if after == "i" and i + 3 < len(toks) and len(toks[i + 3]) > 1:
+        after = None  # "a m i think": the pronoun, not a letter
+    return _letter(before) or _letter(after)
 
 
 def tokens(text: str | None) -> list[str]:
@@ -66,6 +108,8 @@ _UNITS = {
     "eighteen": 18, "nineteen": 19,
 }
 _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50}
+#: words a clock's "a m" follows ("ten a m", "nine thirty a m", "ten o'clock a m")
+_CLOCK_NUMBERS = {*(w for w in _UNITS if w != "oh"), *_TENS, "o'clock", "oclock"}
 _ORDINALS = {
     "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6,
     "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12,
