@@ -121,11 +121,8 @@ class AudioListenSource:
             return
         self.closed = True
         # a refused start left no fork of ours: a stop would end whoever's holds the name
-        if self.started and not self.fork_error and self.session.channel_up:
-            with contextlib.suppress(EslError):
-                self.session.api(f"uuid_audio_fork {self.uuid} stop", timeout=1.0)
-        with contextlib.suppress(Exception):
-            self.registry.unregister(self.uuid)
+        _stop_fork(self.session, self.uuid, self.registry,
+                   ours=self.started and not self.fork_error)
         if self.stream is not None:
             with contextlib.suppress(Exception):
                 self.stream.close()
@@ -256,6 +253,19 @@ def _start_fork(session: EslSession, uuid: str, media_url: str, token: str,
     return session.api(f"uuid_audio_fork {uuid} start {media_url}/fork/{uuid} mono {rate} {meta}")
 
 
+def _stop_fork(session: EslSession, uuid: str, registry: Any, *, ours: bool) -> None:
+    """Stop the call's fork if it is ours and the call is up; forget its stream. Never raises.
+
+    ``ours`` False (never started, or FreeSWITCH refused the start): no ``stop`` goes out,
+    since one would end whichever fork holds that name on the channel.
+    """
+    if ours and session.channel_up:
+        with contextlib.suppress(EslError):
+            session.api(f"uuid_audio_fork {uuid} stop", timeout=1.0)
+    with contextlib.suppress(Exception):
+        registry.unregister(uuid)
+
+
 class TapFork:
     """An audio fork that only feeds a frame tap: no VAD, no recogniser.
 
@@ -310,11 +320,7 @@ class TapFork:
             return
         self.closed = True
         self.frame_tap = None
-        if self.started and not self.error and self.session.channel_up:
-            with contextlib.suppress(EslError):
-                self.session.api(f"uuid_audio_fork {self.uuid} stop", timeout=1.0)
-        with contextlib.suppress(Exception):
-            self.registry.unregister(self.uuid)
+        _stop_fork(self.session, self.uuid, self.registry, ours=self.started and not self.error)
         self.call = None
 
     # -- StreamSink (media server greenlet) ----------------------------------------------

@@ -37,6 +37,7 @@ __all__ = [
     "command_reply",
     "disconnect_notice",
     "event_frame",
+    "find_header",
     "linger_notice",
     "parse_header_block",
     "rude_rejection",
@@ -221,6 +222,16 @@ def parse_header_block(text: str, *, decode: bool = False) -> list[tuple[str, st
     return out
 
 
+def find_header(headers: list[tuple[str, str]], name: str,
+                default: str | None = None) -> str | None:
+    """Case-insensitive lookup in a header block (FS headers are case-insensitive)."""
+    low = name.lower()
+    for k, v in headers:
+        if k.lower() == low:
+            return v
+    return default
+
+
 @dataclass
 class Command:
     """One command block received from a client, as read_packet splits it."""
@@ -244,11 +255,7 @@ class Command:
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """Case-insensitive header lookup (FS event headers are case-insensitive)."""
-        low = name.lower()
-        for k, v in self.headers:
-            if k.lower() == low:
-                return v
-        return default
+        return find_header(self.headers, name, default)
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-friendly view for logs and test assertions."""
@@ -353,11 +360,7 @@ class Frame:
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """Case-insensitive lookup in the outer header block."""
-        low = name.lower()
-        for k, v in self.headers:
-            if k.lower() == low:
-                return v
-        return default
+        return find_header(self.headers, name, default)
 
     @property
     def content_type(self) -> str | None:
