@@ -112,7 +112,8 @@ def from_esl(event: EslEvent | str) -> Msg:
     if name == "CUSTOM":
         sub = event.get("Event-Subclass", "") or ""
         if sub.startswith("mod_audio_fork::"):
-            return Msg(Kind.FORK, key=sub[16:], text=_fork_reason(event.body), event=event)
+            return Msg(Kind.FORK, key=sub.removeprefix("mod_audio_fork::"),
+                       text=_fork_reason(event.body), event=event)
     return Msg(Kind.OTHER, event=event)
 
 
