@@ -25,13 +25,18 @@ SCALE = 0.02
 
 
 class Server:
-    def __init__(self, tmp_path, *extra: str) -> None:
-        make_db(tmp_path, days=14)
+    def __init__(self, tmp_path, *extra: str, tenants_yaml: str | None = None,
+                 workers: int = 2) -> None:
+        tenants = REPO_TENANTS
+        if tenants_yaml is not None:
+            tenants = tmp_path / "tenants.yaml"
+            tenants.write_text(tenants_yaml)
+        make_db(tmp_path, tenants_yaml, days=14)
         from esl_app.db import database
 
         database().close()
         args = [sys.executable, "-c", BOOT, "--db", f"sqlite:///{tmp_path / 'ivr-test.db'}",
-                "--tenants", str(REPO_TENANTS), "--workers", "2", "--esl", "127.0.0.1:0",
+                "--tenants", str(tenants), "--workers", str(workers), "--esl", "127.0.0.1:0",
                 "--media", "127.0.0.1:0", "--http", "127.0.0.1:0", *extra]
         self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      cwd=str(tmp_path))
@@ -135,6 +140,24 @@ def test_two_workers_share_esl_and_own_their_media(server):
     ws.close()
     for c in placed:
         c.close()
+
+
+def test_a_database_of_many_clinics_starts_its_workers(tmp_path):
+    """Stored clinics too many to validate on the hub go to a thread pool, in the worker.
+
+    The supervisor reads them too, before it forks: a pool it made then never answered
+    in the child, and every worker hung before it took a call (a 100-clinic database).
+    """
+    from esl_app.config.tenants import _INLINE_PARSE_CHARS
+    from esl_app.sim.loadcallers import synthetic_tenants
+
+    text = synthetic_tenants(100)
+    assert len(text) > 2 * _INLINE_PARSE_CHARS  # the stored JSON is validated off the hub
+    srv = Server(tmp_path, tenants_yaml=text, workers=1)
+    try:
+        assert len(srv.ready["workers"]) == 1
+    finally:
+        assert srv.stop() == 0
 
 
 def test_crashed_worker_is_replaced(server):

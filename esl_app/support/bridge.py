@@ -30,6 +30,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -56,6 +57,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _pools: dict[str, gevent.threadpool.ThreadPool] = {}
+_pools_pid = 0  # the process that made ``_pools``: a forked child must not use them
+
+
 
 
 def get_pool(name: str = "default", size: int = 4) -> gevent.threadpool.ThreadPool:
@@ -63,7 +67,16 @@ def get_pool(name: str = "default", size: int = 4) -> gevent.threadpool.ThreadPo
 
     Separate pools keep slow work of one kind (decoding) from starving another
     (synthesis subprocess waits); ``size`` only applies on creation.
+
+    A pool made before ``fork`` (the serve supervisor reads the tenants before it forks
+    its workers) never delivers a result in the child, even after ``gevent.reinit()``:
+    the child waits for ever. Each process therefore makes its own pools.
     """
+    global _pools_pid
+    pid = os.getpid()
+    if _pools_pid != pid:
+        _pools.clear()  # the parent's: their threads and hub wake-ups stayed behind
+        _pools_pid = pid
     pool = _pools.get(name)
     if pool is None:
         pool = _pools[name] = gevent.threadpool.ThreadPool(size)
