@@ -229,3 +229,32 @@ def test_failed_calls_fail_the_run(tmp_path):
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["calls_completed"] == 0 and report["calls_failed"] == 2
     assert "error: loadtest: 2 of 2 call(s) failed, none reached a clinic" in out.stderr
+
+
+def test_a_server_given_up_on_goes_with_its_workers():
+    """``ivr serve`` that never got ready: SIGKILL on the supervisor alone left its
+    workers running for ever (the loadtest kept the box busy after it had failed)."""
+    import signal
+    import time
+
+    from esl_app.sim.loadtest import _end
+
+    # a "supervisor" that ignores SIGTERM and forks a "worker" that does too
+    code = ("import os, signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "pid = os.fork()\nif pid:\n    print(pid, flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    worker = int(proc.stdout.readline())
+    t0 = time.monotonic()
+    _end(proc, grace=0.5)
+    assert time.monotonic() - t0 < 5
+    assert proc.poll() == -signal.SIGKILL
+    for _ in range(100):  # the orphan is reaped by init: wait until it is gone
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("the worker outlived _end")

@@ -195,8 +195,10 @@ def _start_server(cfg: LoadConfig) -> _Server:
             "--http", "127.0.0.1:0", "--drain-timeout", "5",
             "--max-calls", str(max(2000, cfg.calls + 100))]
     # pinned: the supervisor before it forks, so every worker and thread inherits the CPUs
+    # a session of its own: a server that never got ready goes with all its workers
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env,
-                            cwd=tmp.name, preexec_fn=_pinner(cfg.server_cpus))
+                            cwd=tmp.name, preexec_fn=_pinner(cfg.server_cpus),
+                            start_new_session=True)
     tail: list[str] = []
     problems: dict[str, int] = {}
     ready: dict[str, Any] = {}
@@ -220,8 +222,7 @@ def _start_server(cfg: LoadConfig) -> _Server:
 
     gevent.spawn(read)
     if not got.wait(60) or not ready:
-        with contextlib.suppress(Exception):
-            proc.kill()
+        _end(proc, grace=5.0)
         raise click.ClickException("the server did not start: " + " | ".join(tail[-5:]))
     return _Server(proc, (ready["esl"][0], ready["esl"][1]), ready["pid"], tmp, tail, problems,
                    prompts=prompts, metrics_dir=str(prom))
@@ -255,16 +256,26 @@ def _log_problem(line: str) -> str | None:
     return f"{m.group(1)} {m.group(2)}: {_VARYING.sub('#', m.group(3))[:160]}"
 
 
-def _stop_server(srv: _Server) -> dict[str, dict[str, float | None]]:
-    """Stop it; returns the server-side times its workers recorded (``_server_figures``)."""
+def _end(proc: Any, grace: float) -> None:
+    """SIGTERM ``ivr serve`` (it drains its workers), then SIGKILL its whole session.
+
+    Killing the supervisor alone would leave its workers running, orphaned.
+    """
     import signal
 
     with contextlib.suppress(ProcessLookupError):
-        srv.proc.send_signal(signal.SIGTERM)
-    try:
-        srv.proc.wait(timeout=30)
-    except Exception:  # noqa: BLE001
-        srv.proc.kill()
+        proc.send_signal(signal.SIGTERM)
+    with contextlib.suppress(Exception):
+        proc.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # what is left of it: workers that hung
+    with contextlib.suppress(Exception):
+        proc.wait(timeout=5)
+
+
+def _stop_server(srv: _Server) -> dict[str, dict[str, float | None]]:
+    """Stop it; returns the server-side times its workers recorded (``_server_figures``)."""
+    _end(srv.proc, grace=30.0)
     inside: dict[str, dict[str, float | None]] = {}
     try:
         inside = _server_figures(srv.metrics_dir, srv.hist_base)
