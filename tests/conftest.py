@@ -33,3 +33,15 @@ def postgres_url() -> str:
     if not url:
         pytest.skip("IVR_TEST_POSTGRES_URL not set")
     return url
+
+
+@pytest.fixture(params=["compiled", "python"])
+def both_frame_paths(request, monkeypatch):
+    """A media test on the compiled WebSocket fast path and on its Python twin."""
+    from esl_app.media import server
+
+    if request.param == "python":
+        monkeypatch.setattr(server, "_ws_audio", None)
+    elif server._ws_audio is None:
+        pytest.skip("the compiled frame path was not built")
+    return request.param

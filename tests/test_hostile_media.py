@@ -26,6 +26,9 @@ UPGRADE = (b"GET /fork/%s HTTP/1.1\r\nHost: ivr\r\nUpgrade: websocket\r\n"
            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
            b"Sec-WebSocket-Version: 13\r\n\r\n")
 
+# every test on both frame paths (the compiled loop and its Python twin)
+pytestmark = pytest.mark.usefixtures("both_frame_paths")
+
 
 class Sink:
     def __init__(self) -> None:

@@ -19,6 +19,9 @@ import pytest
 
 from esl_app.media.server import MediaRegistry, MediaServer, fork_metadata
 
+# every test on both frame paths (the compiled loop and its Python twin)
+pytestmark = pytest.mark.usefixtures("both_frame_paths")
+
 
 class Sink:
     def __init__(self, fail_on_audio: bool = False) -> None:

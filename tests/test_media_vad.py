@@ -142,7 +142,7 @@ def test_barge_in_pending_spans_the_voiced_run_before_speech_start(speech8k):
     assert not det.barge_in_pending  # confirmed: nothing left to decide
     quiet = TurnDetector(8000, vad_mode=2, min_speech_ms=120, end_silence_ms=600)
     quiet.feed(speech8k[:1600])  # the same run with the bot silent is not a barge-in
-    assert quiet._run_ms > 0 and not quiet.barge_in_pending
+    assert quiet.onset_pending and not quiet.barge_in_pending
 
 
 def test_the_calls_audio_sink_asks_for_early_reads_only_mid_barge_in(speech8k):

@@ -346,7 +346,7 @@ def test_the_audio_source_reports_the_callers_speech_and_can_end_their_turn():
 def test_the_detector_ends_a_turn_on_request():
     det = TurnDetector(8000, 2, 100, 600)
     assert det.end_turn() is None
-    det.in_speech = True  # as after a speech_start
+    det._core.in_speech = True  # as after a speech_start
     det.feed(silence(8000, 200))
     ev = det.end_turn()
     assert ev is not None and ev.kind == "speech_end"

@@ -30,10 +30,10 @@ barge-in is louder and longer than echo; echo attenuated by the network (about
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from esl_app.media.pcm import rms, silence
-from esl_app.media.vad import VoiceDetector
+from esl_app.media.pcm import frame_bytes, rms, silence
+from esl_app.media.vad import FrameSplitter, VoiceDetector
 
 __all__ = ["END_LEAD_MS", "EchoGuard", "TurnDetector", "TurnEvent"]
 
@@ -58,32 +58,154 @@ class EchoGuard:
     echo_min_speech_ms: int = 200
 
 
+try:  # the compiled per-frame path (setup.py); absent where nothing could compile it
+    from esl_app.media._fastpath import TurnCore as _CCore  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - built by every install with a C compiler
+    _CCore = None
+
+
+class _PyCore:
+    """The per-frame state machine in Python: the reference the compiled core equals.
+
+    ``esl_app/media/_fastpath.c`` (``TurnCore``) does the same, frame for frame, with
+    the same attribute names; tests/test_media_fastpath.py holds the two equal.
+    """
+
+    def __init__(self, process: Any, handle: Any, sample_rate: int, frame_ms: int,
+                 min_speech_ms: int, end_silence_ms: int, echo_min_rms: float,
+                 echo_ratio: float, echo_min_speech_ms: int, min_rms: float,
+                 skip_silence: bool) -> None:
+        self._process = process
+        self._handle = handle
+        self._rate = sample_rate
+        self.frame_ms = frame_ms
+        self.min_speech_ms = min_speech_ms
+        self.end_silence_ms = end_silence_ms
+        self.echo_min_rms = echo_min_rms
+        self.echo_ratio = echo_ratio
+        self.echo_min_speech_ms = echo_min_speech_ms
+        self.min_rms = min_rms
+        self.skip_silence = skip_silence
+        self.size = frame_bytes(sample_rate, frame_ms)
+        self._silent = silence(sample_rate, frame_ms)
+        self._split = FrameSplitter(self.size)
+        self.position_ms = 0
+        self.vad_frames = 0  # frames the VAD analysed (digital silence after silence is not)
+        self.vad_idle = False  # the VAD's last frame was digital silence, and not speech
+        self.bot_speaking = False
+        self.echo_level = 0.0
+        self.in_speech = False
+        self.run_ms = 0
+        self.onset = 0
+        self.gap = 0
+        self.silence_ms = 0
+        self.silence_start = 0
+
+    @property
+    def pending(self) -> int:
+        return self._split.pending
+
+    def reset_pending(self) -> None:
+        self._split.reset()
+
+    def feed(self, pcm: bytes) -> list[tuple[str, int, int]]:
+        events: list[tuple[str, int, int]] = []
+        split = self._split
+        size = self.size
+        if not split.pending and len(pcm) == size:  # the common case: no re-framing
+            self._frame(pcm, events)
+        else:
+            for frame in split.push(pcm):
+                self._frame(frame, events)
+        return events
+
+    def _frame(self, frame: bytes, events: list[tuple[str, int, int]]) -> None:
+        start = self.position_ms
+        fm = self.frame_ms
+        self.position_ms = start + fm
+        if self.vad_idle and frame == self._silent:
+            # Digital silence after digital silence the VAD called "no speech": its verdict
+            # would be "no speech" again and its models would not update (no energy, no
+            # hangover held; only its filters' memory, already near zero, decays further),
+            # so it is skipped, as is the level.
+            # Only exact zeros: any noise, however faint, feeds its noise model
+            # (tests/test_media_vad.py compares both ways on speech in noise).
+            level = 0.0
+            voiced = False
+        else:
+            level = rms(frame)
+            said = bool(self._process(self._handle, self._rate, frame, len(frame) >> 1))
+            self.vad_frames += 1
+            self.vad_idle = self.skip_silence and not said and not level \
+                and frame == self._silent
+            voiced = said and level >= self.min_rms
+        if self.bot_speaking:
+            guard = True
+            floor = max(self.echo_min_rms, self.echo_ratio * self.echo_level)
+            loud = level >= floor
+            if not (voiced and loud):
+                # What we hear while talking and do not accept: track it as echo.
+                self.echo_level = 0.9 * self.echo_level + 0.1 * level
+            voiced = voiced and loud
+        else:
+            guard = False
+        end = start + fm
+        if not self.in_speech:
+            if voiced:
+                if self.run_ms == 0:
+                    self.onset = start
+                self.run_ms += fm + self.gap
+                self.gap = 0
+                need = max(self.min_speech_ms, self.echo_min_speech_ms) if guard \
+                    else self.min_speech_ms
+                if self.run_ms >= need:
+                    self.in_speech = True
+                    self.silence_ms = 0
+                    events.append(("speech_start", self.onset, end))
+            elif self.run_ms and self.gap == 0:
+                self.gap = fm  # tolerate one unvoiced frame inside a run
+            else:
+                self.run_ms = 0
+                self.gap = 0
+        elif voiced:
+            self.silence_ms = 0
+        else:
+            if self.silence_ms == 0:
+                self.silence_start = start
+            self.silence_ms += fm
+            if self.silence_ms >= self.end_silence_ms:
+                self.in_speech = False
+                self.run_ms = 0
+                self.gap = 0
+                events.append(("speech_end", self.silence_start, end))
+
+
 class TurnDetector:
-    """Streaming speech start/end detector over one call's caller audio."""
+    """Streaming speech start/end detector over one call's caller audio.
+
+    The per-frame work runs in a core: the compiled one where it was built (the
+    media path's hot loop), else :class:`_PyCore`; ``compiled=False`` asks for the
+    Python one (tests compare the two).
+    """
 
     def __init__(self, sample_rate: int = 8000, vad_mode: int = 2, min_speech_ms: int = 120,
                  end_silence_ms: int = 600, frame_ms: int = 20,
                  echo_guard: EchoGuard | None = None, min_rms: float = 100.0,
-                 skip_silence: bool = True) -> None:
+                 skip_silence: bool = True, compiled: bool = True) -> None:
         self.sample_rate = sample_rate
-        self.min_speech_ms = min_speech_ms
-        self.end_silence_ms = end_silence_ms
         self.echo = echo_guard or EchoGuard()
-        self.min_rms = min_rms
         self.skip_silence = skip_silence
-        self._vad_idle = False  # the VAD's last frame was digital silence, and not speech
-        self.vad_frames = 0  # frames the VAD analysed (digital silence after silence is not)
         self._vad = VoiceDetector(sample_rate, vad_mode, frame_ms)
-        self._silent = silence(sample_rate, frame_ms)
         self._frame_ms = frame_ms
-        self._bot_speaking = False
-        self._echo_level = 0.0
-        self.in_speech = False
-        self._run_ms = 0
-        self._onset = 0
-        self._gap = 0
-        self._silence_ms = 0
-        self._silence_start = 0
+        process, handle = _vad_entry(self._vad)
+        core = _CCore if compiled and _CCore is not None and process is not None else _PyCore
+        if process is None:  # pragma: no cover - webrtcvad without its C entry point
+            process, handle = (lambda _h, _r, frame, _n: self._vad.is_speech(frame)), None
+        self._core = core(process, handle, sample_rate, frame_ms, min_speech_ms,
+                          end_silence_ms, float(self.echo.echo_min_rms),
+                          float(self.echo.echo_ratio), self.echo.echo_min_speech_ms,
+                          float(min_rms), skip_silence)
+        self.compiled = core is not _PyCore
 
     @classmethod
     def for_tenant(cls, tenant: object) -> TurnDetector:
@@ -95,9 +217,31 @@ class TurnDetector:
                    b.end_silence_ms, echo_guard=guard)
 
     @property
+    def min_speech_ms(self) -> int:
+        return self._core.min_speech_ms
+
+    @property
+    def end_silence_ms(self) -> int:
+        return self._core.end_silence_ms
+
+    @property
+    def min_rms(self) -> float:
+        return self._core.min_rms
+
+    @property
+    def in_speech(self) -> bool:
+        """The caller is in a turn (after ``speech_start``, before ``speech_end``)."""
+        return self._core.in_speech
+
+    @property
+    def vad_frames(self) -> int:
+        """Frames the VAD analysed (digital silence after silence is not)."""
+        return self._core.vad_frames
+
+    @property
     def position_ms(self) -> int:
         """Milliseconds of audio analysed so far."""
-        return self._vad.position_ms
+        return self._core.position_ms
 
     @property
     def deciding(self) -> bool:
@@ -108,9 +252,10 @@ class TurnDetector:
         for all but ``END_LEAD_MS`` of ``end_silence_ms``). The media reader then reads
         the stream sooner than its batch cadence. The one test the sink makes per read.
         """
-        if self.in_speech:
-            return self._silence_ms >= self.end_silence_ms - END_LEAD_MS
-        return self._bot_speaking and self._run_ms > 0
+        c = self._core
+        if c.in_speech:
+            return c.silence_ms >= c.end_silence_ms - END_LEAD_MS
+        return c.bot_speaking and c.run_ms > 0
 
     @property
     def barge_in_pending(self) -> bool:
@@ -129,7 +274,8 @@ class TurnDetector:
         Whether or not the bot talks: a listen about to give up on a silent caller
         waits for the verdict rather than cut off someone who just began.
         """
-        return not self.in_speech and self._run_ms > 0
+        c = self._core
+        return not c.in_speech and c.run_ms > 0
 
     def end_turn(self) -> TurnEvent | None:
         """End the caller's turn now, without waiting for ``end_silence_ms`` of silence.
@@ -138,88 +284,41 @@ class TurnDetector:
         ``speech_end`` (``None`` when the caller was not in speech). Speech that goes on
         becomes a new turn, after ``min_speech_ms`` as always.
         """
-        if not self.in_speech:
+        c = self._core
+        if not c.in_speech:
             return None
-        end = self.position_ms
-        at = self._silence_start if self._silence_ms else end
-        self.in_speech = False
-        self._run_ms = self._gap = self._silence_ms = 0
+        end = c.position_ms
+        at = c.silence_start if c.silence_ms else end
+        c.in_speech = False
+        c.run_ms = c.gap = c.silence_ms = 0
         return TurnEvent("speech_end", at, end)
 
     def set_bot_speaking(self, speaking: bool) -> None:
         """Turn the echo guard on while a prompt plays, off when it ends."""
-        self._bot_speaking = speaking
+        c = self._core
+        c.bot_speaking = bool(speaking)
         if not speaking:
-            self._echo_level = 0.0
+            c.echo_level = 0.0
 
     def feed(self, pcm: bytes) -> list[TurnEvent]:
         """Analyse more audio (any chunking); return the boundaries it completes.
 
-        Per 20 ms frame this is one ``audioop.rms`` and one webrtcvad call (both C)
-        and a few integer updates.
+        Per 20 ms frame: one level, one webrtcvad call and a few integer updates, in C
+        where the core was compiled.
         """
-        events: list[TurnEvent] = []
-        for frame in self._vad.frames(pcm):
-            self._frame(frame, events)
-        return events
+        events = self._core.feed(pcm)
+        if not events:
+            return _NO_EVENTS
+        return [TurnEvent(*ev) for ev in events]
 
-    def _frame(self, frame: bytes, events: list[TurnEvent]) -> None:
-        vad = self._vad
-        start = vad.position_ms
-        fm = self._frame_ms
-        vad.position_ms = start + fm
-        if self._vad_idle and frame == self._silent:
-            # Digital silence after digital silence the VAD called "no speech": its verdict
-            # would be "no speech" again and its models would not update (no energy, no
-            # hangover held; only its filters' memory, already near zero, decays further),
-            # so it is skipped, as is the level (2.5 µs of a frame's ~13).
-            # Only exact zeros: any noise, however faint, feeds its noise model
-            # (tests/test_media_vad.py compares both ways on speech in noise).
-            level = 0.0
-            voiced = False
-        else:
-            level = rms(frame)
-            said = vad.is_speech(frame)
-            self.vad_frames += 1
-            self._vad_idle = self.skip_silence and not said and not level \
-                and frame == self._silent
-            voiced = said and level >= self.min_rms
-        if self._bot_speaking:
-            guard = True
-            floor = max(self.echo.echo_min_rms, self.echo.echo_ratio * self._echo_level)
-            loud = level >= floor
-            if not (voiced and loud):
-                # What we hear while talking and do not accept: track it as echo.
-                self._echo_level = 0.9 * self._echo_level + 0.1 * level
-            voiced = voiced and loud
-        else:
-            guard = False
-        end = start + fm
-        if not self.in_speech:
-            if voiced:
-                if self._run_ms == 0:
-                    self._onset = start
-                self._run_ms += fm + self._gap
-                self._gap = 0
-                need = max(self.min_speech_ms, self.echo.echo_min_speech_ms) if guard \
-                    else self.min_speech_ms
-                if self._run_ms >= need:
-                    self.in_speech = True
-                    self._silence_ms = 0
-                    events.append(TurnEvent("speech_start", self._onset, end))
-            elif self._run_ms and self._gap == 0:
-                self._gap = fm  # tolerate one unvoiced frame inside a run
-            else:
-                self._run_ms = 0
-                self._gap = 0
-        elif voiced:
-            self._silence_ms = 0
-        else:
-            if self._silence_ms == 0:
-                self._silence_start = start
-            self._silence_ms += fm
-            if self._silence_ms >= self.end_silence_ms:
-                self.in_speech = False
-                self._run_ms = 0
-                self._gap = 0
-                events.append(TurnEvent("speech_end", self._silence_start, end))
+
+_NO_EVENTS: list[TurnEvent] = []  # never appended to: feed's callers only iterate it
+
+
+def _vad_entry(vad: VoiceDetector) -> tuple[Any, Any]:
+    """The webrtcvad C entry point and this detector's handle (``None``: not available)."""
+    from esl_app.media.vad import _c_process
+
+    if _c_process is None:  # pragma: no cover - the wheel always ships it
+        return None, None
+    return _c_process, vad._vad._vad

@@ -134,6 +134,12 @@ except ImportError:  # pragma: no cover - websockets ships it in every binary wh
     _unmask = _unmask_py
 
 
+try:  # the fast path's loop compiled (esl_app/media/_fastpath.c); absent: the Python one
+    from esl_app.media._fastpath import ws_audio as _ws_audio  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - built by every install with a C compiler
+    _ws_audio = None
+
+
 def _frame(opcode: int, payload: bytes) -> bytes:
     """A final, unmasked server frame."""
     n = len(payload)
@@ -436,13 +442,18 @@ class _Connection:
             # frame is 320 or 640; a read under load holds one to three); whatever else
             # follows (a partial frame, text, control, a violation) takes the general loop
             limit = self.server.max_message
-            while n - pos > 8 and data[pos] == 0x82 and data[pos + 1] == 0xFE:
-                ln = (data[pos + 2] << 8) | data[pos + 3]
-                end = pos + 8 + ln
-                if end > n or ln > limit:
-                    break
-                audio.append(_unmask(data[pos + 8:end], data[pos + 4:pos + 8]))
-                pos = end
+            if _ws_audio is not None:  # the same loop in C: payloads unmasked and joined
+                pcm, pos = _ws_audio(data, 0, limit)
+                if pcm is not None:
+                    audio.append(pcm)
+            else:
+                while n - pos > 8 and data[pos] == 0x82 and data[pos + 1] == 0xFE:
+                    ln = (data[pos + 2] << 8) | data[pos + 3]
+                    end = pos + 8 + ln
+                    if end > n or ln > limit:
+                        break
+                    audio.append(_unmask(data[pos + 8:end], data[pos + 4:pos + 8]))
+                    pos = end
             if pos == n:
                 self._deliver(audio)
                 return True

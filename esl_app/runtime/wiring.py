@@ -154,8 +154,13 @@ def start_media_for_calls(host: str = "127.0.0.1", port: int = 0, *,
     ``stt_for`` replaces the tenant's recogniser (a test's, a latency profile's);
     the local fallback always comes from ``stt`` (a fresh :class:`SttCache` if None).
     """
+    from esl_app.media import server as media_server
     from esl_app.media.server import MediaRegistry, MediaServer
 
+    if media_server._ws_audio is None:
+        log.warning("media: the compiled frame path (esl_app/media/_fastpath.c) was not "
+                    "built, so audio frames take the Python path: about a third more CPU "
+                    "per frame; reinstall with a C compiler and Python headers")
     cache = stt or SttCache()
     registry = MediaRegistry()
     media = MediaServer(host, port, registry).start()
