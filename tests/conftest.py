@@ -41,7 +41,7 @@ def both_frame_paths(request, monkeypatch):
     from esl_app.media import server
 
     if request.param == "python":
-        monkeypatch.setattr(server, "_ws_audio", None)
-    elif server._ws_audio is None:
+        monkeypatch.setattr(server, "_ws_audio", server._ws_audio_py)
+    elif server._ws_audio is server._ws_audio_py:
         pytest.skip("the compiled frame path was not built")
     return request.param

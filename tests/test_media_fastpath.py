@@ -17,7 +17,7 @@ import pytest
 from esl_app.media import endpoint
 from esl_app.media.endpoint import EchoGuard, TurnDetector
 from esl_app.media.pcm import silence
-from esl_app.media.server import _unmask_py
+from esl_app.media.server import _unmask_py, _ws_audio_py
 from esl_app.providers.tts.local import synthesize_pcm
 
 fast = pytest.importorskip("esl_app.media._fastpath", reason="the C path was not built")
@@ -114,19 +114,6 @@ def test_a_read_of_one_frame_is_not_copied_and_a_bytearray_is_accepted(speech):
 # -- WebSocket ----------------------------------------------------------------------------
 
 
-def _py_ws_audio(data: bytes, pos: int, limit: int) -> tuple[bytes | None, int]:
-    """_Connection._parse's pure-Python fast path, as it runs without the C module."""
-    n, audio = len(data), []
-    while n - pos > 8 and data[pos] == 0x82 and data[pos + 1] == 0xFE:
-        ln = (data[pos + 2] << 8) | data[pos + 3]
-        end = pos + 8 + ln
-        if end > n or ln > limit:
-            break
-        audio.append(_unmask_py(data[pos + 8:end], data[pos + 4:pos + 8]))
-        pos = end
-    return (b"".join(audio) if audio else None), pos
-
-
 def _ws_frame(rnd: random.Random, payload: bytes, first: int = 0x82) -> bytes:
     key = bytes(rnd.randrange(256) for _ in range(4))
     body = _unmask_py(payload, key)
@@ -147,7 +134,7 @@ def test_ws_audio_equals_the_python_fast_path(seed):
         data = data[:rnd.randint(0, len(data))]  # a read that ends inside a frame
     pos = rnd.choice((0, 0, min(3, len(data))))
     limit = rnd.choice((65536, 640, 320))
-    assert fast.ws_audio(data, pos, limit) == _py_ws_audio(data, pos, limit)
+    assert fast.ws_audio(data, pos, limit) == _ws_audio_py(data, pos, limit)
 
 
 def test_ws_audio_refuses_bad_arguments():

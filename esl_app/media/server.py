@@ -134,10 +134,31 @@ except ImportError:  # pragma: no cover - websockets ships it in every binary wh
     _unmask = _unmask_py
 
 
-try:  # the fast path's loop compiled (esl_app/media/_fastpath.c); absent: the Python one
+def _ws_audio_py(data: bytes, pos: int, limit: int) -> tuple[bytes | None, int]:
+    """From ``pos``, a run of final masked binary frames with a 16-bit length.
+
+    Their payloads unmasked and joined (``None``: no such frame at ``pos``) and the
+    position after the last whole one; anything else stops it (a partial frame, text,
+    control, a payload over ``limit``) and is left to the general loop.
+    """
+    n = len(data)
+    audio: list[bytes] = []
+    while n - pos > 8 and data[pos] == 0x82 and data[pos + 1] == 0xFE:
+        ln = (data[pos + 2] << 8) | data[pos + 3]
+        end = pos + 8 + ln
+        if end > n or ln > limit:
+            break
+        audio.append(_unmask(data[pos + 8:end], data[pos + 4:pos + 8]))
+        pos = end
+    if not audio:
+        return None, pos
+    return (audio[0] if len(audio) == 1 else b"".join(audio)), pos
+
+
+try:  # the same loop compiled (esl_app/media/_fastpath.c)
     from esl_app.media._fastpath import ws_audio as _ws_audio  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - built by every install with a C compiler
-    _ws_audio = None
+    _ws_audio = _ws_audio_py
 
 
 def _frame(opcode: int, payload: bytes) -> bytes:
@@ -441,19 +462,9 @@ class _Connection:
             # fast path: a run of final masked binary frames of 126..65535 bytes (a 20 ms
             # frame is 320 or 640; a read under load holds one to three); whatever else
             # follows (a partial frame, text, control, a violation) takes the general loop
-            limit = self.server.max_message
-            if _ws_audio is not None:  # the same loop in C: payloads unmasked and joined
-                pcm, pos = _ws_audio(data, 0, limit)
-                if pcm is not None:
-                    audio.append(pcm)
-            else:
-                while n - pos > 8 and data[pos] == 0x82 and data[pos + 1] == 0xFE:
-                    ln = (data[pos + 2] << 8) | data[pos + 3]
-                    end = pos + 8 + ln
-                    if end > n or ln > limit:
-                        break
-                    audio.append(_unmask(data[pos + 8:end], data[pos + 4:pos + 8]))
-                    pos = end
+            pcm, pos = _ws_audio(data, 0, self.server.max_message)
+            if pcm is not None:
+                audio.append(pcm)
             if pos == n:
                 self._deliver(audio)
                 return True

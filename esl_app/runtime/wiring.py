@@ -157,7 +157,7 @@ def start_media_for_calls(host: str = "127.0.0.1", port: int = 0, *,
     from esl_app.media import server as media_server
     from esl_app.media.server import MediaRegistry, MediaServer
 
-    if media_server._ws_audio is None:
+    if media_server._ws_audio is media_server._ws_audio_py:
         log.warning("media: the compiled frame path (esl_app/media/_fastpath.c) was not "
                     "built, so audio frames take the Python path: about a third more CPU "
                     "per frame; reinstall with a C compiler and Python headers")
