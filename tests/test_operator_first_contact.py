@@ -170,7 +170,8 @@ echo "unexpected: python $*" >&2; exit 1
 
 def test_dev_says_what_it_installs(tmp_path: Path, repo_root: Path):
     """Item 12: the first ``./dev demo`` showed nothing for ~45 s but setuptools' banner.
-    Here on a checkout with no venv and no espeak-ng or sox (stubbed installers)."""
+    Here on a checkout with no venv, no espeak-ng, sox, gcc or Python headers (stubbed
+    installers)."""
     root = tmp_path / "checkout"
     root.mkdir()
     shutil.copy(repo_root / "dev", root / "dev")
@@ -187,8 +188,10 @@ def test_dev_says_what_it_installs(tmp_path: Path, repo_root: Path):
         found = shutil.which(name)
         assert found, name
         os.symlink(found, tools / name)
+    headers = tmp_path / "python3-dev-installed"  # what dev's Python.h check sees
     (tools / "python3").write_text(
-        '#!/bin/sh\n[ "$1 $2" = "-m venv" ] || exit 1\nmkdir -p "$3/bin"\n'
+        f'#!/bin/sh\nif [ "$1" = "-c" ]; then [ -f "{headers}" ]; exit $?; fi\n'
+        '[ "$1 $2" = "-m venv" ] || exit 1\nmkdir -p "$3/bin"\n'
         f'cp "{stubs}/venv-python" "$3/bin/python"\ncp "{stubs}/venv-ivr" "$3/bin/ivr"\n')
     (tools / "apt-get").write_text(f'#!/bin/sh\necho "apt-get $*" >> "{log}"\n')
     (tools / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
@@ -202,18 +205,20 @@ def test_dev_says_what_it_installs(tmp_path: Path, repo_root: Path):
     assert first.stdout == "ivr demo\n"
     venv = root / ".venv"
     assert first.stderr.splitlines() == [
-        "dev: installing Debian packages: espeak-ng sox",
+        "dev: installing Debian packages: espeak-ng sox gcc python3-dev",
         f"dev: creating the virtualenv {venv}",
         f"dev: installing ivr and its Python dependencies into {venv} "
         "(pip install -e .[aws,cdk,dev]; about a minute the first time)",
         "dev: ready",
     ]
     installs = log.read_text()
-    assert re.search(r"apt-get install -y -q espeak-ng sox", installs), installs
+    assert re.search(r"apt-get install -y -q espeak-ng sox gcc python3-dev", installs), installs
     assert "-e .[aws,cdk,dev] | PYTHONWARNINGS=ignore::UserWarning" in installs, installs
 
     (tools / "espeak-ng").symlink_to(tools / "id")  # installed now
     (tools / "sox").symlink_to(tools / "id")
+    (tools / "gcc").symlink_to(tools / "id")
+    headers.write_text("")
     again = subprocess.run(["bash", str(root / "dev"), "demo"], capture_output=True,
                            text=True, env=env, timeout=60)
     assert again.returncode == 0 and again.stdout == "ivr demo\n"
