@@ -1,10 +1,12 @@
 """Barge-in floor: how soon the VAD calls speech, and what else it calls speech.
 
-Run: .venv/bin/python bench/bench_bargein_floor.py [--floors 60,80,100,120] [--json]
+Run: .venv/bin/python bench/bench_bargein_floor.py [--floors 60,80,100,120] [--voiced 0,80]
+         [--json]
 
 Why: a barge-in is decided once ``barge_in.min_speech_ms`` of voiced frames have run.
 A lower floor stops the prompt sooner; it also lets shorter non-speech sounds through.
-This prints both sides for each candidate floor, with the echo guard on (the bot is
+This prints both sides for each candidate floor (and, with ``--voiced``, each floor
+with the voiced-onset rule of ``barge_in.voiced_speech_ms``), with the echo guard on (the bot is
 talking, as in every barge-in), on the audio as the fork delivers it: 8 kHz L16 after
 a mu-law round trip (the PCMU leg), in 20 ms frames.
 
@@ -117,9 +119,9 @@ def noises(rnd: random.Random) -> list[tuple[str, bytes]]:
     return out
 
 
-def _detector(floor: int) -> TurnDetector:
+def _detector(floor: int, voiced: int = 0) -> TurnDetector:
     det = TurnDetector(RATE, vad_mode=2, min_speech_ms=floor, end_silence_ms=600,
-                       echo_guard=EchoGuard(echo_min_speech_ms=floor))
+                       echo_guard=EchoGuard(echo_min_speech_ms=floor), voiced_speech_ms=voiced)
     det.set_bot_speaking(True)
     return det
 
@@ -152,16 +154,16 @@ def _pick(ordered: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else None
 
 
-def run(floors: list[int]) -> dict:
+def run(floors: list[int], voiced: tuple[int, ...] = (0,)) -> dict:
     rnd = random.Random(7)
     speech = speech_cases(rnd)
     events = noises(rnd)
     result: dict = {"machine": platform.processor() or platform.machine(),
                     "speech_cases": len(speech), "noise_cases": 2 * len(events), "floors": {}}
-    for floor in floors:
+    for floor, early in [(f, v) for f in floors for v in voiced if v < f]:
         delays, missed = [], 0
         for audio, onset in speech:
-            at = _first_start(_detector(floor), audio)
+            at = _first_start(_detector(floor, early), audio)
             if at is None:
                 missed += 1
             else:
@@ -170,10 +172,10 @@ def run(floors: list[int]) -> dict:
         for kind, sound in events:
             for bg in ("silence", "noise"):
                 audio = _telephone(_background(400, bg, rnd) + sound + _background(600, bg, rnd))
-                if _first_start(_detector(floor), audio) is not None:
+                if _first_start(_detector(floor, early), audio) is not None:
                     false[kind] += 1
         delays.sort()
-        result["floors"][floor] = {
+        result["floors"][f"{floor}/{early}" if early else str(floor)] = {
             "delay_ms_p50": _pick(delays, 0.5), "delay_ms_p99": _pick(delays, 0.99),
             "delay_ms_max": round(delays[-1], 1) if delays else None, "missed": missed,
             "false_starts": sum(false.values()), "false_by_kind": dict(false)}
@@ -183,18 +185,22 @@ def run(floors: list[int]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--floors", default="60,80,100,120", help="min_speech_ms values to try")
+    ap.add_argument("--voiced", default="0",
+                    help="barge_in.voiced_speech_ms values to try with each floor (0: off)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args()
-    res = run([int(f) for f in args.floors.split(",")])
+    res = run([int(f) for f in args.floors.split(",")],
+              tuple(int(v) for v in args.voiced.split(",")))
     if args.json:
         print(json.dumps(res, indent=2))
         return
     print(f"{res['speech_cases']} speech onsets, {res['noise_cases']} non-speech events, "
           "echo guard on, 8 kHz after mu-law, 20 ms frames")
-    print("min_speech_ms | delay p50 / p99 / max (ms) | missed | false barge-ins (by kind)")
+    print("min_speech_ms[/voiced_speech_ms] | delay p50 / p99 / max (ms) | missed | "
+          "false barge-ins (by kind)")
     for floor, r in res["floors"].items():
         kinds = ", ".join(f"{k}: {n}" for k, n in sorted(r["false_by_kind"].items())) or "-"
-        print(f"{floor:>13} | {r['delay_ms_p50']:>5} / {r['delay_ms_p99']:>5} / "
+        print(f"{floor:>31} | {r['delay_ms_p50']:>5} / {r['delay_ms_p99']:>5} / "
               f"{r['delay_ms_max']:>5} | {r['missed']:>6} | {r['false_starts']} ({kinds})")
 
 

@@ -8,6 +8,7 @@ the turn ends forced between reads; and the same WebSocket payloads and position
 
 from __future__ import annotations
 
+import math
 import random
 import shutil
 import struct
@@ -23,7 +24,8 @@ from esl_app.providers.tts.local import synthesize_pcm
 fast = pytest.importorskip("esl_app.media._fastpath", reason="the C path was not built")
 
 STATE = ("position_ms", "vad_frames", "vad_idle", "bot_speaking", "in_speech", "echo_level",
-         "run_ms", "onset", "gap", "silence_ms", "silence_start", "pending")
+         "run_ms", "onset", "gap", "silence_ms", "silence_start", "pending", "periodic",
+         "toned")
 
 
 def test_every_install_with_a_compiler_builds_it():
@@ -46,7 +48,7 @@ def _noise(rnd: random.Random, ms: int, amp: int) -> bytes:
 def _audio(rnd: random.Random, speech: bytes) -> bytes:
     parts = []
     for _ in range(rnd.randint(4, 12)):
-        kind = rnd.choice(("speech", "silence", "noise", "click", "hum", "speech"))
+        kind = rnd.choice(("speech", "silence", "noise", "click", "hum", "speech", "dtmf"))
         if kind == "speech":
             a = rnd.randrange(0, len(speech) // 2) * 2
             parts.append(speech[a:a + rnd.randint(40, 2000) * 16])
@@ -56,6 +58,13 @@ def _audio(rnd: random.Random, speech: bytes) -> bytes:
             parts.append(_noise(rnd, rnd.choice((20, 80, 300)), rnd.choice((3, 60, 400))))
         elif kind == "click":
             parts.append(_noise(rnd, rnd.choice((20, 40, 60)), 20000))
+        elif kind == "dtmf":
+            n = 8 * rnd.choice((50, 70, 200))
+            lo, hi = rnd.choice(((697, 1209), (852, 1477), (941, 1336)))
+            w = 2 * math.pi / 8000
+            parts.append(struct.pack(f"<{n}h", *(int(6000 * (math.sin(w * lo * i)
+                                                             + math.sin(w * hi * i)))
+                                                  for i in range(n))))
         else:
             n = 8 * rnd.choice((100, 400))
             parts.append(struct.pack(f"<{n}h", *(int(900 * ((i % 40) - 20) / 20)
@@ -70,7 +79,8 @@ def _pair(rnd: random.Random) -> tuple[TurnDetector, TurnDetector]:
               echo_guard=EchoGuard(echo_min_rms=rnd.choice((150.0, 300.0)),
                                    echo_ratio=rnd.choice((1.5, 2.0)),
                                    echo_min_speech_ms=rnd.choice((100, 200))),
-              min_rms=rnd.choice((0.0, 100.0)), skip_silence=rnd.random() < 0.8)
+              min_rms=rnd.choice((0.0, 100.0)), skip_silence=rnd.random() < 0.8,
+              voiced_speech_ms=rnd.choice((0, 40, 60, 60, 80)))
     c, p = TurnDetector(**kw), TurnDetector(**kw, compiled=False)
     assert c.compiled and not p.compiled
     return c, p
@@ -91,7 +101,7 @@ def test_the_compiled_detector_equals_the_python_one(seed, speech):
         chunk = pcm[i:i + n]
         i += n
         if rnd.random() < 0.05:
-            on = rnd.random() < 0.5
+            on = rnd.random() < 0.7
             c.set_bot_speaking(on)
             p.set_bot_speaking(on)
         if rnd.random() < 0.01:

@@ -1,9 +1,10 @@
+import math
 import random
 import struct
 
 import pytest
 
-from esl_app.media.endpoint import TurnDetector
+from esl_app.media.endpoint import EchoGuard, TurnDetector
 from esl_app.media.pcm import rms, silence
 from esl_app.media.vad import FrameSplitter, VoiceDetector
 from esl_app.providers.tts.local import synthesize_pcm
@@ -199,3 +200,57 @@ def test_the_end_of_a_turn_is_pending_for_its_last_100_ms(speech8k):
     # the trailing frames of speech may already be quiet, so count from the end
     assert ended_at is not None and ended_at - pending_from == END_LEAD_MS
     assert not det.deciding and not det.turn_end_pending  # the turn ended: nothing pending
+
+
+# -- the voiced-onset rule (barge_in.voiced_speech_ms) ------------------------------------
+
+
+def _tone_burst(ms, lo, hi, rate=8000):
+    n = rate * ms // 1000
+    w = 2 * math.pi / rate
+    return struct.pack(f"<{n}h", *(int(6000 * (math.sin(w * lo * i) + math.sin(w * hi * i)))
+                                   for i in range(n)))
+
+
+def _noise_burst(ms, rate=8000):
+    rnd = random.Random(3)
+    n = rate * ms // 1000
+    return struct.pack(f"<{n}h", *(int(max(-32768, min(32767, rnd.gauss(0, 5000)
+                                                       * math.sin(math.pi * i / n))))
+                                   for i in range(n)))
+
+
+def _barge_start(det, pcm):
+    det.set_bot_speaking(True)
+    for i in range(0, len(pcm), 320):
+        for ev in det.feed(pcm[i:i + 320]):
+            if ev.kind == "speech_start":
+                return ev
+    return None
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_voice_barges_in_after_voiced_speech_ms(speech8k, compiled):
+    audio = silence(8000, 300) + speech8k
+    guard = EchoGuard(echo_min_speech_ms=100)  # as for_tenant makes it: = min_speech_ms
+    plain = _barge_start(TurnDetector(8000, 2, 100, 600, compiled=compiled,
+                                      echo_guard=guard), audio)
+    early = _barge_start(TurnDetector(8000, 2, 100, 600, compiled=compiled, echo_guard=guard,
+                                      voiced_speech_ms=80), audio)
+    assert plain is not None and early is not None and early.at_ms == plain.at_ms
+    assert early.detected_ms - early.at_ms == 80 < plain.detected_ms - plain.at_ms
+    # a stricter echo rule than min_speech_ms turns it off
+    strict = TurnDetector(8000, 2, 100, 600, compiled=compiled, voiced_speech_ms=80,
+                          echo_guard=EchoGuard(echo_min_speech_ms=160))
+    assert _barge_start(strict, audio).detected_ms - plain.at_ms >= 160
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("sound", ["dtmf", "noise"])
+def test_keypad_tones_and_noise_still_need_min_speech_ms(compiled, sound):
+    burst = _tone_burst(70, 852, 1477) if sound == "dtmf" else _noise_burst(70)
+    audio = silence(8000, 300) + burst + silence(8000, 600)
+    det = TurnDetector(8000, 2, 100, 600, compiled=compiled, voiced_speech_ms=80,
+                       echo_guard=EchoGuard(echo_min_speech_ms=100))
+    assert _barge_start(det, audio) is None  # a run of 80 ms (4 frames), short of 100
+    assert det._core.toned if sound == "dtmf" else det._core.periodic < 2

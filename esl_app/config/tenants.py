@@ -151,6 +151,9 @@ class BargeInConfig:
     # While the bot talks, speech must last this long to count (0: same as min_speech_ms).
     # A mono fork carries only the caller's leg, so line echo is all there is to reject.
     echo_min_speech_ms: int = 0
+    # While the bot talks, a caller's voice (periodic, not a keypad tone) stops it after
+    # this long instead of min_speech_ms (0: off); noise still needs min_speech_ms.
+    voiced_speech_ms: int = 80
 
 
 @dataclass(frozen=True)
@@ -294,6 +297,7 @@ class Tenant:
                 "min_speech_ms": self.barge_in.min_speech_ms,
                 "end_silence_ms": self.barge_in.end_silence_ms,
                 "echo_min_speech_ms": self.barge_in.echo_min_speech_ms,
+                "voiced_speech_ms": self.barge_in.voiced_speech_ms,
             }
         return out
 
@@ -747,18 +751,20 @@ def _parse_barge_in(raw: Any, where: str) -> BargeInConfig:
     if raw is None:
         return BargeInConfig()
     if not isinstance(raw, dict) or set(raw) - {"vad_mode", "min_speech_ms", "end_silence_ms",
-                                                "echo_min_speech_ms"}:
+                                                "echo_min_speech_ms", "voiced_speech_ms"}:
         raise ConfigError(f"{where}: key 'barge_in' takes vad_mode, min_speech_ms, "
-                          "end_silence_ms, echo_min_speech_ms")
+                          "end_silence_ms, echo_min_speech_ms, voiced_speech_ms")
     if any(isinstance(v, bool) or not isinstance(v, int) for v in raw.values()):
         raise ConfigError(f"{where}: key 'barge_in': each value must be a whole number")
     b = BargeInConfig(**raw)
     if b.vad_mode not in (0, 1, 2, 3):
         raise ConfigError(f"{where}: key 'barge_in.vad_mode' must be 0..3")
     if not (20 <= b.min_speech_ms <= 2000 and 100 <= b.end_silence_ms <= 5000
-            and 0 <= b.echo_min_speech_ms <= 2000):
+            and 0 <= b.echo_min_speech_ms <= 2000
+            and (b.voiced_speech_ms == 0 or 40 <= b.voiced_speech_ms <= 2000)):
         raise ConfigError(f"{where}: key 'barge_in': min_speech_ms 20..2000, "
-                          "end_silence_ms 100..5000")
+                          "end_silence_ms 100..5000, echo_min_speech_ms 0..2000, "
+                          "voiced_speech_ms 0 (off) or 40..2000")
     return b
 
 

@@ -85,11 +85,16 @@ typedef struct {
     long long min_speech_ms, end_silence_ms, echo_min_speech_ms;
     double echo_min_rms, echo_ratio, min_rms;
     char skip_silence;
+    long long voiced_speech_ms;
+    long rate;
+    double coeffs[8];      /* Goertzel coefficients at the DTMF frequencies */
     /* state: the same names as _PyCore's attributes */
     long long position_ms, vad_frames;
     char vad_idle, bot_speaking, in_speech;
     double echo_level;
     long long run_ms, onset, gap, silence_ms, silence_start;
+    long long periodic;
+    char toned;
     unsigned char pending[MAX_FRAME];
     Py_ssize_t npending;
 } TurnCore;
@@ -101,15 +106,18 @@ core_init(TurnCore *self, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"process", "handle", "sample_rate", "frame_ms", "min_speech_ms",
                             "end_silence_ms", "echo_min_rms", "echo_ratio",
-                            "echo_min_speech_ms", "min_rms", "skip_silence", NULL};
+                            "echo_min_speech_ms", "min_rms", "skip_silence",
+                            "voiced_speech_ms", NULL};
     PyObject *process, *handle;
     long rate;
     long long frame_ms, min_speech, end_silence, echo_min_speech;
     double echo_min_rms, echo_ratio, min_rms;
     int skip;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOlLLLddLdp", names, &process, &handle, &rate,
-                                     &frame_ms, &min_speech, &end_silence, &echo_min_rms,
-                                     &echo_ratio, &echo_min_speech, &min_rms, &skip))
+    long long voiced = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOlLLLddLdp|L", names, &process, &handle,
+                                     &rate, &frame_ms, &min_speech, &end_silence,
+                                     &echo_min_rms, &echo_ratio, &echo_min_speech, &min_rms,
+                                     &skip, &voiced))
         return -1;
     Py_ssize_t size = (Py_ssize_t)(rate * frame_ms / 1000) * 2;
     if (size <= 0 || size > MAX_FRAME || !PyCallable_Check(process)) {
@@ -133,6 +141,13 @@ core_init(TurnCore *self, PyObject *args, PyObject *kw)
     self->echo_ratio = echo_ratio;
     self->min_rms = min_rms;
     self->skip_silence = (char)skip;
+    self->voiced_speech_ms = voiced;
+    self->rate = rate;
+    static const double dtmf_hz[8] = {697, 770, 852, 941, 1209, 1336, 1477, 1633};
+    for (int i = 0; i < 8; i++)
+        self->coeffs[i] = 2.0 * cos(2.0 * M_PI * dtmf_hz[i] / (double)rate);
+    self->periodic = 0;
+    self->toned = 0;
     self->position_ms = self->vad_frames = 0;
     self->vad_idle = self->bot_speaking = self->in_speech = 0;
     self->echo_level = 0.0;
@@ -188,6 +203,77 @@ all_zero(const unsigned char *f, Py_ssize_t size)
         if (f[i])
             return 0;
     return 1;
+}
+
+/* the voiced-onset rule's two tests: endpoint._is_periodic and endpoint._is_tone */
+#define PERIODIC_NUM 1
+#define PERIODIC_DEN 2
+#define TONE_SHARE 0.6
+
+static int
+is_periodic(const unsigned char *f, Py_ssize_t size, long rate)
+{
+    Py_ssize_t n = size / 2;
+    int16_t x[MAX_FRAME / 2];
+    long long sq[MAX_FRAME / 2];
+    long long total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        memcpy(&x[i], f + 2 * i, 2);
+        sq[i] = (long long)x[i] * x[i];
+        total += sq[i];
+    }
+    if (!total)
+        return 0;
+    long lo = rate / 400, hi = rate / 80;
+    if (hi > n - 1)
+        hi = (long)n - 1;
+    long long head = total, tail = total;
+    for (long lag = 1; lag <= hi; lag++) {
+        head -= sq[n - lag];
+        tail -= sq[lag - 1];
+        if (lag < lo)
+            continue;
+        long long r = 0;
+        for (Py_ssize_t i = 0; i < n - lag; i++)
+            r += (long long)x[i] * x[i + lag];
+        if (r > 0 && (__int128)r * r * (PERIODIC_DEN * PERIODIC_DEN)
+                         >= (__int128)(PERIODIC_NUM * PERIODIC_NUM) * head * tail)
+            return 1;
+    }
+    return 0;
+}
+
+static int
+is_tone(const unsigned char *f, Py_ssize_t size, const double *coeffs)
+{
+    Py_ssize_t n = size / 2;
+    double energy = 0.0, powers[8];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int16_t v;
+        memcpy(&v, f + 2 * i, 2);
+        energy += (double)v * (double)v;
+    }
+    if (energy == 0.0)
+        return 0;
+    for (int j = 0; j < 8; j++) {
+        double k = coeffs[j], s1 = 0.0, s2 = 0.0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int16_t v;
+            memcpy(&v, f + 2 * i, 2);
+            double s0 = (double)v + k * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        powers[j] = (s1 * s1 + s2 * s2 - k * s1 * s2) * 2.0 / (double)n;
+    }
+    double row = powers[0], col = powers[4];
+    for (int j = 1; j < 4; j++) {
+        if (powers[j] > row)
+            row = powers[j];
+        if (powers[4 + j] > col)
+            col = powers[4 + j];
+    }
+    return row + col >= TONE_SHARE * energy;
 }
 
 static int
@@ -253,13 +339,25 @@ core_frame(TurnCore *s, const unsigned char *f, PyObject *obj, PyObject **events
     long long end = start + fm;
     if (!s->in_speech) {
         if (voiced) {
-            if (s->run_ms == 0)
+            if (s->run_ms == 0) {
                 s->onset = start;
+                s->periodic = 0;
+                s->toned = 0;
+            }
             s->run_ms += fm + s->gap;
             s->gap = 0;
             long long need = s->min_speech_ms;
             if (guard && s->echo_min_speech_ms > need)
                 need = s->echo_min_speech_ms;
+            long long early = s->voiced_speech_ms;
+            if (guard && early && early < need && s->echo_min_speech_ms <= s->min_speech_ms) {
+                if (!s->toned && is_tone(f, s->size, s->coeffs))
+                    s->toned = 1;
+                if (!s->toned && is_periodic(f, s->size, s->rate))
+                    s->periodic++;
+                if (s->run_ms >= early && s->periodic >= 2 && !s->toned)
+                    need = s->run_ms;
+            }
             if (s->run_ms >= need) {
                 s->in_speech = 1;
                 s->silence_ms = 0;
@@ -368,7 +466,8 @@ static PyMemberDef core_members[] = {
     M(silence_ms, T_LONGLONG), M(silence_start, T_LONGLONG),
     M(min_speech_ms, T_LONGLONG), M(end_silence_ms, T_LONGLONG),
     M(echo_min_speech_ms, T_LONGLONG), M(echo_min_rms, T_DOUBLE), M(echo_ratio, T_DOUBLE),
-    M(min_rms, T_DOUBLE), M(skip_silence, T_BOOL),
+    M(min_rms, T_DOUBLE), M(skip_silence, T_BOOL), M(voiced_speech_ms, T_LONGLONG),
+    M(periodic, T_LONGLONG), M(toned, T_BOOL),
     R(frame_ms, T_LONGLONG), R(size, T_PYSSIZET),
     {NULL}
 };

@@ -16,6 +16,15 @@ Rules:
 - ``speech_end`` fires after ``end_silence_ms`` of unvoiced frames; ``at_ms`` is
   where the silence began, ``detected_ms`` when it fired.
 
+Voiced onset (``voiced_speech_ms``, while the bot talks): a barge-in also fires
+once ``voiced_speech_ms`` (less than ``min_speech_ms``) of the run have gone by if at
+least two of its frames are periodic like a voice (normalised autocorrelation of at
+least 0.5 at a pitch of 80–400 Hz) and none is a keypad tone (60 % of the frame's
+energy at one DTMF row and one column frequency). Noise bursts, breaths and clicks
+are not periodic and in-band DTMF is a tone: they still need ``min_speech_ms``
+(bench/bench_bargein_floor.py measures both sides). It is off when the tenant asks
+for a stricter rule against echo (``echo_min_speech_ms`` over ``min_speech_ms``).
+
 Echo guard (``set_bot_speaking(True)`` while our prompt plays): with a mono fork
 we only hear the caller leg, but on analogue/speakerphone lines the bot's own
 voice leaks back. While the bot talks a frame only counts as voiced if its level
@@ -29,6 +38,8 @@ barge-in is louder and longer than echo; echo attenuated by the network (about
 
 from __future__ import annotations
 
+import math
+import struct
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -64,6 +75,66 @@ except ImportError:  # pragma: no cover - built by every install with a C compil
     _CCore = None
 
 
+_DTMF_HZ = (697, 770, 852, 941, 1209, 1336, 1477, 1633)
+_PERIODIC_NUM, _PERIODIC_DEN = 1, 2  # normalised autocorrelation >= 1/2
+_TONE_SHARE = 0.6  # a keypad tone's share of the frame's energy
+
+
+def _samples(frame: bytes) -> tuple[int, ...]:
+    return struct.unpack(f"<{len(frame) >> 1}h", frame)
+
+
+def _is_periodic(x: tuple[int, ...], rate: int) -> bool:
+    """A voice's pitch period (80-400 Hz) in the frame: exact integer arithmetic.
+
+    The same test as ``_fastpath.c``: some lag L with r(L) > 0 and
+    r(L)^2 * DEN^2 >= NUM^2 * e(head) * e(tail).
+    """
+    n = len(x)
+    sq = [v * v for v in x]
+    total = sum(sq)
+    if not total:
+        return False
+    lo, hi = rate // 400, rate // 80
+    head = total  # energy of x[:n-L]
+    tail = total  # energy of x[L:]
+    for lag in range(1, min(hi, n - 1) + 1):
+        head -= sq[n - lag]
+        tail -= sq[lag - 1]
+        if lag < lo:
+            continue
+        r = 0
+        for i in range(n - lag):
+            r += x[i] * x[i + lag]
+        if r > 0 and r * r * _PERIODIC_DEN * _PERIODIC_DEN \
+                >= _PERIODIC_NUM * _PERIODIC_NUM * head * tail:
+            return True
+    return False
+
+
+def _is_tone(x: tuple[int, ...], rate: int, coeffs: tuple[float, ...]) -> bool:
+    """A DTMF key in the frame: one row and one column frequency hold most of its energy."""
+    n = len(x)
+    energy = 0.0
+    for v in x:
+        energy += float(v) * float(v)
+    if energy == 0.0:
+        return False
+    powers = []
+    for k in coeffs:  # Goertzel at each DTMF frequency
+        s1 = s2 = 0.0
+        for v in x:
+            s0 = float(v) + k * s1 - s2
+            s2 = s1
+            s1 = s0
+        powers.append((s1 * s1 + s2 * s2 - k * s1 * s2) * 2.0 / n)
+    return max(powers[:4]) + max(powers[4:]) >= _TONE_SHARE * energy
+
+
+def _dtmf_coeffs(rate: int) -> tuple[float, ...]:
+    return tuple(2.0 * math.cos(2.0 * math.pi * f / rate) for f in _DTMF_HZ)
+
+
 class _PyCore:
     """The per-frame state machine in Python: the reference the compiled core equals.
 
@@ -74,7 +145,7 @@ class _PyCore:
     def __init__(self, process: Any, handle: Any, sample_rate: int, frame_ms: int,
                  min_speech_ms: int, end_silence_ms: int, echo_min_rms: float,
                  echo_ratio: float, echo_min_speech_ms: int, min_rms: float,
-                 skip_silence: bool) -> None:
+                 skip_silence: bool, voiced_speech_ms: int = 0) -> None:
         self._process = process
         self._handle = handle
         self._rate = sample_rate
@@ -86,6 +157,8 @@ class _PyCore:
         self.echo_min_speech_ms = echo_min_speech_ms
         self.min_rms = min_rms
         self.skip_silence = skip_silence
+        self.voiced_speech_ms = voiced_speech_ms
+        self._coeffs = _dtmf_coeffs(sample_rate)
         self.size = frame_bytes(sample_rate, frame_ms)
         self._silent = silence(sample_rate, frame_ms)
         self._split = FrameSplitter(self.size)
@@ -100,6 +173,8 @@ class _PyCore:
         self.gap = 0
         self.silence_ms = 0
         self.silence_start = 0
+        self.periodic = 0  # frames of the run that look voiced (the voiced-onset rule)
+        self.toned = False  # a frame of the run was a keypad tone
 
     @property
     def pending(self) -> int:
@@ -154,10 +229,23 @@ class _PyCore:
             if voiced:
                 if self.run_ms == 0:
                     self.onset = start
+                    self.periodic = 0
+                    self.toned = False
                 self.run_ms += fm + self.gap
                 self.gap = 0
                 need = max(self.min_speech_ms, self.echo_min_speech_ms) if guard \
                     else self.min_speech_ms
+                early = self.voiced_speech_ms
+                if guard and early and early < need \
+                        and self.echo_min_speech_ms <= self.min_speech_ms:
+                    # the voiced-onset rule: a voice's frames may end the run sooner
+                    x = _samples(frame)
+                    if not self.toned and _is_tone(x, self._rate, self._coeffs):
+                        self.toned = True
+                    if not self.toned and _is_periodic(x, self._rate):
+                        self.periodic += 1
+                    if self.run_ms >= early and self.periodic >= 2 and not self.toned:
+                        need = self.run_ms
                 if self.run_ms >= need:
                     self.in_speech = True
                     self.silence_ms = 0
@@ -191,7 +279,8 @@ class TurnDetector:
     def __init__(self, sample_rate: int = 8000, vad_mode: int = 2, min_speech_ms: int = 120,
                  end_silence_ms: int = 600, frame_ms: int = 20,
                  echo_guard: EchoGuard | None = None, min_rms: float = 100.0,
-                 skip_silence: bool = True, compiled: bool = True) -> None:
+                 skip_silence: bool = True, compiled: bool = True,
+                 voiced_speech_ms: int = 0) -> None:
         self.sample_rate = sample_rate
         self.echo = echo_guard or EchoGuard()
         self.skip_silence = skip_silence
@@ -204,7 +293,7 @@ class TurnDetector:
         self._core = core(process, handle, sample_rate, frame_ms, min_speech_ms,
                           end_silence_ms, float(self.echo.echo_min_rms),
                           float(self.echo.echo_ratio), self.echo.echo_min_speech_ms,
-                          float(min_rms), skip_silence)
+                          float(min_rms), skip_silence, voiced_speech_ms)
         self.compiled = core is not _PyCore
 
     @classmethod
@@ -214,7 +303,8 @@ class TurnDetector:
         guard = EchoGuard(echo_min_speech_ms=getattr(b, "echo_min_speech_ms", 0)
                           or b.min_speech_ms)
         return cls(tenant.sample_rate, b.vad_mode, b.min_speech_ms,  # type: ignore[attr-defined]
-                   b.end_silence_ms, echo_guard=guard)
+                   b.end_silence_ms, echo_guard=guard,
+                   voiced_speech_ms=getattr(b, "voiced_speech_ms", 0))
 
     @property
     def min_speech_ms(self) -> int:
