@@ -434,14 +434,7 @@ core_feed(TurnCore *s, PyObject *pcm)
         Py_XDECREF(events);
         return NULL;
     }
-    return events ? events : PyList_New(0);
-}
-
-static PyObject *
-core_reset_pending(TurnCore *s, PyObject *unused)
-{
-    s->npending = 0;
-    Py_RETURN_NONE;
+    return events ? events : PyTuple_New(0); /* the shared empty tuple: no allocation */
 }
 
 static PyObject *
@@ -452,8 +445,7 @@ core_get_pending(TurnCore *s, void *closure)
 
 static PyMethodDef core_methods[] = {
     {"feed", (PyCFunction)core_feed, METH_O,
-     "feed(pcm) -> list of (kind, at_ms, detected_ms): every whole frame, any chunking."},
-    {"reset_pending", (PyCFunction)core_reset_pending, METH_NOARGS, "Drop a partial frame."},
+     "feed(pcm) -> (kind, at_ms, detected_ms) of every boundary its whole frames complete"},
     {NULL}
 };
 

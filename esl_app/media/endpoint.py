@@ -180,9 +180,6 @@ class _PyCore:
     def pending(self) -> int:
         return self._split.pending
 
-    def reset_pending(self) -> None:
-        self._split.reset()
-
     def feed(self, pcm: bytes) -> list[tuple[str, int, int]]:
         events: list[tuple[str, int, int]] = []
         split = self._split
@@ -283,9 +280,7 @@ class TurnDetector:
                  voiced_speech_ms: int = 0) -> None:
         self.sample_rate = sample_rate
         self.echo = echo_guard or EchoGuard()
-        self.skip_silence = skip_silence
         self._vad = VoiceDetector(sample_rate, vad_mode, frame_ms)
-        self._frame_ms = frame_ms
         process, handle = _vad_entry(self._vad)
         core = _CCore if compiled and _CCore is not None and process is not None else _PyCore
         if process is None:  # pragma: no cover - webrtcvad without its C entry point
@@ -305,18 +300,6 @@ class TurnDetector:
         return cls(tenant.sample_rate, b.vad_mode, b.min_speech_ms,  # type: ignore[attr-defined]
                    b.end_silence_ms, echo_guard=guard,
                    voiced_speech_ms=getattr(b, "voiced_speech_ms", 0))
-
-    @property
-    def min_speech_ms(self) -> int:
-        return self._core.min_speech_ms
-
-    @property
-    def end_silence_ms(self) -> int:
-        return self._core.end_silence_ms
-
-    @property
-    def min_rms(self) -> float:
-        return self._core.min_rms
 
     @property
     def in_speech(self) -> bool:

@@ -60,8 +60,6 @@ _pools: dict[str, gevent.threadpool.ThreadPool] = {}
 _pools_pid = 0  # the process that made ``_pools``: a forked child must not use them
 
 
-
-
 def get_pool(name: str = "default", size: int = 4) -> gevent.threadpool.ThreadPool:
     """A named pool of real OS threads, created on first use (bounded concurrency).
 
