@@ -158,7 +158,10 @@ def _hangup_mid_booking(esl: InboundEsl, plan: DialplanInstall, bot: Bot) -> Non
         call = Caller(esl, plan, "1001").dial()
         caller = BookingCaller(call, rng=random.Random(7 + attempt))
         heard = caller.until(lambda h: "name" in h.lower() or "please hold" in h.lower())
-        if any("name" in h.lower() for h in heard) and _holds(bot) >= 1:
+        # the name asked, and not on the way to the front desk: a line that mentions a
+        # name while it hands over ("... please hold") is such a call, not the set-up
+        if any("name" in h.lower() for h in heard) \
+                and not any("please hold" in h.lower() for h in heard) and _holds(bot) >= 1:
             break
         call.hangup()
         call.wait_ended()
