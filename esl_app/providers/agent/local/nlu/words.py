@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 from esl_app.providers.agent.contractions import expand
 
@@ -19,32 +20,55 @@ def normalize(text: str | None, *, clock: bool = True) -> str:
     With ``clock`` (the default) clock forms are unified ("3pm", "p m", "9:30");
     spelled input (codes, names, e-mails) turns it off so "a m" stays two letters.
     With it on, "a m" beside another single letter is a spelling too ("A M Y").
+
+    Memoised: one turn normalises the same utterance a dozen times (intent, yes/no,
+    correction, doctor, message checks), a third of the local agent's work on the
+    event loop. The cache is small, so a caller's words do not stay long after
+    their turn; its values are immutable strings.
     """
-    t = (text or "").lower().replace("\u2019", "'")
-    t = re.sub(r"[,;!?\"()\[\]]", " ", t)
+    return _normalize(text or "", clock)
+
+
+_PUNCT = re.compile(r"[,;!?\"()\[\]]")
+_SENTENCE_DOT = re.compile(r"\.(\s|$)")
+_DOTTED_LETTERS = re.compile(r"(?:[a-z]\.){2,}[a-z]\.?")
+_NUM_ISH = re.compile(r"\b(\d{1,2})-?ish\b")
+_WORD_ISH = re.compile(r"\b([a-z]+)-ish\b")
+_CODE = re.compile(r"[a-z0-9]{3}-[a-z0-9]{3}")
+_INNER_HYPHEN = re.compile(r"(?<=[a-z])-(?=[a-z])")
+_AM = re.compile(r"\ba\.?m\.?(?=\s|$)")
+_PM = re.compile(r"\bp\.?m\.?(?=\s|$)")
+_HH_MM = re.compile(r"\b(\d{1,2}):(\d{2})\b")
+_HH_AMPM = re.compile(r"\b(\d{1,2})(am|pm)\b")
+
+
+@lru_cache(maxsize=1024)
+def _normalize(text: str, clock: bool) -> str:
+    t = text.lower().replace("\u2019", "'")
+    t = _PUNCT.sub(" ", t)
     # a dot ends a sentence unless it sits inside a token (e-mail, "a.m.")
-    t = re.sub(r"\.(\s|$)", r" \1", t)
+    t = _SENTENCE_DOT.sub(r" \1", t)
     words = []
     for w in t.split():
         w = w.strip("'-")
         if not w:
             continue
-        if re.fullmatch(r"(?:[a-z]\.){2,}[a-z]\.?", w):
+        if _DOTTED_LETTERS.fullmatch(w):
             words.extend(w.replace(".", " ").split())  # "A.M.Y.": spelled, not "a.m."
             continue
         words.append(expand(w))
     t = " ".join(words)
     if not clock:
         return t
-    t = re.sub(r"\b(\d{1,2})-?ish\b", r"\1", t)  # "2-ish"
-    t = re.sub(r"\b([a-z]+)-ish\b", r"\1", t)
+    t = _NUM_ISH.sub(r"\1", t)  # "2-ish"
+    t = _WORD_ISH.sub(r"\1", t)
     # "nine-thirty", "walk-in" (not a code: "xfm-fmf")
-    t = " ".join(w if re.fullmatch(r"[a-z0-9]{3}-[a-z0-9]{3}", w)
-                 else re.sub(r"(?<=[a-z])-(?=[a-z])", " ", w) for w in t.split())
-    t = re.sub(r"\ba\.?m\.?(?=\s|$)", "am", t)
-    t = re.sub(r"\bp\.?m\.?(?=\s|$)", "pm", t)
-    t = re.sub(r"\b(\d{1,2}):(\d{2})\b", r"\1 \2", t)  # 9:30 -> 9 30
-    t = re.sub(r"\b(\d{1,2})(am|pm)\b", r"\1 \2", t)  # 3pm -> 3 pm
+    t = " ".join(w if "-" not in w or _CODE.fullmatch(w) else _INNER_HYPHEN.sub(" ", w)
+                 for w in t.split())
+    t = _AM.sub("am", t)
+    t = _PM.sub("pm", t)
+    t = _HH_MM.sub(r"\1 \2", t)  # 9:30 -> 9 30
+    t = _HH_AMPM.sub(r"\1 \2", t)  # 3pm -> 3 pm
     return _clock_letters(t)
 
 
