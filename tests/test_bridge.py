@@ -64,3 +64,93 @@ def test_a_forked_child_gets_its_own_thread_pools():
         os.waitpid(pid, 0)
     assert got == b"\x00"
     assert get_pool("fork-test") is parent_pool  # the parent keeps its own
+
+
+def _ready_pairs(n):
+    from gevent import socket
+
+    return [socket.socketpair() for _ in range(n)]
+
+
+def test_cooperate_lets_sockets_that_became_ready_run_before_the_next_step():
+    """A long step on the hub, split by cooperate(): every stream that became readable
+    during the first half is served before the second half starts. A plain short sleep
+    resumes the step first (libev runs what is due last in, first out), which is why
+    cooperate() does not use one."""
+    import time
+
+    import gevent
+
+    from esl_app.support.bridge import cooperate
+
+    pairs = _ready_pairs(30)
+    order: list[str] = []
+
+    def reader(sock):
+        sock.recv(8)
+        order.append("io")
+
+    def step():
+        t0 = time.perf_counter()
+        for _a, b in pairs:
+            b.send(b"x")
+        while time.perf_counter() - t0 < 0.002:  # the first half: CPU on the hub
+            pass
+        order.append("first")
+        cooperate()
+        order.append("second")
+
+    readers = [gevent.spawn(reader, a) for a, _b in pairs]
+    gevent.sleep(0.01)  # every reader waits on its socket
+    job = gevent.spawn(step)
+    gevent.joinall([*readers, job], timeout=5, raise_error=True)
+    first, second = order.index("first"), order.index("second")
+    assert order[first + 1:second] == ["io"] * 30
+    for a, b in pairs:
+        a.close()
+        b.close()
+
+
+def test_cooperate_on_an_idle_hub_does_not_wait_for_a_timer():
+    """Nothing else due: the step goes on in the same pass instead of blocking the loop's
+    poll for its minimum (1 ms with epoll). Counted in loop iterations, not time: a
+    timer due in 50 ms must not have fired by the time 20 cooperate() calls are done."""
+    import gevent
+
+    from esl_app.support.bridge import cooperate
+
+    fired = []
+    timer = gevent.spawn_later(0.05, fired.append, 1)
+    for _ in range(20):
+        cooperate()
+    assert not fired
+    timer.kill()
+
+
+def test_cooperate_is_a_no_op_in_a_real_thread_and_a_kill_in_it_leaves_no_watcher():
+    """In a real thread (no hub there) it returns at once and makes no hub; a kill while
+    a greenlet waits in it leaves no watcher of it running."""
+    import gevent
+    from gevent._hub_local import get_hub_if_exists
+
+    from esl_app.support.bridge import cooperate
+
+    def in_thread():
+        cooperate()
+        return get_hub_if_exists()
+
+    assert run_in_thread(in_thread) is None
+
+    loop = gevent.get_hub().loop
+    before = loop.activecnt
+
+    def waits_for_ever():
+        while True:
+            cooperate()
+
+    g = gevent.spawn(waits_for_ever)
+    gevent.sleep(0.01)
+    g.kill(block=True, timeout=2)
+    assert g.dead
+    gevent.sleep(0)
+    assert loop.activecnt == before

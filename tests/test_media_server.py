@@ -142,14 +142,14 @@ def test_a_batch_of_many_streams_yields_to_the_hub_and_loses_nothing(monkeypatch
 
     monkeypatch.setattr(media_server, "_YIELD_EVERY", 8)
     yields = []
-    real_sleep = media_server.gevent.sleep
+    real_cooperate = media_server.cooperate
+    real_sleep = gevent.sleep
 
-    def counting_sleep(seconds=0, *a, **kw):
-        if seconds == media_server._YIELD_S:
-            yields.append(seconds)
-        return real_sleep(seconds, *a, **kw)
+    def counting_cooperate():
+        yields.append(1)
+        return real_cooperate()
 
-    monkeypatch.setattr(media_server.gevent, "sleep", counting_sleep)
+    monkeypatch.setattr(media_server, "cooperate", counting_cooperate)
     registry = MediaRegistry()
     server = MediaServer("127.0.0.1", 0, registry, batch_ms=40.0).start()
     try:

@@ -77,6 +77,7 @@ import gevent.socket as gsocket
 from gevent.monkey import get_original
 from gevent.server import StreamServer
 
+from esl_app.support.bridge import cooperate
 from esl_app.support.sockets import refuse
 
 __all__ = [
@@ -103,7 +104,6 @@ _MAX_HEAD = 8192
 _RECV = 16384
 _MS_PER_STREAM = 0.06  # reader pause per live stream (500 streams: 30 ms)
 _YIELD_EVERY = 64  # streams read between two yields to the rest of the hub in a batch
-_YIELD_S = 1e-5  # already due when the loop next looks: one full iteration, no wait
 _CLOSE_WAIT_S = 2.0  # after our close frame, how long the peer gets to answer
 _PROBATION_S = 1.0  # a connection in a reserved slot must name a live call this fast
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
@@ -844,9 +844,8 @@ class _Reader:
         for i, (fd, _ev) in enumerate(ready):
             if i and not i % _YIELD_EVERY:
                 # a batch of 500 streams is ~10 ms of work: let the calls' ESL traffic
-                # (set-up, uuid_break on a barge-in just detected) run in between. A
-                # timer, not sleep(0): that would resume us before the loop polls again
-                gevent.sleep(_YIELD_S)
+                # (set-up, uuid_break on a barge-in just detected) run in between
+                cooperate()
                 now = loop.now()
             conn = conns.get(fd)
             if conn is not None:

@@ -17,6 +17,8 @@ API:
   from it, or :meth:`HubChannel.deliver_to` calls a callback on the hub per item.
 - :func:`watch_hub_lag` ``(observe, every)``: forever, how late the hub runs a due
   timer (a worker's ``ivr_hub_lag_seconds``, the load generator's own lag).
+- :func:`cooperate` ``()``: between two steps of a long piece of work on the hub, let
+  the loop poll and run everything else that is due first (a no-op off the hub).
 - :class:`AsyncioLoopThread`: an asyncio loop in its own OS thread;
   ``submit(coro) -> concurrent.futures.Future``, ``wait(fut, timeout)`` waits
   for it from a greenlet without blocking the hub.
@@ -41,11 +43,13 @@ import gevent.event
 import gevent.queue
 import gevent.threadpool
 from gevent import monkey
+from gevent._hub_local import get_hub_if_exists  # gevent's own, since 1.3: no hub is made
 
 __all__ = [
     "AsyncioLoopThread",
     "ChannelClosed",
     "HubChannel",
+    "cooperate",
     "get_pool",
     "result_of",
     "run_in_thread",
@@ -121,6 +125,47 @@ def spawn_in_thread(fn: Callable[..., Any], *args: Any, pool: str = "default",
                     **kwargs: Any) -> gevent.event.AsyncResult:
     """Start ``fn`` in an OS thread and return its :class:`AsyncResult` at once."""
     return get_pool(pool).spawn(fn, *args, **kwargs)
+
+
+_LAST = -2  # libev's lowest priority (EV_MINPRI): after everything else that is due
+
+
+def cooperate() -> None:
+    """Give the hub one loop iteration before the calling greenlet goes on.
+
+    Why: every call of a worker shares one hub, and a set-up or a barge-in waits for
+    whatever holds it. A step of a few milliseconds (a turn's understanding, then
+    its booking; a batch of media reads) split here lets the calls' socket reads
+    run in between.
+
+    How: the greenlet resumes from a *check* watcher of the lowest priority, which
+    libev runs after the next poll and after every socket and timer that poll found
+    due. An idle watcher keeps that poll from blocking when nothing else is due
+    (~5 µs then). Neither ``sleep(0)`` (resumes before the loop polls again) nor a
+    short timer (runs before that poll's sockets: libev invokes what is due last
+    in, first out; and an idle loop blocks 1 ms for it) does this.
+
+    The greenlet can be killed here like at any wait, so call it only between
+    steps, never inside a transaction or between a commit and its bookkeeping.
+    Off the hub (a real thread, the hub itself, no hub yet) it does nothing.
+    """
+    hub = get_hub_if_exists()
+    if hub is None or gevent.getcurrent() is hub:
+        return
+    loop = hub.loop
+    check = loop.check(priority=_LAST)
+    idle = loop.idle(priority=_LAST)
+    idle.start(_nothing)
+    try:
+        hub.wait(check)
+    finally:
+        idle.stop()
+        idle.close()
+        check.close()
+
+
+def _nothing() -> None:
+    return None
 
 
 def watch_hub_lag(observe: Callable[[float], Any], every: float = 0.02) -> None:

@@ -5,6 +5,12 @@ behaviour through the Lambdas and the HTTP API (or RETURN_CONTROL). Each tool
 is scoped to the call's tenant, returns a JSON-able dict with speakable text,
 and never raises a scheduling error: refusals come back as
 ``{"ok": False, "error": code, "message": …}`` for the agent to explain.
+
+Each tool that reads or writes the calendar starts by letting the event loop run
+(:func:`~esl_app.support.bridge.cooperate`): the understanding before it and the
+query in it are each a step of their own, so neither stacks onto the other while
+the worker's other calls wait. Nothing has happened yet at that point, so a call
+ended there books nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from esl_app.config.tenants import Tenant
 from esl_app.db.calls import start_row
 from esl_app.scheduling import service
 from esl_app.scheduling.errors import SchedulingError
+from esl_app.support.bridge import cooperate
 
 __all__ = [
     "cancel_appointment",
@@ -85,6 +92,7 @@ def search_slots(tenant: Tenant, *, doctor: str | None = None, date: date | None
                  part_of_day: str | None = None, after: datetime | None = None, limit: int = 3,
                  visit_type: str | None = None, now: datetime | None = None) -> dict[str, Any]:
     """Open times, at most ``limit``, each with a phrase to read aloud."""
+    cooperate()
     try:
         views = service.search_slots(tenant.id, doctor=doctor, date=date,
                                      part_of_day=part_of_day, after=after, limit=limit,
@@ -113,6 +121,7 @@ def confirm_appointment(tenant: Tenant, *, slot_id: str, patient_name: str,
     this process runs (the agent's): its record is made sure of with the booking, from
     the call's ``caller`` and ``did``, should its start write have failed.
     """
+    cooperate()
     record = None
     if call_id:
         record = start_row(call_id, tenant_id=tenant.id, did=did, caller=caller,
@@ -130,6 +139,7 @@ def confirm_appointment(tenant: Tenant, *, slot_id: str, patient_name: str,
 def hold_slot(tenant: Tenant, *, slot_id: str, call_id: str, visit_type: str | None = None,
               now: datetime | None = None) -> dict[str, Any]:
     """Hold the time the caller picked while their details are taken."""
+    cooperate()
     try:
         view = service.hold_slot(tenant.id, slot_id, owner=call_id, visit_type=visit_type,
                                  now=now)
@@ -167,6 +177,7 @@ def cancel_appointment(tenant: Tenant, *, code: str, verify: str | None = None,
 
     Inside the clinic's cancellation window the answer is ``too_late``: offer a transfer.
     """
+    cooperate()
     try:
         return _appt(service.cancel(tenant.id, code, verify=verify, actor=actor or "agent",
                                     now=now))
@@ -178,6 +189,7 @@ def reschedule_appointment(tenant: Tenant, *, code: str, slot_id: str,
                            verify: str | None = None, actor: str | None = None,
                            now: datetime | None = None) -> dict[str, Any]:
     """Move an appointment to another open slot, atomically."""
+    cooperate()
     try:
         return _appt(service.reschedule(tenant.id, code, slot_id, verify=verify,
                                         actor=actor or "agent", now=now))
@@ -189,6 +201,7 @@ def find_appointments(tenant: Tenant, *, phone: str | None = None, name: str | N
                       actor: str | None = None, now: datetime | None = None
                       ) -> dict[str, Any]:
     """A returning caller's upcoming appointments."""
+    cooperate()
     try:
         views = service.find_appointments(tenant.id, phone=phone, name=name,
                                           actor=actor or "agent", now=now)

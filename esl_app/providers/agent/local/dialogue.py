@@ -38,6 +38,7 @@ from esl_app.providers.agent.local.wording import (
     _visit_question,
     format_hours,
 )
+from esl_app.support.bridge import cooperate
 
 __all__ = ["LocalAgent", "format_hours"]
 
@@ -104,6 +105,7 @@ class LocalAgent(BookingStages, ChangeStages):
             return self._track(call, self._miss(call, "Sorry, I didn't catch that."))
         stage = st["stage"]
         goal = self._understand(call, text).intent
+        cooperate()  # the understanding was one step; the stage's work is the next
         if goal == "emergency":
             st["outcome"] = "emergency"
             number = call.tenant.emergency_number or "911"
