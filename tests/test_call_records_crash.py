@@ -87,6 +87,36 @@ def test_sweep_marks_only_dead_workers_and_stale_records(db):
                         "other-host": IN_PROGRESS, "old-other-host": INTERRUPTED}
 
 
+def test_a_sweep_of_thousands_of_live_calls_lets_the_other_calls_run(db):
+    """Every live call has an in-progress record: a sweep over 1200 of them (a busy
+    worker's) serves a socket that became ready meanwhile before it ends, and asks
+    /proc once per worker, not once per call."""
+    from gevent import socket
+
+    tag = json.dumps({"worker": worker_tag(os.getpid())})
+    CallRecord.insert_many([{"call_id": f"live-{i}", "tenant_id": "sunrise",
+                             "outcome": IN_PROGRESS, "usage": tag} for i in range(1200)]
+                           ).execute()
+    a, b = socket.socketpair()
+    order = []
+    reader = gevent.spawn(lambda: (a.recv(1), order.append("other call")))
+    gevent.sleep(0.01)
+    asked = []
+
+    def alive(pid):
+        asked.append(pid)
+        return True
+
+    b.send(b"x")
+    assert sweep_interrupted(alive=alive) == 0
+    order.append("sweep done")
+    reader.join(2)
+    assert order == ["other call", "sweep done"]
+    assert asked == [os.getpid()]
+    a.close()
+    b.close()
+
+
 def test_a_refused_completion_is_retried_not_dropped(db):
     down = {"n": 2}
 
@@ -108,6 +138,32 @@ def test_a_refused_completion_is_retried_not_dropped(db):
     for i in range(5):
         pending.save(_transcript(f"q{i}", outcome="booked"))
     assert len(pending) == 3 and pending.dropped == 2
+    pending.close()  # its retrier would otherwise outlive the test
+    assert len(pending) == 0
+
+
+def test_a_kept_record_is_never_written_into_another_database(tmp_path):
+    """Kept while one database was down, then the process binds another (a test's next
+    database, a CLI pointed elsewhere): the record is dropped, not stored there."""
+    init_db(f"sqlite:///{tmp_path / 'first.db'}")
+    pending = PendingRecords(interval=60)
+    try:
+        pending.keep(_transcript("kept-for-first", outcome="booked"),
+                     peewee.OperationalError("database is locked"))
+        pending.keep(_transcript("also-for-first", outcome="booked"),
+                     peewee.OperationalError("database is locked"))
+        init_db(f"sqlite:///{tmp_path / 'second.db'}")
+        assert pending.flush() == 0
+        assert len(pending) == 0 and pending.dropped == 2
+        assert CallRecord.select().count() == 0
+        # a record kept for the database bound now is still retried into it
+        pending.keep(_transcript("for-second", outcome="booked"),
+                     peewee.OperationalError("database is locked"))
+        assert pending.flush() == 1
+        assert [r.call_id for r in CallRecord.select()] == ["for-second"]
+    finally:
+        pending.close()
+        close_db()
 
 
 def test_kill_9_mid_call_leaves_interrupted_records_that_bookings_point_to(tmp_path):

@@ -23,6 +23,7 @@ import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from esl_app.db import database_proxy
 from esl_app.db.calls import IN_PROGRESS, insert_start, start_row, worker_tag
 from esl_app.telephony.transcript import Transcript
 
@@ -112,34 +113,53 @@ def sweep_interrupted(*, now: datetime | None = None, alive: Any = None) -> int:
     A record of this host whose worker pid is not running, or any record older than
     :data:`STALE_AFTER`. ``alive(pid)`` defaults to a /proc check; run at every worker
     start (a restarted worker sweeps what its predecessor left).
+
+    Every live call has an in-progress record, so a busy server has thousands: they
+    are read outside any transaction, each worker pid is checked once, the event loop
+    runs between batches, and each batch of updates is its own short transaction.
+    The update still requires ``in_progress``: a call that completed meanwhile keeps
+    its outcome.
     """
     from esl_app.db import write_txn
     from esl_app.db.models import CallRecord, naive_utc
+    from esl_app.support.bridge import cooperate
 
-    alive = alive or _pid_alive
+    check = alive or _pid_alive
+    known: dict[int, bool] = {}
     now_utc = naive_utc(now)
     host = socket.gethostname() + ":"
     dead: list[int] = []
-    with write_txn():
-        rows = (CallRecord.select(CallRecord.id, CallRecord.usage, CallRecord.started_at)
-                .where(CallRecord.outcome == IN_PROGRESS))
-        for rec in rows:
-            try:
-                tag = str(json.loads(rec.usage or "{}").get("worker") or "")
-            except ValueError:
-                tag = ""
-            pid = tag[len(host):] if tag.startswith(host) else ""
-            stale = rec.started_at is not None and now_utc - rec.started_at > STALE_AFTER
-            if stale or (pid.isdigit() and not alive(int(pid))):
-                dead.append(rec.id)
-        for i in range(0, len(dead), 500):
+    rows = (CallRecord.select(CallRecord.id, CallRecord.usage, CallRecord.started_at)
+            .where(CallRecord.outcome == IN_PROGRESS).tuples())
+    for n, (rec_id, usage, started_at) in enumerate(list(rows), 1):
+        if not n % _SWEEP_BATCH:
+            cooperate()
+        try:
+            tag = str(json.loads(usage or "{}").get("worker") or "")
+        except ValueError:
+            tag = ""
+        pid = tag[len(host):] if tag.startswith(host) else ""
+        stale = started_at is not None and now_utc - started_at > STALE_AFTER
+        if not stale and pid.isdigit():
+            number = int(pid)
+            if number not in known:
+                known[number] = bool(check(number))
+            stale = not known[number]
+        if stale:
+            dead.append(rec_id)
+    for i in range(0, len(dead), _SWEEP_BATCH):
+        cooperate()
+        with write_txn():
             (CallRecord.update(outcome=INTERRUPTED)
-             .where(CallRecord.id.in_(dead[i:i + 500]),
+             .where(CallRecord.id.in_(dead[i:i + _SWEEP_BATCH]),
                     CallRecord.outcome == IN_PROGRESS).execute())
     if dead:
         log.warning("%d call record(s) left by a process that died marked interrupted",
                     len(dead))
     return len(dead)
+
+
+_SWEEP_BATCH = 500  # records read, or updated in one transaction, between two yields
 
 
 def _pid_alive(pid: int) -> bool:
@@ -167,7 +187,11 @@ class PendingRecords:
     """Call completions the database refused, retried until it takes them.
 
     Bounded (oldest dropped first, with an ERROR) so that a long outage cannot grow
-    the worker without limit; one retry greenlet per process.
+    the worker without limit; one retry greenlet per process. A record is retried
+    only into the database that refused it: once :func:`esl_app.db.init_db` has
+    bound another one (a test's fresh database, an operator's CLI pointing
+    elsewhere), what was kept for the old one is dropped with a WARNING, never
+    written into the new one.
     """
 
     def __init__(self, save: Any = None, *, limit: int = 10000, interval: float = 5.0
@@ -175,7 +199,8 @@ class PendingRecords:
         self._save = save or save_call
         self.limit = limit
         self.interval = interval
-        self._queue: collections.OrderedDict[str, Transcript] = collections.OrderedDict()
+        self._queue: collections.OrderedDict[str, tuple[Transcript, Any]] = \
+            collections.OrderedDict()
         self._retrier: Any = None
         self.dropped = 0
 
@@ -190,7 +215,7 @@ class PendingRecords:
             self.keep(transcript, exc)
 
     def keep(self, transcript: Transcript, exc: BaseException) -> None:
-        self._queue[transcript.call_id] = transcript
+        self._queue[transcript.call_id] = (transcript, database_proxy.obj)
         self._queue.move_to_end(transcript.call_id)
         while len(self._queue) > self.limit:
             self._queue.popitem(last=False)
@@ -199,6 +224,13 @@ class PendingRecords:
         log.warning("call record not stored (%s): %d waiting for a retry",
                     type(exc).__name__, len(self._queue))
         self._ensure_retrier()
+
+    def close(self) -> None:
+        """Stop retrying and forget what waits (shutdown; a test's end)."""
+        retrier, self._retrier = self._retrier, None
+        if retrier is not None:
+            retrier.kill(block=False)
+        self._queue.clear()
 
     def _ensure_retrier(self) -> None:
         import gevent
@@ -216,9 +248,17 @@ class PendingRecords:
     def flush(self) -> int:
         """Try every waiting record once, oldest first; how many were stored."""
         stored = 0
+        current = database_proxy.obj
         for call_id in list(self._queue):
-            transcript = self._queue.get(call_id)
-            if transcript is None:
+            kept = self._queue.get(call_id)
+            if kept is None:
+                continue
+            transcript, db = kept
+            if db is not current:
+                self._queue.pop(call_id, None)
+                self.dropped += 1
+                log.warning("call record %s dropped: kept for a database that has been "
+                            "replaced since", call_id)
                 continue
             try:
                 self._save(transcript)
