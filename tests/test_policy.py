@@ -258,3 +258,33 @@ def test_serve_purges_daily(tmp_path, monkeypatch):
     finally:
         g.kill()
         close_db()
+
+
+def test_retention_purge_serves_other_calls_between_two_clinics(db):
+    """A worker purges while it takes calls: a socket that became ready during the purge
+    of the first clinic is served before the second clinic's is done."""
+    import gevent
+    from gevent import socket
+
+    a, b = socket.socketpair()
+    order = []
+    reader = gevent.spawn(lambda: (a.recv(1), order.append("other call")))
+    gevent.sleep(0.01)
+    real = CallRecord.select
+    seen = []
+
+    def select(*fields):  # the moment each clinic's purge starts, as the purge sees it
+        seen.append(len(order))
+        return real(*fields)
+
+    b.send(b"x")
+    try:
+        CallRecord.select = select
+        retention.purge(now=NOW.replace(tzinfo=None))
+    finally:
+        CallRecord.select = real
+    reader.join(2)
+    assert order == ["other call"]
+    assert seen[-1] == 1  # the last clinic was purged after the other call ran
+    a.close()
+    b.close()

@@ -19,6 +19,7 @@ from esl_app.db import database, write_txn
 from esl_app.db.models import NotifyConsent, OutboxMessage, utcnow
 from esl_app.notify.templates import render
 from esl_app.scheduling.errors import InvalidRequest
+from esl_app.support.bridge import cooperate
 
 __all__ = [
     "CONSENTS",
@@ -169,12 +170,14 @@ def purge_outbox(*, now: datetime | None = None) -> int:
     """Delete finished messages older than each tenant's ``data.retention_days``.
 
     They hold a patient's number or address; queued ones are kept until they finish.
+    One transaction per tenant, the worker's other calls served between two.
     """
     from esl_app.scheduling.provisioning import load_tenant_set
 
     now_utc = now or utcnow()
     removed = 0
     for tenant in load_tenant_set():
+        cooperate()
         cutoff = now_utc - timedelta(days=tenant.data.retention_days)
         with write_txn():
             removed += (OutboxMessage.delete()
