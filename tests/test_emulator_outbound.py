@@ -317,3 +317,43 @@ def test_unreachable_bot_raises_and_ends():
         call.start()
     assert call.wait_ended(2)
     assert call.transcript["hangup_by"] == "socket_failed"
+
+
+def test_events_reach_bound_and_unbound_listeners_as_their_subscriptions_say():
+    """``myevents`` binds a connection to its channel: the switch then offers it only
+    that channel's events (not every event of every call), and still offers every event
+    to the unbound ones (``event plain ALL``), who still apply their own filters."""
+    from esl_app.sim.emulator.core import MYEVENTS, Event, Subscription, Switch
+
+    sw = Switch()
+    got: dict[str, list[str]] = {"a": [], "b": [], "all": [], "answers": []}
+
+    def listener(name, sub):
+        def deliver(ev):
+            if sub.wants(ev):
+                got[name].append(ev.get("Unique-ID") or "-")
+        return deliver
+
+    subs = {}
+    for name, uid in (("a", "uuid-a"), ("b", "uuid-b")):
+        sub = subs[name] = Subscription(enabled=True, names=set(MYEVENTS), my_uuid=uid)
+        fn = listener(name, sub)
+        sw.add_listener(fn)
+        sw.bind_listener(fn, uid)
+    sw.add_listener(listener("all", Subscription(enabled=True, all=True)))
+    sw.add_listener(listener("answers", Subscription(enabled=True, names={"CHANNEL_ANSWER"})))
+    for uid in ("uuid-a", "uuid-b", "uuid-c", "uuid-a"):
+        sw.fire(Event("CHANNEL_EXECUTE", [("Event-Name", "CHANNEL_EXECUTE"),
+                                          ("Unique-ID", uid)]))
+    sw.fire(Event("CHANNEL_ANSWER", [("Event-Name", "CHANNEL_ANSWER"), ("Unique-ID", "uuid-b")]))
+    sw.fire(Event("HEARTBEAT", [("Event-Name", "HEARTBEAT")]))
+    assert got["a"] == ["uuid-a", "uuid-a"]
+    assert got["b"] == ["uuid-b", "uuid-b"]
+    assert got["all"] == ["uuid-a", "uuid-b", "uuid-c", "uuid-a", "uuid-b", "-"]
+    assert got["answers"] == ["uuid-b"]
+    # a closed connection is forgotten whether bound or not
+    assert len(sw._bound["uuid-a"]) == 1
+    sw.remove_listener(sw._bound["uuid-a"][0])
+    assert "uuid-a" not in sw._bound
+    sw.fire(Event("CHANNEL_EXECUTE", [("Event-Name", "CHANNEL_EXECUTE"), ("Unique-ID", "uuid-a")]))
+    assert got["a"] == ["uuid-a", "uuid-a"]

@@ -284,6 +284,9 @@ class Switch:
         self.peak_sessions = 0
         self._seq = 0
         self._listeners: list[Listener] = []
+        # listeners bound to one channel by ``myevents``: the only events they can ever
+        # want carry that Unique-ID, so an event reaches them without asking the others
+        self._bound: dict[str, list[Listener]] = {}
         #: factory(switch, did, caller, variables, address) -> started call, for originate
         self.originate_hook: Callable[..., Any] | None = None
         #: scripted phones for ``originate`` to a number (esl_app/sim/emulator/callees.py)
@@ -323,16 +326,41 @@ class Switch:
         """Register an ESL connection's delivery function."""
         self._listeners.append(fn)
 
+    def bind_listener(self, fn: Listener, uuid: str) -> None:
+        """``fn``'s subscription now requires Unique-ID ``uuid`` (``myevents``): index it.
+
+        Why: every event used to be offered to every connection, so a thousand calls
+        cost a thousand subscription checks per event, and the load generator, not the
+        server, ran out of CPU first. Which events a connection gets is unchanged.
+        """
+        try:
+            self._listeners.remove(fn)
+        except ValueError:
+            return  # already removed (the connection closed)
+        self._bound.setdefault(uuid, []).append(fn)
+
     def remove_listener(self, fn: Listener) -> None:
         """Forget a closed connection."""
         try:
             self._listeners.remove(fn)
+            return
         except ValueError:
             pass
+        for uuid, fns in list(self._bound.items()):
+            if fn in fns:
+                fns.remove(fn)
+                if not fns:
+                    del self._bound[uuid]
+                return
 
     def fire(self, ev: Event) -> None:
-        """Deliver an event to every listener (each applies its own subscription)."""
-        for fn in list(self._listeners):
+        """Deliver an event to every listener that may want it.
+
+        The unbound ones and those bound to the event's channel; each applies its own
+        subscription.
+        """
+        bound = self._bound.get(ev.get("Unique-ID") or "")
+        for fn in [*self._listeners, *bound] if bound else list(self._listeners):
             try:
                 fn(ev)
             except Exception:  # a broken listener must not break the channel

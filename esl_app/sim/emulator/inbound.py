@@ -67,6 +67,7 @@ class InboundConnection(EslConnection):
             self.sub.names |= MYEVENTS
             self.sub.my_uuid = uid
             self.sub.enabled = True
+            self.switch.bind_listener(self._deliver, uid)
             self.reply("+OK Events Enabled")
             return
         super().on_command(cmd)

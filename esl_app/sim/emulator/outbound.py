@@ -82,6 +82,7 @@ class OutboundConnection(EslConnection):
             self.sub.names |= MYEVENTS
             self.sub.my_uuid = ch.uuid
             self.sub.enabled = True
+            self.switch.bind_listener(self._deliver, ch.uuid)
             if "xml" in cmd.line or "XML" in cmd.line:
                 self.sub.fmt = "xml"
             if "json" in cmd.line or "JSON" in cmd.line:
