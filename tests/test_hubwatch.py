@@ -48,13 +48,19 @@ def test_a_hub_blocked_in_a_system_call_is_reported_as_blocked_with_where(caplog
 
 
 def test_code_running_long_on_the_hub_is_reported_on_cpu_with_its_function():
-    w = _watch()
-    try:
-        _busy(0.4)
-        _settle(w, 1)
-    finally:
-        w.stop()
-    found = w.reports[0]
+    # With every core taken by other tests the watcher thread itself may not be run for
+    # longer than the threshold: it then reports only that it woke late (no states, no
+    # stack), which is right but says nothing about the hub. Such a try is repeated.
+    for _ in range(3):
+        w = _watch()
+        try:
+            _busy(0.4)
+            _settle(w, 1)
+        finally:
+            w.stop()
+        found = w.reports[0]
+        if found["stack"]:
+            break
     # alone on its core the loop is on a CPU throughout; with every core contended
     # (other tests' servers) part of it waits in the run queue, never asleep
     assert found["kind"] == "on_cpu" or (
