@@ -37,6 +37,11 @@ def test_small_text_run_reports_json(tmp_path):
     assert KEYS <= set(report)
     assert report["calls_completed"] == 10 and report["calls_failed"] == 0, report["errors"]
     assert report["samples"]["setup_ms"] == 10
+    # set-up's parts: the connect, then the server's accept up to its first command
+    first = report["esl_first_command_ms"]
+    assert report["samples"]["first_ms"] == 10
+    assert 0 <= first["p50"] <= first["p99"] <= report["setup_ms"]["p99"]
+    assert "to the first command" in out.stderr
     assert report["samples"]["overhead_ms"] >= 30  # every turn measured
     assert report["barge_in_p50_ms"] is not None  # callers talk over the greeting
     assert report["frames_sent"] == 0 and report["frames_lost"] == 0  # text mode
@@ -202,7 +207,8 @@ def _minimal_report() -> dict:
             "profile": "local", "wall_s": 1.0, "frames_sent": 0, "frames_received": 0,
             "frames_lost": 0, "server_cpu_percent": 0.0, "emulator_cpu_percent": 0.0,
             "rss_per_call_kb": None, "server_mem_kb_baseline": 0, "server_mem_kb_peak": 0,
-            "setup_ms": empty, "tcp_connect_ms": empty, "esl_rtt_ms": empty, "barge_in_ms": empty,
+            "setup_ms": empty, "tcp_connect_ms": empty, "esl_rtt_ms": empty,
+            "esl_first_command_ms": empty, "barge_in_ms": empty,
             "turn_overhead_ms": empty, "turn_ms": empty, "answer_ms": empty,
             "outcomes": {}, "errors": {}}
 

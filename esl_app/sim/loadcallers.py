@@ -119,6 +119,9 @@ class CallStats:
     error: str = ""
     setup_ms: float | None = None
     connect_ms: float | None = None  # TCP connect → connected, on the emulator's clock
+    #: connected → the server's first command (``connect``) parsed here: the server's
+    #: accept, its handler's start and its first write, as the switch sees them
+    first_ms: float | None = None
     rtt_ms: list[float] = field(default_factory=list)
     barge_ms: list[float] = field(default_factory=list)
     overhead_ms: list[float] = field(default_factory=list)
@@ -318,7 +321,8 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
     except OSError as exc:
         st.error = f"connect: {exc}"
         return st
-    st.connect_ms = (time.monotonic() - t0) * 1000
+    connected = time.monotonic()
+    st.connect_ms = (connected - t0) * 1000
     try:
         events = call.events
         last_bot = ""  # the bot's latest sentence
@@ -385,6 +389,8 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
         connect = next((c.at for c in cmds if c.name == "connect"), None)
         if connect is not None and answer is not None:
             st.rtt_ms.append((answer - connect) * 1000)
+        if connect is not None:
+            st.first_ms = (connect - connected) * 1000
         onsets = list(fire.onsets)
         finals = list(fire.finals)
         turn_ends = list(ends)
@@ -480,6 +486,7 @@ def _child_main(argv: list[str]) -> int:
     setups: list[float] = []
     rtts: list[float] = []
     connects: list[float] = []
+    firsts: list[float] = []
     unusual: list[dict[str, Any]] = []
     t_start = time.monotonic()
 
@@ -511,6 +518,8 @@ def _child_main(argv: list[str]) -> int:
                 setups.append(st.setup_ms)
             if st.connect_ms is not None:
                 connects.append(st.connect_ms)
+            if st.first_ms is not None:
+                firsts.append(st.first_ms)
             rtts.extend(st.rtt_ms)
             merged.barge_ms.extend(st.barge_ms)
             merged.overhead_ms.extend(st.overhead_ms)
@@ -542,7 +551,8 @@ def _child_main(argv: list[str]) -> int:
     emit({"progress": dict(counts)})
     emit({"result": {
         "calls_completed": counts["done"], "calls_failed": counts["failed"],
-        "setup_ms": setups, "connect_ms": connects, "rtt_ms": rtts, "barge_ms": merged.barge_ms,
+        "setup_ms": setups, "connect_ms": connects, "first_ms": firsts, "rtt_ms": rtts,
+        "barge_ms": merged.barge_ms,
         "overhead_ms": merged.overhead_ms, "turn_ms": merged.turn_ms,
         "answer_ms": merged.answer_ms,
         "frames_sent": merged.frames_sent, "frames_lost": merged.frames_lost,

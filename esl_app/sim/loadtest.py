@@ -17,7 +17,10 @@ measured window.
 
 What is measured, all on the emulator's clock (``wire.Command.at``):
 
-- set-up: TCP connect starts → the bot's ``answer`` arrives;
+- set-up: TCP connect starts → the bot's ``answer`` arrives; two parts of it are
+  reported apart: ``tcp_connect_ms`` (the connect itself) and
+  ``esl_first_command_ms`` (connected → the bot's ``connect`` arrives: the
+  server's accept, its handler's start and its first write);
 - ESL round trip: ``connect`` arrives → the bot's ``answer`` arrives (the bot
   pipelines ``myevents``/``linger`` after ``connect``; the answer is the first
   command that waits for a reply, the channel data, and the tenant lookup);
@@ -401,8 +404,8 @@ def _run_loadtest(cfg: LoadConfig, prof: Any) -> dict[str, Any]:
     finally:
         inside = _stop_server(srv) if srv is not None else {}
     server_log: dict[str, int] = dict(srv.problems) if srv is not None else {}
-    merged: dict[str, Any] = {"setup_ms": [], "connect_ms": [], "rtt_ms": [], "barge_ms": [],
-                              "overhead_ms": [], "turn_ms": [], "answer_ms": []}
+    merged: dict[str, Any] = {"setup_ms": [], "connect_ms": [], "first_ms": [], "rtt_ms": [],
+                              "barge_ms": [], "overhead_ms": [], "turn_ms": [], "answer_ms": []}
     emu_lags: list[float] = []
     outcomes: dict[str, int] = {}
     errors: dict[str, int] = {}
@@ -451,6 +454,7 @@ def _run_loadtest(cfg: LoadConfig, prof: Any) -> dict[str, Any]:
                             else None),
         "setup_ms": _pcts(merged["setup_ms"]), "esl_rtt_ms": _pcts(merged["rtt_ms"]),
         "tcp_connect_ms": _pcts(merged["connect_ms"]),
+        "esl_first_command_ms": _pcts(merged["first_ms"]),
         "barge_in_ms": _pcts(merged["barge_ms"]),
         "turn_overhead_ms": _pcts(merged["overhead_ms"]),
         "turn_ms": _pcts(merged["turn_ms"]),
@@ -521,6 +525,7 @@ def summarize(r: dict[str, Any]) -> str:
         f"{r['server_mem_kb_peak'] // 1024} MB)",
         row("set-up (connect → answer)", r["setup_ms"]),
         row("  of it, TCP connect", r["tcp_connect_ms"]),
+        row("  then, to the first command", r["esl_first_command_ms"]),
         row("ESL round trip", r["esl_rtt_ms"]),
         row("barge-in (onset → break)", r["barge_in_ms"]),
         row("turn overhead (final → play)", r["turn_overhead_ms"]),
