@@ -27,6 +27,9 @@ from esl_app.telephony.esl import EslSession
 
 __all__ = ["RELOAD_RETRY_S", "EslServer", "TenantSource"]
 
+#: libev's highest watcher priority (EV_MAXPRI): see :class:`_CallListener`
+_FIRST = 2
+
 log = logging.getLogger(__name__)
 # A tenant reload is news for the operator: the CLI shows this logger's INFO lines at
 # the default level (esl_app.cli.ALWAYS_INFO), without -v.
@@ -198,6 +201,44 @@ def _diff(old: TenantSet, new: TenantSet) -> tuple[int, int, int]:
     return len(after.keys() - before), changed, len(before.keys() - after)
 
 
+class _CallListener(StreamServer):
+    """A ``StreamServer`` whose new connection is served in the same loop iteration.
+
+    Why: a call's set-up is on the caller's clock, and on a busy worker two waits
+    made most of its tail (issue #32), and neither is work of ours:
+
+    - the listening socket's watcher was one of many due at a poll, and libev runs
+      those of one priority last in, first out: at the highest priority it runs
+      before the calls' sockets of the same poll;
+    - ``Pool.spawn`` only *schedules* the handler, which then ran after every other
+      watcher of that iteration, at the next one's start. Switched into directly, it
+      writes its ``connect`` and waits for the reply before the hub goes on: the
+      same step as gevent's own socket waits, which are resumed from a watcher too.
+    """
+
+    def start_accepting(self) -> None:
+        if self._watcher is None:
+            self._watcher = self.loop.io(self.socket.fileno(), 1, priority=_FIRST)
+            self._watcher.start(self._do_read)
+
+
+def _spawn_now(pool: Pool) -> Callable[..., gevent.Greenlet]:
+    """``pool.spawn`` that also runs the new greenlet at once when called on the hub.
+
+    ``Greenlet.run`` cancels the start that ``pool.start`` scheduled, so the greenlet
+    still runs exactly once; off the hub (a test calling the handler) it is plain
+    ``pool.spawn``.
+    """
+    def spawn(func: Callable[..., object], *args: object) -> gevent.Greenlet:
+        greenlet = pool.greenlet_class(func, *args)
+        pool.start(greenlet)
+        if gevent.getcurrent() is gevent.get_hub():
+            greenlet.switch()
+        return greenlet
+
+    return spawn
+
+
 class EslServer:
     """Accepts FreeSWITCH outbound-socket connections and runs one controller per call."""
 
@@ -207,10 +248,12 @@ class EslServer:
         self.services = services
         self.pool = Pool(max_calls)
         if listener is not None:
-            self.server = StreamServer(listener, self._handle, spawn=self.pool)
+            self.server = _CallListener(listener, self._handle, spawn=self.pool)
         else:
-            self.server = StreamServer((host, port), self._handle, spawn=self.pool,
-                                       backlog=backlog)
+            self.server = _CallListener((host, port), self._handle, spawn=self.pool,
+                                        backlog=backlog)
+        # after the pool (set_spawn links "full" to it), only the spawn itself changes
+        self.server._spawn = _spawn_now(self.pool)
         self.calls: dict[int, CallController] = {}
         self.completed = 0
         self.last_transcripts: list = []
