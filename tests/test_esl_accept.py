@@ -133,3 +133,45 @@ def test_a_handler_that_fails_at_once_leaves_the_server_serving(server):
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.parametrize("workers, iterations", [(1, 1), (2, 5)])
+def test_a_burst_of_calls_is_accepted_at_once_by_a_lone_worker(workers, iterations):
+    """Alone, a worker accepts five queued calls in one wake-up; beside others, one each."""
+    from gevent import monkey
+
+    from esl_app.runtime.workers import _accept_policy
+
+    srv = start_server(make_services())
+    _accept_policy(srv, workers)
+    loop = gevent.get_hub().loop
+    iteration = [0]
+
+    def count() -> None:
+        iteration[0] += 1
+
+    prepare = loop.prepare()
+    prepare.start(count)
+    started: list[int] = []
+    handle = srv._handle
+
+    def timed_handle(sock, address):
+        started.append(iteration[0])
+        return handle(sock, address)
+
+    srv.server._handle = timed_handle
+    plain = monkey.get_original("socket", "socket")
+    socks = []
+    try:
+        # queued by the kernel before the hub runs again: blocking connects, no yield
+        for _ in range(5):
+            s = plain()
+            s.connect(srv.address)
+            socks.append(s)
+        wait_until(lambda: len(started) == 5, timeout=5)
+        assert len(set(started)) == iterations
+    finally:
+        prepare.stop()
+        for s in socks:
+            s.close()
+        srv.stop(timeout=2)
