@@ -254,3 +254,26 @@ def test_keypad_tones_and_noise_still_need_min_speech_ms(compiled, sound):
                        echo_guard=EchoGuard(echo_min_speech_ms=100))
     assert _barge_start(det, audio) is None  # a run of 80 ms (4 frames), short of 100
     assert det._core.toned if sound == "dtmf" else det._core.periodic < 2
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_the_voiced_onset_rule_stops_testing_once_it_has_two_periodic_frames(
+        speech8k, compiled, monkeypatch):
+    from esl_app.media import endpoint
+
+    calls = [0]
+    real = endpoint._is_periodic
+
+    def counted(x, rate):
+        calls[0] += 1
+        return real(x, rate)
+
+    monkeypatch.setattr(endpoint, "_is_periodic", counted)
+    # a voice that needs 200 ms: the rule has its two periodic frames long before
+    det = TurnDetector(8000, 2, 300, 600, compiled=compiled, voiced_speech_ms=200,
+                       echo_guard=EchoGuard(echo_min_speech_ms=300))
+    start = _barge_start(det, silence(8000, 300) + speech8k)
+    assert start is not None and start.detected_ms - start.at_ms == 200
+    assert det._core.periodic == 2
+    if not compiled:
+        assert calls[0] < 200 // 20 - 2  # not every frame of the run

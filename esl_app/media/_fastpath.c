@@ -353,7 +353,8 @@ core_frame(TurnCore *s, const unsigned char *f, PyObject *obj, PyObject **events
             if (guard && early && early < need && s->echo_min_speech_ms <= s->min_speech_ms) {
                 if (!s->toned && is_tone(f, s->size, s->coeffs))
                     s->toned = 1;
-                if (!s->toned && is_periodic(f, s->size, s->rate))
+                /* two periodic frames are all the rule asks: no autocorrelation after */
+                if (!s->toned && s->periodic < 2 && is_periodic(f, s->size, s->rate))
                     s->periodic++;
                 if (s->run_ms >= early && s->periodic >= 2 && !s->toned)
                     need = s->run_ms;

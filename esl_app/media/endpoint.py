@@ -173,7 +173,7 @@ class _PyCore:
         self.gap = 0
         self.silence_ms = 0
         self.silence_start = 0
-        self.periodic = 0  # frames of the run that look voiced (the voiced-onset rule)
+        self.periodic = 0  # frames of the run that look voiced, up to 2 (the voiced-onset rule)
         self.toned = False  # a frame of the run was a keypad tone
 
     @property
@@ -239,7 +239,8 @@ class _PyCore:
                     x = _samples(frame)
                     if not self.toned and _is_tone(x, self._rate, self._coeffs):
                         self.toned = True
-                    if not self.toned and _is_periodic(x, self._rate):
+                    # two periodic frames are all the rule asks: no autocorrelation after
+                    if not self.toned and self.periodic < 2 and _is_periodic(x, self._rate):
                         self.periodic += 1
                     if self.run_ms >= early and self.periodic >= 2 and not self.toned:
                         need = self.run_ms
