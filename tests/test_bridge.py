@@ -154,3 +154,50 @@ def test_cooperate_is_a_no_op_in_a_real_thread_and_a_kill_in_it_leaves_no_watche
     assert g.dead
     gevent.sleep(0)
     assert loop.activecnt == before
+
+
+def test_cooperate_within_skips_a_second_yield_right_after_the_first():
+    """``within``: the same greenlet back from a yield less than that ago goes on at once
+    (a turn's understanding, then the calendar tool it calls: one iteration, not two);
+    after more work than that, or after another greenlet's yield, it yields again."""
+    import time
+
+    import gevent
+
+    from esl_app.support.bridge import cooperate
+
+    ran: list[str] = []
+
+    def other():
+        ran.append("other")
+
+    def step() -> list[bool]:
+        seen = []
+        cooperate()
+        gevent.spawn(other)
+        cooperate(within=0.05)  # right after its own yield: no iteration given
+        seen.append(ran == [])
+        cooperate()  # a plain yield always gives one
+        seen.append(ran == ["other"])
+        gevent.spawn(other)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.003:  # work past ``within``
+            pass
+        cooperate(within=0.002)
+        seen.append(ran == ["other", "other"])
+        return seen
+
+    def first_yield_elsewhere():
+        cooperate()
+
+    assert gevent.spawn(step).get(timeout=5) == [True, True, True]
+    # another greenlet's yield is not this one's: it yields
+    gevent.spawn(first_yield_elsewhere).join(timeout=5)
+    ran.clear()
+
+    def fresh() -> bool:
+        gevent.spawn(other)
+        cooperate(within=10.0)
+        return ran == ["other"]
+
+    assert gevent.spawn(fresh).get(timeout=5)

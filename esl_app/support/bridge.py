@@ -35,6 +35,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -130,7 +131,7 @@ def spawn_in_thread(fn: Callable[..., Any], *args: Any, pool: str = "default",
 _LAST = -2  # libev's lowest priority (EV_MINPRI): after everything else that is due
 
 
-def cooperate() -> None:
+def cooperate(within: float = 0.0) -> None:
     """Give the hub one loop iteration before the calling greenlet goes on.
 
     Why: every call of a worker shares one hub, and a set-up or a barge-in waits for
@@ -145,12 +146,20 @@ def cooperate() -> None:
     short timer (runs before that poll's sockets: libev invokes what is due last
     in, first out; and an idle loop blocks 1 ms for it) does this.
 
+    ``within`` (seconds): no yield when this same greenlet came back from one less
+    than that ago, so two yields with little work between (a turn's understanding,
+    then the calendar tool it calls) cost one loop iteration, not two. Every yield
+    is a wait for the rest of an iteration: on a busy worker, milliseconds.
+
     The greenlet can be killed here like at any wait, so call it only between
     steps, never inside a transaction or between a commit and its bookkeeping.
     Off the hub (a real thread, the hub itself, no hub yet) it does nothing.
     """
     hub = get_hub_if_exists()
-    if hub is None or gevent.getcurrent() is hub:
+    current = gevent.getcurrent()
+    if hub is None or current is hub:
+        return
+    if within and _resumed[0]() is current and time.perf_counter() - _resumed[1] < within:
         return
     loop = hub.loop
     check = loop.check(priority=_LAST)
@@ -162,6 +171,15 @@ def cooperate() -> None:
         idle.stop()
         idle.close()
         check.close()
+    _resumed[:] = (weakref.ref(current), time.perf_counter())
+
+
+def _nobody() -> None:
+    return None
+
+
+#: the greenlet that last came back from :func:`cooperate` (a weak reference), and when
+_resumed: list[Any] = [_nobody, 0.0]
 
 
 def _nothing() -> None:

@@ -9,8 +9,9 @@ and never raises a scheduling error: refusals come back as
 Each tool that reads or writes the calendar starts by letting the event loop run
 (:func:`~esl_app.support.bridge.cooperate`): the understanding before it and the
 query in it are each a step of their own, so neither stacks onto the other while
-the worker's other calls wait. Nothing has happened yet at that point, so a call
-ended there books nothing.
+the worker's other calls wait; a tool reached less than :data:`_FRESH` after such a
+yield (the local agent yields after it understands a turn) goes on without another.
+Nothing has happened yet at that point, so a call ended there books nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from esl_app.db.calls import start_row
 from esl_app.scheduling import service
 from esl_app.scheduling.errors import SchedulingError
 from esl_app.support.bridge import cooperate
+
+#: a tool reached this soon after its greenlet's last yield does not yield again
+_FRESH = 0.001
 
 __all__ = [
     "cancel_appointment",
@@ -92,7 +96,7 @@ def search_slots(tenant: Tenant, *, doctor: str | None = None, date: date | None
                  part_of_day: str | None = None, after: datetime | None = None, limit: int = 3,
                  visit_type: str | None = None, now: datetime | None = None) -> dict[str, Any]:
     """Open times, at most ``limit``, each with a phrase to read aloud."""
-    cooperate()
+    cooperate(_FRESH)
     try:
         views = service.search_slots(tenant.id, doctor=doctor, date=date,
                                      part_of_day=part_of_day, after=after, limit=limit,
@@ -121,7 +125,7 @@ def confirm_appointment(tenant: Tenant, *, slot_id: str, patient_name: str,
     this process runs (the agent's): its record is made sure of with the booking, from
     the call's ``caller`` and ``did``, should its start write have failed.
     """
-    cooperate()
+    cooperate(_FRESH)
     record = None
     if call_id:
         record = start_row(call_id, tenant_id=tenant.id, did=did, caller=caller,
@@ -139,7 +143,7 @@ def confirm_appointment(tenant: Tenant, *, slot_id: str, patient_name: str,
 def hold_slot(tenant: Tenant, *, slot_id: str, call_id: str, visit_type: str | None = None,
               now: datetime | None = None) -> dict[str, Any]:
     """Hold the time the caller picked while their details are taken."""
-    cooperate()
+    cooperate(_FRESH)
     try:
         view = service.hold_slot(tenant.id, slot_id, owner=call_id, visit_type=visit_type,
                                  now=now)
@@ -177,7 +181,7 @@ def cancel_appointment(tenant: Tenant, *, code: str, verify: str | None = None,
 
     Inside the clinic's cancellation window the answer is ``too_late``: offer a transfer.
     """
-    cooperate()
+    cooperate(_FRESH)
     try:
         return _appt(service.cancel(tenant.id, code, verify=verify, actor=actor or "agent",
                                     now=now))
@@ -189,7 +193,7 @@ def reschedule_appointment(tenant: Tenant, *, code: str, slot_id: str,
                            verify: str | None = None, actor: str | None = None,
                            now: datetime | None = None) -> dict[str, Any]:
     """Move an appointment to another open slot, atomically."""
-    cooperate()
+    cooperate(_FRESH)
     try:
         return _appt(service.reschedule(tenant.id, code, slot_id, verify=verify,
                                         actor=actor or "agent", now=now))
@@ -201,7 +205,7 @@ def find_appointments(tenant: Tenant, *, phone: str | None = None, name: str | N
                       actor: str | None = None, now: datetime | None = None
                       ) -> dict[str, Any]:
     """A returning caller's upcoming appointments."""
-    cooperate()
+    cooperate(_FRESH)
     try:
         views = service.find_appointments(tenant.id, phone=phone, name=name,
                                           actor=actor or "agent", now=now)
