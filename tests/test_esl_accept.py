@@ -24,15 +24,32 @@ def server():
     srv.stop(timeout=2)
 
 
-def test_handler_starts_in_the_accept_iteration(server, monkeypatch):
-    loop = gevent.get_hub().loop
-    iteration = [0]
+@pytest.fixture
+def iteration():
+    """The hub's loop iterations so far, counted by a prepare watcher: ``iteration[0]``."""
+    count = [0]
 
-    def count() -> None:
-        iteration[0] += 1
+    def tick() -> None:
+        count[0] += 1
 
-    prepare = loop.prepare()
-    prepare.start(count)
+    prepare = gevent.get_hub().loop.prepare()
+    prepare.start(tick)
+    yield count
+    prepare.stop()
+
+
+def _time_handler(srv, note) -> None:
+    """Call ``note()`` as each connection's handler starts."""
+    handle = srv._handle
+
+    def timed_handle(sock, address):
+        note()
+        return handle(sock, address)
+
+    srv.server._handle = timed_handle
+
+
+def test_handler_starts_in_the_accept_iteration(server, monkeypatch, iteration):
     seen: dict[str, int] = {}
     accept = server.server.do_read
 
@@ -42,14 +59,8 @@ def test_handler_starts_in_the_accept_iteration(server, monkeypatch):
             seen["accepted"] = iteration[0]
         return args
 
-    handle = server._handle
-
-    def timed_handle(sock, address):
-        seen["handler"] = iteration[0]
-        return handle(sock, address)
-
     monkeypatch.setattr(server.server, "do_read", do_read)
-    server.server._handle = timed_handle
+    _time_handler(server, lambda: seen.__setitem__("handler", iteration[0]))
     # something else is due in every iteration, as on a busy worker
     busy = gevent.spawn(lambda: [gevent.sleep(0) for _ in range(10_000)])
     peer = WirePeer(server.address)
@@ -59,7 +70,6 @@ def test_handler_starts_in_the_accept_iteration(server, monkeypatch):
         assert peer.command(5).name == "connect"
     finally:
         busy.kill()
-        prepare.stop()
         peer.close()
 
 
@@ -136,7 +146,8 @@ def test_a_handler_that_fails_at_once_leaves_the_server_serving(server):
 
 
 @pytest.mark.parametrize("workers, iterations", [(1, 1), (2, 5)])
-def test_a_burst_of_calls_is_accepted_at_once_by_a_lone_worker(workers, iterations):
+def test_a_burst_of_calls_is_accepted_at_once_by_a_lone_worker(workers, iterations,
+                                                               iteration):
     """Alone, a worker accepts five queued calls in one wake-up; beside others, one each."""
     from gevent import monkey
 
@@ -144,22 +155,8 @@ def test_a_burst_of_calls_is_accepted_at_once_by_a_lone_worker(workers, iteratio
 
     srv = start_server(make_services())
     _accept_policy(srv, workers)
-    loop = gevent.get_hub().loop
-    iteration = [0]
-
-    def count() -> None:
-        iteration[0] += 1
-
-    prepare = loop.prepare()
-    prepare.start(count)
     started: list[int] = []
-    handle = srv._handle
-
-    def timed_handle(sock, address):
-        started.append(iteration[0])
-        return handle(sock, address)
-
-    srv.server._handle = timed_handle
+    _time_handler(srv, lambda: started.append(iteration[0]))
     plain = monkey.get_original("socket", "socket")
     socks = []
     try:
@@ -171,7 +168,6 @@ def test_a_burst_of_calls_is_accepted_at_once_by_a_lone_worker(workers, iteratio
         wait_until(lambda: len(started) == 5, timeout=5)
         assert len(set(started)) == iterations
     finally:
-        prepare.stop()
         for s in socks:
             s.close()
         srv.stop(timeout=2)
