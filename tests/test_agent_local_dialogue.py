@@ -30,10 +30,10 @@ def tenant(tenants):
 class Conversation:
     """One call: greet, then caller turns, keeping every reply."""
 
-    def __init__(self, tenant, caller=CALLER, call_id="call-1"):
+    def __init__(self, tenant, caller=CALLER, call_id="call-1", now=NOW):
         self.agent = LocalAgent()
         self.call = CallContext(call_id=call_id, tenant=tenant, caller=caller, did="1001",
-                                now=NOW)
+                                now=now)
         self.replies: list[AgentReply] = [self.agent.greet(self.call)]
 
     def say(self, text: str | None = None, dtmf: str | None = None) -> AgentReply:
@@ -550,3 +550,36 @@ def test_tool_failure_becomes_agent_error(tenant):
     agent.greet(call)
     with pytest.raises(AgentError):
         agent.respond(call, Utterance(text="book with dr smith tomorrow morning"))
+
+
+@pytest.mark.parametrize("day, offered_day", [
+    ("tuesday", "2026-12-01"),  # today's weekday: the next Tuesday's morning
+    ("today", "2026-11-25"),  # today: the next morning with an open time
+])
+def test_a_morning_asked_for_after_it_is_over_is_found_on_a_later_day(tenant, day,
+                                                                       offered_day):
+    afternoon = NOW.replace(hour=14)  # Tuesday, 2 PM: the morning is over
+    c = Conversation(tenant, now=afternoon)
+    c.say("I'd like to book with Dr. Smith")
+    r = c.say(f"{day} in the morning")
+    assert "This morning is already over." in r.text
+    assert "fully booked" not in r.text
+    assert c.offered and {local(s["start"]).date().isoformat() for s in c.offered} \
+        == {offered_day}
+    assert all(local(s["start"]).hour < 12 for s in c.offered)
+    assert_offers_are_real(tenant, c.offered)
+
+
+def test_a_weekday_that_is_today_with_its_morning_taken_moves_to_the_next_one(tenant):
+    """Nothing left this morning (booked, not over): "Tuesday" on a Tuesday at 10 AM."""
+    day = NOW.date()
+    for slot in tools.search_slots(tenant, date=day, part_of_day="morning", doctor="smith",
+                                   limit=50, now=NOW)["slots"]:
+        assert tools.confirm_appointment(tenant, slot_id=slot["slot_id"], patient_name="A B",
+                                         phone="+15550000000", now=NOW)["ok"]
+    c = Conversation(tenant)
+    c.say("I'd like to book with Dr. Smith")
+    r = c.say("tuesday morning")
+    assert "There's nothing left this morning." in r.text
+    assert {local(s["start"]).date().isoformat() for s in c.offered} == {"2026-12-01"}
+    assert all(local(s["start"]).hour < 12 for s in c.offered)

@@ -37,6 +37,7 @@ class CallState(TypedDict, total=False):
     visit_type: str | None
     date_first: str | None  # ISO dates of the days asked for
     date_last: str | None
+    date_by_weekday: bool  # that day was named by its weekday ("Monday", "this Friday")
     part: str | None  # morning, afternoon, evening
     at: str | None  # "HH:MM" asked for
     after_time: str | None  # "HH:MM" bounds

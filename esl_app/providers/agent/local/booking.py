@@ -25,6 +25,7 @@ from esl_app.providers.agent.local.wording import (
 )
 from esl_app.providers.agent.state import REFUSED_TIME_KEYS, WHEN_KEYS
 from esl_app.providers.markup import say_characters
+from esl_app.scheduling.service import PARTS_OF_DAY
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class BookingStages:
             rng, skip = found
             st["date_first"] = rng.first.isoformat()
             st["date_last"] = rng.last.isoformat()
+            st["date_by_weekday"] = any(nlu.is_weekday(toks[i]) for i in skip)
             st["earliest"] = False
             st.pop("after", None)
             got = True
@@ -351,6 +353,18 @@ class BookingStages:
         vt = call.state.get("visit_type")
         return {"visit_type": vt} if vt and call.tenant.visit_type(vt) else {}
 
+    def _part_over(self, call: CallContext) -> bool | None:
+        """Whether the part of the day asked for is over; None unless that day is today."""
+        st = call.state
+        band = PARTS_OF_DAY.get(st.get("part") or "")
+        if band is None or st.get("at") or not st.get("date_first") \
+                or st.get("date_first") != st.get("date_last"):
+            return None
+        now = self._now(call)
+        if st["date_first"] != now.date().isoformat():
+            return None
+        return now.time() >= band[1]
+
     def _search_and_offer(self, call: CallContext, lead: str = "") -> AgentReply:
         """Search with the caller's criteria, relaxing them step by step when nothing fits."""
         st = call.state
@@ -360,6 +374,24 @@ class BookingStages:
             last = date.fromisoformat(st["date_last"])
             if self._local(call, slots[0]["start"]).date() > last:
                 note = "I have nothing open in that week."
+        over = self._part_over(call)
+        if not slots and over is not None and (over or st.get("date_by_weekday")):
+            # the one day asked for is today, with nothing left in that part of it:
+            # "Monday" said on a Monday means the next Monday then, "today" the next
+            # such part of a day once this one is over
+            day = date.fromisoformat(st["date_first"])
+            if st.get("date_by_weekday"):
+                nxt = (day + timedelta(days=7)).isoformat()
+                slots = self._search(call, date_first=nxt, date_last=nxt)
+                if slots:
+                    st["date_first"] = st["date_last"] = nxt
+            else:
+                after = datetime.combine(day + timedelta(days=1), time(0), call.tenant.tz)
+                slots = self._search(call, date_first=None, date_last=None,
+                                     after=after.isoformat())
+            if slots:
+                note = (f"This {st['part']} is already over." if over
+                        else f"There's nothing left this {st['part']}.")
         if not slots and (st.get("part") or st.get("at") or st.get("after_time")
                           or st.get("before_time")) and st.get("date_first"):
             slots = self._search(call, part=None, at=None, after_time=None, before_time=None)

@@ -41,6 +41,11 @@ def _weekday_index(w: str) -> int | None:
     return None
 
 
+def is_weekday(word: str) -> bool:
+    """``word`` names a day of the week ("monday", "tues", "fridays")."""
+    return _weekday_index(word) is not None
+
+
 def _month_day(today: date, month: int, day: int) -> date | None:
     """The next date (today or later) with this month and day."""
     for year in (today.year, today.year + 1):
