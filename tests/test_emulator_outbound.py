@@ -353,7 +353,8 @@ def test_events_reach_bound_and_unbound_listeners_as_their_subscriptions_say():
     assert got["answers"] == ["uuid-b"]
     # a closed connection is forgotten whether bound or not
     assert len(sw._bound["uuid-a"]) == 1
-    sw.remove_listener(sw._bound["uuid-a"][0])
-    assert "uuid-a" not in sw._bound
+    gone = sw._bound["uuid-a"][0]
+    sw.remove_listener(gone)
+    assert "uuid-a" not in sw._bound and gone not in sw._bound_to
     sw.fire(Event("CHANNEL_EXECUTE", [("Event-Name", "CHANNEL_EXECUTE"), ("Unique-ID", "uuid-a")]))
     assert got["a"] == ["uuid-a", "uuid-a"]

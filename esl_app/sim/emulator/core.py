@@ -287,6 +287,7 @@ class Switch:
         # listeners bound to one channel by ``myevents``: the only events they can ever
         # want carry that Unique-ID, so an event reaches them without asking the others
         self._bound: dict[str, list[Listener]] = {}
+        self._bound_to: dict[Listener, str] = {}  # and the other way: a close finds it
         #: factory(switch, did, caller, variables, address) -> started call, for originate
         self.originate_hook: Callable[..., Any] | None = None
         #: scripted phones for ``originate`` to a number (esl_app/sim/emulator/callees.py)
@@ -338,6 +339,7 @@ class Switch:
         except ValueError:
             return  # already removed (the connection closed)
         self._bound.setdefault(uuid, []).append(fn)
+        self._bound_to[fn] = uuid
 
     def remove_listener(self, fn: Listener) -> None:
         """Forget a closed connection."""
@@ -346,12 +348,12 @@ class Switch:
             return
         except ValueError:
             pass
-        for uuid, fns in list(self._bound.items()):
-            if fn in fns:
-                fns.remove(fn)
-                if not fns:
-                    del self._bound[uuid]
-                return
+        uuid = self._bound_to.pop(fn, None)
+        fns = self._bound.get(uuid) if uuid is not None else None
+        if fns is not None:
+            fns.remove(fn)
+            if not fns:
+                del self._bound[uuid]
 
     def fire(self, ev: Event) -> None:
         """Deliver an event to every listener that may want it.
