@@ -374,8 +374,8 @@ class BookingStages:
             last = date.fromisoformat(st["date_last"])
             if self._local(call, slots[0]["start"]).date() > last:
                 note = "I have nothing open in that week."
-        over = self._part_over(call)
-        if not slots and over is not None and (over or st.get("date_by_weekday")):
+        over = self._part_over(call) if not slots else None
+        if over is not None and (over or st.get("date_by_weekday")):
             # the one day asked for is today, with nothing left in that part of it:
             # "Monday" said on a Monday means the next Monday then, "today" the next
             # such part of a day once this one is over
