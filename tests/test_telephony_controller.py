@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import gevent
 import pytest
 from fakes.telephony import WirePeer, make_services, speech, start_server, wait_until
 
@@ -96,6 +99,56 @@ def test_dtmf_zero_bridges_to_handoff():
         wait_until(lambda: server.completed == 1)
         t = server.last_transcripts[-1].to_dict()
         assert t["outcome"] == "handoff" and t["transfer_to"] == "user/1000"
+    finally:
+        peer.close()
+        server.stop(timeout=2)
+
+
+def _socket_done(peer: WirePeer, answer_state: str) -> None:
+    """The dialplan's ``socket`` application completes, as FreeSWITCH reports it."""
+    peer.event("CHANNEL_EXECUTE_COMPLETE", [
+        ("Answer-State", answer_state), ("Application", "socket"),
+        ("Application-Data", "127.0.0.1:8084 async full"),
+        ("Application-Response", "PLAYBACK ERROR" if answer_state == "hangup" else "_none_"),
+        ("Application-UUID", "dialplan-socket")])
+
+
+@pytest.mark.parametrize("answer_state, outcome", [
+    ("hangup", "caller_hangup"),  # the hang-up's own completion, ahead of its event
+    ("answered", "handoff"),  # moved away (uuid_transfer): not ours to hang up
+])
+def test_the_socket_apps_end_says_whether_the_caller_hung_up_or_was_moved(
+        answer_state, outcome):
+    """A hang-up mid-prompt whose ``socket`` completion outran its CHANNEL_HANGUP.
+
+    FreeSWITCH sends CHANNEL_HANGUP first, but a loaded CI box once delivered the
+    completion first, and the call was stored as handed over to someone. The
+    completion's own ``Answer-State`` tells the two apart.
+    """
+    server = start_server(make_services())
+    peer = WirePeer(server.address)
+    sent: list[str] = []
+
+    def answer_everything() -> None:  # as FreeSWITCH does, so the bot waits for nothing
+        while (cmd := peer.command(timeout=30)) is not None:
+            sent.append(f"{cmd.line} {cmd.header('execute-app-name') or ''}")
+            peer.api_ok() if cmd.name == "api" else peer.ok()
+
+    try:
+        peer.handshake()
+        peer.next_app()  # the greeting, playing
+        replies = gevent.spawn(answer_everything)
+        _socket_done(peer, answer_state)
+        wait_until(lambda: server.completed == 1, timeout=3)  # on the completion alone
+        record = server.last_transcripts[-1]
+        assert record.outcome == outcome
+        assert [x.speaker for x in record.turns] == ["bot"]
+        assert record.usage["ended"] == ("caller_hangup" if answer_state == "hangup" else "left")
+        with contextlib.suppress(OSError):  # the bot may have closed its side already
+            peer.hangup()  # CHANNEL_HANGUP (or whoever has the call now hangs up)
+        wait_until(lambda: server.active_calls == 0 and server.connections == 0)
+        replies.kill()
+        assert not any("hangup" in line for line in sent), sent  # nor did the bot hang up
     finally:
         peer.close()
         server.stop(timeout=2)
