@@ -14,6 +14,18 @@ from freeswitch.callers import BookingCaller, MessageCaller
 from freeswitch.harness import FSCTL, Bot, Caller, DialplanInstall, InboundEsl, free_port
 
 
+def _join(jobs: list[gevent.Greenlet]) -> None:
+    """Wait for every caller; the first failure stops the others, then is raised.
+
+    Without the stop, the other callers went on dialling after their test had failed,
+    and their channels were charged to the tests that ran next.
+    """
+    try:
+        gevent.joinall(jobs, raise_error=True)
+    finally:
+        gevent.killall(jobs)
+
+
 def _appointment(bot: Bot, tenant: str, code: str) -> dict:
     rows = json.loads(bot.ivr("appointments", "list", "--tenant", tenant, "--all",
                               "--json").stdout)
@@ -40,7 +52,7 @@ def test_booking_by_voice_over_loopback_and_sip(fs_esl: InboundEsl, fs_plan: Dia
                                                fs_bot: Bot) -> None:
     """Two callers at once, one through mod_loopback, one over SIP/RTP (PCMU) via sofia."""
     jobs = [gevent.spawn(_book, via, fs_esl, fs_plan, fs_bot) for via in ("loopback", "sip")]
-    gevent.joinall(jobs, raise_error=True)
+    _join(jobs)
     assert not fs_bot.log_problems()
 
 
@@ -117,7 +129,7 @@ def test_keys_transfers_and_messages(fs_esl: InboundEsl, fs_plan: DialplanInstal
     jobs = [gevent.spawn(fn, fs_esl, fs_plan, fs_bot) for fn in (
         _keys_booking, _zero_to_answering_line, _unanswered_line_takes_message,
         _unregistered_line_message_declined)]
-    gevent.joinall(jobs, raise_error=True)
+    _join(jobs)
     assert not fs_bot.log_problems()
 
 
@@ -177,7 +189,7 @@ def test_hangups_release_everything(fs_esl: InboundEsl, fs_plan: DialplanInstall
     """Caller hang-up mid-prompt, mid-recognition, mid-booking: nothing of the call stays."""
     jobs = [gevent.spawn(fn, fs_esl, fs_plan, fs_bot) for fn in (
         _hangup_mid_prompt, _hangup_mid_recognition, _hangup_mid_booking)]
-    gevent.joinall(jobs, raise_error=True)
+    _join(jobs)
     deadline = time.monotonic() + 10
     while fs_bot.metric("ivr_calls_active") and time.monotonic() < deadline:
         gevent.sleep(0.2)
