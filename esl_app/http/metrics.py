@@ -71,8 +71,8 @@ _FINE = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.07
          0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 CALL_SETUP = Histogram(
     "ivr_call_setup_seconds",
-    "Server side of call set-up: the ESL connection accepted to the answer command "
-    "written (one round trip to FreeSWITCH for the channel data included).",
+    "Server side of call set-up: the ESL connection accepted to the call set up (the "
+    "answer written with connect, FreeSWITCH's channel data read, the tenant known).",
     registry=REGISTRY, buckets=_FINE)
 CALL_SETUP_OWN = Histogram(
     "ivr_call_setup_own_seconds",

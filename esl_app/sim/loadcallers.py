@@ -384,11 +384,14 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
         answer = _first_after(cmds, t0, lambda c: c.name == "sendmsg"
                               and c.header("execute-app-name") == "answer")
         st.setup_ms = None if answer is None else (answer - t0) * 1000
-        # connect, myevents and linger travel in one write (pipelined): the first
-        # command that depends on a reply is the answer, which needs the channel data
+        # connect, myevents, linger and the answer travel in one write (pipelined): the
+        # first command that waited for the switch's reply names the channel (uuid_setvar)
         connect = next((c.at for c in cmds if c.name == "connect"), None)
-        if connect is not None and answer is not None:
-            st.rtt_ms.append((answer - connect) * 1000)
+        uuid = call.channel.uuid
+        named = None if connect is None else _first_after(cmds, connect,
+                                                          lambda c: uuid in c.line)
+        if connect is not None and named is not None:
+            st.rtt_ms.append((named - connect) * 1000)
         if connect is not None:
             st.first_ms = (connect - connected) * 1000
         onsets = list(fire.onsets)

@@ -20,10 +20,11 @@ What is measured, all on the emulator's clock (``wire.Command.at``):
 - set-up: TCP connect starts → the bot's ``answer`` arrives; two parts of it are
   reported apart: ``tcp_connect_ms`` (the connect itself) and
   ``esl_first_command_ms`` (connected → the bot's ``connect`` arrives: the
-  server's accept, its handler's start and its first write);
-- ESL round trip: ``connect`` arrives → the bot's ``answer`` arrives (the bot
-  pipelines ``myevents``/``linger`` after ``connect``; the answer is the first
-  command that waits for a reply, the channel data, and the tenant lookup);
+  server's accept, its handler's start and its first write, which carries
+  ``myevents``, ``linger`` and the ``answer`` too);
+- ESL round trip: ``connect`` arrives → the first command that waited for the
+  switch's reply arrives (the ``api uuid_setvar`` that names the channel: the
+  channel data, and the tenant lookup);
 - barge-in: the caller's speech onset (text: ``begin-speaking`` fired; audio:
   first audible frame sent) → ``uuid_break`` arrives;
 - turn overhead: the final result is delivered (text: ``detected-speech``

@@ -1,8 +1,8 @@
 """The per-call controller: one greenlet owns one phone call from connect to hang-up.
 
-Flow: ``connect`` → channel data → ``myevents``/``linger`` → tenant (from the
-dialled number, or ``variable_ivr_tenant`` set by the dialplan) → ``answer``
-(waiting for its completion) → greeting → loop {listen → agent → speak} →
+Flow: ``connect``/``myevents``/``linger``/``answer`` (one write) → channel data →
+tenant (from the dialled number, or ``variable_ivr_tenant`` set by the dialplan) →
+the answer's completion → greeting → loop {listen → agent → speak} →
 transfer, goodbye or the caller's hang-up. Every input (ESL events, speech,
 synthesis and agent results, timers) arrives on the call's queue and only
 this greenlet changes call state; helper greenlets only compute and post.
@@ -16,6 +16,7 @@ import logging
 import random
 import re
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -309,14 +310,16 @@ class CallController:
         return self.transcript
 
     def _setup(self) -> None:
-        """Channel data, tenant, ``answer``: one ESL round trip before the answer goes out.
+        """``answer``, channel data, tenant: the answer goes out in the first write.
 
-        ``connect``/``myevents``/``linger`` travel in one write; the answer is sent as
-        soon as the tenant is known and everything else (channel variables, metrics,
-        the time limit) happens while FreeSWITCH answers. Every reply is still checked
-        before the answer's completion is awaited.
+        ``connect``/``myevents``/``linger``/``answer`` travel in one write: every call
+        is answered (a number no clinic has hears an apology), so the answer waits
+        neither for the channel data nor for the tenant, and everything else (channel
+        variables, metrics, the time limit) happens while FreeSWITCH answers. Every
+        reply is still checked before the answer's completion is awaited.
         """
-        self.channel = self.session.handshake()
+        app = str(uuid.uuid4())
+        self.channel = self.session.handshake(answer=app)
         ch = self.channel
         call_id = ch.get("Unique-ID") or ch.get("variable_uuid") or ""
         did = ch.get("Caller-Destination-Number") or ch.get("variable_sip_to_user") or ""
@@ -327,7 +330,6 @@ class CallController:
         tenants = self.services.tenants()
         wanted = ch.get("variable_ivr_tenant")
         self.tenant = tenants.get(wanted) if wanted else tenants.by_did(did)
-        app = self.session.execute("answer", wait=False)
         if self.accepted_at:
             setup = time.monotonic() - self.accepted_at
             metrics.CALL_SETUP.observe(setup)

@@ -287,6 +287,17 @@ class _Deferred:
             session._settled.set()
 
 
+def _execute_frame(app: str, arg: str | None, lock: bool, app_uuid: str) -> str:
+    """A ``sendmsg`` that runs ``app`` on the socket's own channel (no trailing blank line)."""
+    lines = ["sendmsg", "call-command: execute", f"execute-app-name: {app}"]
+    if arg:
+        lines.append(f"execute-app-arg: {arg.replace(chr(10), ' ')}")
+    if lock:
+        lines.append("event-lock: true")
+    lines.append(f"Event-UUID: {app_uuid}")
+    return "\n".join(lines)
+
+
 def _reply_error(event: EslEvent) -> str | None:
     """A ``command/reply`` that refused the command (``-ERR …``)."""
     return event.data if event.data.startswith("-ERR") else None
@@ -371,15 +382,18 @@ class EslSession(OutboundSession):
         """Send ``connect`` alone and keep the channel data (greenswitch's API)."""
         return self.handshake(follow=())
 
-    def handshake(self, *, follow: tuple[str, ...] = ("myevents", "linger")
-                  ) -> dict[str, str]:
+    def handshake(self, *, follow: tuple[str, ...] = ("myevents", "linger"),
+                  answer: str | None = None) -> dict[str, str]:
         """``connect``, ``myevents`` and ``linger`` in one write; returns the channel data.
 
         mod_event_socket reads a socket's commands one at a time, in order, and
         answers each before reading the next, so the three need not wait for each
         other: the call's set-up costs one round trip instead of three. The
         ``myevents``/``linger`` replies are still checked (pipelined: see :meth:`post`).
-        A socket application without ``full`` ends the call here, with a plain error.
+        ``answer`` (an Event-UUID) sends ``answer`` in the same write: nothing in it
+        needs the channel data, so FreeSWITCH answers a round trip (and our set-up
+        work) sooner; its completion carries that UUID. A socket application
+        without ``full`` ends the call here, with a plain error.
         """
         if self._outbound_connected:
             return self.session_data
@@ -389,9 +403,12 @@ class EslSession(OutboundSession):
         slots: list[AsyncResult | _Deferred] = [first]
         slots += [_Deferred(self, name, self._linger_error if name == "linger" else _reply_error)
                   for name in follow]
-        raw = "".join(f"{name}\n\n" for name in ("connect", *follow)).encode()
+        raw = "".join(f"{name}\n\n" for name in ("connect", *follow))
+        if answer is not None:
+            slots.append(_Deferred(self, "answer", _reply_error))
+            raw += _execute_frame("answer", None, True, answer) + "\n\n"
         with gevent.Timeout(self.command_timeout, CommandTimeout("no reply to 'connect'")):
-            self._write(raw, slots)
+            self._write(raw.encode(), slots)
             written = time.monotonic()
             try:
                 reply = result_of(first)
@@ -399,7 +416,9 @@ class EslSession(OutboundSession):
                 del first, slots  # see send()
             self.handshake_wait_s = time.monotonic() - written
         if reply.headers.get("Control") == "single-channel":
-            raise EslError(self._not_full())  # nothing but sendmsg would work: not answered
+            # nothing but sendmsg would work; an answer sent with connect has run, and
+            # FreeSWITCH takes the call on to the dialplan's next step (the human line)
+            raise EslError(self._not_full())
         self.session_data = dict(reply.headers)
         self._outbound_connected = True
         return self.session_data
@@ -518,16 +537,11 @@ class EslSession(OutboundSession):
         next :meth:`send`/:meth:`flush` instead of here.
         """
         app_uuid = event_uuid or str(uuidlib.uuid4())
-        lines = ["sendmsg", "call-command: execute", f"execute-app-name: {app}"]
-        if arg:
-            lines.append(f"execute-app-arg: {arg.replace(chr(10), ' ')}")
-        if lock:
-            lines.append("event-lock: true")
-        lines.append(f"Event-UUID: {app_uuid}")
+        frame = _execute_frame(app, arg, lock, app_uuid)
         if not wait:
-            self.post("\n".join(lines), label=app)
+            self.post(frame, label=app)
             return app_uuid
-        reply = self.send("\n".join(lines))
+        reply = self.send(frame)
         if reply.data.startswith("-ERR"):
             raise EslError(f"{app}: {reply.data}")
         return app_uuid
