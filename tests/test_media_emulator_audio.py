@@ -250,3 +250,51 @@ def test_prepared_lines_need_no_synthesis_at_first_use(monkeypatch):
     line = emu_audio._lines[key]
     assert line.speech_idx == 10  # 200 ms of lead silence, then the line
     assert len(line.frames) == 15 and all(f[0] == 0x82 for f in line.frames)
+
+
+class _HeavyFork:
+    """A fork whose every frame costs 2 ms of CPU: 12 of them overrun each 5 ms tick."""
+
+    def __init__(self, pacer, forks, until: float) -> None:
+        self.pacer, self.forks, self.until = pacer, forks, until
+
+    def _pace(self, slot, now):
+        import time
+
+        end = time.perf_counter() + 0.002
+        while time.perf_counter() < end:
+            pass
+        if time.monotonic() > self.until:  # the test ends itself even if nothing else runs
+            for f in self.forks:
+                self.pacer.remove(f)
+
+    def _abort(self):
+        pass
+
+
+def test_a_pacer_behind_schedule_leaves_the_loop_to_the_calls_between_ticks():
+    """Near the generator's capacity the pacer is behind for long stretches. Catching up
+    without yielding held every emulated call's ESL (and timer) for that long: the bot's
+    set-up looked hundreds of ms slow. Now each late tick first gives the loop a turn."""
+    import time
+
+    from esl_app.sim.emulator.audio import _Pacer
+
+    pacer = _Pacer()
+    forks: list[_HeavyFork] = []
+    forks.extend(_HeavyFork(pacer, forks, time.monotonic() + 0.5) for _ in range(12))
+    late: list[float] = []
+
+    def sleeper():  # stands for the emulated switch's ESL work: it waits on the loop too
+        while any(pacer.phases):
+            t = time.monotonic()
+            gevent.sleep(0.005)
+            late.append(time.monotonic() - t - 0.005)
+
+    g = gevent.spawn(sleeper)
+    for f in forks:
+        pacer.add(f)
+    assert pacer._glet.join(timeout=5) is None or pacer._glet.dead
+    g.join(timeout=5)
+    assert len(late) >= 10  # it kept running while the pacer was behind
+    assert max(late) < 0.05, max(late)  # about one tick's work (12 x 2 ms), not all of it

@@ -50,6 +50,7 @@ from esl_app.media.pcm import frame_bytes, rms
 from esl_app.media.server import SUBPROTOCOL
 from esl_app.providers.tts.local import espeak_voice, synthesize_pcm
 from esl_app.sim.emulator.net import connect_ws
+from esl_app.support.bridge import cooperate
 
 __all__ = ["AudioFork", "UtteranceRecord", "parse_rate", "prepare_lines", "synthesize_cached"]
 
@@ -264,12 +265,23 @@ class _Pacer:
             ph.pop(id(fork), None)
 
     def _run(self) -> None:
+        """Each tick's forks, then sleep to the next tick.
+
+        Behind schedule it does not go straight on to the next tick: it first gives
+        the loop one iteration (``cooperate``), or a pacer catching up would hold the
+        whole emulator, every call's ESL with it, for as long as the catching up
+        takes (hundreds of ms near the generator's capacity, seen as set-up times
+        the bot had no part in). FreeSWITCH's media and event socket threads never
+        wait for each other that way.
+        """
         mono = time.monotonic
         while any(self.phases):
             slot = self.t0 + self.k * self.tick_s
             delay = slot - mono()
             if delay > 0:
                 gevent.sleep(delay)
+            else:
+                cooperate()
             now = mono()
             for fork in list(self.phases[self.k % _PHASES].values()):
                 try:
