@@ -185,12 +185,6 @@ class CallController:
                 self.gone = True
                 raise CallEnded("caller_hangup" if msg.kind is Kind.HANGUP else "closed")
             if msg.kind is Kind.LEFT or (msg.kind is Kind.COMPLETE and self._moved(msg)):
-                if _hanging_up(msg.event):
-                    # the socket app ended because the channel is hanging up: its
-                    # CHANNEL_HANGUP can trail it (seen on a loaded CI box), and a caller
-                    # who hung up was not handed to anyone
-                    self.gone = True
-                    raise CallEnded("caller_hangup")
                 # Someone moved the call elsewhere (uuid_transfer): FreeSWITCH keeps our
                 # socket and its events, but the caller is not ours to talk to any more.
                 self.left = True
@@ -959,15 +953,6 @@ class CallController:
 
     def label(self) -> str:
         return (self.transcript.call_id or "?")[:8]
-
-
-def _hanging_up(event: EslEvent | None) -> bool:
-    """The event itself says its channel is hanging up (``Answer-State: hangup``).
-
-    Every channel event carries the channel's state as it was when fired: a transfer's
-    completions still say ``answered``; those fired by a hang-up say ``hangup``.
-    """
-    return event is not None and event.get("Answer-State") == "hangup"
 
 
 def _wants_person(utterance: Utterance) -> bool:

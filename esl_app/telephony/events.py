@@ -93,7 +93,11 @@ def from_esl(event: EslEvent | str) -> Msg:
         return Msg(Kind.STARTED, key=event.get("Application-UUID", "") or "", event=event)
     if name == "CHANNEL_EXECUTE_COMPLETE":
         if event.get("Application") == "socket":
-            # the dialplan's socket app, not one of ours (a hang-up comes before it)
+            # the dialplan's socket app, not one of ours. Ended by a hang-up it says so
+            # itself (Answer-State: hangup; its CHANNEL_HANGUP comes first, but a
+            # loaded CI box once delivered this first); else the call was moved away
+            if event.get("Answer-State") == "hangup":
+                return Msg(Kind.HANGUP, text=event.get("Hangup-Cause", "") or "", event=event)
             return Msg(Kind.LEFT, event=event)
         return Msg(Kind.COMPLETE, key=event.get("Application-UUID", "") or "",
                    text=event.get("Application-Response", "") or "", event=event)
