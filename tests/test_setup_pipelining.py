@@ -9,6 +9,7 @@ import socket
 import gevent
 import pytest
 from fakes.telephony import (
+    ScriptedAgent,
     WirePeer,
     make_services,
     speech,
@@ -142,7 +143,19 @@ def test_refused_myevents_still_ends_the_call(server):
     assert server.last_transcripts[-1].outcome == "error"
 
 
-def test_turn_sends_resume_and_prompt_in_one_flight_and_sets_cdr_vars(server):
+class _InProcessAgent(ScriptedAgent):
+    """The scripted agent, answering on the call's greenlet as the local agent does."""
+
+    in_process = True
+
+
+def test_turn_sends_resume_and_prompt_in_one_flight_and_sets_cdr_vars():
+    """The reply is recorded before it is spoken: its variables lead the flight.
+
+    (A helper-greenlet agent's first sentence may play before its whole reply is in:
+    the variables then follow the prompt.)
+    """
+    server = start_server(make_services(_InProcessAgent()))
     peer = WirePeer(server.address)
     try:
         peer.handshake()
@@ -167,6 +180,7 @@ def test_turn_sends_resume_and_prompt_in_one_flight_and_sets_cdr_vars(server):
         wait_until(lambda: server.active_calls == 0)
     finally:
         peer.close()
+        server.stop(timeout=2)
     assert server.last_transcripts[-1].outcome == "booked"
 
 

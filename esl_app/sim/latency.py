@@ -175,6 +175,9 @@ class SlowAgent:
     forms release its text piece by piece as a streaming model would (module doc).
     """
 
+    #: it waits like a model service, so the call engine gives it a helper greenlet
+    in_process = False
+
     def __init__(self, inner: Any, delays: Delays) -> None:
         self.inner = inner
         self.delays = delays
@@ -274,11 +277,8 @@ class EmulatedPolly:
                    language: str = "en-US") -> PlayInstruction:
         """A cached prompt at once; a new one after the drawn latency."""
         from esl_app.media.pcm import wav_bytes
-        from esl_app.providers.markup import to_plain, to_spoken
 
-        spoken = to_spoken(text).strip()
-        plain = to_plain(text).strip()
-        seconds = max(0.3, len(plain) * self.SECONDS_PER_CHAR)
+        spoken, plain, seconds = self._request(text)
 
         def synth(_tmp: Any) -> bytes:
             gevent.sleep(self.delays.draw("tts"))
@@ -287,6 +287,23 @@ class EmulatedPolly:
         prompt = self.cache.get_or_create(self.name, voice, sample_rate, spoken, plain, synth)
         return PlayInstruction(app="playback", arg=str(prompt.path), text=plain,
                                duration_ms=int(seconds * 1000), cached=prompt.cached)
+
+    def instant(self, text: str, *, voice: str, sample_rate: int,
+                language: str = "en-US") -> PlayInstruction | None:
+        """A cached prompt, as :class:`PollyTts` gives it; None for a new one."""
+        spoken, plain, seconds = self._request(text)
+        found = self.cache.get_ready(self.name, voice, sample_rate, spoken, duration=False)
+        if found is None:
+            return None
+        return PlayInstruction(app="playback", arg=str(found[0].path), text=plain,
+                               duration_ms=int(seconds * 1000), cached=True)
+
+    def _request(self, text: str) -> tuple[str, str, float]:
+        from esl_app.providers.markup import to_plain, to_spoken
+
+        plain = to_plain(text).strip()
+        return (to_spoken(text).strip(), plain,
+                max(0.3, len(plain) * self.SECONDS_PER_CHAR))
 
 
 class _SlowStream:

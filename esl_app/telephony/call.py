@@ -43,6 +43,7 @@ from esl_app.providers.tts.base import PlayInstruction, TtsProvider
 from esl_app.providers.tts.cache import WARMER
 from esl_app.providers.tts.freeswitch import FreeswitchTts
 from esl_app.providers.usage import CallUsage
+from esl_app.support.bridge import resumed
 from esl_app.telephony import lines
 from esl_app.telephony.esl import EslError, EslEvent, EslSession
 from esl_app.telephony.events import Kind, Msg, from_esl
@@ -176,10 +177,13 @@ class CallController:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            waits = self.queue.empty()
             try:
                 raw = self.queue.get(timeout=wait)
             except Empty:
                 return None
+            if waits:
+                resumed()  # this greenlet's slice starts (see bridge.cooperate's within)
             msg = from_esl(raw) if isinstance(raw, EslEvent | str) else raw
             if msg.kind in (Kind.HANGUP, Kind.CLOSED):
                 self.gone = True
@@ -541,22 +545,31 @@ class CallController:
             self.post(Msg(Kind.AGENT, key=key, value=value))
 
         turn = _StreamTurn(key, said, time.monotonic())
-        self._agent_job = self.spawn(job)
-        timers = [gevent.spawn_later(AGENT_TIMEOUT, self.post,
-                                     Msg(Kind.TIMER, key=f"agent_timeout:{key}"))]
-        if ack and tenant.ack_after_ms > 0:
-            since = time.monotonic() - (self._turn_t0 or turn.started)
-            timers.append(gevent.spawn_later(max(0.0, tenant.ack_after_ms / 1000.0 - since),
-                                             self.post, Msg(Kind.TIMER, key=f"ack:{key}")))
         lead_sentences = split_sentences(lead)
+        inline = bool(getattr(self.agent, "in_process", False))
+        timers: list[gevent.Greenlet] = []
+        if inline:  # the reply is ready before anything plays: no ack, no helper
+            answer = self._reply_now(make, turn)
+        else:
+            answer = []
+            self._agent_job = self.spawn(job)
+            timers.append(gevent.spawn_later(AGENT_TIMEOUT, self.post,
+                                             Msg(Kind.TIMER, key=f"agent_timeout:{key}")))
+            if ack and tenant.ack_after_ms > 0:
+                since = time.monotonic() - (self._turn_t0 or turn.started)
+                timers.append(gevent.spawn_later(
+                    max(0.0, tenant.ack_after_ms / 1000.0 - since),
+                    self.post, Msg(Kind.TIMER, key=f"ack:{key}")))
         turn.lead = len(lead_sentences)
-        turn.kinds.update(dict.fromkeys(range(len(lead_sentences)), "answer"))
+        turn.kinds.update(dict.fromkeys(range(len(lead_sentences) + len(answer)), "answer"))
+        turn.queued = bool(answer)
         # not cut by the caller before the greeting or the answer itself plays (an ack,
         # a filler, a sentence still being synthesised): they would hear none of it
-        verb = Speak(self, lead_sentences, self.tts or FreeswitchTts(), voice=tenant.voice,
-                     sample_rate=tenant.sample_rate, language=tenant.language, barge_in=True,
+        verb = Speak(self, lead_sentences + answer, self.tts or FreeswitchTts(),
+                     voice=tenant.voice, sample_rate=tenant.sample_rate,
+                     language=tenant.language, barge_in=True,
                      before_play=self.listener.arm if self.listener else None,
-                     on_first_audio=self._stream_first_audio, open_ended=True,
+                     on_first_audio=self._stream_first_audio, open_ended=not inline,
                      interruptible=False,
                      on_other=lambda m: self._on_stream_msg(turn, verb, m),
                      on_play=lambda i, item: self._on_stream_play(turn, verb, i, item))
@@ -599,6 +612,34 @@ class CallController:
         else:
             self._goodbye()
         return None
+
+    def _reply_now(self, make: Callable[[], AgentStream], turn: _StreamTurn) -> list[str]:
+        """Run an in-process agent's turn on this greenlet; the sentences to speak.
+
+        Why: a helper greenlet costs two hand-offs (its start, its reply back), each a
+        wait for the rest of a loop iteration on a busy worker, for work that never
+        waits on anything remote. The reply is recorded (a booking kept) before
+        anything plays; what a failing agent had already completed is still said,
+        as on the streamed path, before the call's own fallback.
+        """
+        pieces: list[str] = []
+        value: Any = AgentError("the agent's stream ended without a reply")
+        try:
+            with gevent.Timeout(AGENT_TIMEOUT, TimeoutError("agent timed out")):
+                for item in make():
+                    if isinstance(item, AgentReply):
+                        value = item
+                        break
+                    if item:
+                        pieces.append(str(item))
+        except Exception as exc:
+            value = exc
+        turn.streamed = "".join(pieces)
+        self._settle(turn, value)
+        done, tail = complete_sentences(turn.streamed)
+        if isinstance(value, AgentReply):
+            done += split_sentences(tail + _unspoken(value.text, turn.streamed))
+        return [s for s in done if s.strip()]
 
     def _on_stream_msg(self, turn: _StreamTurn, verb: Speak, msg: Msg) -> None:
         """A message for the turn being spoken (runs on the controller's greenlet)."""

@@ -120,6 +120,10 @@ class Speak:
         self._synth: gevent.Greenlet | None = None
         self._playing: str | None = None
         self._more = gevent.event.Event()
+        self._ready: dict[int, PlayInstruction | Exception] = {}
+        self._looked = 0  # sentences before this index were offered to ``tts.instant``
+        self._taken: set[int] = set()  # indexes made here, not by the synthesis greenlet
+        self._running = False
         self.closed = not open_ended
         self.started = False  # the first audio went out
         self._next = 0  # index of the next sentence to play
@@ -131,7 +135,8 @@ class Speak:
         if self.closed:
             raise RuntimeError("Speak.add after finish")
         self.sentences.extend(s for s in sentences if s.strip())
-        self._more.set()
+        if self._running:
+            self._take_instant()
 
     def allow_barge_in(self) -> None:
         """From now on the caller's speech (with ``barge_in``) and keys cut the prompt."""
@@ -152,6 +157,34 @@ class Speak:
         """Something is playing or queued to play."""
         return self._playing is not None or self.pending > 0
 
+    def _take_instant(self) -> None:
+        """Make here what needs no wait (``tts.instant``); wake the synthesis for the rest.
+
+        Why: a cached sentence handed to the synthesis greenlet and back costs two loop
+        iterations, milliseconds each on a busy worker, before the caller hears it.
+        """
+        instant = getattr(self.tts, "instant", None)
+        missed = False
+        while self._looked < len(self.sentences):
+            index = self._looked
+            self._looked += 1
+            item: PlayInstruction | Exception | None = None
+            if instant is not None:
+                try:
+                    item = instant(self.sentences[index], voice=self.voice,
+                                   sample_rate=self.sample_rate, language=self.language)
+                except Exception as exc:  # what synthesize would refuse: skip the sentence
+                    item = exc
+            if item is None:
+                missed = True
+                continue
+            self._taken.add(index)
+            self._ready[index] = item
+        if missed and self._synth is None:
+            self._synth = self.call.spawn(self._synthesize_all)
+        elif missed or self.closed:
+            self._more.set()
+
     def _synthesize_all(self) -> None:
         index = 0
         while True:
@@ -160,6 +193,9 @@ class Speak:
                     return
                 self._more.wait()
                 self._more.clear()
+                continue
+            if index in self._taken:
+                index += 1
                 continue
             sentence = self.sentences[index]
             try:
@@ -196,8 +232,9 @@ class Speak:
         self._next = 0
         if not self.sentences and self.closed:
             return result
-        self._synth = self.call.spawn(self._synthesize_all)
-        ready: dict[int, PlayInstruction | Exception] = {}
+        self._running = True
+        self._take_instant()
+        ready = self._ready
         while True:
             if self._playing is None:
                 while self._next in ready:

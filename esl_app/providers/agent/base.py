@@ -114,6 +114,10 @@ class Agent(Protocol):
         """The call is over: release the session (never raises)."""
         ...
 
+    # Optional: ``in_process = True`` says a turn is this process's own work (CPU and
+    # the clinic's database), never a wait on a remote model: the call engine then runs
+    # it on the call's own greenlet, not a helper, and speaks the reply with no hand-off.
+
 
 #: What a streaming agent yields: text pieces, then exactly one AgentReply.
 AgentStream = Iterator["str | AgentReply"]

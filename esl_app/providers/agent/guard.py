@@ -59,6 +59,11 @@ class GuardedAgent:
         self.inner = inner
         self.name = getattr(inner, "name", "agent")
 
+    @property
+    def in_process(self) -> bool:
+        """As the inner agent: the screening and message taking wait on nothing remote."""
+        return bool(getattr(self.inner, "in_process", False))
+
     def greet(self, call: CallContext) -> AgentReply:
         """The inner agent's greeting (nothing has been said yet)."""
         return self.inner.greet(call)

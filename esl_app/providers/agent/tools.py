@@ -9,8 +9,9 @@ and never raises a scheduling error: refusals come back as
 Each tool that reads or writes the calendar starts by letting the event loop run
 (:func:`~esl_app.support.bridge.cooperate`): the understanding before it and the
 query in it are each a step of their own, so neither stacks onto the other while
-the worker's other calls wait; a tool reached less than :data:`_FRESH` after such a
-yield (the local agent yields after it understands a turn) goes on without another.
+the worker's other calls wait; a tool reached less than :data:`_FRESH` after its
+greenlet last woke (a yield, or the call's message that began the turn) goes on
+without another.
 Nothing has happened yet at that point, so a call ended there books nothing.
 """
 
@@ -23,10 +24,10 @@ from esl_app.config.tenants import Tenant
 from esl_app.db.calls import start_row
 from esl_app.scheduling import service
 from esl_app.scheduling.errors import SchedulingError
-from esl_app.support.bridge import cooperate
+from esl_app.support.bridge import SLICE_S, cooperate
 
-#: a tool reached this soon after its greenlet's last yield does not yield again
-_FRESH = 0.001
+#: a tool reached this soon after its greenlet last woke does not yield first
+_FRESH = SLICE_S
 
 __all__ = [
     "cancel_appointment",

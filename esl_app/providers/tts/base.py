@@ -46,3 +46,8 @@ class TtsProvider(Protocol):
                    language: str = "en-US") -> PlayInstruction:
         """Synthesise one sentence (text may hold say-as markup)."""
         ...
+
+    # Optional: ``instant(text, *, voice, sample_rate, language) -> PlayInstruction | None``
+    # gives the instruction only when it needs no wait at all (a prompt already cached,
+    # or nothing to make), else None; it must never synthesise. The call speaks such a
+    # sentence from its own greenlet, without a hand-off to its synthesis greenlet.

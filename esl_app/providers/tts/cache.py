@@ -182,6 +182,25 @@ class PromptCache:
         path = self.path_for(cache_key(provider, voice, rate, text))
         return path if path.exists() else None
 
+    def get_ready(self, provider: str, voice: str, rate: int, text: str, *,
+                  duration: bool = True) -> tuple[CachedPrompt, int | None] | None:
+        """The cached prompt and its duration (ms) when neither needs a wait, else None.
+
+        Why: a call speaks a cached sentence from its own greenlet instead of handing it
+        to its synthesis greenlet and back (two loop iterations on a busy worker). With
+        ``duration`` only a prompt whose duration this process already knows qualifies:
+        reading a WAV header on a journalled disk is a thread job (:meth:`duration_ms`).
+        Counts a hit like :meth:`get_or_create`; a None counts nothing.
+        """
+        key = cache_key(provider, voice, rate, text)
+        path = self.path_for(key)
+        ms = self._durations.get(str(path))
+        if (duration and ms is None) or key in self._inflight or not os.path.exists(path):
+            return None
+        self.hits += 1
+        self._touch(key, path)
+        return CachedPrompt(path, True), ms
+
     def get_or_create(self, provider: str, voice: str, rate: int, text: str,
                       plain_text: str, synth: Callable[[Path], Any]) -> CachedPrompt:
         """Return the prompt, calling ``synth(tmp_wav_path)`` on a miss.

@@ -55,3 +55,14 @@ class FreeswitchTts:
         spoken = " ".join(to_spoken(text).replace("|", " ").split())
         return PlayInstruction(app="speak", arg=f"{self.engine}|{fs_voice}|{spoken}",
                                text=to_plain(text).strip())
+
+    def instant(self, text: str, *, voice: str, sample_rate: int,
+                language: str = "en-US") -> PlayInstruction | None:
+        """Ready at once: FreeSWITCH synthesises as it plays, nothing is made here.
+
+        A subclass that changes :meth:`synthesize` (a wrapper that waits or fails) is
+        another provider: its sentences go through it.
+        """
+        if type(self).synthesize is not FreeswitchTts.synthesize:
+            return None
+        return self.synthesize(text, voice=voice, sample_rate=sample_rate, language=language)

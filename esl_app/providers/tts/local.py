@@ -198,13 +198,7 @@ class LocalTts:
     def synthesize(self, text: str, *, voice: str, sample_rate: int,
                    language: str = "en-US") -> PlayInstruction:
         """Synthesise (or reuse) one sentence; returns a ``playback`` instruction."""
-        if sample_rate not in (8000, 16000):
-            raise TtsError(f"unsupported sample rate {sample_rate}")
-        spoken = to_spoken(text).strip()
-        plain = to_plain(text).strip()
-        if not spoken:
-            raise TtsError("nothing to say")
-        ev = espeak_voice(voice, language)
+        spoken, plain, ev = self._request(text, voice, sample_rate, language)
 
         def synth(tmp: Path) -> None:
             _espeak_sox(spoken, ev, sample_rate, self.speed, f"wav:{tmp}")
@@ -214,3 +208,25 @@ class LocalTts:
         return PlayInstruction(app="playback", arg=str(prompt.path), text=plain,
                                duration_ms=self.cache.duration_ms(prompt.path),
                                cached=prompt.cached)
+
+    def instant(self, text: str, *, voice: str, sample_rate: int,
+                language: str = "en-US") -> PlayInstruction | None:
+        """The cached prompt when playing it needs no wait, else None (never runs espeak)."""
+        spoken, plain, ev = self._request(text, voice, sample_rate, language)
+        found = self.cache.get_ready(self.name, f"{ev}@{self.speed}", sample_rate, spoken)
+        if found is None:
+            return None
+        prompt, ms = found
+        return PlayInstruction(app="playback", arg=str(prompt.path), text=plain,
+                               duration_ms=ms or 0, cached=True)
+
+    @staticmethod
+    def _request(text: str, voice: str, sample_rate: int, language: str
+                 ) -> tuple[str, str, str]:
+        """(what espeak says, the plain text, espeak's voice); TtsError for what it cannot."""
+        if sample_rate not in (8000, 16000):
+            raise TtsError(f"unsupported sample rate {sample_rate}")
+        spoken = to_spoken(text).strip()
+        if not spoken:
+            raise TtsError("nothing to say")
+        return spoken, to_plain(text).strip(), espeak_voice(voice, language)

@@ -76,15 +76,7 @@ class PollyTts:
     def synthesize(self, text: str, *, voice: str, sample_rate: int,
                    language: str = "en-US") -> PlayInstruction:
         """Synthesise (or reuse) one sentence; returns a ``playback`` instruction."""
-        if sample_rate not in (8000, 16000):
-            raise TtsError(f"unsupported sample rate {sample_rate}")
-        plain = to_plain(text).strip()
-        if not plain:
-            raise TtsError("nothing to say")
-        if "<say-as" in text:
-            text_type, payload = "ssml", to_ssml(text.strip())
-        else:
-            text_type, payload = "text", text.strip()
+        plain, text_type, payload = self._request(text, sample_rate)
 
         def synth(_tmp: Path) -> bytes:
             return wav_bytes(self._pcm(payload, text_type, voice, sample_rate), sample_rate)
@@ -94,6 +86,29 @@ class PollyTts:
         return PlayInstruction(app="playback", arg=str(prompt.path), text=plain,
                                duration_ms=self.cache.duration_ms(prompt.path),
                                cached=prompt.cached)
+
+    def instant(self, text: str, *, voice: str, sample_rate: int,
+                language: str = "en-US") -> PlayInstruction | None:
+        """The cached prompt when playing it needs no wait, else None (never calls Polly)."""
+        plain, text_type, payload = self._request(text, sample_rate)
+        found = self.cache.get_ready(self.name, voice, sample_rate, f"{text_type}:{payload}")
+        if found is None:
+            return None
+        prompt, ms = found
+        return PlayInstruction(app="playback", arg=str(prompt.path), text=plain,
+                               duration_ms=ms or 0, cached=True)
+
+    @staticmethod
+    def _request(text: str, sample_rate: int) -> tuple[str, str, str]:
+        """(plain text, Polly's TextType, the payload); TtsError for what Polly cannot say."""
+        if sample_rate not in (8000, 16000):
+            raise TtsError(f"unsupported sample rate {sample_rate}")
+        plain = to_plain(text).strip()
+        if not plain:
+            raise TtsError("nothing to say")
+        if "<say-as" in text:
+            return plain, "ssml", to_ssml(text.strip())
+        return plain, "text", text.strip()
 
     def _pcm(self, payload: str, text_type: str, voice: str, sample_rate: int) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError

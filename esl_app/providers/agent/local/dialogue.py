@@ -38,7 +38,7 @@ from esl_app.providers.agent.local.wording import (
     _visit_question,
     format_hours,
 )
-from esl_app.support.bridge import cooperate
+from esl_app.support.bridge import SLICE_S, cooperate
 
 __all__ = ["LocalAgent", "format_hours"]
 
@@ -54,6 +54,9 @@ class LocalAgent(BookingStages, ChangeStages):
     """
 
     name = "local"
+    #: its turns are this process's own work (CPU and the clinic's database, no model
+    #: service to wait on): the call engine runs them on the call's own greenlet
+    in_process = True
 
     def __init__(self, tool_set: Any = tools) -> None:
         self.tools = tool_set
@@ -105,7 +108,9 @@ class LocalAgent(BookingStages, ChangeStages):
             return self._track(call, self._miss(call, "Sorry, I didn't catch that."))
         stage = st["stage"]
         goal = self._understand(call, text).intent
-        cooperate()  # the understanding was one step; the stage's work is the next
+        # the understanding was one step; the stage's work is the next, unless the two
+        # fit one slice since the call woke for this turn
+        cooperate(SLICE_S)
         if goal == "emergency":
             st["outcome"] = "emergency"
             number = call.tenant.emergency_number or "911"
