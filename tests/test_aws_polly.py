@@ -112,3 +112,28 @@ def test_empty_audio_and_bad_rate(tmp_path):
         tts.synthesize("Hello.", voice="Joanna", sample_rate=22050)
     with pytest.raises(TtsError):
         tts.synthesize("   ", voice="Joanna", sample_rate=8000)
+
+
+def test_instant_gives_only_a_cached_prompt_and_never_calls_polly(tmp_path):
+    """``instant`` is the call's no-wait path: a miss is None (no request), a hit the
+    same playback ``synthesize`` gives, SSML included."""
+    tts, stub = stubbed(tmp_path)
+    code = say_characters("K7M-4Q2")
+    stub.add_response("synthesize_speech",
+                      {"AudioStream": pcm_body(8000), "ContentType": "audio/pcm"},
+                      {"Text": '<speak>Your code is <say-as interpret-as="characters">'
+                               'K7M-4Q2</say-as>.</speak>',
+                       "TextType": "ssml", "VoiceId": "Joanna", "Engine": "neural",
+                       "OutputFormat": "pcm", "SampleRate": "8000"})
+    with stub:
+        assert tts.instant(f"Your code is {code}.", voice="Joanna", sample_rate=8000) is None
+        made = tts.synthesize(f"Your code is {code}.", voice="Joanna", sample_rate=8000)
+        ready = tts.instant(f"Your code is {code}.", voice="Joanna", sample_rate=8000)
+        stub.assert_no_pending_responses()
+    assert tts.requests == 1
+    assert ready is not None and ready.cached
+    assert (ready.app, ready.arg, ready.text, ready.duration_ms) == (
+        made.app, made.arg, "Your code is K7M-4Q2.", 1000)
+    assert tts.instant(f"Your code is {code}.", voice="Matthew", sample_rate=8000) is None
+    with pytest.raises(TtsError):
+        tts.instant("Hello.", voice="Joanna", sample_rate=22050)

@@ -34,6 +34,12 @@ def test_local_tts_writes_wav_with_its_text_then_hits(tmp_path):
     assert not wide.cached and wide.arg != path
     with wave.open(wide.arg) as w:
         assert w.getframerate() == 16000
+    # the call's no-wait path: the same prompt, never espeak
+    ready = tts.instant(text, voice="Joanna", sample_rate=8000)
+    assert ready is not None and ready.cached and ready.arg == path
+    assert (ready.text, ready.duration_ms) == (first.text, first.duration_ms)
+    assert tts.instant("Not made yet.", voice="Joanna", sample_rate=8000) is None
+    assert tts.instant(text, voice="Matthew", sample_rate=8000) is None
 
 
 def test_prune_by_age_and_size(tmp_path):

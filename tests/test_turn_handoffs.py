@@ -211,27 +211,28 @@ def test_prompt_cache_get_ready_needs_the_file_and_a_known_duration(tmp_path):
     from esl_app.providers.tts.cache import cache_key
 
     cache = PromptCache(tmp_path)
-    assert cache.get_ready("p", "v", 8000, "hello") is None  # not made yet
+    assert cache.get_ready("p", "v", 8000, "hello", "Hello.") is None  # not made yet
     path = cache.path_for(cache_key("p", "v", 8000, "hello"))
     path.write_bytes(wav_bytes(bytes(8000), 8000))  # half a second, by another process
-    assert cache.get_ready("p", "v", 8000, "hello") is None  # its header is unread here
-    found = cache.get_ready("p", "v", 8000, "hello", duration=False)
-    assert found is not None and found[0].path == path and found[0].cached
+    assert cache.get_ready("p", "v", 8000, "hello", "Hello.") is None  # header unread here
+    given = cache.get_ready("p", "v", 8000, "hello", "Hello.", duration_ms=480)
+    assert given == PlayInstruction(app="playback", arg=str(path), text="Hello.",
+                                    duration_ms=480, cached=True)
     assert cache.hits == 1
     assert cache.duration_ms(path) == 500  # what a synthesize hit does first
-    assert cache.get_ready("p", "v", 8000, "hello") == (found[0], 500)
+    assert cache.get_ready("p", "v", 8000, "hello", "Hello.").duration_ms == 500
     path.unlink()
-    assert cache.get_ready("p", "v", 8000, "hello", duration=False) is None
+    assert cache.get_ready("p", "v", 8000, "hello", "Hello.", duration_ms=480) is None
 
 
-def test_prompt_cache_get_ready_gives_a_real_prompts_duration(tmp_path):
+def test_prompt_cache_get_ready_gives_a_new_prompts_duration(tmp_path):
     from esl_app.media.pcm import wav_bytes
 
     cache = PromptCache(tmp_path)
-    cache.get_or_create("p", "v", 8000, "one second", "one second",
-                        lambda _tmp: wav_bytes(bytes(16000), 8000))
-    found = cache.get_ready("p", "v", 8000, "one second")
-    assert found is not None and found[1] == 1000
+    made = cache.get_or_create("p", "v", 8000, "one second", "One second.",
+                               lambda _tmp: wav_bytes(bytes(16000), 8000))
+    ready = cache.get_ready("p", "v", 8000, "one second", "One second.")
+    assert ready is not None and ready.arg == str(made.path) and ready.duration_ms == 1000
 
 
 def test_resumed_starts_a_slice_that_cooperate_within_does_not_cut():
@@ -254,3 +255,18 @@ def test_resumed_starts_a_slice_that_cooperate_within_does_not_cut():
 
     gevent.spawn(worker).join()
     assert order == ["early", "other", "late"]
+
+
+def test_emulated_polly_and_freeswitch_speak_are_instant_as_their_providers_are(tmp_path):
+    from esl_app.providers.tts.freeswitch import FreeswitchTts
+    from esl_app.sim.latency import CLOUD, Delays, EmulatedPolly
+
+    polly = EmulatedPolly(Delays(CLOUD, seed=1), PromptCache(tmp_path))
+    assert polly.instant("Thank you.", voice="Joanna", sample_rate=8000) is None
+    made = polly.synthesize("Thank you.", voice="Joanna", sample_rate=8000)  # waits ~0.2 s
+    ready = polly.instant("Thank you.", voice="Joanna", sample_rate=8000)
+    assert ready is not None and ready.cached
+    assert (ready.arg, ready.duration_ms) == (made.arg, made.duration_ms)
+    fs = FreeswitchTts()
+    assert fs.instant("Hi.", voice="Joanna", sample_rate=8000) == fs.synthesize(
+        "Hi.", voice="Joanna", sample_rate=8000)

@@ -292,11 +292,8 @@ class EmulatedPolly:
                 language: str = "en-US") -> PlayInstruction | None:
         """A cached prompt, as :class:`PollyTts` gives it; None for a new one."""
         spoken, plain, seconds = self._request(text)
-        found = self.cache.get_ready(self.name, voice, sample_rate, spoken, duration=False)
-        if found is None:
-            return None
-        return PlayInstruction(app="playback", arg=str(found[0].path), text=plain,
-                               duration_ms=int(seconds * 1000), cached=True)
+        return self.cache.get_ready(self.name, voice, sample_rate, spoken, plain,
+                                    duration_ms=int(seconds * 1000))
 
     def _request(self, text: str) -> tuple[str, str, float]:
         from esl_app.providers.markup import to_plain, to_spoken

@@ -42,6 +42,7 @@ import gevent
 import gevent.event
 
 from esl_app.media.pcm import append_wav_text, wav_duration_ms, wav_with_text
+from esl_app.providers.tts.base import PlayInstruction
 from esl_app.support.bridge import run_in_thread
 
 # temp-file numbers, process-wide: several caches (and workers, by pid) share a directory
@@ -182,24 +183,26 @@ class PromptCache:
         path = self.path_for(cache_key(provider, voice, rate, text))
         return path if path.exists() else None
 
-    def get_ready(self, provider: str, voice: str, rate: int, text: str, *,
-                  duration: bool = True) -> tuple[CachedPrompt, int | None] | None:
-        """The cached prompt and its duration (ms) when neither needs a wait, else None.
+    def get_ready(self, provider: str, voice: str, rate: int, text: str, plain_text: str,
+                  *, duration_ms: int | None = None) -> PlayInstruction | None:
+        """The cached prompt's ``playback`` when it needs no wait, else None.
 
         Why: a call speaks a cached sentence from its own greenlet instead of handing it
-        to its synthesis greenlet and back (two loop iterations on a busy worker). With
-        ``duration`` only a prompt whose duration this process already knows qualifies:
-        reading a WAV header on a journalled disk is a thread job (:meth:`duration_ms`).
-        Counts a hit like :meth:`get_or_create`; a None counts nothing.
+        to its synthesis greenlet and back (two loop iterations on a busy worker). Unless
+        the provider knows the duration (``duration_ms``), only a prompt whose duration
+        this process already read qualifies: reading a WAV header on a journalled disk
+        is a thread job (:meth:`duration_ms`). Counts a hit like :meth:`get_or_create`;
+        a None counts nothing.
         """
         key = cache_key(provider, voice, rate, text)
         path = self.path_for(key)
-        ms = self._durations.get(str(path))
-        if (duration and ms is None) or key in self._inflight or not os.path.exists(path):
+        ms = self._durations.get(str(path)) if duration_ms is None else duration_ms
+        if ms is None or key in self._inflight or not os.path.exists(path):
             return None
         self.hits += 1
         self._touch(key, path)
-        return CachedPrompt(path, True), ms
+        return PlayInstruction(app="playback", arg=str(path), text=plain_text,
+                               duration_ms=ms, cached=True)
 
     def get_or_create(self, provider: str, voice: str, rate: int, text: str,
                       plain_text: str, synth: Callable[[Path], Any]) -> CachedPrompt:

@@ -213,12 +213,7 @@ class LocalTts:
                 language: str = "en-US") -> PlayInstruction | None:
         """The cached prompt when playing it needs no wait, else None (never runs espeak)."""
         spoken, plain, ev = self._request(text, voice, sample_rate, language)
-        found = self.cache.get_ready(self.name, f"{ev}@{self.speed}", sample_rate, spoken)
-        if found is None:
-            return None
-        prompt, ms = found
-        return PlayInstruction(app="playback", arg=str(prompt.path), text=plain,
-                               duration_ms=ms or 0, cached=True)
+        return self.cache.get_ready(self.name, f"{ev}@{self.speed}", sample_rate, spoken, plain)
 
     @staticmethod
     def _request(text: str, voice: str, sample_rate: int, language: str

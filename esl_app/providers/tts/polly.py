@@ -91,12 +91,8 @@ class PollyTts:
                 language: str = "en-US") -> PlayInstruction | None:
         """The cached prompt when playing it needs no wait, else None (never calls Polly)."""
         plain, text_type, payload = self._request(text, sample_rate)
-        found = self.cache.get_ready(self.name, voice, sample_rate, f"{text_type}:{payload}")
-        if found is None:
-            return None
-        prompt, ms = found
-        return PlayInstruction(app="playback", arg=str(prompt.path), text=plain,
-                               duration_ms=ms or 0, cached=True)
+        return self.cache.get_ready(self.name, voice, sample_rate, f"{text_type}:{payload}",
+                                    plain)
 
     @staticmethod
     def _request(text: str, sample_rate: int) -> tuple[str, str, str]:
