@@ -205,6 +205,32 @@ def test_cached_sentences_skip_the_synthesis_greenlet_and_keep_their_order():
         server.stop(timeout=2)
 
 
+class BrokenInstantTts(CacheTts):
+    def instant(self, text: str, **kw) -> PlayInstruction | None:
+        raise RuntimeError("cache index corrupt")
+
+
+def test_a_failing_instant_falls_back_to_synthesis():
+    """``instant`` is only a shortcut: when it raises, the sentence is synthesised."""
+    agent = InProcessAgent({"book": [(0.0, AgentReply("Tuesday at nine is open."))]})
+    tts = BrokenInstantTts(cached=set())
+    server = _serve(agent, tts)
+    peer = WirePeer(server.address)
+    try:
+        peer.handshake()
+        for _ in range(2):
+            peer.complete(peer.next_app())
+        speech(peer, "book")
+        app = peer.next_app()
+        assert _text(app) == "Tuesday at nine is open."
+        assert "Tuesday at nine is open." in tts.synthesized
+        peer.complete(app)
+        _finish(peer, server)
+    finally:
+        peer.close()
+        server.stop(timeout=2)
+
+
 def test_prompt_cache_get_ready_needs_the_file_and_a_known_duration(tmp_path):
     """A prompt another worker wrote: ready once this process knows its duration."""
     from esl_app.media.pcm import wav_bytes

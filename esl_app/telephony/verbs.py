@@ -168,13 +168,13 @@ class Speak:
         while self._looked < len(self.sentences):
             index = self._looked
             self._looked += 1
-            item: PlayInstruction | Exception | None = None
+            item: PlayInstruction | None = None
             if instant is not None:
                 try:
                     item = instant(self.sentences[index], voice=self.voice,
                                    sample_rate=self.sample_rate, language=self.language)
-                except Exception as exc:  # what synthesize would refuse: skip the sentence
-                    item = exc
+                except Exception as exc:  # synthesize decides: it retries or reports it
+                    log.debug("tts.instant failed (%s): synthesising", type(exc).__name__)
             if item is None:
                 missed = True
                 continue
