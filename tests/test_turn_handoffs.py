@@ -78,6 +78,16 @@ def _serve(agent, tts=None):
                                      tts_for=lambda t, name: tts))
 
 
+def _hear(peer: WirePeer, n: int) -> list[str]:
+    """The bot's next ``n`` sentences, each played to its end."""
+    said = []
+    for _ in range(n):
+        app = peer.next_app()
+        said.append(_text(app))
+        peer.complete(app)
+    return said
+
+
 def _finish(peer: WirePeer, server) -> dict:
     peer.hangup()
     wait_until(lambda: server.completed == 1)
@@ -94,12 +104,7 @@ def test_an_in_process_agent_answers_on_the_calls_greenlet(cls):
     try:
         _call(peer, server)
         speech(peer, "book it")
-        said = []
-        for _ in range(2):
-            app = peer.next_app()
-            said.append(_text(app))
-            peer.complete(app)
-        assert said == ["I have Tuesday at nine.", "You are booked."]
+        assert _hear(peer, 2) == ["I have Tuesday at nine.", "You are booked."]
         assert peer.setvars.get("ivr_outcome") == "booked"
         t = _finish(peer, server)
         assert t["outcome"] == "booked" and t["confirmation"] == "K7M-4Q2"
@@ -182,21 +187,11 @@ def test_cached_sentences_skip_the_synthesis_greenlet_and_keep_their_order():
     server = _serve(agent, tts)
     peer = WirePeer(server.address)
     try:
-        peer.handshake()
-        for _ in range(2):  # the clinic's greeting, then the agent's opening line
-            peer.complete(peer.next_app())
+        _call(peer, server)
         speech(peer, "book")
-        said = []
-        for _ in range(2):
-            app = peer.next_app()
-            said.append(_text(app))
-            peer.complete(app)
-        assert said == ["Tuesday at nine is open.", "Shall I book it?"]
+        assert _hear(peer, 2) == ["Tuesday at nine is open.", "Shall I book it?"]
         speech(peer, "yes")
-        for want in ("Done.", "Anything else?"):
-            app = peer.next_app()
-            assert _text(app) == want
-            peer.complete(app)
+        assert _hear(peer, 2) == ["Done.", "Anything else?"]
         assert "Tuesday at nine is open." in tts.synthesized
         assert not {"Shall I book it?", "Done.", "Anything else?"} & set(tts.synthesized)
         _finish(peer, server)
@@ -217,14 +212,10 @@ def test_a_failing_instant_falls_back_to_synthesis():
     server = _serve(agent, tts)
     peer = WirePeer(server.address)
     try:
-        peer.handshake()
-        for _ in range(2):
-            peer.complete(peer.next_app())
+        _call(peer, server)
         speech(peer, "book")
-        app = peer.next_app()
-        assert _text(app) == "Tuesday at nine is open."
+        assert _hear(peer, 1) == ["Tuesday at nine is open."]
         assert "Tuesday at nine is open." in tts.synthesized
-        peer.complete(app)
         _finish(peer, server)
     finally:
         peer.close()

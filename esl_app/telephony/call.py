@@ -532,16 +532,8 @@ class CallController:
         key = str(self._agent_seq)
 
         def job() -> None:
-            value: Any = AgentError("the agent's stream ended without a reply")
-            try:
-                for item in make():
-                    if isinstance(item, AgentReply):
-                        value = item
-                        break
-                    if item:
-                        self.post(Msg(Kind.AGENT_TEXT, key=key, text=str(item)))
-            except Exception as exc:
-                value = exc
+            value = _run_stream(make, lambda piece: self.post(
+                Msg(Kind.AGENT_TEXT, key=key, text=piece)))
             self.post(Msg(Kind.AGENT, key=key, value=value))
 
         turn = _StreamTurn(key, said, time.monotonic())
@@ -623,17 +615,9 @@ class CallController:
         as on the streamed path, before the call's own fallback.
         """
         pieces: list[str] = []
-        value: Any = AgentError("the agent's stream ended without a reply")
-        try:
-            with gevent.Timeout(AGENT_TIMEOUT, TimeoutError("agent timed out")):
-                for item in make():
-                    if isinstance(item, AgentReply):
-                        value = item
-                        break
-                    if item:
-                        pieces.append(str(item))
-        except Exception as exc:
-            value = exc
+        # the timeout is raised inside the stream, where _run_stream takes it as a failure
+        with gevent.Timeout(AGENT_TIMEOUT, TimeoutError("agent timed out")):
+            value = _run_stream(make, pieces.append)
         turn.streamed = "".join(pieces)
         self._settle(turn, value)
         done, tail = complete_sentences(turn.streamed)
@@ -1027,6 +1011,19 @@ class _StreamTurn:
             self.segments[-1][2].append(text)
         else:
             self.segments.append((kind, at_ms, [text]))
+
+
+def _run_stream(make: Callable[[], AgentStream], on_piece: Callable[[str], Any]) -> Any:
+    """Drain an agent's stream: each text piece to ``on_piece``; the reply or the failure."""
+    try:
+        for item in make():
+            if isinstance(item, AgentReply):
+                return item
+            if item:
+                on_piece(str(item))
+    except Exception as exc:
+        return exc
+    return AgentError("the agent's stream ended without a reply")
 
 
 def _unspoken(full: str, streamed: str) -> str:
