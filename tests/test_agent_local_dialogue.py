@@ -583,3 +583,55 @@ def test_a_weekday_that_is_today_with_its_morning_taken_moves_to_the_next_one(te
     assert "There's nothing left this morning." in r.text
     assert {local(s["start"]).date().isoformat() for s in c.offered} == {"2026-12-01"}
     assert all(local(s["start"]).hour < 12 for s in c.offered)
+
+
+@pytest.mark.parametrize("said", ["tuesday", "tuesday at 9", "on tuesday please"])
+def test_a_weekday_that_is_today_after_hours_means_the_next_one(tenant, said):
+    """"Tuesday" said on a Tuesday evening: next Tuesday, not "nothing open" and Wednesday."""
+    evening = NOW.replace(hour=19)
+    c = Conversation(tenant, now=evening)
+    c.say("I'd like to book with Dr. Smith")
+    r = c.say(said)
+    assert "There's nothing left today." in r.text
+    assert "nothing open on that day" not in r.text
+    assert {local(s["start"]).date().isoformat() for s in c.offered} == {"2026-12-01"}
+    if "9" in said:
+        assert local(c.offered[0]["start"]).hour == 9
+    assert_offers_are_real(tenant, c.offered)
+
+
+def test_today_said_after_hours_still_offers_the_next_open_day(tenant):
+    """"today" is not a weekday name: the next open times, whatever day they fall on."""
+    c = Conversation(tenant, now=NOW.replace(hour=19))
+    c.say("I'd like to book with Dr. Smith")
+    r = c.say("today")
+    assert "There's nothing left today." not in r.text
+    assert c.offered and {local(s["start"]).date().isoformat() for s in c.offered} \
+        == {"2026-11-25"}
+
+
+def test_a_named_weekday_is_honoured_whatever_the_day_and_hour_of_the_call(tmp_path):
+    """Every weekday name, said on every day of the week at any hour, gets that weekday.
+
+    The conversation corpus runs on the real clock, so this sweep is what keeps it from
+    depending on the day CI happens to run.
+    """
+    from datetime import timedelta
+
+    tenant = make_db(tmp_path, days=21, now=NOW).get("sunrise")
+    names = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday"]
+    for day in range(7):
+        for hour, minute in ((7, 0), (11, 50), (16, 45), (19, 0), (23, 30)):
+            now = NOW.replace(hour=hour, minute=minute) + timedelta(days=day)
+            for wd, name in enumerate(names):
+                for said in (name, f"next {name}", f"on {name} morning"):
+                    c = Conversation(tenant, now=now)
+                    c.say("I'd like to book with Dr. Smith")
+                    c.say(said)
+                    where = f"{said!r} said {now:%a %H:%M}"
+                    assert c.state["stage"] == "offer" and c.offered, where
+                    starts = [local(s["start"]) for s in c.offered]
+                    assert all(s.weekday() == wd for s in starts), where
+                    assert all(now < s <= now + timedelta(days=8) for s in starts), where
+                    if "morning" in said:
+                        assert all(s.hour < 12 for s in starts), where

@@ -365,6 +365,12 @@ class BookingStages:
             return None
         return now.time() >= band[1]
 
+    def _asked_for_today(self, call: CallContext) -> bool:
+        """Whether the caller's date is the single day that is today."""
+        st = call.state
+        return bool(st.get("date_first")) and st.get("date_first") == st.get("date_last") \
+            == self._now(call).date().isoformat()
+
     def _search_and_offer(self, call: CallContext, lead: str = "") -> AgentReply:
         """Search with the caller's criteria, relaxing them step by step when nothing fits."""
         st = call.state
@@ -392,6 +398,14 @@ class BookingStages:
             if slots:
                 note = (f"This {st['part']} is already over." if over
                         else f"There's nothing left this {st['part']}.")
+        if not slots and st.get("date_by_weekday") and self._asked_for_today(call):
+            # the same for the whole day: "Monday" said on a Monday evening means the next
+            # Monday, not "nothing open on that day" followed by Tuesday
+            nxt = (date.fromisoformat(st["date_first"]) + timedelta(days=7)).isoformat()
+            slots = self._search(call, date_first=nxt, date_last=nxt)
+            if slots:
+                st["date_first"] = st["date_last"] = nxt
+                note = "There's nothing left today."
         if not slots and (st.get("part") or st.get("at") or st.get("after_time")
                           or st.get("before_time")) and st.get("date_first"):
             slots = self._search(call, part=None, at=None, after_time=None, before_time=None)
