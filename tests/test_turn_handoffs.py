@@ -13,32 +13,15 @@ import time
 import gevent
 import pytest
 from fakes.telephony import WirePeer, make_services, speech, start_server, wait_until
-from test_turn_streaming import StreamingAgent, _call, _text
+from test_turn_streaming import InProcessAgent, _call, _text
 
-from esl_app.providers.agent.base import AgentError, AgentReply, CallContext, Utterance
+from esl_app.config.tenants import DEFAULT_ACK_PHRASES
+from esl_app.providers.agent.base import AgentError, AgentReply
 from esl_app.providers.tts.base import PlayInstruction, TtsCapabilities
 from esl_app.providers.tts.cache import PromptCache
 from esl_app.support import bridge
 from esl_app.telephony import call as call_mod
 from esl_app.telephony.call import TROUBLE_TEXT, CallServices
-
-
-class InProcessAgent(StreamingAgent):
-    """The scripted streaming agent, declared in-process; notes where each turn ran."""
-
-    in_process = True
-
-    def __init__(self, script: dict[str, list]) -> None:
-        super().__init__(script)
-        self.ran_on: list[object] = []
-
-    def greet(self, call: CallContext) -> AgentReply:
-        self.ran_on.append(gevent.getcurrent())
-        return super().greet(call)
-
-    def respond_stream(self, call: CallContext, utterance: Utterance):
-        self.ran_on.append(gevent.getcurrent())
-        yield from super().respond_stream(call, utterance)
 
 
 class HelperAgent(InProcessAgent):
@@ -175,6 +158,27 @@ def test_a_hang_up_during_an_in_process_turn_keeps_the_booking():
         server.stop(timeout=2)
 
 
+def test_a_hang_up_during_a_stall_acknowledgement_keeps_the_booking():
+    booked = AgentReply("You are booked, code K7M-4Q2.", outcome="booked",
+                        confirmation="K7M-4Q2")
+    agent = InProcessAgent({"yes": [(0.8, booked)]})
+    server = _serve(agent)
+    peer = WirePeer(server.address)
+    try:
+        _call(peer, server)
+        speech(peer, "yes")
+        ack = peer.next_app()
+        assert _text(ack) in DEFAULT_ACK_PHRASES
+        peer.hangup()  # while "Okay." plays and the agent is still booking
+        wait_until(lambda: server.completed == 1)
+        t = server.last_transcripts[-1].to_dict()
+        assert t["outcome"] == "booked" and t["confirmation"] == "K7M-4Q2"
+        assert [x["text"] for x in t["turns"] if x["speaker"] == "bot"][-1] == _text(ack)
+    finally:
+        peer.close()
+        server.stop(timeout=2)
+
+
 def test_cached_sentences_skip_the_synthesis_greenlet_and_keep_their_order():
     """A slow uncached first sentence, a cached second: played in order; only the
     first is synthesised, and a reply all cached synthesises nothing."""
@@ -287,3 +291,46 @@ def test_emulated_polly_and_freeswitch_speak_are_instant_as_their_providers_are(
     fs = FreeswitchTts()
     assert fs.instant("Hi.", voice="Joanna", sample_rate=8000) == fs.synthesize(
         "Hi.", voice="Joanna", sample_rate=8000)
+
+
+@pytest.mark.postgres
+def test_a_postgres_lock_wait_in_the_local_agent_is_acknowledged(tmp_path):
+    """The real local agent on Postgres, its calendar locked by another session: the
+    query waits (psycogreen yields), "Okay." plays, and the offer follows the unlock."""
+    import psycopg2
+    from fakes.scheduling import fresh_postgres_db, postgres_url
+
+    from esl_app.db.models import Slot
+    from esl_app.providers.agent.local import LocalAgent
+    from esl_app.sim.testing import make_db
+
+    base = postgres_url()
+    if not base:
+        pytest.skip("IVR_TEST_POSTGRES_URL not set")
+    with fresh_postgres_db(base) as url:
+        tenants = make_db(tmp_path, days=14, url=url)
+        server = start_server(make_services(LocalAgent(), tenants=tenants))
+        peer = WirePeer(server.address)
+        holder = psycopg2.connect(url)
+        try:
+            peer.handshake()
+            while True:  # the greeting, however many sentences: then the bot listens
+                try:
+                    peer.complete(peer.next_app(timeout=0.5))
+                except gevent.Timeout:
+                    break
+            with holder.cursor() as cur:
+                cur.execute(f'LOCK TABLE "{Slot._meta.table_name}" IN ACCESS EXCLUSIVE MODE')
+            speech(peer, "I'd like to book with Dr. Smith tomorrow morning")
+            ack = peer.next_app()
+            assert _text(ack) in DEFAULT_ACK_PHRASES, _text(ack)
+            peer.complete(ack)
+            with pytest.raises(gevent.Timeout):  # nothing more while the lock is held
+                peer.next_app(timeout=0.3)
+            holder.commit()  # the lock goes: the search runs and the offer is spoken
+            offer = peer.next_app()
+            assert _text(offer) not in DEFAULT_ACK_PHRASES and _text(offer) != TROUBLE_TEXT
+        finally:
+            holder.close()
+            peer.close()
+            server.stop(timeout=2)

@@ -93,6 +93,24 @@ class StreamingAgent:
         pass
 
 
+class InProcessAgent(StreamingAgent):
+    """The scripted streaming agent, declared in-process (answers on the call's greenlet)."""
+
+    in_process = True
+
+    def __init__(self, script: dict[str, list]) -> None:
+        super().__init__(script)
+        self.ran_on: list[object] = []
+
+    def greet(self, call: CallContext) -> AgentReply:
+        self.ran_on.append(gevent.getcurrent())
+        return super().greet(call)
+
+    def respond_stream(self, call: CallContext, utterance: Utterance):
+        self.ran_on.append(gevent.getcurrent())
+        yield from super().respond_stream(call, utterance)
+
+
 def _call(peer: WirePeer, server) -> None:
     """Handshake, let the greeting play, and wait for the bot to listen."""
     peer.handshake()
@@ -163,9 +181,15 @@ def test_fast_agent_gets_no_acknowledgement():
         server.stop(timeout=2)
 
 
-def test_slow_agent_gets_a_varied_acknowledgement_then_the_answer_without_a_gap():
+BOTH_PATHS = pytest.mark.parametrize("cls", [StreamingAgent, InProcessAgent],
+                                     ids=["helper", "in-process"])
+
+
+@BOTH_PATHS
+def test_slow_agent_gets_a_varied_acknowledgement_then_the_answer_without_a_gap(cls):
+    """In-process too: its stall (a database wait) gets the ack from a libev timer."""
     slow = [(0.8, "Okay then. "), (0.0, AgentReply("Okay then."))]
-    agent = StreamingAgent({"one": slow, "two": slow, "three": slow})
+    agent = cls({"one": slow, "two": slow, "three": slow})
     server = _serve(agent)
     peer = WirePeer(server.address)
     acks = []
@@ -214,11 +238,12 @@ def test_acknowledgement_budget_is_per_tenant_and_can_be_off():
         server.stop(timeout=2)
 
 
-def test_speech_over_the_acknowledgement_does_not_cut_it_and_the_answer_is_heard():
+@BOTH_PATHS
+def test_speech_over_the_acknowledgement_does_not_cut_it_and_the_answer_is_heard(cls):
     """The caller keeps talking after "Okay.": the answer still plays, their words wait."""
     booked = AgentReply("You are booked. Anything else?", outcome="booked",
                         confirmation="K7M-4Q2")
-    agent = StreamingAgent({"yes": [(0.6, "You are booked. "), (0.3, "Anything else?"),
+    agent = cls({"yes": [(0.6, "You are booked. "), (0.3, "Anything else?"),
                                     (0.0, booked)],
                             "thanks": [(0.0, AgentReply("Goodbye.", action="hangup"))]})
     server = _serve(agent)

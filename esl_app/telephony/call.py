@@ -540,8 +540,8 @@ class CallController:
         lead_sentences = split_sentences(lead)
         inline = bool(getattr(self.agent, "in_process", False))
         timers: list[gevent.Greenlet] = []
-        if inline:  # the reply is ready before anything plays: no ack, no helper
-            answer = self._reply_now(make, turn)
+        if inline:  # the reply is ready before anything plays: no helper, an ack if it stalls
+            answer = self._reply_now(make, turn, ack=ack)
         else:
             answer = []
             self._agent_job = self.spawn(job)
@@ -605,7 +605,8 @@ class CallController:
             self._goodbye()
         return None
 
-    def _reply_now(self, make: Callable[[], AgentStream], turn: _StreamTurn) -> list[str]:
+    def _reply_now(self, make: Callable[[], AgentStream], turn: _StreamTurn, *,
+                   ack: bool = False) -> list[str]:
         """Run an in-process agent's turn on this greenlet; the sentences to speak.
 
         Why: a helper greenlet costs two hand-offs (its start, its reply back), each a
@@ -613,17 +614,78 @@ class CallController:
         waits on anything remote. The reply is recorded (a booking kept) before
         anything plays; what a failing agent had already completed is still said,
         as on the streamed path, before the call's own fallback.
+
+        Such a turn takes milliseconds, unless its database stalls: with ``ack``, a
+        bare libev timer (no greenlet unless it fires) plays the tenant's
+        acknowledgement after ``ack_after_ms`` (:meth:`_stall_ack`), so a stall is
+        not dead air.
         """
         pieces: list[str] = []
-        # the timeout is raised inside the stream, where _run_stream takes it as a failure
-        with gevent.Timeout(AGENT_TIMEOUT, TimeoutError("agent timed out")):
-            value = _run_stream(make, pieces.append)
+        acks: list[gevent.Greenlet] = []
+        timer = self._stall_timer(turn, acks) if ack else None
+        try:
+            # the timeout is raised inside the stream, where _run_stream takes it as a failure
+            with gevent.Timeout(AGENT_TIMEOUT, TimeoutError("agent timed out")):
+                value = _run_stream(make, pieces.append)
+        except BaseException:
+            for g in acks:
+                g.kill(block=False)
+            raise
+        finally:
+            if timer is not None:
+                timer.stop()
+                timer.close()
         turn.streamed = "".join(pieces)
         self._settle(turn, value)
+        if acks:  # the acknowledgement plays to its end (or never starts: the reply is in)
+            ended = acks[0].get()
+            if ended is not None:  # the hang-up it read, now that the reply is recorded
+                self._record_segments(turn, barged_in=False)
+                raise ended
         done, tail = complete_sentences(turn.streamed)
         if isinstance(value, AgentReply):
             done += split_sentences(tail + _unspoken(value.text, turn.streamed))
         return [s for s in done if s.strip()]
+
+    def _stall_timer(self, turn: _StreamTurn, acks: list[gevent.Greenlet]) -> Any:
+        """A libev timer that starts :meth:`_stall_ack` once ``ack_after_ms`` has passed."""
+        tenant = self.tenant
+        if tenant is None or tenant.ack_after_ms <= 0:
+            return None
+        since = time.monotonic() - (self._turn_t0 or turn.started)
+        timer = gevent.get_hub().loop.timer(max(0.0, tenant.ack_after_ms / 1000.0 - since))
+        timer.start(lambda: acks.append(gevent.spawn(self._stall_ack, turn)))
+        return timer
+
+    def _stall_ack(self, turn: _StreamTurn) -> BaseException | None:
+        """Play an acknowledgement while this call's in-process agent waits (its own greenlet).
+
+        The call's greenlet is inside the agent, so this one reads the call's messages
+        meanwhile, as the streamed path's Speak would: the caller's words are kept for
+        the next listen. A hang-up it reads is returned, for the call's greenlet to
+        raise once the reply is recorded.
+        """
+        if turn.final is not None or self.gone or not self.session.channel_up:
+            return None  # the reply came in before this greenlet ran, or nobody is there
+        tenant = self.tenant
+        text = self._pick_ack()
+        if tenant is None or text is None or self.tts is None:
+            return None
+        verb = Speak(self, [text], self.tts, voice=tenant.voice,
+                     sample_rate=tenant.sample_rate, language=tenant.language,
+                     barge_in=True, interruptible=False,
+                     before_play=self.listener.arm if self.listener else None,
+                     on_first_audio=self._stream_first_audio,
+                     on_play=lambda i, item: turn.heard(
+                         "ack", to_plain(item.text or text), self.transcript.elapsed_ms()))
+        try:
+            verb.run()
+        except (CallEnded, EslError) as exc:
+            return exc
+        finally:
+            if self.listener is not None and verb.started:
+                self.listener.speaking(False)
+        return None
 
     def _on_stream_msg(self, turn: _StreamTurn, verb: Speak, msg: Msg) -> None:
         """A message for the turn being spoken (runs on the controller's greenlet)."""
@@ -709,10 +771,13 @@ class CallController:
         result = verb.result
         if result.barged_in:
             metrics.BARGE_INS.labels(self.tenant.id if self.tenant else "-").inc()
+        self._record_segments(turn, barged_in=result.barged_in)
+
+    def _record_segments(self, turn: _StreamTurn, *, barged_in: bool) -> None:
         for n, (_kind, at, texts) in enumerate(turn.segments):
             last = n == len(turn.segments) - 1
             heard = " ".join(texts)
-            barged = result.barged_in and last
+            barged = barged_in and last
             self.transcript.add("bot", heard, barged_in=barged, at_ms=at)
             self._emit("bot_said", {"text": heard, "barged_in": barged})
 
@@ -1006,7 +1071,10 @@ class _StreamTurn:
     segments: list[tuple[str, int, list[str]]] = field(default_factory=list)
 
     def played(self, index: int, text: str, at_ms: int) -> None:
-        kind = self.kinds.get(index, "answer")
+        self.heard(self.kinds.get(index, "answer"), text, at_ms)
+
+    def heard(self, kind: str, text: str, at_ms: int) -> None:
+        """A sentence of ``kind`` started playing: one transcript turn per run of a kind."""
         if self.segments and self.segments[-1][0] == kind:
             self.segments[-1][2].append(text)
         else:
