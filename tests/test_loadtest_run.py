@@ -266,3 +266,43 @@ def test_a_server_given_up_on_goes_with_its_workers():
     else:
         os.kill(worker, signal.SIGKILL)
         raise AssertionError("the worker outlived _end")
+
+
+def test_words_the_bot_did_not_hear_are_counted_and_the_call_kept(tmp_path, monkeypatch):
+    """A load-test caller answers every question, so "I didn't hear anything" is a loss."""
+    from fakes.telephony import local_bot
+
+    from esl_app.sim import loadcallers
+    from esl_app.sim.emulator.channel import _SPEECH_FILE
+    from esl_app.sim.loadcallers import _unusual, run_one_call
+    from esl_app.sim.loadtest import summarize
+
+    real = loadcallers._text_recogniser
+    heard = []
+
+    def dropping(channel, stt_ms, rng, ends):
+        inner = real(channel, stt_ms, rng, ends)
+
+        def recognise(text):
+            heard.append(text)
+            if len(heard) == 2:  # the answer after the barge-in: speech, then no result
+                channel.fire("DETECTED_SPEECH", _SPEECH_FILE,
+                             before=[("Speech-Type", "begin-speaking")])
+                return
+            inner(text)
+        return recognise
+
+    monkeypatch.setattr(loadcallers, "_text_recogniser", dropping)
+    bot_gen = local_bot(tmp_path)
+    bot = next(bot_gen)
+    try:
+        st = run_one_call(bot.address, "1001", random.Random(5), audio=False,
+                          time_scale=0.02, stt_ms=None, tts=None, turn_timeout=10)
+    finally:
+        bot_gen.close()
+    assert st.outcome == "booked", st.error  # the caller said it again
+    assert st.missed == 1 and st.unusual
+    assert any("didn't hear anything" in line for line in st.said), st.said
+    kept = _unusual(st, "1001")
+    text = summarize({**_minimal_report(), "calls_missed_speech": 1, "unusual_calls": [kept]})
+    assert "in 1 calls the bot said it heard nothing" in text and "(words lost" in text

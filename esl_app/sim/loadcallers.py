@@ -130,14 +130,17 @@ class CallStats:
     frames_sent: int = 0
     frames_lost: int = 0
     turns: int = 0
+    #: times the bot said it heard nothing: a load-test caller answers every question,
+    #: so each one is the caller's words lost (a dropped frame, a race at barge-in)
+    missed: int = 0
     #: the conversation as the emulator heard it ("bot: …" / "caller: …"), taken only
     #: for a call that did not book (what went wrong is read from it, not guessed)
     said: list[str] = field(default_factory=list)
 
     @property
     def unusual(self) -> bool:
-        """The call did not book (or broke): its conversation goes into the report."""
-        return bool(self.error) or self.outcome != "booked"
+        """The call did not book, broke, or lost the caller's words: it is reported."""
+        return bool(self.error) or self.outcome != "booked" or self.missed > 0
 
 
 class _Fire:
@@ -294,6 +297,7 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
     import gevent
 
     from esl_app.sim.emulator.outbound import EmulatedCall
+    from esl_app.telephony.lines import NOTHING_HEARD, STILL_THERE
 
     st = CallStats()
     variables = {} if audio else {"ivr_stt": "freeswitch"}
@@ -341,6 +345,8 @@ def run_one_call(address: tuple[str, int], did: str, rng: random.Random, *, audi
             if kind == "bot_said":
                 last_bot = ev.get("text", "")
                 heard.append(last_bot)
+                if last_bot.startswith((NOTHING_HEARD, STILL_THERE)):
+                    st.missed += 1
                 if not barged:  # talk over the greeting's first sentence
                     barged = True
                     gevent.sleep(0.3 * time_scale)
@@ -448,7 +454,7 @@ def _unusual(st: CallStats, did: str) -> dict[str, Any]:
         said = [*said[:head], f"… {len(said) - UNUSUAL_LINES} lines …",
                 *said[head - UNUSUAL_LINES:]]
     return {"did": did, "outcome": st.outcome, "error": st.error, "turns": st.turns,
-            "said": said}
+            "missed": st.missed, "frames_late": st.frames_lost, "said": said}
 
 
 def _child_main(argv: list[str]) -> int:
@@ -483,6 +489,7 @@ def _child_main(argv: list[str]) -> int:
     duration = cfg["duration"]
     out = sys.stdout
     counts = {"started": 0, "active": 0, "done": 0, "failed": 0}
+    missed_calls = 0
     merged = CallStats()
     outcomes: dict[str, int] = {}
     errors: dict[str, int] = {}
@@ -517,6 +524,9 @@ def _child_main(argv: list[str]) -> int:
                 errors[key] = errors.get(key, 0) + 1
             if st.unusual and len(unusual) < UNUSUAL_KEPT:
                 unusual.append(_unusual(st, did))
+            if st.missed:
+                nonlocal missed_calls
+                missed_calls += 1
             if st.setup_ms is not None:
                 setups.append(st.setup_ms)
             if st.connect_ms is not None:
@@ -560,5 +570,6 @@ def _child_main(argv: list[str]) -> int:
         "answer_ms": merged.answer_ms,
         "frames_sent": merged.frames_sent, "frames_lost": merged.frames_lost,
         "outcomes": outcomes, "errors": errors, "hub_lag_ms": lags, "unusual": unusual,
+        "calls_missed_speech": missed_calls,
     }})
     return 0

@@ -411,9 +411,10 @@ def _run_loadtest(cfg: LoadConfig, prof: Any) -> dict[str, Any]:
     outcomes: dict[str, int] = {}
     errors: dict[str, int] = {}
     unusual: list[dict[str, Any]] = []
-    completed = failed = sent = lost = 0
+    completed = failed = sent = lost = missed = 0
     for r in results:
         completed += r["calls_completed"]
+        missed += r.get("calls_missed_speech", 0)
         failed += r["calls_failed"]
         sent += r["frames_sent"]
         lost += r["frames_lost"]
@@ -462,6 +463,7 @@ def _run_loadtest(cfg: LoadConfig, prof: Any) -> dict[str, Any]:
         "answer_ms": _pcts(merged["answer_ms"]),
         "samples": {k: len(v) for k, v in merged.items()},
         "outcomes": outcomes, "errors": errors,
+        "calls_missed_speech": missed,
         "unusual_calls": unusual[:UNUSUAL_KEPT],
         "server_log": dict(sorted(server_log.items(), key=lambda kv: -kv[1])[:20]),
     }
@@ -561,10 +563,13 @@ def summarize(r: dict[str, Any]) -> str:
     ]
     if r["errors"]:
         lines.append("errors: " + "; ".join(f"{k} ×{v}" for k, v in r["errors"].items()))
+    if r.get("calls_missed_speech"):
+        lines.append(f"caller's words lost: in {r['calls_missed_speech']} calls the bot said it "
+                     "heard nothing")
     for kind, n in list(r.get("server_log", {}).items())[:5]:
         lines.append(f"server log: {n} × {kind}")
     for u in r.get("unusual_calls", ())[:3]:
-        why = u["error"] or u["outcome"]
+        why = u["error"] or ("words lost" if u["outcome"] == "booked" else u["outcome"])
         lines.append(f"unusual call to {u['did']} ({why}, {u['turns']} turns), last words: "
                      + " | ".join(u["said"][-4:]))
     return "\n".join(lines)
