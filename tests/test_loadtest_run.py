@@ -180,20 +180,27 @@ def test_host_cpu_split_is_taken_over_the_window_with_every_call_up():
     assert _host_split([(t0, 0), (None, 100)], 100) is None
 
 
-def test_a_call_that_does_not_book_is_kept_with_its_last_words(tmp_path):
-    """What went wrong in a run is read from the call's own conversation, not guessed."""
+def _one_text_call(tmp_path, did: str, *, seed: int):
+    """One load-test caller's whole call to a local bot (text mode)."""
     from fakes.telephony import local_bot
 
-    from esl_app.sim.loadcallers import UNUSUAL_LINES, _unusual, run_one_call
-    from esl_app.sim.loadtest import summarize
+    from esl_app.sim.loadcallers import run_one_call
 
     bot_gen = local_bot(tmp_path)
     bot = next(bot_gen)
     try:
-        st = run_one_call(bot.address, "5559999", random.Random(3), audio=False,
-                          time_scale=0.02, stt_ms=None, tts=None, turn_timeout=10)
+        return run_one_call(bot.address, did, random.Random(seed), audio=False,
+                            time_scale=0.02, stt_ms=None, tts=None, turn_timeout=10)
     finally:
         bot_gen.close()
+
+
+def test_a_call_that_does_not_book_is_kept_with_its_last_words(tmp_path):
+    """What went wrong in a run is read from the call's own conversation, not guessed."""
+    from esl_app.sim.loadcallers import UNUSUAL_LINES, _unusual
+    from esl_app.sim.loadtest import summarize
+
+    st = _one_text_call(tmp_path, "5559999", seed=3)
     assert st.outcome != "booked"
     kept = _unusual(st, "5559999")
     assert kept["did"] == "5559999" and kept["outcome"] == st.outcome
@@ -270,11 +277,9 @@ def test_a_server_given_up_on_goes_with_its_workers():
 
 def test_words_the_bot_did_not_hear_are_counted_and_the_call_kept(tmp_path, monkeypatch):
     """A load-test caller answers every question, so "I didn't hear anything" is a loss."""
-    from fakes.telephony import local_bot
-
     from esl_app.sim import loadcallers
     from esl_app.sim.emulator.channel import _SPEECH_FILE
-    from esl_app.sim.loadcallers import _unusual, run_one_call
+    from esl_app.sim.loadcallers import _unusual
     from esl_app.sim.loadtest import summarize
 
     real = loadcallers._text_recogniser
@@ -293,13 +298,7 @@ def test_words_the_bot_did_not_hear_are_counted_and_the_call_kept(tmp_path, monk
         return recognise
 
     monkeypatch.setattr(loadcallers, "_text_recogniser", dropping)
-    bot_gen = local_bot(tmp_path)
-    bot = next(bot_gen)
-    try:
-        st = run_one_call(bot.address, "1001", random.Random(5), audio=False,
-                          time_scale=0.02, stt_ms=None, tts=None, turn_timeout=10)
-    finally:
-        bot_gen.close()
+    st = _one_text_call(tmp_path, "1001", seed=5)
     assert st.outcome == "booked", st.error  # the caller said it again
     assert st.missed == 1 and st.unusual
     assert any("didn't hear anything" in line for line in st.said), st.said
