@@ -547,24 +547,18 @@ class CallController:
             self._agent_job = self.spawn(job)
             timers.append(gevent.spawn_later(AGENT_TIMEOUT, self.post,
                                              Msg(Kind.TIMER, key=f"agent_timeout:{key}")))
-            if ack and tenant.ack_after_ms > 0:
-                since = time.monotonic() - (self._turn_t0 or turn.started)
-                timers.append(gevent.spawn_later(
-                    max(0.0, tenant.ack_after_ms / 1000.0 - since),
-                    self.post, Msg(Kind.TIMER, key=f"ack:{key}")))
+            if ack and (delay := self._ack_delay(turn)) is not None:
+                timers.append(gevent.spawn_later(delay, self.post,
+                                                 Msg(Kind.TIMER, key=f"ack:{key}")))
         turn.lead = len(lead_sentences)
         turn.kinds.update(dict.fromkeys(range(len(lead_sentences) + len(answer)), "answer"))
         turn.queued = bool(answer)
         # not cut by the caller before the greeting or the answer itself plays (an ack,
         # a filler, a sentence still being synthesised): they would hear none of it
-        verb = Speak(self, lead_sentences + answer, self.tts or FreeswitchTts(),
-                     voice=tenant.voice, sample_rate=tenant.sample_rate,
-                     language=tenant.language, barge_in=True,
-                     before_play=self.listener.arm if self.listener else None,
-                     on_first_audio=self._stream_first_audio, open_ended=not inline,
-                     interruptible=False,
-                     on_other=lambda m: self._on_stream_msg(turn, verb, m),
-                     on_play=lambda i, item: self._on_stream_play(turn, verb, i, item))
+        verb = self._turn_speak(lead_sentences + answer, open_ended=not inline,
+                                on_other=lambda m: self._on_stream_msg(turn, verb, m),
+                                on_play=lambda i, item: self._on_stream_play(turn, verb, i,
+                                                                             item))
         self._current_verb = verb
         try:
             verb.run()
@@ -647,13 +641,33 @@ class CallController:
             done += split_sentences(tail + _unspoken(value.text, turn.streamed))
         return [s for s in done if s.strip()]
 
-    def _stall_timer(self, turn: _StreamTurn, acks: list[gevent.Greenlet]) -> Any:
-        """A libev timer that starts :meth:`_stall_ack` once ``ack_after_ms`` has passed."""
+    def _turn_speak(self, sentences: list[str], *, open_ended: bool = False,
+                    on_other: Callable[[Msg], None] | None = None,
+                    on_play: Callable[[int, PlayInstruction], None] | None = None) -> Speak:
+        """A Speak for an agent turn: not cut by the caller until the answer itself plays."""
+        tenant = self.tenant
+        assert tenant is not None
+        return Speak(self, sentences, self.tts or FreeswitchTts(), voice=tenant.voice,
+                     sample_rate=tenant.sample_rate, language=tenant.language,
+                     barge_in=True, interruptible=False,
+                     before_play=self.listener.arm if self.listener else None,
+                     on_first_audio=self._stream_first_audio, open_ended=open_ended,
+                     on_other=on_other, on_play=on_play)
+
+    def _ack_delay(self, turn: _StreamTurn) -> float | None:
+        """Seconds until this turn's acknowledgement is due (``ack_after_ms``); None: never."""
         tenant = self.tenant
         if tenant is None or tenant.ack_after_ms <= 0:
             return None
         since = time.monotonic() - (self._turn_t0 or turn.started)
-        timer = gevent.get_hub().loop.timer(max(0.0, tenant.ack_after_ms / 1000.0 - since))
+        return max(0.0, tenant.ack_after_ms / 1000.0 - since)
+
+    def _stall_timer(self, turn: _StreamTurn, acks: list[gevent.Greenlet]) -> Any:
+        """A libev timer that starts :meth:`_stall_ack` once ``ack_after_ms`` has passed."""
+        delay = self._ack_delay(turn)
+        if delay is None:
+            return None
+        timer = gevent.get_hub().loop.timer(delay)
         timer.start(lambda: acks.append(gevent.spawn(self._stall_ack, turn)))
         return timer
 
@@ -667,17 +681,11 @@ class CallController:
         """
         if turn.final is not None or self.gone or not self.session.channel_up:
             return None  # the reply came in before this greenlet ran, or nobody is there
-        tenant = self.tenant
-        text = self._pick_ack()
-        if tenant is None or text is None or self.tts is None:
+        text = self._pick_ack()  # None without a tenant or a TTS
+        if text is None:
             return None
-        verb = Speak(self, [text], self.tts, voice=tenant.voice,
-                     sample_rate=tenant.sample_rate, language=tenant.language,
-                     barge_in=True, interruptible=False,
-                     before_play=self.listener.arm if self.listener else None,
-                     on_first_audio=self._stream_first_audio,
-                     on_play=lambda i, item: turn.heard(
-                         "ack", to_plain(item.text or text), self.transcript.elapsed_ms()))
+        verb = self._turn_speak([text], on_play=lambda i, item: turn.heard(
+            "ack", to_plain(item.text or text), self.transcript.elapsed_ms()))
         try:
             verb.run()
         except (CallEnded, EslError) as exc:
